@@ -1,0 +1,1 @@
+//! End-to-end tests: each module runs the real `vmm` binary.

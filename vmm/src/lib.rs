@@ -1,0 +1,3 @@
+//! The VMM library behind the `vmm` binary; one module per concern.
+
+pub mod introspect;
