@@ -1,1 +1,3 @@
-//! Device models.
+//! Device models, each configured from the generated compat tables.
+
+pub mod generated;
