@@ -1,1 +1,46 @@
-//! Shared compat runtime types.
+//! Shared compat runtime: the types the generated compat tables are made of,
+//! and the logic both the compiler (`codegen`) and the VMM need.
+//!
+//! * [`value`]: property types ([`PropType`]) and values ([`Value`]) with the
+//!   one and only value parser, [`Value::parse`], used for TOML values by the
+//!   compiler and for `-global`/`-device` by the VMM.
+//! * [`table`]: the static tables `devices::generated` is made of:
+//!   [`Catalog`], [`DeviceType`], [`PropDef`], [`Family`], [`MachineType`],
+//!   releases, errata and deprecations.
+//! * [`resolve`]: looking a machine type up and reading the resolved value and
+//!   [`Provenance`] of every property ([`EffectiveConfig`]).
+//! * [`overrides`]: [`Override`] parsing (`-global T.P=V`, `-device T,P=V`) and
+//!   [`EffectiveConfig`], the serialisable effective guest-visible
+//!   configuration that travels with a VM.
+//! * [`props`]: helpers the generated typed property structs use.
+//! * [`vmstate`]: VMState descriptors ([`VmStateDesc`], [`FieldDesc`],
+//!   [`WireType`], [`SubsectionDesc`]).
+//!
+//! Resolution semantics (DESIGN.md §1): machine `F-X.Y` applies the delta of
+//! every version `>= X.Y` older than the newest machine of its family, newest
+//! first, oldest last; later entries win. The compiler resolves this into a
+//! per-property *timeline* (see [`PropTimeline`]): the value for a machine is
+//! the step with the smallest version `>=` the machine's version, else the
+//! default. Precedence: default < deltas < `-global` < `-device`.
+
+pub mod overrides;
+pub mod props;
+pub mod resolve;
+pub mod suggest;
+pub mod table;
+pub mod value;
+pub mod version;
+pub mod vmstate;
+
+pub use overrides::{
+    EffectiveConfig, EffectiveDevice, EffectiveProp, Override, OverrideError, PropDiff,
+};
+pub use props::{AutoOr, PropsError};
+
+pub use table::{
+    Catalog, Delta, DeltaEntry, Deprecation, DeviceType, Erratum, Family, Knobs, Lifecycle,
+    MachineType, PropDef, PropTimeline, Provenance, Release, Step, TypeTimeline,
+};
+pub use value::{PropType, Value, ValueError};
+pub use version::{MachineVersion, VersionError};
+pub use vmstate::{Count, FieldDesc, SubsectionDesc, VmStateDesc, WireType};

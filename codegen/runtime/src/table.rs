@@ -1,0 +1,274 @@
+//! The static tables generated code is made of (`devices::generated::CATALOG`).
+
+use crate::value::{PropType, Value};
+use crate::version::MachineVersion;
+use crate::vmstate::VmStateDesc;
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::fmt;
+
+/// Everything the compat compiler produced: families (with their machine
+/// types and resolved property timelines), device types, deltas, releases and
+/// deprecations.
+#[derive(Debug, Serialize)]
+pub struct Catalog {
+    /// Machine families (`pc`, ...), each with its machine types.
+    pub families: &'static [Family],
+    /// Every device type, parents before children.
+    pub device_types: &'static [DeviceType],
+    /// Every compat delta as written in the TOML (for introspection/checkers).
+    pub deltas: &'static [Delta],
+    /// Release history, oldest first.
+    pub releases: &'static [Release],
+    /// Deprecated features.
+    pub deprecations: &'static [Deprecation],
+}
+
+/// A device type (QOM-like): name, parent, properties, VMState.
+#[derive(Debug, Serialize)]
+pub struct DeviceType {
+    /// Type name, e.g. `virtio-blk-device`.
+    pub name: &'static str,
+    /// Parent type name, `None` for a root.
+    pub parent: Option<&'static str>,
+    /// This type then its ancestors up to the root.
+    pub ancestors: &'static [&'static str],
+    /// One-line description.
+    pub doc: &'static str,
+    /// Every property, inherited ones included (ancestors' first).
+    pub props: &'static [PropDef],
+    /// Its migration state, if it has any.
+    pub vmstate: Option<&'static VmStateDesc>,
+}
+
+/// A property definition.
+#[derive(Debug, Serialize)]
+pub struct PropDef {
+    /// Property name, e.g. `num-queues`.
+    pub name: &'static str,
+    /// The type that declares it (an ancestor for inherited properties).
+    pub owner: &'static str,
+    /// Its type.
+    pub ty: PropType,
+    /// Its newest default.
+    pub default: Value,
+    /// One-line description.
+    pub doc: &'static str,
+}
+
+/// A machine family (`pc`): its machine types, oldest first, and the resolved
+/// property timelines shared by its machine types.
+#[derive(Debug, Serialize)]
+pub struct Family {
+    /// Family name (`pc`).
+    pub name: &'static str,
+    /// One-line description.
+    pub doc: &'static str,
+    /// Alias naming the newest machine type (`pc` → `pc-8.2`).
+    pub alias: Option<&'static str>,
+    /// Delta series applied per version, in application order
+    /// (`["hw_compat", "pc_compat"]`).
+    pub series: &'static [&'static str],
+    /// Machine types, oldest first.
+    pub machines: &'static [MachineType],
+    /// Per device type (sorted by name), per property (sorted by name): the
+    /// compat steps. Properties without steps are absent (their default holds).
+    pub timelines: &'static [TypeTimeline],
+}
+
+/// The compat steps of one device type's properties in one family.
+#[derive(Debug, Serialize)]
+pub struct TypeTimeline {
+    /// Device type name.
+    pub type_name: &'static str,
+    /// Properties with at least one step, sorted by name.
+    pub props: &'static [PropTimeline],
+}
+
+/// Resolved compat history of one property in one family: the value for
+/// machine version `v` is the first step (ascending) with `version >= v`;
+/// if none, the default.
+#[derive(Debug, Serialize)]
+pub struct PropTimeline {
+    /// Property name.
+    pub prop: &'static str,
+    /// Steps by ascending version.
+    pub steps: &'static [Step],
+}
+
+/// One step of a [`PropTimeline`].
+#[derive(Debug, Serialize)]
+pub struct Step {
+    /// The delta version (`5.1` for `hw_compat_5_1`); reaches machines `<=` it.
+    pub version: MachineVersion,
+    /// The value the delta puts back.
+    pub value: Value,
+    /// Which delta and entry type set it.
+    pub provenance: Provenance,
+}
+
+/// A versioned machine type (`pc-7.2`).
+#[derive(Debug, Serialize)]
+pub struct MachineType {
+    /// Versioned name, `pc-7.2`: what is recorded and migrated.
+    pub name: &'static str,
+    /// Family name.
+    pub family: &'static str,
+    /// Version.
+    pub version: MachineVersion,
+    /// The alias, on the newest machine type only.
+    pub alias: Option<&'static str>,
+    /// Supported / deprecated / removed.
+    pub lifecycle: Lifecycle,
+    /// Release that introduced it.
+    pub introduced_in: &'static str,
+    /// Machine-level knobs.
+    pub knobs: Knobs,
+    /// Names of the deltas it applies, in application order.
+    pub deltas: &'static [&'static str],
+}
+
+/// Machine-level settings that are not device properties.
+#[derive(Debug, Serialize)]
+pub struct Knobs {
+    /// Maximum vCPUs.
+    pub max_cpus: u32,
+    /// Default vCPUs.
+    pub default_cpus: u32,
+    /// Default memory in MiB.
+    pub memory_mib: u64,
+    /// Device types the machine instantiates by default.
+    pub devices: &'static [&'static str],
+}
+
+/// Where a machine type stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum Lifecycle {
+    /// Usable for new VMs and migration.
+    Supported,
+    /// Accepts incoming migration only.
+    Deprecated {
+        /// Release that deprecated it.
+        since: &'static str,
+    },
+    /// Gone: neither new VMs nor incoming migration.
+    Removed {
+        /// Release that removed it.
+        since: &'static str,
+    },
+}
+
+impl Lifecycle {
+    /// `supported`, `deprecated`, `removed`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Lifecycle::Supported => "supported",
+            Lifecycle::Deprecated { .. } => "deprecated",
+            Lifecycle::Removed { .. } => "removed",
+        }
+    }
+}
+
+/// Where a property value came from, lowest to highest precedence.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Provenance {
+    /// The property's default.
+    Default,
+    /// A compat delta (`hw_compat_5_1`), through an entry naming `via`.
+    Compat {
+        /// Delta name.
+        delta: Cow<'static, str>,
+        /// The type named by the entry (an ancestor or the type itself).
+        via: Cow<'static, str>,
+    },
+    /// `-global type.prop=value`.
+    Global,
+    /// `-device type,prop=value`.
+    Device,
+    /// Taken from an incoming migration stream's manifest.
+    Stream,
+}
+
+impl fmt::Display for Provenance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Provenance::Default => f.write_str("default"),
+            Provenance::Compat { delta, .. } => f.write_str(delta),
+            Provenance::Global => f.write_str("-global"),
+            Provenance::Device => f.write_str("-device"),
+            Provenance::Stream => f.write_str("stream"),
+        }
+    }
+}
+
+/// A compat delta as written (`hw_compat_7_1`).
+#[derive(Debug, Serialize)]
+pub struct Delta {
+    /// `hw_compat_7_1`.
+    pub name: &'static str,
+    /// `hw_compat`.
+    pub series: &'static str,
+    /// `7.1`.
+    pub version: MachineVersion,
+    /// Entries in order.
+    pub entries: &'static [DeltaEntry],
+}
+
+/// One `(type, property, value)` of a delta.
+#[derive(Debug, Serialize)]
+pub struct DeltaEntry {
+    /// Type named (reaches its subtypes too).
+    pub type_name: &'static str,
+    /// Property.
+    pub property: &'static str,
+    /// Value put back.
+    pub value: Value,
+    /// Release that added the entry after the fact (retroactive edit), if any.
+    pub added_in: Option<&'static str>,
+}
+
+/// A release of this VMM.
+#[derive(Debug, Serialize)]
+pub struct Release {
+    /// `8.0.1`.
+    pub version: &'static str,
+    /// Release date, ISO 8601.
+    pub date: &'static str,
+    /// Known mistakes this release shipped.
+    pub errata: &'static [Erratum],
+}
+
+/// A release that presented a property value different from what its machine
+/// types promise (e.g. 8.0's AER mask on `pc-<=7.2`).
+#[derive(Debug, Serialize)]
+pub struct Erratum {
+    /// Short identifier.
+    pub id: &'static str,
+    /// One-line summary.
+    pub summary: &'static str,
+    /// Device type affected (and its subtypes).
+    pub type_name: &'static str,
+    /// Property affected.
+    pub property: &'static str,
+    /// Value the release actually used.
+    pub shipped: Value,
+    /// Affected machine types: versions `<=` this.
+    pub max_machine: MachineVersion,
+    /// Release that fixed it.
+    pub fixed_in: &'static str,
+}
+
+/// A deprecated feature.
+#[derive(Debug, Serialize)]
+pub struct Deprecation {
+    /// Short identifier (`block-migration`).
+    pub id: &'static str,
+    /// What is deprecated.
+    pub feature: &'static str,
+    /// Release that deprecated it.
+    pub since: &'static str,
+    /// What to use instead.
+    pub replacement: &'static str,
+}
