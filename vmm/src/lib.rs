@@ -1,3 +1,5 @@
 //! The VMM library behind the `vmm` binary; one module per concern.
 
 pub mod introspect;
+pub mod boot;
+pub mod vstate;

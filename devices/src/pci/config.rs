@@ -1,0 +1,20 @@
+/// Configuration of the `pcie-root-port` device (from its resolved
+/// `pci-device`/`pcie-root-port` properties).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PcieRootPortConfig {
+    /// Device number on bus 0.
+    pub slot: u8,
+    /// `x-pcie-err-unc-mask`: AER `PCI_ERR_UNCOR_MASK` starts at QEMU's
+    /// default mask and is guest-writable; off: 0 and read-only (QEMU ≤ 7.2).
+    pub err_unc_mask: bool,
+    /// `x-pcie-ari-nextfn-1`: accepted for compatibility; this root port has
+    /// no ARI capability, so it has no guest-visible effect here.
+    pub ari_nextfn_1: bool,
+}
+
+/// Configuration of the PCIe host bridge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PciHostConfig {
+    /// Guest-physical base of the ECAM window (bus 0 only).
+    pub ecam_base: u64,
+}

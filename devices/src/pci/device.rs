@@ -1,0 +1,160 @@
+use super::config_space::{CONFIG_SIZE, ConfigSpace};
+use super::{
+    AER_OFFSET, ConfigSpaceState, EcamState, PCI_ERR_UNC_MASK_DEFAULT, PCI_ERR_UNC_SUPPORTED,
+    PCI_ERR_UNCOR_MASK, PcieRootPortConfig,
+};
+use crate::bus::BusDevice;
+
+/// Bytes of ECAM for one bus (32 devices × 8 functions × 4 KiB).
+pub const ECAM_BUS0_SIZE: u64 = 1 << 20;
+
+const VENDOR_REDHAT: u16 = 0x1b36;
+const DEVICE_GPEX_HOST: u16 = 0x0008;
+const DEVICE_ROOT_PORT: u16 = 0x000c;
+const PCIE_CAP: usize = 0x40;
+const PCI_STATUS_CAP_LIST: u16 = 0x10;
+
+struct Function {
+    slot: u8,
+    cfg: ConfigSpace,
+}
+
+/// The ECAM window of bus 0: host bridge at 00.0, the root port at its slot.
+pub struct Ecam {
+    functions: Vec<Function>,
+}
+
+fn host_bridge() -> ConfigSpace {
+    let mut c = ConfigSpace::new();
+    c.set_u16(0x00, VENDOR_REDHAT);
+    c.set_u16(0x02, DEVICE_GPEX_HOST);
+    c.set_wmask_u16(0x04, 0x0547);
+    c.set(0x0a, &[0x00, 0x06]); // class: bridge / host
+    c
+}
+
+fn root_port(cfg: &PcieRootPortConfig) -> ConfigSpace {
+    let mut c = ConfigSpace::new();
+    c.set_u16(0x00, VENDOR_REDHAT);
+    c.set_u16(0x02, DEVICE_ROOT_PORT);
+    c.set_u16(0x06, PCI_STATUS_CAP_LIST);
+    c.set_wmask_u16(0x04, 0x0547);
+    c.set(0x0a, &[0x04, 0x06]); // class: bridge / PCI-to-PCI
+    c.set(0x0e, &[0x01]); // header type 1
+    // bus numbers (primary, secondary, subordinate) and latency are writable
+    c.set_wmask_u32(0x18, 0x00ff_ffff);
+    c.set(0x34, &[PCIE_CAP as u8]);
+    // PCIe capability v2, root port, no next capability
+    c.set(PCIE_CAP, &[0x10, 0x00]);
+    c.set_u16(PCIE_CAP + 2, 0x0042);
+    // AER extended capability: ID 1, version 2, last
+    c.set_u32(AER_OFFSET, 0x0002_0001);
+    c.set_w1cmask_u32(AER_OFFSET + 0x04, PCI_ERR_UNC_SUPPORTED); // UNCOR_STATUS
+    if cfg.err_unc_mask {
+        c.set_u32(AER_OFFSET + PCI_ERR_UNCOR_MASK, PCI_ERR_UNC_MASK_DEFAULT);
+        c.set_wmask_u32(AER_OFFSET + PCI_ERR_UNCOR_MASK, PCI_ERR_UNC_SUPPORTED);
+    }
+    // UNCOR_SEVER: QEMU's PCI_ERR_UNC_SEVERITY_DEFAULT, writable
+    c.set_u32(AER_OFFSET + 0x0c, 0x0000_0010 | 0x0000_0020 | 0x0000_2000 | 0x0002_0000 | 0x0004_0000 | 0x0040_0000);
+    c.set_wmask_u32(AER_OFFSET + 0x0c, PCI_ERR_UNC_SUPPORTED);
+    c
+}
+
+impl Ecam {
+    /// Builds bus 0 with the host bridge and one root port.
+    pub fn new(root_port_cfg: &PcieRootPortConfig) -> Self {
+        let mut functions = vec![Function { slot: 0, cfg: host_bridge() }];
+        if root_port_cfg.slot != 0 && root_port_cfg.slot < 32 {
+            functions.push(Function { slot: root_port_cfg.slot, cfg: root_port(root_port_cfg) });
+        } else {
+            tracing::warn!("pcie-root-port slot {} unusable; not added", root_port_cfg.slot);
+        }
+        Self { functions }
+    }
+
+    /// Config space contents of every function.
+    pub fn state(&self) -> EcamState {
+        EcamState {
+            functions: self
+                .functions
+                .iter()
+                .map(|f| ConfigSpaceState { slot: f.slot, data: f.cfg.data.clone() })
+                .collect(),
+        }
+    }
+
+    /// Restores contents saved by [`state`](Self::state) (masks are kept).
+    pub fn restore(&mut self, s: &EcamState) {
+        for fs in &s.functions {
+            if let Some(f) = self.functions.iter_mut().find(|f| f.slot == fs.slot) {
+                if fs.data.len() == CONFIG_SIZE {
+                    f.cfg.data.clone_from(&fs.data);
+                }
+            }
+        }
+    }
+
+    fn locate(&mut self, offset: u64) -> Option<(&mut ConfigSpace, usize)> {
+        let dev = ((offset >> 15) & 0x1f) as u8;
+        let func = (offset >> 12) & 0x7;
+        let reg = (offset & 0xfff) as usize;
+        if func != 0 {
+            return None;
+        }
+        self.functions.iter_mut().find(|f| f.slot == dev).map(|f| (&mut f.cfg, reg))
+    }
+}
+
+impl BusDevice for Ecam {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        match self.locate(offset) {
+            Some((cfg, reg)) => cfg.read(reg, data),
+            None => data.fill(0xff),
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if let Some((cfg, reg)) = self.locate(offset) {
+            cfg.write(reg, data);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read32(e: &mut Ecam, off: u64) -> u32 {
+        let mut b = [0u8; 4];
+        e.read(off, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    fn mask_off(slot: u8) -> u64 {
+        (u64::from(slot) << 15) + (AER_OFFSET + PCI_ERR_UNCOR_MASK) as u64
+    }
+
+    #[test]
+    fn aer_mask_follows_property() {
+        let mut on = Ecam::new(&PcieRootPortConfig { slot: 1, err_unc_mask: true, ari_nextfn_1: false });
+        assert_eq!(read32(&mut on, mask_off(1)), 0x0240_0000);
+        on.write(mask_off(1), &0x0000_0010u32.to_le_bytes());
+        assert_eq!(read32(&mut on, mask_off(1)), 0x10);
+        let mut off = Ecam::new(&PcieRootPortConfig { slot: 1, err_unc_mask: false, ari_nextfn_1: false });
+        assert_eq!(read32(&mut off, mask_off(1)), 0);
+        off.write(mask_off(1), &0xffff_ffffu32.to_le_bytes());
+        assert_eq!(read32(&mut off, mask_off(1)), 0);
+        assert_eq!(read32(&mut off, 1 << 15), 0x000c_1b36);
+        assert_eq!(read32(&mut off, 2 << 15), 0xffff_ffff);
+        assert_eq!(read32(&mut off, (1 << 15) + 0x100), 0x0002_0001);
+    }
+
+    #[test]
+    fn w1c_status() {
+        let mut e = Ecam::new(&PcieRootPortConfig { slot: 1, err_unc_mask: true, ari_nextfn_1: false });
+        let st = (1u64 << 15) + 0x104;
+        e.functions[1].cfg.set_u32(0x104, 0x30);
+        e.write(st, &0x10u32.to_le_bytes());
+        assert_eq!(read32(&mut e, st), 0x20);
+    }
+}

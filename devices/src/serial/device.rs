@@ -1,0 +1,131 @@
+use std::fs::File;
+use std::io::{self, LineWriter, Write};
+
+use vm_superio::serial::NoEvents;
+use vm_superio::Trigger;
+use vmm_sys_util::eventfd::EventFd;
+
+use super::{SerialConfig, SerialDeviceState, SerialOutput};
+use crate::bus::BusDevice;
+
+/// Errors creating or restoring the UART.
+#[derive(Debug, thiserror::Error)]
+pub enum SerialError {
+    /// The output file could not be created.
+    #[error("cannot open serial output file {path}: {source}")]
+    OpenOutput {
+        /// The path given in `--serial file:PATH`.
+        path: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The interrupt eventfd could not be duplicated.
+    #[error("serial interrupt eventfd: {0}")]
+    EventFd(io::Error),
+    /// Saved state is not acceptable to the UART model.
+    #[error("invalid serial state")]
+    BadState,
+}
+
+/// Raises the UART interrupt by signalling an eventfd (a KVM irqfd).
+pub struct IrqTrigger(EventFd);
+
+impl Trigger for IrqTrigger {
+    type E = io::Error;
+    fn trigger(&self) -> io::Result<()> {
+        self.0.write(1)
+    }
+}
+
+type Out = LineWriter<Box<dyn Write + Send>>;
+
+/// The 16550 UART bus device (8 ports from `SerialConfig::iobase`).
+pub struct Serial {
+    inner: vm_superio::Serial<IrqTrigger, NoEvents, Out>,
+    irq: EventFd,
+}
+
+impl Serial {
+    /// Creates the UART; `irq` is the eventfd the VMM registered as the irqfd
+    /// for `config.irq`.
+    pub fn new(config: &SerialConfig, irq: &EventFd) -> Result<Self, SerialError> {
+        let out: Box<dyn Write + Send> = match &config.output {
+            SerialOutput::Stdio => Box::new(io::stdout()),
+            SerialOutput::File(p) => {
+                Box::new(File::create(p).map_err(|source| SerialError::OpenOutput {
+                    path: p.display().to_string(),
+                    source,
+                })?)
+            }
+        };
+        let trig = IrqTrigger(irq.try_clone().map_err(SerialError::EventFd)?);
+        Ok(Self {
+            inner: vm_superio::Serial::new(trig, LineWriter::new(out)),
+            irq: irq.try_clone().map_err(SerialError::EventFd)?,
+        })
+    }
+
+    /// The UART registers as plain data.
+    pub fn state(&self) -> SerialDeviceState {
+        SerialDeviceState::from(&self.inner.state())
+    }
+
+    /// Replaces the UART registers (the output sink is kept).
+    pub fn restore(&mut self, state: &SerialDeviceState) -> Result<(), SerialError> {
+        let trig = IrqTrigger(self.irq.try_clone().map_err(SerialError::EventFd)?);
+        let out = std::mem::replace(
+            self.inner.writer_mut(),
+            LineWriter::new(Box::new(io::sink())),
+        );
+        self.inner = vm_superio::Serial::from_state(&state.into(), trig, NoEvents, out)
+            .map_err(|_| SerialError::BadState)?;
+        Ok(())
+    }
+
+    /// Flushes buffered output (a partial last line).
+    pub fn flush(&mut self) {
+        let _ = self.inner.writer_mut().flush();
+    }
+}
+
+impl BusDevice for Serial {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        if let (Some(b), Ok(off)) = (data.first_mut(), u8::try_from(offset)) {
+            *b = self.inner.read(off);
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        if let (Some(&b), Ok(off)) = (data.first(), u8::try_from(offset)) {
+            if let Err(e) = self.inner.write(off, b) {
+                tracing::warn!("serial write failed: {e:?}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_go_to_file_and_state_roundtrips() {
+        let dir = std::env::temp_dir().join(format!("serial-test-{}", std::process::id()));
+        let cfg = SerialConfig { iobase: 0x3f8, irq: 4, output: SerialOutput::File(dir.clone()) };
+        let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let mut s = Serial::new(&cfg, &evt).unwrap();
+        for b in b"hi\n" {
+            s.write(0, &[*b]);
+        }
+        s.write(7, &[0x5a]);
+        let st = s.state();
+        assert_eq!(st.scratch, 0x5a);
+        s.restore(&st).unwrap();
+        let mut b = [0];
+        s.read(7, &mut b);
+        assert_eq!(b[0], 0x5a);
+        s.flush();
+        assert_eq!(std::fs::read(&dir).unwrap(), b"hi\n");
+        let _ = std::fs::remove_file(dir);
+    }
+}

@@ -1,0 +1,32 @@
+/// Configuration of one virtio-blk device. Every field comes from the
+/// resolved machine type's property values (after `-global`/`-device`
+/// overrides); there is deliberately no `Default`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockConfig {
+    /// Real queues (`num-queues`; `auto` already resolved to the vCPU count).
+    pub num_queues: u16,
+    /// Maximum size of each queue (`queue-size`).
+    pub queue_size: u16,
+    /// Offer `VIRTIO_BLK_F_DISCARD` (`discard`).
+    pub discard: bool,
+    /// Offer `VIRTIO_BLK_F_WRITE_ZEROES` (`write-zeroes`).
+    pub write_zeroes: bool,
+    /// Offer `VIRTIO_BLK_F_CONFIG_WCE` (`config-wce`).
+    pub config_wce: bool,
+    /// Report the discard granularity in the config space (`report-discard-granularity`).
+    pub report_discard_granularity: bool,
+    /// Maximum sectors of one discard (`max-discard-sectors`).
+    pub max_discard_sectors: u32,
+    /// Maximum sectors of one write-zeroes (`max-write-zeroes-sectors`).
+    pub max_write_zeroes_sectors: u32,
+    /// Offer `VIRTIO_F_RING_RESET` (`queue_reset`).
+    pub queue_reset: bool,
+    /// Offer `VIRTIO_RING_F_EVENT_IDX` (`event_idx`).
+    pub event_idx: bool,
+    /// Offer `VIRTIO_RING_F_INDIRECT_DESC` (`indirect_desc`).
+    pub indirect_desc: bool,
+    /// Refuse writes and offer `VIRTIO_BLK_F_RO`.
+    pub read_only: bool,
+    /// Answer to `VIRTIO_BLK_T_GET_ID` (at most 20 bytes are sent).
+    pub serial: String,
+}

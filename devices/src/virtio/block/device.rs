@@ -1,0 +1,210 @@
+use std::fs::File;
+use std::io;
+
+use virtio_queue::{Queue, QueueT};
+
+use super::request::{self, Ctx};
+use super::{BlockConfig, BlockState, SECTOR_SIZE};
+use crate::GuestMemoryMmap;
+use crate::virtio::{
+    VIRTIO_F_RING_RESET, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
+    VirtioDevice,
+};
+
+const VIRTIO_ID_BLOCK: u32 = 2;
+const F_SEG_MAX: u32 = 2;
+const F_RO: u32 = 5;
+const F_BLK_SIZE: u32 = 6;
+const F_FLUSH: u32 = 9;
+const F_TOPOLOGY: u32 = 10;
+const F_CONFIG_WCE: u32 = 11;
+const F_MQ: u32 = 12;
+const F_DISCARD: u32 = 13;
+const F_WRITE_ZEROES: u32 = 14;
+/// Logical block size presented to the guest (raw images are byte-addressed).
+const BLK_SIZE: u32 = 512;
+/// Size of `struct virtio_blk_config` up to and including the write-zeroes fields.
+const CONFIG_LEN: usize = 60;
+
+/// Errors creating a block device.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    /// The image's size could not be read.
+    #[error("cannot stat disk image: {0}")]
+    Stat(io::Error),
+    /// `num-queues` resolved to 0.
+    #[error("virtio-blk needs at least one queue")]
+    NoQueues,
+}
+
+/// A virtio-blk device on a raw image.
+pub struct Block {
+    config: BlockConfig,
+    disk: File,
+    capacity_sectors: u64,
+    acked_features: u64,
+    writeback: u8,
+}
+
+impl Block {
+    /// Creates the device; `disk` is opened read-write unless `config.read_only`.
+    pub fn new(config: BlockConfig, disk: File) -> Result<Self, BlockError> {
+        if config.num_queues == 0 {
+            return Err(BlockError::NoQueues);
+        }
+        let len = disk.metadata().map_err(BlockError::Stat)?.len();
+        Ok(Self {
+            capacity_sectors: len / SECTOR_SIZE,
+            // Without CONFIG_WCE the cache mode is write-back (flushes are honoured).
+            writeback: 1,
+            acked_features: 0,
+            config,
+            disk,
+        })
+    }
+
+    /// The device's own state.
+    pub fn state(&self) -> BlockState {
+        BlockState { acked_features: self.acked_features, writeback: self.writeback }
+    }
+
+    /// Restores [`state`](Self::state).
+    pub fn restore(&mut self, s: &BlockState) {
+        self.acked_features = s.acked_features;
+        self.writeback = s.writeback;
+    }
+
+    /// The configuration this device was built from.
+    pub fn config(&self) -> &BlockConfig {
+        &self.config
+    }
+
+    fn config_space(&self) -> [u8; CONFIG_LEN] {
+        let c = &self.config;
+        let mut b = [0u8; CONFIG_LEN];
+        b[0..8].copy_from_slice(&self.capacity_sectors.to_le_bytes());
+        // size_max (8) stays 0: VIRTIO_BLK_F_SIZE_MAX is not offered.
+        let seg_max = u32::from(c.queue_size.saturating_sub(2)).max(1);
+        b[12..16].copy_from_slice(&seg_max.to_le_bytes());
+        b[20..24].copy_from_slice(&BLK_SIZE.to_le_bytes());
+        // topology: physical_block_exp 0, alignment 0, min_io_size 1, opt_io_size 0
+        b[26..28].copy_from_slice(&1u16.to_le_bytes());
+        b[32] = self.writeback;
+        b[34..36].copy_from_slice(&c.num_queues.to_le_bytes());
+        if c.discard {
+            b[36..40].copy_from_slice(&c.max_discard_sectors.to_le_bytes());
+            b[40..44].copy_from_slice(&1u32.to_le_bytes());
+            let align = if c.report_discard_granularity { BLK_SIZE / SECTOR_SIZE as u32 } else { 0 };
+            b[44..48].copy_from_slice(&align.to_le_bytes());
+        }
+        if c.write_zeroes {
+            b[48..52].copy_from_slice(&c.max_write_zeroes_sectors.to_le_bytes());
+            b[52..56].copy_from_slice(&1u32.to_le_bytes());
+            b[56] = 1; // write_zeroes_may_unmap
+        }
+        b
+    }
+}
+
+fn bit(n: u32) -> u64 {
+    1u64 << n
+}
+
+impl VirtioDevice for Block {
+    fn device_type(&self) -> u32 {
+        VIRTIO_ID_BLOCK
+    }
+
+    fn queue_max_sizes(&self) -> Vec<u16> {
+        vec![self.config.queue_size; usize::from(self.config.num_queues)]
+    }
+
+    fn avail_features(&self) -> u64 {
+        let c = &self.config;
+        let mut f = bit(VIRTIO_F_VERSION_1)
+            | bit(F_SEG_MAX)
+            | bit(F_BLK_SIZE)
+            | bit(F_FLUSH)
+            | bit(F_TOPOLOGY);
+        let flags = [
+            (c.read_only, F_RO),
+            (c.config_wce, F_CONFIG_WCE),
+            (c.num_queues > 1, F_MQ),
+            (c.discard, F_DISCARD),
+            (c.write_zeroes, F_WRITE_ZEROES),
+            (c.indirect_desc, VIRTIO_RING_F_INDIRECT_DESC),
+            (c.event_idx, VIRTIO_RING_F_EVENT_IDX),
+            (c.queue_reset, VIRTIO_F_RING_RESET),
+        ];
+        for (on, b) in flags {
+            if on {
+                f |= bit(b);
+            }
+        }
+        f
+    }
+
+    fn ack_features(&mut self, features: u64) {
+        self.acked_features = features;
+    }
+
+    fn read_config(&self, offset: u64, data: &mut [u8]) {
+        let space = self.config_space();
+        data.fill(0);
+        let Ok(start) = usize::try_from(offset) else { return };
+        if start < space.len() {
+            let n = data.len().min(space.len() - start);
+            data[..n].copy_from_slice(&space[start..start + n]);
+        }
+    }
+
+    fn write_config(&mut self, offset: u64, data: &[u8]) {
+        // Only `writeback` (offset 32) is writable, and only with CONFIG_WCE.
+        if offset == 32 && data.len() == 1 && self.acked_features & bit(F_CONFIG_WCE) != 0 {
+            self.writeback = u8::from(data[0] != 0);
+        } else {
+            tracing::debug!("virtio-blk: config write at {offset:#x} ignored");
+        }
+    }
+
+    fn process_queue(&mut self, index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool {
+        let ctx = Ctx {
+            disk: &self.disk,
+            capacity_sectors: self.capacity_sectors,
+            read_only: self.config.read_only,
+            discard: self.acked_features & bit(F_DISCARD) != 0,
+            write_zeroes: self.acked_features & bit(F_WRITE_ZEROES) != 0,
+            writeback: self.writeback != 0,
+            serial: self.config.serial.as_bytes(),
+            max_discard_sectors: self.config.max_discard_sectors,
+            max_write_zeroes_sectors: self.config.max_write_zeroes_sectors,
+        };
+        let mut used = false;
+        loop {
+            if queue.event_idx_enabled() {
+                let _ = queue.disable_notification(mem);
+            }
+            while let Some(chain) = queue.pop_descriptor_chain(mem) {
+                let head = chain.head_index();
+                let len = request::handle(&ctx, mem, chain);
+                if let Err(e) = queue.add_used(mem, head, len) {
+                    tracing::warn!("virtio-blk: queue {index}: add_used({head}): {e}");
+                }
+                used = true;
+            }
+            if !queue.event_idx_enabled() {
+                break;
+            }
+            match queue.enable_notification(mem) {
+                Ok(true) => continue,
+                _ => break,
+            }
+        }
+        used
+    }
+
+    fn reset(&mut self) {
+        self.acked_features = 0;
+        self.writeback = 1;
+    }
+}
