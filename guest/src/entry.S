@@ -191,7 +191,7 @@ gdt:
         .quad 0x00cff3000000ffff        /* 0x18 user data: DPL3, writable, accessed */
         .quad 0x00affb000000ffff        /* 0x20 user code: 64-bit, DPL3, accessed */
 gdt_tss:                                /* 0x28 64-bit TSS descriptor (16 bytes) */
-        .word tss_end - tss - 1         /* limit 15:0 */
+        .word tss_end - tss - 1         /* limit 15:0 (includes the I/O bitmap) */
         .word __tss_base_0_15           /* base 15:0  (linker script) */
         .byte __tss_base_16_23          /* base 23:16 */
         .byte 0x89                      /* P, DPL0, type 9: available 64-bit TSS */
@@ -213,8 +213,13 @@ null_idt_ptr:
         .word 0
         .quad 0
 
-/* 64-bit TSS: only RSP0 matters (stack for exceptions from CPL 3). The I/O
- * map base points past the limit: no I/O permission bitmap. */
+/* 64-bit TSS: RSP0 (stack for exceptions from CPL 3) and an I/O permission
+ * bitmap allowing CPL 3 to use ports 0-0xfff directly. Measured on this
+ * machine's KVM (PVM): IOPL=3 in RFLAGS does not stick, but the TSS bitmap
+ * is honoured, and a permitted `out` from CPL 3 costs only the I/O exit,
+ * 2-4x less than the #GP trap + emulated handler. Ports above 0xfff lie
+ * beyond the TSS limit and still #GP; the #GP handler emulates them (and
+ * all ports, should a hypervisor ignore the bitmap). */
         .p2align 4
         .globl tss
 tss:
@@ -225,7 +230,10 @@ tss:
         .quad 0, 0, 0, 0, 0, 0, 0       /* IST1-7 */
         .quad 0
         .word 0
-        .word tss_end - tss             /* I/O map base = limit + 1 */
+        .word iobitmap - tss            /* I/O map base */
+iobitmap:
+        .fill 0x1000 / 8, 1, 0          /* ports 0-0xfff: allowed (bit clear) */
+        .byte 0xff                      /* required terminator byte */
 tss_end:
 
 /* IDT: 32 interrupt gates (DPL0, so `int n` from CPL 3 cannot use them),

@@ -5,8 +5,10 @@
         .text
         .code64
 
-/* putc(dil): one byte to the 16550. At CPL 3 the `out` raises #GP and the
- * CPL 0 handler performs it (~48 us). The THR is written without polling
+/* putc(dil): one byte to the 16550. At CPL 3 the `out` is allowed by the
+ * TSS I/O bitmap (see entry.S); where a hypervisor ignores the bitmap it
+ * raises #GP and the CPL 0 handler performs it (~48 us). The THR is written
+ * without polling
  * LSR: reading LSR would cost another trap per byte, and both QEMU's and
  * our 16550 accept bytes immediately. Clobbers rax, rdx. */
         .globl putc

@@ -49,6 +49,13 @@ user_main:
         call newline
         call parse_cmdline
 4:
+        /* crash=1: deliberate #UD at CPL 3 (tests the VMM's crash path):
+         * the CPL 0 stub prints the panic line and triple-faults. */
+        cmpq $0, crash
+        je 5f
+        PUTS "crash: ud2\n"
+        ud2
+5:
         call report_memmap
         call report_virtio
         call report_pci
@@ -85,6 +92,11 @@ do_after:
         out %ax, %dx
         mov $GED_SLEEP_CTL, %ecx        /* above 2 GiB: via a register */
         movb $0x34, (%rcx)
+        /* last resort for QEMU without ACPI: `-device isa-debug-exit` at its
+         * default port 0x501 (QEMU exits with status (0 << 1) | 1 = 1) */
+        mov $0x501, %edx
+        xor %eax, %eax
+        out %al, %dx
         jmp halt_forever
 5:      /* reboot: 6 to port 0xcf9 (reset control), then microvm's GED
          * reset register (0x42). */
@@ -143,6 +155,10 @@ next_token:
         call prefix
         test %eax, %eax
         jnz opt_disk_start
+        STRADDR %edi, "crash="
+        call prefix
+        test %eax, %eax
+        jnz opt_crash
         STRADDR %edi, "disk.dev="
         call prefix
         test %eax, %eax
@@ -242,6 +258,10 @@ opt_disk_start:
         call parse_num
         mov %rax, disk_start
         jmp skip
+opt_crash:
+        call parse_num
+        mov %rax, crash
+        jmp skip
 opt_disk_dev:
         call parse_num
         mov %rax, disk_dev
@@ -278,13 +298,15 @@ report_memmap:
         jz 2f
 1:      test %r12, %r12
         jz 2f
+        cmpq $0, 8(%rbx)                /* skip empty entries (qboot adds one) */
+        je 3f
         PUTS "memmap:"
         PHEX " addr=", (%rbx)
         PHEX " size=", 8(%rbx)
         movl 16(%rbx), %eax
         PDEC " type=", %rax
         call newline
-        add $24, %rbx
+3:      add $24, %rbx
         dec %r12
         jmp 1b
 2:      pop %r12
@@ -565,7 +587,7 @@ hexdig:
         .p2align 3
         .globl cmdline, memmap, memmap_n, nvirtio, vaddr, vsize, virq
         .globl ecam, have_ecam, workload, after, ab_mib
-        .globl disk_count, disk_bad, disk_start, disk_dev, have_disk_dev
+        .globl disk_count, disk_bad, disk_start, disk_dev, have_disk_dev, crash
 cmdline:        .quad 0
 memmap:         .quad 0
 memmap_n:       .quad 0
@@ -583,3 +605,4 @@ disk_bad:       .quad 0
 disk_start:     .quad 0
 disk_dev:       .quad 0
 have_disk_dev:  .quad 0
+crash:          .quad 0
