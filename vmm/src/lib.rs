@@ -3,3 +3,5 @@
 pub mod introspect;
 pub mod boot;
 pub mod vstate;
+pub mod builder;
+pub mod logger;

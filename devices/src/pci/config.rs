@@ -2,8 +2,12 @@
 /// `pci-device`/`pcie-root-port` properties).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PcieRootPortConfig {
-    /// Device number on bus 0.
-    pub slot: u8,
+    /// Device number on bus 0 (VMM layout, not a property).
+    pub device: u8,
+    /// `slot`: physical slot number in the PCIe Slot Capabilities.
+    pub slot: u16,
+    /// `chassis`: chassis number (slot identification).
+    pub chassis: u8,
     /// `x-pcie-err-unc-mask`: AER `PCI_ERR_UNCOR_MASK` starts at QEMU's
     /// default mask and is guest-writable; off: 0 and read-only (QEMU ≤ 7.2).
     pub err_unc_mask: bool,

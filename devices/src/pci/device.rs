@@ -46,7 +46,10 @@ fn root_port(cfg: &PcieRootPortConfig) -> ConfigSpace {
     c.set(0x34, &[PCIE_CAP as u8]);
     // PCIe capability v2, root port, no next capability
     c.set(PCIE_CAP, &[0x10, 0x00]);
-    c.set_u16(PCIE_CAP + 2, 0x0042);
+    // PCIe capabilities: version 2, root port, slot implemented
+    c.set_u16(PCIE_CAP + 2, 0x0142);
+    // Slot capabilities: physical slot number in bits 31:19
+    c.set_u32(PCIE_CAP + 0x14, u32::from(cfg.slot & 0x1fff) << 19);
     // AER extended capability: ID 1, version 2, last
     c.set_u32(AER_OFFSET, 0x0002_0001);
     c.set_w1cmask_u32(AER_OFFSET + 0x04, PCI_ERR_UNC_SUPPORTED); // UNCOR_STATUS
@@ -64,10 +67,10 @@ impl Ecam {
     /// Builds bus 0 with the host bridge and one root port.
     pub fn new(root_port_cfg: &PcieRootPortConfig) -> Self {
         let mut functions = vec![Function { slot: 0, cfg: host_bridge() }];
-        if root_port_cfg.slot != 0 && root_port_cfg.slot < 32 {
-            functions.push(Function { slot: root_port_cfg.slot, cfg: root_port(root_port_cfg) });
+        if root_port_cfg.device != 0 && root_port_cfg.device < 32 {
+            functions.push(Function { slot: root_port_cfg.device, cfg: root_port(root_port_cfg) });
         } else {
-            tracing::warn!("pcie-root-port slot {} unusable; not added", root_port_cfg.slot);
+            tracing::warn!("pcie-root-port device number {} unusable; not added", root_port_cfg.device);
         }
         Self { functions }
     }
@@ -136,11 +139,11 @@ mod tests {
 
     #[test]
     fn aer_mask_follows_property() {
-        let mut on = Ecam::new(&PcieRootPortConfig { slot: 1, err_unc_mask: true, ari_nextfn_1: false });
+        let mut on = Ecam::new(&PcieRootPortConfig { device: 1, slot: 0, chassis: 0, err_unc_mask: true, ari_nextfn_1: false });
         assert_eq!(read32(&mut on, mask_off(1)), 0x0240_0000);
         on.write(mask_off(1), &0x0000_0010u32.to_le_bytes());
         assert_eq!(read32(&mut on, mask_off(1)), 0x10);
-        let mut off = Ecam::new(&PcieRootPortConfig { slot: 1, err_unc_mask: false, ari_nextfn_1: false });
+        let mut off = Ecam::new(&PcieRootPortConfig { device: 1, slot: 0, chassis: 0, err_unc_mask: false, ari_nextfn_1: false });
         assert_eq!(read32(&mut off, mask_off(1)), 0);
         off.write(mask_off(1), &0xffff_ffffu32.to_le_bytes());
         assert_eq!(read32(&mut off, mask_off(1)), 0);
@@ -151,7 +154,7 @@ mod tests {
 
     #[test]
     fn w1c_status() {
-        let mut e = Ecam::new(&PcieRootPortConfig { slot: 1, err_unc_mask: true, ari_nextfn_1: false });
+        let mut e = Ecam::new(&PcieRootPortConfig { device: 1, slot: 0, chassis: 0, err_unc_mask: true, ari_nextfn_1: false });
         let st = (1u64 << 15) + 0x104;
         e.functions[1].cfg.set_u32(0x104, 0x30);
         e.write(st, &0x10u32.to_le_bytes());

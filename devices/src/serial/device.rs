@@ -1,11 +1,10 @@
-use std::fs::File;
 use std::io::{self, LineWriter, Write};
 
 use vm_superio::serial::NoEvents;
 use vm_superio::Trigger;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{SerialConfig, SerialDeviceState, SerialOutput};
+use super::{SerialDeviceState, SerialOutput};
 use crate::bus::BusDevice;
 
 /// Errors creating or restoring the UART.
@@ -43,25 +42,34 @@ type Out = LineWriter<Box<dyn Write + Send>>;
 pub struct Serial {
     inner: vm_superio::Serial<IrqTrigger, NoEvents, Out>,
     irq: EventFd,
+    write_failed: bool,
 }
 
 impl Serial {
-    /// Creates the UART; `irq` is the eventfd the VMM registered as the irqfd
-    /// for `config.irq`.
-    pub fn new(config: &SerialConfig, irq: &EventFd) -> Result<Self, SerialError> {
-        let out: Box<dyn Write + Send> = match &config.output {
+    /// Opens the output sink; `truncate` on first boot, append after a reset.
+    pub fn open_output(output: &SerialOutput, truncate: bool) -> Result<Box<dyn Write + Send>, SerialError> {
+        Ok(match output {
             SerialOutput::Stdio => Box::new(io::stdout()),
             SerialOutput::File(p) => {
-                Box::new(File::create(p).map_err(|source| SerialError::OpenOutput {
+                let mut o = std::fs::OpenOptions::new();
+                o.create(true);
+                if truncate { o.write(true).truncate(true) } else { o.append(true) };
+                Box::new(o.open(p).map_err(|source| SerialError::OpenOutput {
                     path: p.display().to_string(),
                     source,
                 })?)
             }
-        };
+        })
+    }
+
+    /// Creates the UART writing to `out`; `irq` is the eventfd the VMM
+    /// registered as the irqfd for the config's `irq`.
+    pub fn new(out: Box<dyn Write + Send>, irq: &EventFd) -> Result<Self, SerialError> {
         let trig = IrqTrigger(irq.try_clone().map_err(SerialError::EventFd)?);
         Ok(Self {
             inner: vm_superio::Serial::new(trig, LineWriter::new(out)),
             irq: irq.try_clone().map_err(SerialError::EventFd)?,
+            write_failed: false,
         })
     }
 
@@ -98,7 +106,11 @@ impl BusDevice for Serial {
     fn write(&mut self, offset: u64, data: &[u8]) {
         if let (Some(&b), Ok(off)) = (data.first(), u8::try_from(offset)) {
             if let Err(e) = self.inner.write(off, b) {
-                tracing::warn!("serial write failed: {e:?}");
+                // Log once: a closed stdout would otherwise log every byte.
+                if !self.write_failed {
+                    tracing::warn!("serial output failed (further failures not logged): {e:?}");
+                    self.write_failed = true;
+                }
             }
         }
     }
@@ -111,9 +123,9 @@ mod tests {
     #[test]
     fn writes_go_to_file_and_state_roundtrips() {
         let dir = std::env::temp_dir().join(format!("serial-test-{}", std::process::id()));
-        let cfg = SerialConfig { iobase: 0x3f8, irq: 4, output: SerialOutput::File(dir.clone()) };
         let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
-        let mut s = Serial::new(&cfg, &evt).unwrap();
+        let out = Serial::open_output(&SerialOutput::File(dir.clone()), true).unwrap();
+        let mut s = Serial::new(out, &evt).unwrap();
         for b in b"hi\n" {
             s.write(0, &[*b]);
         }

@@ -15,10 +15,8 @@ pub struct BlockConfig {
     pub config_wce: bool,
     /// Report the discard granularity in the config space (`report-discard-granularity`).
     pub report_discard_granularity: bool,
-    /// Maximum sectors of one discard (`max-discard-sectors`).
-    pub max_discard_sectors: u32,
-    /// Maximum sectors of one write-zeroes (`max-write-zeroes-sectors`).
-    pub max_write_zeroes_sectors: u32,
+    /// `seg-max-adjust`: `seg_max` is `queue-size - 2` (on) or the legacy 126 (off).
+    pub seg_max_adjust: bool,
     /// Offer `VIRTIO_F_RING_RESET` (`queue_reset`).
     pub queue_reset: bool,
     /// Offer `VIRTIO_RING_F_EVENT_IDX` (`event_idx`).
@@ -27,6 +25,6 @@ pub struct BlockConfig {
     pub indirect_desc: bool,
     /// Refuse writes and offer `VIRTIO_BLK_F_RO`.
     pub read_only: bool,
-    /// Answer to `VIRTIO_BLK_T_GET_ID` (at most 20 bytes are sent).
-    pub serial: String,
+    /// Answer to `VIRTIO_BLK_T_GET_ID` (`serial`; at most 20 bytes are sent).
+    pub serial: Option<String>,
 }

@@ -23,6 +23,11 @@ const F_DISCARD: u32 = 13;
 const F_WRITE_ZEROES: u32 = 14;
 /// Logical block size presented to the guest (raw images are byte-addressed).
 const BLK_SIZE: u32 = 512;
+/// Largest discard/write-zeroes request this model handles in one segment
+/// (an implementation limit, like QEMU's `BDRV_REQUEST_MAX_SECTORS`).
+const MAX_ZERO_SECTORS: u32 = 0x3f_ffff;
+/// `seg_max` of the legacy layout (`seg-max-adjust=off`).
+const LEGACY_SEG_MAX: u32 = 126;
 /// Size of `struct virtio_blk_config` up to and including the write-zeroes fields.
 const CONFIG_LEN: usize = 60;
 
@@ -84,7 +89,11 @@ impl Block {
         let mut b = [0u8; CONFIG_LEN];
         b[0..8].copy_from_slice(&self.capacity_sectors.to_le_bytes());
         // size_max (8) stays 0: VIRTIO_BLK_F_SIZE_MAX is not offered.
-        let seg_max = u32::from(c.queue_size.saturating_sub(2)).max(1);
+        let seg_max = if c.seg_max_adjust {
+            u32::from(c.queue_size.saturating_sub(2)).max(1)
+        } else {
+            LEGACY_SEG_MAX
+        };
         b[12..16].copy_from_slice(&seg_max.to_le_bytes());
         b[20..24].copy_from_slice(&BLK_SIZE.to_le_bytes());
         // topology: physical_block_exp 0, alignment 0, min_io_size 1, opt_io_size 0
@@ -92,13 +101,13 @@ impl Block {
         b[32] = self.writeback;
         b[34..36].copy_from_slice(&c.num_queues.to_le_bytes());
         if c.discard {
-            b[36..40].copy_from_slice(&c.max_discard_sectors.to_le_bytes());
+            b[36..40].copy_from_slice(&MAX_ZERO_SECTORS.to_le_bytes());
             b[40..44].copy_from_slice(&1u32.to_le_bytes());
             let align = if c.report_discard_granularity { BLK_SIZE / SECTOR_SIZE as u32 } else { 0 };
             b[44..48].copy_from_slice(&align.to_le_bytes());
         }
         if c.write_zeroes {
-            b[48..52].copy_from_slice(&c.max_write_zeroes_sectors.to_le_bytes());
+            b[48..52].copy_from_slice(&MAX_ZERO_SECTORS.to_le_bytes());
             b[52..56].copy_from_slice(&1u32.to_le_bytes());
             b[56] = 1; // write_zeroes_may_unmap
         }
@@ -175,9 +184,9 @@ impl VirtioDevice for Block {
             discard: self.acked_features & bit(F_DISCARD) != 0,
             write_zeroes: self.acked_features & bit(F_WRITE_ZEROES) != 0,
             writeback: self.writeback != 0,
-            serial: self.config.serial.as_bytes(),
-            max_discard_sectors: self.config.max_discard_sectors,
-            max_write_zeroes_sectors: self.config.max_write_zeroes_sectors,
+            serial: self.config.serial.as_deref().unwrap_or("").as_bytes(),
+            max_discard_sectors: MAX_ZERO_SECTORS,
+            max_write_zeroes_sectors: MAX_ZERO_SECTORS,
         };
         let mut used = false;
         loop {

@@ -1,0 +1,303 @@
+//! The one place where device configurations are built from the resolved
+//! machine type (compat tables + `-global`/`-device` overrides). No device
+//! default lives here: every value is read from the [`EffectiveConfig`].
+
+use std::path::PathBuf;
+
+use compat_runtime::props::{get_auto_uint, get_bool, get_opt_string, get_uint};
+use compat_runtime::{Catalog, EffectiveConfig, Knobs, Override, OverrideError, PropsError};
+use devices::pci::PcieRootPortConfig;
+use devices::serial::{SerialConfig, SerialOutput};
+use devices::virtio::block::BlockConfig;
+
+use super::layout;
+
+/// Device type names (the compat catalog's).
+pub mod types {
+    /// The UART.
+    pub const SERIAL: &str = "isa-serial";
+    /// virtio-blk.
+    pub const VIRTIO_BLK: &str = "virtio-blk-device";
+    /// The PCIe root port.
+    pub const ROOT_PORT: &str = "pcie-root-port";
+}
+
+/// Errors turning the command line into a machine configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Unknown machine, device type or property, or a bad value.
+    #[error(transparent)]
+    Override(#[from] OverrideError),
+    /// The generated property tables lack something this VMM needs.
+    #[error("compat tables: {0}")]
+    Props(#[from] PropsError),
+    /// `--smp` out of range for the machine type.
+    #[error("--smp {requested}: machine type {machine} supports 1..={max} vCPUs (and this VMM at most 255)")]
+    Cpus {
+        /// Requested.
+        requested: u32,
+        /// Machine type.
+        machine: String,
+        /// Its maximum.
+        max: u32,
+    },
+    /// A `--drive` option is malformed.
+    #[error("--drive {0}")]
+    Drive(String),
+    /// Too many virtio-mmio devices for the layout.
+    #[error("at most {max} virtio-mmio devices fit the memory map")]
+    TooManyDevices {
+        /// Limit.
+        max: usize,
+    },
+    /// Memory size out of range.
+    #[error("memory size {0} bytes is not supported (need 16 MiB .. 512 GiB, multiple of 4 KiB)")]
+    Memory(u64),
+}
+
+/// One `--drive file=PATH[,readonly=on|off][,format=raw][,serial=S]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DriveSpec {
+    /// Raw image path.
+    pub file: PathBuf,
+    /// Open read-only.
+    pub read_only: bool,
+    /// Per-drive `serial` (beats the property value).
+    pub serial: Option<String>,
+}
+
+impl DriveSpec {
+    /// Parses the `--drive` argument.
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        let mut file = None;
+        let mut read_only = false;
+        let mut serial = None;
+        for kv in s.split(',') {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| ConfigError::Drive(format!("`{s}`: expected KEY=VALUE, got `{kv}`")))?;
+            match k {
+                "file" if !v.is_empty() => file = Some(PathBuf::from(v)),
+                "readonly" | "read-only" => {
+                    read_only = match v {
+                        "on" | "true" | "yes" => true,
+                        "off" | "false" | "no" => false,
+                        _ => return Err(ConfigError::Drive(format!("`{s}`: {k} must be on or off"))),
+                    }
+                }
+                "format" if v == "raw" => {}
+                "format" => {
+                    return Err(ConfigError::Drive(format!("`{s}`: only format=raw is supported")));
+                }
+                "if" if v == "virtio" => {}
+                "serial" => serial = Some(v.to_string()),
+                _ => return Err(ConfigError::Drive(format!("`{s}`: unknown or invalid option `{kv}`"))),
+            }
+        }
+        let file = file.ok_or_else(|| ConfigError::Drive(format!("`{s}`: file=PATH is required")))?;
+        Ok(Self { file, read_only, serial })
+    }
+}
+
+/// What the user asked for on the command line.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    /// `-M` (versioned name or alias).
+    pub machine: String,
+    /// `--smp` (None: the machine type's default).
+    pub cpus: Option<u32>,
+    /// `-m` in bytes (None: the machine type's default).
+    pub mem_bytes: Option<u64>,
+    /// `--drive`s, in order.
+    pub drives: Vec<DriveSpec>,
+    /// `--global` then `--device` overrides, parsed by compat-runtime.
+    pub overrides: Vec<Override>,
+    /// `--serial`.
+    pub serial: SerialOutput,
+}
+
+/// A virtio-blk device and its image.
+#[derive(Clone, Debug)]
+pub struct BlockDevice {
+    /// Device configuration.
+    pub config: BlockConfig,
+    /// Raw image.
+    pub file: PathBuf,
+}
+
+/// Everything needed to build (and rebuild on reset) the VM.
+#[derive(Clone, Debug)]
+pub struct MachineConfig {
+    /// The versioned machine type name (never an alias).
+    pub machine: String,
+    /// The effective property values, with provenance (travels with migration).
+    pub effective: EffectiveConfig,
+    /// vCPUs.
+    pub vcpus: u8,
+    /// Guest RAM in bytes.
+    pub mem_bytes: u64,
+    /// The UART, if the machine type has one.
+    pub serial: Option<SerialConfig>,
+    /// virtio-blk devices (one per `--drive`, if the machine type has virtio-blk).
+    pub blocks: Vec<BlockDevice>,
+    /// The PCIe root port, if the machine type has one.
+    pub root_port: Option<PcieRootPortConfig>,
+}
+
+/// Memory limits of this VMM (not machine defaults: the default size comes
+/// from the machine type's knobs).
+const MIN_MEM: u64 = 16 << 20;
+const MAX_MEM: u64 = 512 << 30;
+
+/// Resolves the machine type, applies overrides and builds every device config.
+pub fn resolve(catalog: &Catalog, req: &RunRequest) -> Result<MachineConfig, ConfigError> {
+    let machine = catalog.machine_or_err(&req.machine)?;
+    let effective = catalog.effective(machine.name, &req.overrides)?;
+    from_effective(&effective, &machine.knobs, req)
+}
+
+/// Builds device configs from an already effective configuration (also used
+/// by an incoming migration, which receives the [`EffectiveConfig`]).
+pub fn from_effective(
+    effective: &EffectiveConfig,
+    knobs: &Knobs,
+    req: &RunRequest,
+) -> Result<MachineConfig, ConfigError> {
+    let cpus = req.cpus.unwrap_or(knobs.default_cpus);
+    if cpus == 0 || cpus > knobs.max_cpus || cpus > u32::from(u8::MAX) {
+        return Err(ConfigError::Cpus {
+            requested: cpus,
+            machine: effective.machine.clone(),
+            max: knobs.max_cpus,
+        });
+    }
+    let vcpus = cpus as u8;
+    let mem_bytes = req.mem_bytes.unwrap_or(knobs.memory_mib << 20);
+    if !(MIN_MEM..=MAX_MEM).contains(&mem_bytes) || mem_bytes % 4096 != 0 {
+        return Err(ConfigError::Memory(mem_bytes));
+    }
+    let has = |t: &str| knobs.devices.contains(&t);
+
+    let serial = if has(types::SERIAL) {
+        let t = types::SERIAL;
+        Some(SerialConfig {
+            iobase: get_uint(effective, t, "iobase")?,
+            irq: get_uint(effective, t, "irq")?,
+            output: req.serial.clone(),
+        })
+    } else {
+        None
+    };
+
+    let mut blocks = Vec::new();
+    if has(types::VIRTIO_BLK) {
+        if req.drives.len() > layout::VIRTIO_MMIO_MAX {
+            return Err(ConfigError::TooManyDevices { max: layout::VIRTIO_MMIO_MAX });
+        }
+        for d in &req.drives {
+            blocks.push(BlockDevice { config: block_config(effective, vcpus, d)?, file: d.file.clone() });
+        }
+    } else if !req.drives.is_empty() {
+        return Err(ConfigError::Drive(format!(
+            "machine type {} has no virtio-blk device",
+            effective.machine
+        )));
+    }
+
+    let root_port = if has(types::ROOT_PORT) {
+        let t = types::ROOT_PORT;
+        Some(PcieRootPortConfig {
+            device: layout::ROOT_PORT_DEVICE,
+            slot: get_uint(effective, t, "slot")?,
+            chassis: get_uint(effective, t, "chassis")?,
+            err_unc_mask: get_bool(effective, t, "x-pcie-err-unc-mask")?,
+            ari_nextfn_1: get_bool(effective, t, "x-pcie-ari-nextfn-1")?,
+        })
+    } else {
+        None
+    };
+
+    Ok(MachineConfig {
+        machine: effective.machine.clone(),
+        effective: effective.clone(),
+        vcpus,
+        mem_bytes,
+        serial,
+        blocks,
+        root_port,
+    })
+}
+
+/// virtio-blk: `num-queues=auto` becomes one queue per vCPU.
+fn block_config(e: &EffectiveConfig, vcpus: u8, d: &DriveSpec) -> Result<BlockConfig, ConfigError> {
+    let t = types::VIRTIO_BLK;
+    let num_queues = get_auto_uint::<u16>(e, t, "num-queues")?.resolve(|| u16::from(vcpus));
+    Ok(BlockConfig {
+        num_queues,
+        queue_size: get_uint(e, t, "queue-size")?,
+        discard: get_bool(e, t, "discard")?,
+        write_zeroes: get_bool(e, t, "write-zeroes")?,
+        config_wce: get_bool(e, t, "config-wce")?,
+        report_discard_granularity: get_bool(e, t, "report-discard-granularity")?,
+        seg_max_adjust: get_bool(e, t, "seg-max-adjust")?,
+        queue_reset: get_bool(e, t, "queue_reset")?,
+        event_idx: get_bool(e, t, "event_idx")?,
+        indirect_desc: get_bool(e, t, "indirect_desc")?,
+        read_only: d.read_only,
+        serial: d.serial.clone().or(get_opt_string(e, t, "serial")?),
+    })
+}
+
+/// Parses a memory size: `256M`, `1G`, `65536K`, `1073741824` (bytes if no
+/// suffix and ≥ 1 MiB, else MiB like the reference's `-m 512`).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let (num, mul) = match t.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => {
+            let m: u64 = match c.to_ascii_uppercase() {
+                'K' => 1 << 10,
+                'M' => 1 << 20,
+                'G' => 1 << 30,
+                'T' => 1 << 40,
+                'B' => 1,
+                _ => return None,
+            };
+            (&t[..i], m)
+        }
+        _ => (t, 0),
+    };
+    let n: u64 = num.parse().ok()?;
+    if mul == 0 {
+        // The reference treats a bare number as MiB.
+        return n.checked_mul(1 << 20);
+    }
+    n.checked_mul(mul)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256M"), Some(256 << 20));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("64"), Some(64 << 20));
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("12X"), None);
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("99999999999999999999G"), None);
+    }
+
+    #[test]
+    fn drives() {
+        let d = DriveSpec::parse("file=/tmp/x.img,readonly=on").unwrap();
+        assert_eq!(d.file, PathBuf::from("/tmp/x.img"));
+        assert!(d.read_only);
+        assert!(DriveSpec::parse("readonly=on").is_err());
+        assert!(DriveSpec::parse("file=a,format=qcow2").is_err());
+        assert!(DriveSpec::parse("file=a,bogus=1").is_err());
+        assert!(DriveSpec::parse("file").is_err());
+    }
+}
+

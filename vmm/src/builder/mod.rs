@@ -1,0 +1,243 @@
+//! Builds a VM from a [`config::MachineConfig`]: memory, KVM VM, devices on
+//! their buses, the guest loaded for PVH entry, vCPUs ready to run.
+//!
+//! [`Machine`] is the running VM's handle: start/pause/resume/stop the vCPUs
+//! and reach every piece of state migration needs (see `vstate`).
+
+pub mod config;
+pub mod layout;
+
+use std::fs::OpenOptions;
+use std::path::PathBuf;
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+use devices::bus::{Bus, BusError, lock};
+use devices::pci::{ECAM_BUS0_SIZE, Ecam};
+use devices::serial::{Serial, SerialError};
+use devices::virtio::block::{Block, BlockError};
+use devices::virtio::{MmioTransport, TransportError};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::boot::{self, BootError, Reserved};
+use crate::vstate::memory::{self, MemoryError};
+use crate::vstate::vcpu::{ExitContext, Vcpu, VcpuError, VcpuSet, VmEvent};
+use crate::vstate::vm::{Vm, VmError};
+use config::MachineConfig;
+
+/// Errors building the VM.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// Guest memory.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// KVM.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// vCPU setup.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// Loading the guest.
+    #[error(transparent)]
+    Boot(#[from] BootError),
+    /// The serial port.
+    #[error(transparent)]
+    Serial(#[from] SerialError),
+    /// A disk image could not be opened.
+    #[error("cannot open disk image {path}: {source}")]
+    Disk {
+        /// Image path.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// The block device.
+    #[error(transparent)]
+    Block(#[from] BlockError),
+    /// The virtio transport.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// Address conflicts.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// eventfd creation.
+    #[error("cannot create an eventfd: {0}")]
+    EventFd(std::io::Error),
+}
+
+/// The devices of a built VM, shared with the vCPU threads' buses.
+#[derive(Default)]
+pub struct Devices {
+    /// The UART.
+    pub serial: Option<Arc<Mutex<Serial>>>,
+    /// virtio-blk transports, in `--drive` order.
+    pub blocks: Vec<Arc<Mutex<MmioTransport>>>,
+    /// The ECAM window (host bridge + root port).
+    pub ecam: Option<Arc<Mutex<Ecam>>>,
+}
+
+/// A built VM: KVM objects, devices and (once started) vCPU threads.
+pub struct Machine {
+    config: MachineConfig,
+    vm: Vm,
+    devices: Devices,
+    ctx: Arc<ExitContext>,
+    pending_vcpus: Vec<Vcpu>,
+    vcpus: Option<VcpuSet>,
+    cmdline: String,
+}
+
+/// Opens a disk image (must exist; read-write unless `read_only`).
+fn open_disk(path: &PathBuf, read_only: bool) -> Result<std::fs::File, BuildError> {
+    OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .open(path)
+        .map_err(|source| BuildError::Disk { path: path.clone(), source })
+}
+
+fn eventfd() -> Result<EventFd, BuildError> {
+    EventFd::new(libc::EFD_NONBLOCK).map_err(BuildError::EventFd)
+}
+
+impl Machine {
+    /// Builds the VM and loads `kernel` (a PVH ELF). `first_boot` truncates a
+    /// serial output file; later boots (after a guest reset) append.
+    pub fn build(
+        config: &MachineConfig,
+        kernel: &[u8],
+        append: Option<&str>,
+        first_boot: bool,
+    ) -> Result<Self, BuildError> {
+        // Open host resources first so user errors surface before KVM work.
+        let disks = config
+            .blocks
+            .iter()
+            .map(|b| open_disk(&b.file, b.config.read_only))
+            .collect::<Result<Vec<_>, _>>()?;
+        let serial_out = match &config.serial {
+            Some(s) => Some(Serial::open_output(&s.output, first_boot)?),
+            None => None,
+        };
+
+        let mem = Arc::new(memory::create(config.mem_bytes)?);
+        let vm = Vm::new(mem.clone())?;
+        let mut pio = Bus::new();
+        let mut mmio = Bus::new();
+        let mut devices = Devices::default();
+
+        if let (Some(sc), Some(out)) = (&config.serial, serial_out) {
+            let evt = eventfd()?;
+            vm.register_irqfd(&evt, sc.irq)?;
+            let s = Arc::new(Mutex::new(Serial::new(out, &evt)?));
+            pio.insert(s.clone(), u64::from(sc.iobase), 8)?;
+            devices.serial = Some(s);
+        }
+
+        let mut virtio_cmdline = Vec::new();
+        for (i, (b, disk)) in config.blocks.iter().zip(disks).enumerate() {
+            let (addr, gsi) = layout::virtio_mmio(i);
+            let evt = eventfd()?;
+            vm.register_irqfd(&evt, gsi)?;
+            let dev = Block::new(b.config.clone(), disk)?;
+            let t = Arc::new(Mutex::new(MmioTransport::new(Box::new(dev), mem.clone(), &evt)?));
+            mmio.insert(t.clone(), addr, layout::VIRTIO_MMIO_SIZE)?;
+            devices.blocks.push(t);
+            virtio_cmdline.push((addr, layout::VIRTIO_MMIO_SIZE, gsi));
+        }
+
+        let mut reserved = Vec::new();
+        let ecam = if let Some(rp) = &config.root_port {
+            let e = Arc::new(Mutex::new(Ecam::new(rp)));
+            mmio.insert(e.clone(), layout::ECAM_BASE, ECAM_BUS0_SIZE)?;
+            devices.ecam = Some(e);
+            reserved.push(Reserved { addr: layout::ECAM_BASE, len: ECAM_BUS0_SIZE });
+            Some(layout::ECAM_BASE)
+        } else {
+            None
+        };
+
+        let cmdline = boot::build_cmdline(&virtio_cmdline, ecam, append)?;
+        let entry = boot::load_pvh(&mem, kernel, &cmdline, &reserved)?;
+        let mut vcpus = Vec::new();
+        for i in 0..config.vcpus {
+            let v = vm.create_vcpu(i, config.vcpus)?;
+            v.setup_pvh(&entry)?;
+            vcpus.push(v);
+        }
+        let ctx = Arc::new(ExitContext { pio, mmio, power: layout::POWER });
+        Ok(Self {
+            config: config.clone(),
+            vm,
+            devices,
+            ctx,
+            pending_vcpus: vcpus,
+            vcpus: None,
+            cmdline: cmdline.as_cstring().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default(),
+        })
+    }
+
+    /// Starts the vCPU threads; VM-ending exits are sent on `events`.
+    pub fn start(&mut self, events: Sender<VmEvent>) -> Result<(), BuildError> {
+        let v = std::mem::take(&mut self.pending_vcpus);
+        self.vcpus = Some(VcpuSet::start(v, self.ctx.clone(), events)?);
+        Ok(())
+    }
+
+    /// Pauses every vCPU (signal kick + `immediate_exit`), waiting until all
+    /// are outside `KVM_RUN`.
+    pub fn pause(&self) -> Result<(), VcpuError> {
+        match &self.vcpus {
+            Some(v) => v.pause(),
+            None => Ok(()),
+        }
+    }
+
+    /// Resumes paused vCPUs.
+    pub fn resume(&self) {
+        if let Some(v) = &self.vcpus {
+            v.resume();
+        }
+    }
+
+    /// Stops and joins the vCPU threads and flushes the serial output.
+    pub fn stop(&mut self) {
+        if let Some(mut v) = self.vcpus.take() {
+            v.stop();
+        }
+        if let Some(s) = &self.devices.serial {
+            lock(s).flush();
+        }
+    }
+
+    /// The KVM VM (memory, irqchip/PIT/clock state, dirty log).
+    pub fn vm(&self) -> &Vm {
+        &self.vm
+    }
+
+    /// The running vCPUs (state save/restore while paused).
+    pub fn vcpus(&self) -> Option<&VcpuSet> {
+        self.vcpus.as_ref()
+    }
+
+    /// The devices (each has `state()`/`restore()`).
+    pub fn devices(&self) -> &Devices {
+        &self.devices
+    }
+
+    /// The configuration this VM was built from.
+    pub fn config(&self) -> &MachineConfig {
+        &self.config
+    }
+
+    /// The guest command line the VMM built.
+    pub fn cmdline(&self) -> &str {
+        &self.cmdline
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
