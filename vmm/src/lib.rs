@@ -1,6 +1,7 @@
 //! The VMM library behind the `vmm` binary; one module per concern.
 
 pub mod introspect;
+pub mod migration;
 pub mod boot;
 pub mod vstate;
 pub mod builder;

@@ -1,0 +1,119 @@
+//! The destination's driver: validate the manifest, load, start, answer.
+
+use super::PAGE_SIZE;
+use super::manifest::Manifest;
+use super::status::Status;
+use super::stream::{DecodeError, Decoder, Limits, Record};
+use super::vm::{MigrationTarget, VmError};
+use std::io::{self, Read, Write};
+use std::time::{Duration, Instant};
+
+/// What the destination received.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncomingSummary {
+    /// The accepted manifest.
+    pub manifest: Manifest,
+    /// Stream bytes read.
+    pub bytes: u64,
+    /// Zero pages received.
+    pub pages_zero: u64,
+    /// Pages received with contents.
+    pub pages_normal: u64,
+    /// From the first byte to the guest running.
+    pub elapsed: Duration,
+}
+
+/// Why an incoming migration failed; the guest was not started unless the
+/// variant says otherwise.
+#[derive(Debug, thiserror::Error)]
+pub enum IncomingError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error("{0}")]
+    Refused(VmError),
+    #[error("loading the guest failed: {0}")]
+    Load(VmError),
+    #[error(
+        "the guest started but the source could not be told ({0}); it will resume its copy, so stop this one"
+    )]
+    Unconfirmed(io::Error),
+}
+
+/// Reads a whole stream into `target`; on a return channel, answers the
+/// manifest (accepted/refused) and the outcome (running/failed).
+pub fn receive<T: MigrationTarget + ?Sized>(
+    reader: impl Read,
+    mut back: Option<&mut dyn Write>,
+    target: &mut T,
+    limits: Limits,
+) -> Result<IncomingSummary, IncomingError> {
+    let started = Instant::now();
+    let mut tell = |s: Status| -> io::Result<()> {
+        match back.as_mut() {
+            Some(w) => s.write_to(*w),
+            None => Ok(()),
+        }
+    };
+    let result = load(reader, target, limits, &mut tell);
+    match result {
+        Ok(mut summary) => {
+            tell(Status::Running).map_err(IncomingError::Unconfirmed)?;
+            summary.elapsed = started.elapsed();
+            Ok(summary)
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            let _ = tell(match e {
+                IncomingError::Refused(_) => Status::Refused(msg),
+                _ => Status::Failed(msg),
+            });
+            Err(e)
+        }
+    }
+}
+
+fn load<T: MigrationTarget + ?Sized>(
+    reader: impl Read,
+    target: &mut T,
+    limits: Limits,
+    tell: &mut dyn FnMut(Status) -> io::Result<()>,
+) -> Result<IncomingSummary, IncomingError> {
+    let mut d = Decoder::new(reader, limits)?;
+    let manifest = d.read_manifest()?;
+    target.validate(&manifest).map_err(IncomingError::Refused)?;
+    // A source that cannot hear this will fail on its own.
+    let _ = tell(Status::Accepted);
+    let (mut zero, mut normal) = (0, 0);
+    let mut sections = Vec::new();
+    let mut vcpus = Vec::new();
+    loop {
+        match d.next_record()? {
+            Record::Pages { first_page, data } => {
+                normal += (data.len() / PAGE_SIZE) as u64;
+                target
+                    .write_pages(first_page, data)
+                    .map_err(IncomingError::Load)?;
+            }
+            Record::ZeroPages { first_page, count } => {
+                zero += count;
+                target
+                    .write_zero_pages(first_page, count)
+                    .map_err(IncomingError::Load)?;
+            }
+            Record::Section(s) => sections.push(s),
+            Record::Vcpu(v) => vcpus.push(v),
+            Record::End => break,
+        }
+    }
+    vcpus.sort_by_key(|v| v.index);
+    target.load_devices(sections).map_err(IncomingError::Load)?;
+    target.load_vcpus(vcpus).map_err(IncomingError::Load)?;
+    target.start().map_err(IncomingError::Load)?;
+    Ok(IncomingSummary {
+        manifest,
+        bytes: d.offset(),
+        pages_zero: zero,
+        pages_normal: normal,
+        elapsed: Duration::ZERO,
+    })
+}

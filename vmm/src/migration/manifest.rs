@@ -1,0 +1,70 @@
+//! The manifest: what the stream says about the guest, sent before any RAM.
+//!
+//! It is encoded as JSON inside the stream's manifest record (see
+//! `docs/stream.md`). The configuration is a plain map so it is trivially
+//! filled from the compiler's effective configuration (`compat-runtime`).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One guest-visible property value and where it came from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PropValue {
+    /// The value as the property parser spells it (`on`, `2`, `0x10`...).
+    pub value: String,
+    /// Where the value came from (`default`, `hw_compat_7_2`, `-global`, `-device`, `stream`...).
+    pub provenance: String,
+}
+
+impl PropValue {
+    /// A value with its provenance.
+    pub fn new(value: impl Into<String>, provenance: impl Into<String>) -> Self {
+        Self {
+            value: value.into(),
+            provenance: provenance.into(),
+        }
+    }
+}
+
+/// The effective guest-visible configuration: device → property → value.
+pub type GuestConfig = BTreeMap<String, BTreeMap<String, PropValue>>;
+
+/// A device section the stream carries, with its VMState version.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SectionInfo {
+    /// Section name (VMState description name plus instance, e.g. `virtio-blk.0`).
+    pub name: String,
+    /// The VMState `version_id` the source writes.
+    pub version_id: u32,
+}
+
+/// The stream's manifest.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Stream format version the source writes (equals the header's).
+    pub format_version: u32,
+    /// The source's release (`8.0.1`, or the next unreleased version).
+    pub source_release: String,
+    /// The resolved, versioned machine type (never an alias such as `pc`).
+    pub machine_type: String,
+    /// Guest RAM size in bytes, a multiple of the page size.
+    pub ram_size: u64,
+    /// Number of vCPUs; one vCPU record each.
+    pub vcpus: u32,
+    /// Every guest-visible property value, with provenance.
+    pub config: GuestConfig,
+    /// Every device section the stream will carry, once each.
+    pub sections: Vec<SectionInfo>,
+}
+
+impl Manifest {
+    /// The section named `name`, if the manifest lists it.
+    pub fn section(&self, name: &str) -> Option<&SectionInfo> {
+        self.sections.iter().find(|s| s.name == name)
+    }
+
+    /// Number of guest pages.
+    pub fn pages(&self) -> u64 {
+        self.ram_size / super::PAGE_SIZE as u64
+    }
+}

@@ -1,0 +1,439 @@
+//! The source's driver: live pre-copy, switch-over, and the wait for "running".
+//!
+//! Every iteration sends the pages dirtied during the previous one and
+//! measures the bandwidth. The switch-over happens once the remaining dirty
+//! set fits the downtime limit at that bandwidth *and* stops shrinking: the
+//! limit is an upper bound, not a target. A guest that dirties faster than
+//! the link is throttled (auto-converge); past a bound the migration fails
+//! with "did not converge" and the guest keeps running. Any failure after
+//! the vCPUs stopped resumes them.
+
+use super::PAGE_SIZE;
+use super::bitmap::DirtyBitmap;
+use super::status::{Status, StatusError};
+use super::stream::Encoder;
+use super::stream::format::MAX_RUN_PAGES;
+use super::transport::{self, BackChannel, Outgoing, TransportError, Uri};
+use super::vm::{MigrationSource, VmError};
+use serde::{Deserialize, Serialize};
+use std::io::{self, BufWriter, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Tuning of one migration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Params {
+    /// Upper bound on the time the guest is stopped (default 300 ms).
+    pub downtime_limit: Duration,
+    /// Bytes per second; `None` for unlimited.
+    pub max_bandwidth: Option<u64>,
+    /// How long to wait for the destination's verdict on the manifest.
+    pub accept_timeout: Duration,
+    /// How long to wait for "running" once the stream is sent.
+    pub running_timeout: Duration,
+    /// Iterations before giving up with "did not converge".
+    pub max_iterations: u32,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Self {
+            downtime_limit: Duration::from_millis(300),
+            max_bandwidth: None,
+            accept_timeout: Duration::from_secs(10),
+            running_timeout: Duration::from_secs(30),
+            max_iterations: 100,
+        }
+    }
+}
+
+/// Where a migration stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// The guest runs; dirty pages are being sent.
+    Precopy,
+    /// The guest is stopped; the rest and the device state are being sent.
+    Stopped,
+}
+
+/// Sent to the progress callback after every iteration and at switch-over.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    pub phase: Phase,
+    pub iteration: u32,
+    pub bytes: u64,
+    pub pages_zero: u64,
+    pub pages_normal: u64,
+    /// Pages dirtied during the last iteration (still to send).
+    pub dirty_pages: u64,
+    /// Measured bytes per second.
+    pub bandwidth: u64,
+    /// `dirty_pages` at `bandwidth`, in milliseconds.
+    pub expected_downtime_ms: f64,
+    /// vCPU throttle in percent (auto-converge).
+    pub throttle: u8,
+}
+
+/// How a migration ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// The destination runs the guest; the source's copy is stopped for good.
+    Handover,
+    /// A snapshot was written; the source guest stays stopped (`cont` resumes it).
+    Snapshot,
+}
+
+/// The final report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub outcome: Outcome,
+    pub total_ms: f64,
+    /// vCPUs stopped here to "running" heard from the destination (or the snapshot written).
+    pub downtime_ms: f64,
+    pub bytes: u64,
+    pub pages_zero: u64,
+    pub pages_normal: u64,
+    pub iterations: u32,
+    pub max_throttle: u8,
+}
+
+/// Why a migration failed. The source guest runs again in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("sending the stream failed: {0}")]
+    Send(io::Error),
+    #[error("the destination failed: {0}")]
+    Destination(String),
+    #[error("the destination refused the stream: {0}")]
+    Refused(String),
+    #[error("no answer from the destination {waiting}: {source}")]
+    NoAnswer {
+        waiting: &'static str,
+        source: StatusError,
+    },
+    #[error(
+        "did not converge after {iterations} iterations: {dirty_pages} pages dirty, {bandwidth} bytes/s, vCPUs throttled {throttle}%"
+    )]
+    DidNotConverge {
+        iterations: u32,
+        dirty_pages: u64,
+        bandwidth: u64,
+        throttle: u8,
+    },
+    #[error("cancelled")]
+    Cancelled,
+    #[error("the source VM: {0}")]
+    Vm(#[from] VmError),
+    #[error("{0}; resuming the source guest failed too: {1}")]
+    ResumeFailed(Box<MigrateError>, VmError),
+}
+
+/// Cancels a running migration from another thread (`migrate-cancel`).
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// Requests cancellation; the driver notices within one page batch.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether cancellation was requested.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Connects to `uri` and migrates.
+pub fn migrate_to<S: MigrationSource + ?Sized>(
+    src: &mut S,
+    uri: &Uri,
+    params: &Params,
+    progress: &mut dyn FnMut(&Progress),
+    cancel: &CancelToken,
+) -> Result<Summary, MigrateError> {
+    let out = transport::connect(uri)?;
+    migrate(src, out, params, progress, cancel)
+}
+
+/// Migrates over an open connection. On error the guest is running again.
+pub fn migrate<S: MigrationSource + ?Sized>(
+    src: &mut S,
+    out: Outgoing,
+    params: &Params,
+    progress: &mut dyn FnMut(&Progress),
+    cancel: &CancelToken,
+) -> Result<Summary, MigrateError> {
+    let mut d = Driver {
+        src,
+        params,
+        progress,
+        cancel,
+        back: out.back,
+        started: Instant::now(),
+        tracking: false,
+        paused: false,
+        throttle: 0,
+        max_throttle: 0,
+        iteration: 0,
+        zero: 0,
+        normal: 0,
+        bandwidth: 0,
+        buf: vec![0; MAX_RUN_PAGES as usize * PAGE_SIZE],
+    };
+    let r = d.run(out.writer);
+    d.finish(r)
+}
+
+type Writer = BufWriter<Box<dyn Write + Send>>;
+
+struct Driver<'a, S: MigrationSource + ?Sized> {
+    src: &'a mut S,
+    params: &'a Params,
+    progress: &'a mut dyn FnMut(&Progress),
+    cancel: &'a CancelToken,
+    back: Option<Box<dyn BackChannel>>,
+    started: Instant,
+    tracking: bool,
+    paused: bool,
+    throttle: u8,
+    max_throttle: u8,
+    iteration: u32,
+    zero: u64,
+    normal: u64,
+    bandwidth: u64,
+    buf: Vec<u8>,
+}
+
+/// Shrinking means the new dirty set is below this share of the one just sent.
+const SHRINK: f64 = 0.9;
+/// Iterations that fit the limit and keep shrinking before switching anyway.
+const MAX_FITTING: u32 = 10;
+/// Iterations without shrinking before the throttle goes up.
+const STALLS_PER_STEP: u32 = 2;
+const THROTTLE_FIRST: u8 = 20;
+const THROTTLE_STEP: u8 = 10;
+const THROTTLE_MAX: u8 = 99;
+
+impl<S: MigrationSource + ?Sized> Driver<'_, S> {
+    fn run(&mut self, w: Writer) -> Result<Summary, MigrateError> {
+        let manifest = self.src.manifest()?;
+        let pages = manifest.pages();
+        let mut enc = Encoder::new(w).map_err(MigrateError::Send)?;
+        enc.manifest(&manifest).map_err(|e| self.send_failed(e))?;
+        enc.flush().map_err(|e| self.send_failed(e))?;
+        if self.back.is_some() {
+            match self.answer("on the manifest", self.params.accept_timeout)? {
+                Status::Accepted => {}
+                Status::Refused(m) => return Err(MigrateError::Refused(m)),
+                Status::Failed(m) => return Err(MigrateError::Destination(m)),
+                Status::Running => {
+                    return Err(MigrateError::Destination("said running too early".into()));
+                }
+            }
+        }
+        self.src.start_dirty_tracking()?;
+        self.tracking = true;
+        let mut dirty = DirtyBitmap::full(pages);
+        let mut stalls = 0;
+        let mut fitting = 0;
+        loop {
+            self.iteration += 1;
+            let sent = dirty.count();
+            let t = Instant::now();
+            let before = enc.bytes_written();
+            self.send(&mut enc, &dirty)?;
+            enc.flush().map_err(|e| self.send_failed(e))?;
+            self.measure(enc.bytes_written() - before, t.elapsed());
+            dirty = self.src.take_dirty_bitmap()?;
+            let left = dirty.count();
+            let expected = self.expected(left);
+            self.report(Phase::Precopy, enc.bytes_written(), left, expected);
+            let shrinking = (left as f64) < sent as f64 * SHRINK;
+            if expected <= self.params.downtime_limit {
+                fitting += 1;
+                if left == 0 || !shrinking || fitting >= MAX_FITTING {
+                    break;
+                }
+            } else if !shrinking {
+                stalls += 1;
+                if stalls >= STALLS_PER_STEP {
+                    stalls = 0;
+                    if self.throttle == THROTTLE_MAX {
+                        return Err(self.not_converged(left));
+                    }
+                    self.throttle = match self.throttle {
+                        0 => THROTTLE_FIRST,
+                        t => t.saturating_add(THROTTLE_STEP).min(THROTTLE_MAX),
+                    };
+                    self.max_throttle = self.throttle;
+                    self.src.set_throttle(self.throttle)?;
+                }
+            }
+            if self.iteration >= self.params.max_iterations {
+                return Err(self.not_converged(left));
+            }
+        }
+        self.switch_over(enc, &dirty)
+    }
+
+    /// Stops the guest and sends what is left: `pending` (dirty, not yet sent)
+    /// plus whatever was dirtied since, then the device and vCPU state.
+    fn switch_over(
+        &mut self,
+        mut enc: Encoder<Writer>,
+        pending: &DirtyBitmap,
+    ) -> Result<Summary, MigrateError> {
+        self.src.pause()?;
+        self.paused = true;
+        let stopped = Instant::now();
+        let mut dirty = self.src.take_dirty_bitmap()?;
+        dirty.or_with(pending);
+        self.send(&mut enc, &dirty)?;
+        let sections = self.src.save_devices()?;
+        let vcpus = self.src.save_vcpus()?;
+        for s in &sections {
+            enc.section(s).map_err(|e| self.send_failed(e))?;
+        }
+        for v in &vcpus {
+            enc.vcpu(v).map_err(|e| self.send_failed(e))?;
+        }
+        let bytes = enc.bytes_written() + 5;
+        enc.end().map_err(|e| self.send_failed(e))?;
+        self.report(Phase::Stopped, bytes, 0, Duration::ZERO);
+        let outcome = if self.back.is_some() {
+            match self.answer("after the stream", self.params.running_timeout)? {
+                Status::Running => Outcome::Handover,
+                Status::Refused(m) | Status::Failed(m) => return Err(MigrateError::Destination(m)),
+                Status::Accepted => {
+                    return Err(MigrateError::Destination("answered out of turn".into()));
+                }
+            }
+        } else {
+            Outcome::Snapshot
+        };
+        Ok(Summary {
+            outcome,
+            total_ms: ms(self.started.elapsed()),
+            downtime_ms: ms(stopped.elapsed()),
+            bytes,
+            pages_zero: self.zero,
+            pages_normal: self.normal,
+            iterations: self.iteration,
+            max_throttle: self.max_throttle,
+        })
+    }
+
+    /// Sends every page of `dirty`, honouring cancel and the bandwidth cap.
+    fn send(&mut self, enc: &mut Encoder<Writer>, dirty: &DirtyBitmap) -> Result<(), MigrateError> {
+        let t = Instant::now();
+        let start = enc.bytes_written();
+        for (first, count) in dirty.runs() {
+            let mut p = first;
+            while p < first + count {
+                if self.cancel.is_cancelled() && !self.paused {
+                    return Err(MigrateError::Cancelled);
+                }
+                let n = (first + count - p).min(u64::from(MAX_RUN_PAGES));
+                let buf = &mut self.buf[..n as usize * PAGE_SIZE];
+                self.src.read_pages(p, buf)?;
+                let st = enc.pages(p, buf);
+                let st = st.map_err(|e| self.send_failed(e))?;
+                self.zero += st.zero;
+                self.normal += st.normal;
+                p += n;
+                if let Some(max) = self.params.max_bandwidth.filter(|m| *m > 0) {
+                    let due =
+                        Duration::from_secs_f64((enc.bytes_written() - start) as f64 / max as f64);
+                    if let Some(wait) = due.checked_sub(t.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn measure(&mut self, bytes: u64, took: Duration) {
+        // Tiny iterations measure latency, not bandwidth: keep the last estimate.
+        if bytes >= (1 << 20) || self.bandwidth == 0 {
+            let secs = took.as_secs_f64().max(1e-6);
+            self.bandwidth = ((bytes as f64 / secs) as u64).max(1);
+        }
+    }
+
+    fn expected(&self, pages: u64) -> Duration {
+        Duration::from_secs_f64((pages * PAGE_SIZE as u64) as f64 / self.bandwidth.max(1) as f64)
+    }
+
+    fn report(&mut self, phase: Phase, bytes: u64, dirty: u64, expected: Duration) {
+        (self.progress)(&Progress {
+            phase,
+            iteration: self.iteration,
+            bytes,
+            pages_zero: self.zero,
+            pages_normal: self.normal,
+            dirty_pages: dirty,
+            bandwidth: self.bandwidth,
+            expected_downtime_ms: ms(expected),
+            throttle: self.throttle,
+        });
+    }
+
+    fn not_converged(&self, dirty_pages: u64) -> MigrateError {
+        MigrateError::DidNotConverge {
+            iterations: self.iteration,
+            dirty_pages,
+            bandwidth: self.bandwidth,
+            throttle: self.throttle,
+        }
+    }
+
+    /// Waits for the destination's next word.
+    fn answer(&mut self, waiting: &'static str, timeout: Duration) -> Result<Status, MigrateError> {
+        let Some(back) = self.back.as_mut() else {
+            return Err(MigrateError::Destination("no return channel".into()));
+        };
+        let r = back
+            .set_timeout(Some(timeout.max(Duration::from_millis(1))))
+            .map_err(StatusError::Io)
+            .and_then(|()| Status::read_from(back));
+        r.map_err(|source| MigrateError::NoAnswer { waiting, source })
+    }
+
+    /// A write failed: the destination probably said why before going away.
+    fn send_failed(&mut self, e: io::Error) -> MigrateError {
+        if let Some(back) = self.back.as_mut()
+            && back.set_timeout(Some(Duration::from_millis(200))).is_ok()
+            && let Ok(Status::Refused(m) | Status::Failed(m)) = Status::read_from(back)
+        {
+            return MigrateError::Destination(format!("{m} (sending: {e})"));
+        }
+        MigrateError::Send(e)
+    }
+
+    fn finish(&mut self, r: Result<Summary, MigrateError>) -> Result<Summary, MigrateError> {
+        if self.throttle > 0 {
+            let _ = self.src.set_throttle(0);
+        }
+        if self.tracking {
+            let _ = self.src.stop_dirty_tracking();
+        }
+        match r {
+            Err(e) if self.paused => match self.src.resume() {
+                Ok(()) => Err(e),
+                Err(re) => Err(MigrateError::ResumeFailed(Box::new(e), re)),
+            },
+            r => r,
+        }
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}

@@ -1,0 +1,295 @@
+//! Migration URIs (`tcp:HOST:PORT`, `unix:PATH`, `file:PATH`) and their connections.
+//!
+//! Sockets are full duplex: the stream goes source → destination and the
+//! return channel ([`super::status`]) comes back on the same connection.
+//! `file:` is a snapshot: there is no return channel.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Where a stream goes to or comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Uri {
+    /// `tcp:HOST:PORT`
+    Tcp(String),
+    /// `unix:PATH`
+    Unix(PathBuf),
+    /// `file:PATH` (a snapshot)
+    File(PathBuf),
+}
+
+/// A URI or connection problem.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("`{0}` is not a migration URI (expected tcp:HOST:PORT, unix:PATH or file:PATH)")]
+    BadUri(String),
+    #[error("{what} {uri}: {source}")]
+    Io {
+        what: &'static str,
+        uri: String,
+        source: io::Error,
+    },
+}
+
+impl FromStr for Uri {
+    type Err = TransportError;
+
+    fn from_str(s: &str) -> Result<Self, TransportError> {
+        let bad = || TransportError::BadUri(s.to_string());
+        let (scheme, rest) = s.split_once(':').ok_or_else(bad)?;
+        if rest.is_empty() {
+            return Err(bad());
+        }
+        match scheme {
+            "tcp" => {
+                let (host, port) = rest.rsplit_once(':').ok_or_else(bad)?;
+                if host.is_empty() || port.parse::<u16>().is_err() {
+                    return Err(bad());
+                }
+                Ok(Uri::Tcp(rest.to_string()))
+            }
+            "unix" => Ok(Uri::Unix(rest.into())),
+            "file" => Ok(Uri::File(rest.into())),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Uri::Tcp(a) => write!(f, "tcp:{a}"),
+            Uri::Unix(p) => write!(f, "unix:{}", p.display()),
+            Uri::File(p) => write!(f, "file:{}", p.display()),
+        }
+    }
+}
+
+/// The read half of a return channel, with a settable time-out.
+pub trait BackChannel: Read + Send {
+    /// Sets the read time-out (`None`: block).
+    fn set_timeout(&self, t: Option<Duration>) -> io::Result<()>;
+}
+
+impl BackChannel for TcpStream {
+    fn set_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(t)
+    }
+}
+
+impl BackChannel for UnixStream {
+    fn set_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.set_read_timeout(t)
+    }
+}
+
+/// The source's side of a connection.
+pub struct Outgoing {
+    /// Where the stream is written (buffered).
+    pub writer: BufWriter<Box<dyn Write + Send>>,
+    /// Where status comes back; `None` for a snapshot file.
+    pub back: Option<Box<dyn BackChannel>>,
+}
+
+const BUF: usize = 1 << 20;
+
+impl Outgoing {
+    /// Wraps a connected unix socket (tests use a socket pair).
+    pub fn unix(s: UnixStream) -> io::Result<Self> {
+        let back = s.try_clone()?;
+        Ok(Self {
+            writer: BufWriter::with_capacity(BUF, Box::new(s)),
+            back: Some(Box::new(back)),
+        })
+    }
+
+    /// Wraps a connected TCP socket.
+    pub fn tcp(s: TcpStream) -> io::Result<Self> {
+        s.set_nodelay(true)?;
+        let back = s.try_clone()?;
+        Ok(Self {
+            writer: BufWriter::with_capacity(BUF, Box::new(s)),
+            back: Some(Box::new(back)),
+        })
+    }
+}
+
+/// Opens the source's side: connects a socket or creates the snapshot file.
+pub fn connect(uri: &Uri) -> Result<Outgoing, TransportError> {
+    let io = |source| TransportError::Io {
+        what: "cannot connect to",
+        uri: uri.to_string(),
+        source,
+    };
+    match uri {
+        Uri::Tcp(a) => Outgoing::tcp(TcpStream::connect(a).map_err(io)?).map_err(io),
+        Uri::Unix(p) => Outgoing::unix(UnixStream::connect(p).map_err(io)?).map_err(io),
+        Uri::File(p) => Ok(Outgoing {
+            writer: BufWriter::with_capacity(BUF, Box::new(File::create(p).map_err(io)?)),
+            back: None,
+        }),
+    }
+}
+
+/// The destination's side of a connection.
+pub struct Incoming {
+    /// Where the stream is read from (buffered).
+    pub reader: BufReader<Box<dyn Read + Send>>,
+    /// Where status goes back; `None` for a snapshot file.
+    pub back: Option<Box<dyn Write + Send>>,
+}
+
+impl Incoming {
+    /// Wraps a connected unix socket (tests use a socket pair).
+    pub fn unix(s: UnixStream) -> io::Result<Self> {
+        let back = s.try_clone()?;
+        Ok(Self {
+            reader: BufReader::with_capacity(BUF, Box::new(s)),
+            back: Some(Box::new(back)),
+        })
+    }
+}
+
+/// A destination waiting for its stream.
+pub enum Listener {
+    /// Bound TCP socket.
+    Tcp(TcpListener),
+    /// Bound unix socket (the path is removed on drop).
+    Unix(UnixListener, PathBuf),
+    /// Snapshot file to read.
+    File(PathBuf),
+}
+
+/// Binds the destination's side (a file is only opened by [`Listener::accept`]).
+pub fn listen(uri: &Uri) -> Result<Listener, TransportError> {
+    let io = |source| TransportError::Io {
+        what: "cannot listen on",
+        uri: uri.to_string(),
+        source,
+    };
+    match uri {
+        Uri::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a).map_err(io)?)),
+        Uri::Unix(p) => Ok(Listener::Unix(
+            UnixListener::bind(p).map_err(io)?,
+            p.clone(),
+        )),
+        Uri::File(p) => Ok(Listener::File(p.clone())),
+    }
+}
+
+impl Listener {
+    /// The URI a source should use (resolves `tcp:...:0` to the bound port).
+    pub fn uri(&self) -> io::Result<Uri> {
+        Ok(match self {
+            Listener::Tcp(l) => Uri::Tcp(l.local_addr()?.to_string()),
+            Listener::Unix(_, p) => Uri::Unix(p.clone()),
+            Listener::File(p) => Uri::File(p.clone()),
+        })
+    }
+
+    /// Waits for the one source (or opens the snapshot).
+    pub fn accept(&self) -> io::Result<Incoming> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, _) = l.accept()?;
+                s.set_nodelay(true)?;
+                let back = s.try_clone()?;
+                Ok(Incoming {
+                    reader: BufReader::with_capacity(BUF, Box::new(s)),
+                    back: Some(Box::new(back)),
+                })
+            }
+            Listener::Unix(l, _) => Incoming::unix(l.accept()?.0),
+            Listener::File(p) => Ok(Incoming {
+                reader: BufReader::with_capacity(BUF, Box::new(File::open(p)?)),
+                back: None,
+            }),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, p) = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_uris() {
+        assert_eq!(
+            "tcp:127.0.0.1:4444".parse::<Uri>().unwrap(),
+            Uri::Tcp("127.0.0.1:4444".into())
+        );
+        assert_eq!(
+            "tcp:[::1]:4444".parse::<Uri>().unwrap(),
+            Uri::Tcp("[::1]:4444".into())
+        );
+        assert_eq!(
+            "unix:/tmp/m.sock".parse::<Uri>().unwrap(),
+            Uri::Unix("/tmp/m.sock".into())
+        );
+        assert_eq!(
+            "file:snap.bin".parse::<Uri>().unwrap().to_string(),
+            "file:snap.bin"
+        );
+        for bad in [
+            "",
+            "tcp:",
+            "tcp:host",
+            "tcp:host:x",
+            "tcp::1",
+            "ftp:x",
+            "unix:",
+            "x",
+        ] {
+            assert!(bad.parse::<Uri>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn tcp_listen_connect_and_back_channel() {
+        let l = listen(&"tcp:127.0.0.1:0".parse().unwrap()).unwrap();
+        let uri = l.uri().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut i = l.accept().unwrap();
+            let mut s = [0; 5];
+            i.reader.read_exact(&mut s).unwrap();
+            i.back.unwrap().write_all(b"ok").unwrap();
+            s
+        });
+        let mut o = connect(&uri).unwrap();
+        o.writer.write_all(b"hello").unwrap();
+        o.writer.flush().unwrap();
+        let mut back = o.back.unwrap();
+        back.set_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut b = [0; 2];
+        back.read_exact(&mut b).unwrap();
+        assert_eq!(&b, b"ok");
+        assert_eq!(&t.join().unwrap(), b"hello");
+    }
+
+    #[test]
+    fn unix_listener_removes_its_socket() {
+        let dir = std::env::temp_dir().join(format!("vmm-tr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("m.sock");
+        let l = listen(&Uri::Unix(p.clone())).unwrap();
+        assert!(p.exists());
+        drop(l);
+        assert!(!p.exists());
+        assert!(connect(&Uri::Unix(p)).is_err());
+        let _ = std::fs::remove_dir(dir);
+    }
+}
