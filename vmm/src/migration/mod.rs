@@ -14,6 +14,7 @@
 pub mod ab;
 pub mod bitmap;
 pub mod compat_check;
+pub mod config;
 pub mod incoming;
 pub mod manifest;
 pub mod precopy;
