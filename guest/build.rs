@@ -9,9 +9,9 @@ use std::process::Command;
 const SOURCES: &[&str] = &["entry.S", "lib.S", "main.S", "workloads.S"];
 
 fn run(cmd: &mut Command) {
-    let status = cmd
-        .status()
-        .unwrap_or_else(|e| panic!("vmm-guest: cannot run {cmd:?}: {e} (GNU binutils `as`/`ld` are required)"));
+    let status = cmd.status().unwrap_or_else(|e| {
+        panic!("vmm-guest: cannot run {cmd:?}: {e} (GNU binutils `as`/`ld` are required)")
+    });
     assert!(status.success(), "vmm-guest: {cmd:?} failed with {status}");
 }
 
@@ -44,8 +44,20 @@ fn main() {
 
     let elf = out.join("vmm-guest.elf");
     run(Command::new(&ld_bin)
-        .args(["-m", "elf_x86_64", "-static", "-nostdlib", "--build-id=none"])
-        .args(["-z", "max-page-size=0x1000", "-z", "noexecstack", "--no-warn-rwx-segments"])
+        .args([
+            "-m",
+            "elf_x86_64",
+            "-static",
+            "-nostdlib",
+            "--build-id=none",
+        ])
+        .args([
+            "-z",
+            "max-page-size=0x1000",
+            "-z",
+            "noexecstack",
+            "--no-warn-rwx-segments",
+        ])
         .arg("-T")
         .arg(src.join("guest.ld"))
         .arg("-o")

@@ -203,8 +203,14 @@ workload_disk:
         jmp do_after
 8:      cmpq $0, disk_bad
         jne disk_bad_request
-        cmpq $0, disk_count
+        mov disk_count, %rax
+        test %rax, %rax
         je disk_forever
+        cmp blk_capacity, %rax          /* finite: at most one pass over the disk */
+        jbe 9f
+        mov blk_capacity, %rax
+        mov %rax, disk_count
+9:
 
 /* Finite run: write disk.count sectors (sector = (disk.start + seq) mod
  * capacity for seq = 0..count-1), flush, read all back, compare, hash. */

@@ -1,0 +1,346 @@
+//! Boots the embedded guest under the reference VMM (Debian's QEMU 7.2,
+//! `-M microvm -enable-kvm -kernel`) and checks its serial output.
+//!
+//! Runs only when `scripts/reference-qemu.sh` has been run (or
+//! `REFERENCE_QEMU=/path/to/qemu-system-x86_64` is set) and `/dev/kvm` is
+//! usable; otherwise every test prints why it is skipped and passes.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use vmm_guest::*;
+
+fn qemu() -> Option<PathBuf> {
+    let path = match std::env::var_os("REFERENCE_QEMU") {
+        Some(p) => PathBuf::from(p),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/reference-qemu/qemu-system-x86_64"),
+    };
+    if !path.exists() {
+        eprintln!(
+            "SKIP: reference QEMU not found at {} (run scripts/reference-qemu.sh)",
+            path.display()
+        );
+        return None;
+    }
+    if std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .is_err()
+    {
+        eprintln!("SKIP: /dev/kvm is not usable");
+        return None;
+    }
+    Some(path)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vmm-guest-qemu-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+struct Vm {
+    child: Child,
+    serial: PathBuf,
+}
+
+impl Vm {
+    /// Starts QEMU microvm with the guest, serial to a file, `-no-reboot`
+    /// (a triple fault or reboot ends QEMU), plus `extra` arguments.
+    fn start(qemu: &Path, dir: &Path, append: &str, extra: &[&str]) -> Vm {
+        let serial = dir.join("serial.txt");
+        let child = Command::new(qemu)
+            .args([
+                "-M",
+                "microvm,pcie=on",
+                "-enable-kvm",
+                "-m",
+                "64",
+                "-no-reboot",
+            ])
+            .args(["-display", "none", "-monitor", "none", "-nodefaults"])
+            .arg("-serial")
+            .arg(format!("file:{}", serial.display()))
+            .args(["-global", "virtio-mmio.force-legacy=false"])
+            .arg("-kernel")
+            .arg(ELF_PATH)
+            .arg("-append")
+            .arg(append)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start qemu");
+        Vm { child, serial }
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.serial).unwrap_or_default()
+    }
+
+    /// Waits until QEMU exits (the guest powered off); the serial output.
+    fn wait_exit(mut self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let mut err = String::new();
+                let _ = self.child.stderr.take().unwrap().read_to_string(&mut err);
+                assert!(status.success(), "qemu failed: {status}: {err}");
+                return self.output();
+            }
+            if Instant::now() > deadline {
+                let out = self.output();
+                let _ = self.child.kill();
+                panic!("guest did not power off within {timeout:?}; serial:\n{out}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the serial output contains `needle` (QEMU keeps running).
+    fn wait_for(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = self.output();
+            if out.contains(needle) {
+                return out;
+            }
+            if Instant::now() > deadline || self.child.try_wait().unwrap().is_some() {
+                let _ = self.child.kill();
+                panic!("no {needle:?} within {timeout:?}; serial:\n{out}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A QEMU human monitor on a Unix socket; each command's completion is
+/// marked by a new "(qemu)" prompt.
+struct Monitor {
+    sock: UnixStream,
+    reply: String,
+}
+
+impl Monitor {
+    fn connect(path: &Path) -> Monitor {
+        let sock = UnixStream::connect(path).expect("monitor socket");
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut m = Monitor {
+            sock,
+            reply: String::new(),
+        };
+        m.read_prompts(1);
+        m
+    }
+
+    fn read_prompts(&mut self, want: usize) {
+        let mut buf = [0u8; 4096];
+        while self.reply.matches("(qemu)").count() < want {
+            let n = self.sock.read(&mut buf).expect("monitor reply");
+            assert!(n > 0, "monitor closed");
+            self.reply.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+
+    fn cmd(&mut self, c: &str) {
+        let want = self.reply.matches("(qemu)").count() + 1;
+        self.sock.write_all(format!("{c}\n").as_bytes()).unwrap();
+        self.read_prompts(want);
+    }
+}
+
+fn blk_args(image: &Path, props: &str) -> Vec<String> {
+    vec![
+        "-drive".into(),
+        format!("id=d0,file={},format=raw,if=none", image.display()),
+        "-device".into(),
+        format!("virtio-blk-device,drive=d0{props}"),
+    ]
+}
+
+fn virtio_arg() -> String {
+    virtio_mmio_arg(0x200, QEMU_MICROVM_FIRST_VIRTIO, 39)
+}
+
+#[test]
+fn report_under_qemu() {
+    let Some(q) = qemu() else { return };
+    let dir = scratch("report");
+    let image = dir.join("disk.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(8 << 20)
+        .unwrap();
+    let mut extra = blk_args(&image, ",num-queues=2");
+    extra.extend(["-device".into(), "pcie-root-port,id=rp0,chassis=1".into()]);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let append = format!(
+        "workload=report pci.ecam={QEMU_MICROVM_ECAM:#x} {}",
+        virtio_arg()
+    );
+    let out = Vm::start(&q, &dir, &append, &extra).wait_exit(Duration::from_secs(30));
+    assert!(out.starts_with("boot: ok\n"), "{out}");
+    let r = parse_report(&out);
+    assert!(r.boot_ok && r.pvh_ok && r.done, "{out}");
+    assert!(
+        r.memmap
+            .iter()
+            .any(|m| m.kind == 1 && m.addr <= LOAD_ADDR && m.addr + m.size > LOAD_ADDR)
+    );
+    assert_eq!(r.virtio.len(), 1);
+    assert_eq!(
+        (
+            r.virtio[0].magic,
+            r.virtio[0].version,
+            r.virtio[0].device_id
+        ),
+        (0x7472_6976, 2, 2)
+    );
+    let b = r.blk(0).expect("virtio-blk lines");
+    assert!(b.version_1 && b.mq && b.flush, "{b:?}");
+    assert_eq!(b.num_queues(), Some(2));
+    assert_eq!(b.queue_max.len(), 2);
+    assert_eq!(b.config("capacity"), Some(16384));
+    assert_eq!(b.config("blk_size"), Some(512));
+    assert!(
+        r.pci
+            .iter()
+            .any(|f| f.vendor == 0x1b36 && f.class == 0x060000),
+        "host bridge"
+    );
+    let (f, aer) = r.first_aer().expect("the root port's AER capability");
+    assert_eq!(f.class, 0x060400);
+    assert_eq!(aer.cap, 0x100);
+}
+
+#[test]
+fn disk_under_qemu() {
+    let Some(q) = qemu() else { return };
+    let dir = scratch("disk");
+    let image = dir.join("disk.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let extra = blk_args(&image, "");
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let append = format!(
+        "workload=disk disk.count=64 disk.start=100 {}",
+        virtio_arg()
+    );
+    let out = Vm::start(&q, &dir, &append, &extra).wait_exit(Duration::from_secs(30));
+    let res = out
+        .lines()
+        .find_map(parse_disk_result)
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(
+        res.verify_ok && res.mismatches == 0 && res.flush == "ok",
+        "{res:?}"
+    );
+    assert_eq!(res.sectors, 64);
+    assert_eq!(res.checksum, expected_disk_checksum(64, 100, 2048));
+    let data = std::fs::read(&image).unwrap();
+    for seq in 0..64u64 {
+        let sector = 100 + seq;
+        let s = &data[sector as usize * SECTOR..][..SECTOR];
+        assert_eq!(check_sector(s), Some((seq, sector)));
+    }
+    assert!(data[..100 * SECTOR].iter().all(|&b| b == 0));
+}
+
+#[test]
+fn bad_requests_under_qemu() {
+    let Some(q) = qemu() else { return };
+    for (bad, kind) in [(1, "short-header"), (2, "outside-ram"), (3, "no-status")] {
+        let dir = scratch(&format!("bad{bad}"));
+        let image = dir.join("disk.img");
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(1 << 20)
+            .unwrap();
+        let extra = blk_args(&image, "");
+        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let append = format!("workload=disk disk.bad={bad} {}", virtio_arg());
+        let out = Vm::start(&q, &dir, &append, &extra).wait_exit(Duration::from_secs(30));
+        let b = out
+            .lines()
+            .find_map(parse_bad_request)
+            .unwrap_or_else(|| panic!("{out}"));
+        assert_eq!(b.kind, kind);
+    }
+}
+
+#[test]
+fn idle_under_qemu() {
+    let Some(q) = qemu() else { return };
+    let dir = scratch("idle");
+    let mut vm = Vm::start(&q, &dir, "workload=idle", &[]);
+    vm.wait_for("idle: halted\n", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        vm.child.try_wait().unwrap().is_none(),
+        "idle guest must keep running"
+    );
+}
+
+#[test]
+fn crash_under_qemu() {
+    let Some(q) = qemu() else { return };
+    let dir = scratch("crash");
+    // -no-reboot: the triple fault after the panic line ends QEMU.
+    let out = Vm::start(&q, &dir, "crash=1", &[]).wait_exit(Duration::from_secs(30));
+    let p = out
+        .lines()
+        .find_map(parse_panic)
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(p.vector, 6, "#UD");
+    assert_eq!(p.cs & 3, 3, "raised at CPL 3");
+}
+
+#[test]
+fn ab_under_qemu() {
+    let Some(q) = qemu() else { return };
+    let dir = scratch("ab");
+    let sock = dir.join("monitor.sock");
+    let monitor = format!("unix:{},server=on,wait=off", sock.display());
+    // -monitor none in Vm::start is overridden by this later -monitor.
+    let mut vm = Vm::start(&q, &dir, "workload=ab ab.mib=16", &["-monitor", &monitor]);
+    let out = vm.wait_for("ab: pass=1\n", Duration::from_secs(30));
+    let range = out
+        .lines()
+        .find_map(parse_ab_start)
+        .unwrap_or_else(|| panic!("{out}"));
+    assert_eq!(range.pages, 16 * 256);
+    std::thread::sleep(Duration::from_millis(200));
+
+    let mut mon = Monitor::connect(&sock);
+    let dump = dir.join("mem.bin");
+    let size = range.start + range.pages * 4096;
+    mon.cmd("stop");
+    mon.cmd(&format!("pmemsave 0 {size:#x} \"{}\"", dump.display()));
+    // pmemsave is synchronous: the file is complete once the prompt is back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(&dump).map(|m| m.len()).unwrap_or(0) < size {
+        assert!(Instant::now() < deadline, "pmemsave did not complete");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mem = std::fs::read(&dump).unwrap();
+    check_ab(&mem, 0, range).unwrap();
+    let passes = vm.output().lines().filter_map(parse_ab_pass).max().unwrap();
+    assert!(passes >= 1);
+}
