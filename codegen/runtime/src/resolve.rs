@@ -27,6 +27,26 @@ impl Catalog {
         self.families.iter().find(|f| f.name == name)
     }
 
+    /// The deltas machine type `m` applies, in application order (newest
+    /// version first, series in family order; later entries win).
+    pub fn applied_deltas(&self, m: &MachineType) -> Vec<&crate::table::Delta> {
+        let Some(f) = self.family(m.family) else {
+            return Vec::new();
+        };
+        let newest = f.machines.last().map(|x| x.version);
+        let mut out: Vec<&crate::table::Delta> = self
+            .deltas
+            .iter()
+            .filter(|d| {
+                f.series.contains(&d.series) && d.version >= m.version && Some(d.version) < newest
+            })
+            .collect();
+        let pos =
+            |d: &crate::table::Delta| f.series.iter().position(|s| *s == d.series).unwrap_or(0);
+        out.sort_by(|a, b| b.version.cmp(&a.version).then_with(|| pos(a).cmp(&pos(b))));
+        out
+    }
+
     /// A device type by name.
     pub fn device_type(&self, name: &str) -> Option<&DeviceType> {
         self.device_types.iter().find(|d| d.name == name)

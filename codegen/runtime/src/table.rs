@@ -124,8 +124,6 @@ pub struct MachineType {
     pub introduced_in: &'static str,
     /// Machine-level knobs.
     pub knobs: Knobs,
-    /// Names of the deltas it applies, in application order.
-    pub deltas: &'static [&'static str],
 }
 
 /// Machine-level settings that are not device properties.

@@ -1,0 +1,175 @@
+//! The validated model: what the TOML means, names resolved, values parsed.
+
+use crate::diag::Loc;
+use compat_runtime::{MachineVersion, PropType, Value, WireType};
+
+/// The whole validated compat tree.
+#[derive(Debug, Default)]
+pub struct Model {
+    /// Families, each with its machine types sorted oldest first.
+    pub families: Vec<FamilyM>,
+    /// Device types, parents before children.
+    pub types: Vec<TypeM>,
+    /// Deltas, sorted by (version, series order of first family using it, name).
+    pub deltas: Vec<DeltaM>,
+    /// Releases, oldest first.
+    pub releases: Vec<ReleaseM>,
+    /// Deprecations in file order.
+    pub deprecations: Vec<DeprecationM>,
+}
+
+/// A machine family.
+#[derive(Debug, Clone)]
+pub struct FamilyM {
+    pub name: String,
+    pub doc: String,
+    pub alias: Option<String>,
+    pub series: Vec<String>,
+    pub machines: Vec<MachineM>,
+}
+
+/// A machine type.
+#[derive(Debug, Clone)]
+pub struct MachineM {
+    pub name: String,
+    pub family: String,
+    pub version: MachineVersion,
+    pub alias: Option<String>,
+    pub lifecycle: LifecycleM,
+    pub introduced_in: String,
+    pub knobs: KnobsM,
+    pub loc: Loc,
+}
+
+/// Machine lifecycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LifecycleM {
+    Supported,
+    Deprecated(String),
+    Removed(String),
+}
+
+/// Machine-level knobs, family defaults applied.
+#[derive(Debug, Clone)]
+pub struct KnobsM {
+    pub max_cpus: u32,
+    pub default_cpus: u32,
+    pub memory_mib: u64,
+    pub devices: Vec<String>,
+}
+
+/// A device type.
+#[derive(Debug, Clone)]
+pub struct TypeM {
+    pub name: String,
+    pub parent: Option<String>,
+    /// Indices into `Model::types`: itself first, then its ancestors.
+    pub ancestors: Vec<usize>,
+    pub doc: String,
+    /// All properties, inherited first.
+    pub props: Vec<PropM>,
+    pub vmstate: Option<VmStateM>,
+}
+
+impl TypeM {
+    /// A property by name.
+    pub fn prop(&self, name: &str) -> Option<&PropM> {
+        self.props.iter().find(|p| p.name == name)
+    }
+}
+
+/// A property definition.
+#[derive(Debug, Clone)]
+pub struct PropM {
+    pub name: String,
+    pub owner: String,
+    pub ty: PropType,
+    pub default: Value,
+    pub doc: String,
+}
+
+/// A VMState description.
+#[derive(Debug, Clone)]
+pub struct VmStateM {
+    pub name: String,
+    pub version_id: u32,
+    pub minimum_version_id: u32,
+    pub fields: Vec<FieldM>,
+    pub subsections: Vec<SubsectionM>,
+}
+
+/// A VMState field.
+#[derive(Debug, Clone)]
+pub struct FieldM {
+    pub name: String,
+    pub wire: WireType,
+    pub count: CountM,
+    pub since: u32,
+}
+
+/// A field's element count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CountM {
+    One,
+    Fixed(u32),
+    Field(String, u32),
+}
+
+/// A VMState subsection.
+#[derive(Debug, Clone)]
+pub struct SubsectionM {
+    pub name: String,
+    pub gate: String,
+    pub fields: Vec<FieldM>,
+}
+
+/// A compat delta.
+#[derive(Debug, Clone)]
+pub struct DeltaM {
+    pub name: String,
+    pub series: String,
+    pub version: MachineVersion,
+    pub entries: Vec<EntryM>,
+    pub loc: Loc,
+}
+
+/// A delta entry.
+#[derive(Debug, Clone)]
+pub struct EntryM {
+    /// Index into `Model::types`.
+    pub type_idx: usize,
+    pub type_name: String,
+    pub property: String,
+    pub value: Value,
+    pub added_in: Option<String>,
+    pub loc: Loc,
+}
+
+/// A release.
+#[derive(Debug, Clone)]
+pub struct ReleaseM {
+    pub version: String,
+    pub date: String,
+    pub errata: Vec<ErratumM>,
+}
+
+/// An erratum.
+#[derive(Debug, Clone)]
+pub struct ErratumM {
+    pub id: String,
+    pub summary: String,
+    pub type_name: String,
+    pub property: String,
+    pub shipped: Value,
+    pub max_machine: MachineVersion,
+    pub fixed_in: String,
+}
+
+/// A deprecation.
+#[derive(Debug, Clone)]
+pub struct DeprecationM {
+    pub id: String,
+    pub feature: String,
+    pub since: String,
+    pub replacement: String,
+}
