@@ -42,6 +42,19 @@ fn main() {
         objects.push(obj);
     }
 
+    // The single RWX segment is deliberate (one PT_LOAD at 1 MiB); binutils
+    // >= 2.39 warn about it unless told not to, older ones lack the option.
+    let ld_help = Command::new(&ld_bin)
+        .arg("--help")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    let quiet_rwx: &[&str] = if ld_help.contains("--no-warn-rwx-segments") {
+        &["--no-warn-rwx-segments"]
+    } else {
+        &[]
+    };
+
     let elf = out.join("vmm-guest.elf");
     run(Command::new(&ld_bin)
         .args([
@@ -51,13 +64,8 @@ fn main() {
             "-nostdlib",
             "--build-id=none",
         ])
-        .args([
-            "-z",
-            "max-page-size=0x1000",
-            "-z",
-            "noexecstack",
-            "--no-warn-rwx-segments",
-        ])
+        .args(["-z", "max-page-size=0x1000", "-z", "noexecstack"])
+        .args(quiet_rwx)
         .arg("-T")
         .arg(src.join("guest.ld"))
         .arg("-o")
