@@ -10,7 +10,8 @@
  * predecessor's or is one less (mod 256), with exactly one step.
  * start = __image_end (the first page after everything the guest uses);
  * end = end of the PVH memmap RAM entry (type 1) containing start, capped at
- * 4 GiB (the identity-mapped range) and at start + ab.mib MiB if given.
+ * 4 GiB (the identity-mapped range) and at start + ab.mib MiB if given
+ * (without a memmap RAM entry containing start, only ab.mib defines it).
  * The range's first bytes are set to 0 first, then
  *   ab: start=0x.. pages=N
  * is printed, then the passes run; `ab: pass=N` (N = completed passes) is
@@ -40,10 +41,15 @@ workload_ab:
         dec %rcx
         jmp 1b
 3:      mov $0x100000000, %rax          /* only 0..4 GiB is mapped */
-        cmp %rax, %r13
-        jbe 4f
+        test %r13, %r13                 /* no RAM entry found: usable only */
+        jnz 4f                          /* with an explicit ab.mib */
+        cmpq $0, ab_mib
+        je 5f
         mov %rax, %r13
-4:      mov ab_mib, %rax
+4:      cmp %rax, %r13
+        jbe 7f
+        mov %rax, %r13
+7:      mov ab_mib, %rax
         test %rax, %rax
         jz 5f
         shl $20, %rax
