@@ -28,17 +28,20 @@ fn finish(mut s: String, prefix: &str) -> Ident {
 
 /// `virtio-blk-device` → `VirtioBlkDevice`.
 pub fn camel(s: &str) -> Ident {
-    let w: String = words(s)
-        .iter()
-        .map(|w| {
-            let mut c = w.chars();
-            match c.next() {
-                Some(f) => f.to_ascii_uppercase().to_string() + &c.as_str().to_ascii_lowercase(),
-                None => String::new(),
-            }
-        })
-        .collect();
-    finish(w, "V")
+    let mut out = String::new();
+    for w in words(s) {
+        if out.ends_with(|c: char| c.is_ascii_digit())
+            && w.starts_with(|c: char| c.is_ascii_digit())
+        {
+            out.push('_');
+        }
+        let mut c = w.chars();
+        if let Some(f) = c.next() {
+            out.push(f.to_ascii_uppercase());
+            out.push_str(&c.as_str().to_ascii_lowercase());
+        }
+    }
+    finish(out, "V")
 }
 
 /// `num-queues` → `num_queues`.

@@ -36,7 +36,7 @@ impl MigrationZeroPageDetection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PcieRootPortXSpeed {
     ///`2_5`
-    V25,
+    V2_5,
     ///`5`
     V5,
     ///`8`
@@ -52,7 +52,7 @@ impl PcieRootPortXSpeed {
     /// Parses the TOML/CLI name.
     pub fn from_name(s: &str) -> Option<Self> {
         match s {
-            "2_5" => Some(Self::V25),
+            "2_5" => Some(Self::V2_5),
             "5" => Some(Self::V5),
             "8" => Some(Self::V8),
             "16" => Some(Self::V16),
@@ -64,7 +64,7 @@ impl PcieRootPortXSpeed {
     /// The TOML/CLI name.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::V25 => "2_5",
+            Self::V2_5 => "2_5",
             Self::V5 => "5",
             Self::V8 => "8",
             Self::V16 => "16",
@@ -181,7 +181,7 @@ impl MigrationProps {
 }
 ///Typed properties of `x86_64-cpu`: x86-64 vCPU
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct X8664CpuProps {
+pub struct X86_64CpuProps {
     ///`kvm-msi-ext-dest-id` (bool): Advertise KVM_FEATURE_MSI_EXT_DEST_ID
     pub kvm_msi_ext_dest_id: bool,
     ///`x-vendor-cpuid-only` (bool): Only pass vendor-specific CPUID leaves of the host vendor
@@ -193,7 +193,7 @@ pub struct X8664CpuProps {
     ///`hv-version-id-minor` (u32): Hyper-V minor version reported to the guest
     pub hv_version_id_minor: u32,
 }
-impl X8664CpuProps {
+impl X86_64CpuProps {
     /// The device type these properties belong to.
     pub const TYPE_NAME: &'static str = "x86_64-cpu";
     /// Reads every property from an effective configuration.
@@ -326,7 +326,7 @@ impl VirtioMmioProps {
 }
 ///Typed properties of `qemu64-x86_64-cpu`: The baseline `qemu64` CPU model
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Qemu64X8664CpuProps {
+pub struct Qemu64X86_64CpuProps {
     ///`kvm-msi-ext-dest-id` (bool): Advertise KVM_FEATURE_MSI_EXT_DEST_ID
     pub kvm_msi_ext_dest_id: bool,
     ///`x-vendor-cpuid-only` (bool): Only pass vendor-specific CPUID leaves of the host vendor
@@ -344,7 +344,7 @@ pub struct Qemu64X8664CpuProps {
     ///`stepping` (u32 0..=15): CPUID stepping
     pub stepping: u32,
 }
-impl Qemu64X8664CpuProps {
+impl Qemu64X86_64CpuProps {
     /// The device type these properties belong to.
     pub const TYPE_NAME: &'static str = "qemu64-x86_64-cpu";
     /// Reads every property from an effective configuration.

@@ -112,7 +112,7 @@ pub static X86_64_CPU: VmStateDesc = VmStateDesc {
 };
 ///Migration state of `x86_64-cpu` (section `cpu`, version 12).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct X8664CpuState {
+pub struct X86_64CpuState {
     pub regs: Vec<u8>,
     pub sregs: Vec<u8>,
     pub fpu: Vec<u8>,
