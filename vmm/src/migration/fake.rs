@@ -164,7 +164,7 @@ fn guest_loop(s: &Shared, spec: &GuestSpec) {
                 g.throttle
             };
             n += 1;
-            if n % 64 == 0 {
+            if n.is_multiple_of(64) {
                 // Throttled at t%, the guest runs (100 - t)% of the time; squared
                 // so that a high throttle really starves it.
                 let t = if spec.obeys_throttle {

@@ -1,0 +1,153 @@
+//! Requests, events and responses of the control protocol.
+//!
+//! One JSON object per line. The client sends one request per line; the
+//! server answers each with zero or more event lines (only `migrate` sends
+//! any) followed by exactly one response line.
+
+use crate::migration::precopy::{Params, Progress};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Default `--downtime-limit`, in milliseconds (like the reference).
+pub const DEFAULT_DOWNTIME_LIMIT_MS: u64 = 300;
+
+/// A request line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "kebab-case")]
+pub enum Request {
+    Status,
+    Stop,
+    Cont,
+    Quit,
+    Migrate(MigrateRequest),
+    MigrateCancel,
+}
+
+/// Arguments of `migrate`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateRequest {
+    /// `tcp:HOST:PORT`, `unix:PATH` or `file:PATH`.
+    pub uri: String,
+    /// Milliseconds; default 300.
+    #[serde(default = "default_downtime")]
+    pub downtime_limit: u64,
+    /// Bytes per second; absent or null for unlimited.
+    #[serde(default)]
+    pub max_bandwidth: Option<u64>,
+}
+
+fn default_downtime() -> u64 {
+    DEFAULT_DOWNTIME_LIMIT_MS
+}
+
+impl MigrateRequest {
+    /// The driver parameters this request asks for.
+    pub fn params(&self) -> Params {
+        Params {
+            downtime_limit: Duration::from_millis(self.downtime_limit),
+            max_bandwidth: self.max_bandwidth,
+            ..Params::default()
+        }
+    }
+}
+
+/// An event line, sent before the response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "kebab-case")]
+pub enum Event {
+    Progress(Progress),
+}
+
+/// The response line closing every request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One guest-visible property whose value is pinned for the guest's lifetime
+/// (it did not come from this build's defaults).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinnedProp {
+    pub device: String,
+    pub property: String,
+    pub value: String,
+    pub provenance: String,
+}
+
+/// The answer to `status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StatusInfo {
+    /// `running`, `paused`, `migrating`, `postmigrate`, `incoming`...
+    pub state: String,
+    pub machine_type: String,
+    pub release: String,
+    #[serde(default)]
+    pub pinned: Vec<PinnedProp>,
+    /// The last progress of a migration in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub migration: Option<Progress>,
+}
+
+/// A line a client may receive.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Line {
+    Event(Event),
+    Response(Response),
+}
+
+impl Line {
+    /// Parses a server line.
+    pub fn parse(s: &str) -> Result<Line, serde_json::Error> {
+        let v: serde_json::Value = serde_json::from_str(s)?;
+        if v.get("event").is_some() {
+            serde_json::from_value(v).map(Line::Event)
+        } else {
+            serde_json::from_value(v).map(Line::Response)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_spelling() {
+        let r: Request = serde_json::from_str(r#"{"cmd":"migrate-cancel"}"#).unwrap();
+        assert_eq!(r, Request::MigrateCancel);
+        let r: Request = serde_json::from_str(r#"{"cmd":"migrate","uri":"tcp:h:1"}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::Migrate(MigrateRequest {
+                uri: "tcp:h:1".into(),
+                downtime_limit: 300,
+                max_bandwidth: None
+            })
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::Status).unwrap(),
+            r#"{"cmd":"status"}"#
+        );
+        assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
+    }
+
+    #[test]
+    fn lines() {
+        let l = Line::parse(r#"{"ok":false,"error":"no"}"#).unwrap();
+        assert_eq!(
+            l,
+            Line::Response(Response {
+                ok: false,
+                result: None,
+                error: Some("no".into())
+            })
+        );
+        assert!(Line::parse(r#"{"event":"nope"}"#).is_err());
+    }
+}

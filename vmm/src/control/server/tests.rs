@@ -1,0 +1,193 @@
+use super::*;
+use crate::control::client::Client;
+use crate::migration::precopy::{Outcome, Phase};
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+#[derive(Default)]
+struct Fake {
+    paused: AtomicBool,
+}
+
+fn progress(i: u32) -> Progress {
+    Progress {
+        phase: Phase::Precopy,
+        iteration: i,
+        bytes: u64::from(i) * 100,
+        pages_zero: 1,
+        pages_normal: 2,
+        dirty_pages: 3,
+        bandwidth: 4,
+        expected_downtime_ms: 5.0,
+        throttle: 0,
+    }
+}
+
+impl ControlHandler for Fake {
+    fn status(&self) -> Result<StatusInfo, VmError> {
+        let paused = self.paused.load(Ordering::SeqCst);
+        Ok(StatusInfo {
+            state: if paused { "paused" } else { "running" }.into(),
+            machine_type: "pc-7.2".into(),
+            release: "next".into(),
+            pinned: vec![],
+            migration: None,
+        })
+    }
+    fn stop(&self) -> Result<(), VmError> {
+        self.paused.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+    fn cont(&self) -> Result<(), VmError> {
+        if !self.paused.swap(false, Ordering::SeqCst) {
+            return Err(VmError::new("the guest is already running"));
+        }
+        Ok(())
+    }
+    fn quit(&self) -> Result<(), VmError> {
+        Ok(())
+    }
+    fn migrate(
+        &self,
+        req: &MigrateRequest,
+        progress_cb: &mut dyn FnMut(&Progress),
+        cancel: &CancelToken,
+    ) -> Result<Summary, VmError> {
+        for i in 1..=3 {
+            progress_cb(&progress(i));
+        }
+        if req.uri == "tcp:wait:1" {
+            for _ in 0..500 {
+                if cancel.is_cancelled() {
+                    return Err(VmError::new("cancelled"));
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            return Err(VmError::new("never cancelled"));
+        }
+        Ok(Summary {
+            outcome: Outcome::Handover,
+            total_ms: 1.0,
+            downtime_ms: 0.5,
+            bytes: 300,
+            pages_zero: 1,
+            pages_normal: 2,
+            iterations: 3,
+            max_throttle: 0,
+        })
+    }
+}
+
+fn socket(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("vmm-ctl-{}-{name}", std::process::id()));
+    let _ = fs::create_dir_all(&dir);
+    dir.join("ctl.sock")
+}
+
+fn started(name: &str) -> (PathBuf, std::thread::JoinHandle<()>) {
+    let p = socket(name);
+    let srv = ControlServer::bind(&p).unwrap();
+    (p, srv.spawn(Arc::new(Fake::default())))
+}
+
+#[test]
+fn socket_is_private_and_exclusive() {
+    let p = socket("mode");
+    fs::write(&p, b"stale").unwrap();
+    let srv = ControlServer::bind(&p).unwrap();
+    assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+    assert!(matches!(
+        ControlServer::bind(&p),
+        Err(ControlError::InUse(_))
+    ));
+    drop(srv);
+    assert!(!p.exists());
+}
+
+#[test]
+fn stop_cont_status_and_errors() {
+    let (p, _t) = started("basic");
+    let mut c = Client::connect(&p).unwrap();
+    let mut none = |_: &Event| panic!("no events expected");
+    let st = c.call(&Request::Status, &mut none).unwrap();
+    assert_eq!(st["state"], "running");
+    assert_eq!(
+        c.call(&Request::Stop, &mut none).unwrap(),
+        serde_json::Value::Null
+    );
+    assert_eq!(
+        c.call(&Request::Status, &mut none).unwrap()["state"],
+        "paused"
+    );
+    c.call(&Request::Cont, &mut none).unwrap();
+    let e = c.call(&Request::Cont, &mut none).unwrap_err();
+    assert_eq!(e.to_string(), "the guest is already running");
+    let e = c.call(&Request::MigrateCancel, &mut none).unwrap_err();
+    assert!(e.to_string().contains("no migration"));
+    // A malformed line gets an error response, and the connection lives on.
+    let mut raw = UnixStream::connect(&p).unwrap();
+    raw.write_all(b"{\"cmd\":\"fly\"}\n").unwrap();
+    let mut l = String::new();
+    BufReader::new(raw).read_line(&mut l).unwrap();
+    assert!(
+        l.contains("\"ok\":false") && l.contains("bad request"),
+        "{l}"
+    );
+    assert_eq!(
+        c.call(&Request::Status, &mut none).unwrap()["machine_type"],
+        "pc-7.2"
+    );
+}
+
+#[test]
+fn migrate_streams_progress_then_the_summary() {
+    let (p, _t) = started("migrate");
+    let mut c = Client::connect(&p).unwrap();
+    let mut events = Vec::new();
+    let req = Request::Migrate(MigrateRequest {
+        uri: "tcp:h:1".into(),
+        downtime_limit: 300,
+        max_bandwidth: None,
+    });
+    let sum = c.call(&req, &mut |e| events.push(e.clone())).unwrap();
+    assert_eq!(events.len(), 3);
+    assert_eq!(events[2], Event::Progress(progress(3)));
+    let sum: Summary = serde_json::from_value(sum).unwrap();
+    assert_eq!(sum.iterations, 3);
+}
+
+#[test]
+fn migrate_cancel_from_another_connection() {
+    let (p, _t) = started("cancel");
+    let p2 = p.clone();
+    let t = std::thread::spawn(move || {
+        let mut c = Client::connect(&p2).unwrap();
+        let req = Request::Migrate(MigrateRequest {
+            uri: "tcp:wait:1".into(),
+            downtime_limit: 300,
+            max_bandwidth: None,
+        });
+        c.call(&req, &mut |_| {})
+    });
+    let mut c = Client::connect(&p).unwrap();
+    let mut ok = false;
+    for _ in 0..200 {
+        if c.call(&Request::MigrateCancel, &mut |_| {}).is_ok() {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(ok, "migrate-cancel never found the migration");
+    let e = t.join().unwrap().unwrap_err();
+    assert_eq!(e.to_string(), "cancelled");
+}
+
+#[test]
+fn quit_stops_the_server_and_removes_the_socket() {
+    let (p, t) = started("quit");
+    let mut c = Client::connect(&p).unwrap();
+    c.call(&Request::Quit, &mut |_| {}).unwrap();
+    t.join().unwrap();
+    assert!(!p.exists());
+}
