@@ -41,7 +41,15 @@ fetch() { # fetch PKG...: download (if not already) and unpack
     for pkg in "$@"; do
         if ls "$debs/${pkg}_"*.deb >/dev/null 2>&1; then continue; fi
         log "downloading $pkg"
-        (cd "$debs" && apt-get download -q=2 "$pkg/bookworm" 2>/dev/null || apt-get download -q=2 "$pkg") >&2
+        if ! (cd "$debs" && { apt-get download -q=2 "$pkg/bookworm" 2>/dev/null || apt-get download -q=2 "$pkg"; }) >&2; then
+            # Package lists may be missing or stale (fresh CI image): refresh once.
+            if [ -z "${refreshed:-}" ]; then
+                refreshed=1
+                log "apt-get download failed; running apt-get update"
+                if [ "$(id -u)" = 0 ]; then apt-get update -q=2 >&2; else sudo -n apt-get update -q=2 >&2; fi
+            fi
+            (cd "$debs" && { apt-get download -q=2 "$pkg/bookworm" 2>/dev/null || apt-get download -q=2 "$pkg"; }) >&2
+        fi
         dpkg-deb -x "$debs/${pkg}_"*.deb "$root"
     done
 }
