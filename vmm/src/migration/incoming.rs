@@ -4,6 +4,7 @@ use super::PAGE_SIZE;
 use super::manifest::Manifest;
 use super::status::Status;
 use super::stream::{DecodeError, Decoder, Limits, Record};
+use super::transport::{self, Listener, TransportError, Uri};
 use super::vm::{MigrationTarget, VmError};
 use std::io::{self, Read, Write};
 use std::time::{Duration, Instant};
@@ -33,10 +34,34 @@ pub enum IncomingError {
     Refused(VmError),
     #[error("loading the guest failed: {0}")]
     Load(VmError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("waiting for the source: {0}")]
+    Accept(io::Error),
     #[error(
         "the guest started but the source could not be told ({0}); it will resume its copy, so stop this one"
     )]
     Unconfirmed(io::Error),
+}
+
+/// `vmm run --incoming URI`: binds, waits for one source, receives.
+pub fn receive_from<T: MigrationTarget + ?Sized>(
+    uri: &Uri,
+    target: &mut T,
+) -> Result<IncomingSummary, IncomingError> {
+    receive_on(&transport::listen(uri)?, target)
+}
+
+/// Waits on an already bound listener (so a caller can print the resolved
+/// `tcp:...:0` port first) and receives.
+pub fn receive_on<T: MigrationTarget + ?Sized>(
+    l: &Listener,
+    target: &mut T,
+) -> Result<IncomingSummary, IncomingError> {
+    let conn = l.accept().map_err(IncomingError::Accept)?;
+    let mut back = conn.back;
+    let back = back.as_mut().map(|b| b as &mut dyn Write);
+    receive(conn.reader, back, target, Limits::default())
 }
 
 /// Reads a whole stream into `target`; on a return channel, answers the

@@ -93,8 +93,9 @@ fn ab_workload_migrates_over_tcp() {
     let l = transport::listen(&"tcp:127.0.0.1:0".parse().unwrap()).unwrap();
     let uri = l.uri().unwrap();
     let dest = thread::spawn(move || {
-        let conn = l.accept().unwrap();
-        destination(FakeTarget::default(), conn).join().unwrap()
+        let mut t = FakeTarget::default();
+        let r = incoming::receive_on(&l, &mut t);
+        (t, r)
     });
     let sum = precopy::migrate_to(
         &mut src,
@@ -127,8 +128,8 @@ fn snapshot_to_file_and_restore() {
     .unwrap();
     assert_eq!(sum.outcome, Outcome::Snapshot);
     assert!(src.is_paused(), "a snapshot leaves the source stopped");
-    let conn = transport::listen(&uri).unwrap().accept().unwrap();
-    let (t, dr) = destination(FakeTarget::default(), conn).join().unwrap();
+    let mut t = FakeTarget::default();
+    let dr = incoming::receive_from(&uri, &mut t);
     assert_eq!(dr.unwrap().bytes, sum.bytes);
     let sr = src.ram();
     if let Some(i) = (0..sr.len()).find(|&i| sr[i] != t.ram[i]) {

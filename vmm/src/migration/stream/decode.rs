@@ -177,7 +177,10 @@ impl<R: Read> Decoder<R> {
                 max: FORMAT_VERSION,
             });
         }
-        if m.ram_size == 0 || !m.ram_size.is_multiple_of(PAGE_SIZE as u64) || m.ram_size > l.max_ram_size {
+        if m.ram_size == 0
+            || !m.ram_size.is_multiple_of(PAGE_SIZE as u64)
+            || m.ram_size > l.max_ram_size
+        {
             return bad(format!(
                 "RAM size {} is zero, not page-aligned or above {}",
                 m.ram_size, l.max_ram_size
