@@ -1,6 +1,10 @@
 //! Assembles `src/*.S` with the system `as` and links them with `ld` and
 //! `src/guest.ld` into `$OUT_DIR/vmm-guest.elf`, a PVH-bootable ELF.
 //! Only GNU binutils are needed (present on every supported machine).
+//!
+//! Also links `$OUT_DIR/vmm-guest-trap-io.elf`, a test variant whose TSS
+//! I/O bitmap denies every port (entry.S assembled with `TRAP_IO=1`), so all
+//! port I/O from CPL 3 goes through the guest's #GP emulator.
 
 use std::env;
 use std::path::{Path, PathBuf};
@@ -25,22 +29,27 @@ fn main() {
     println!("cargo:rerun-if-env-changed=VMM_GUEST_LD");
     println!("cargo:rerun-if-changed={}", src.join("defs.inc").display());
     println!("cargo:rerun-if-changed={}", src.join("guest.ld").display());
+    for name in SOURCES {
+        println!("cargo:rerun-if-changed={}", src.join(name).display());
+    }
 
+    let assemble = |name: &str, obj: &Path, defsyms: &[&str]| {
+        let mut cmd = Command::new(&as_bin);
+        cmd.args(["--64", "--fatal-warnings"]).arg("-I").arg(&src);
+        for d in defsyms {
+            cmd.arg("--defsym").arg(d);
+        }
+        run(cmd.arg("-o").arg(obj).arg(src.join(name)));
+    };
     let mut objects = Vec::new();
     for name in SOURCES {
-        let input = src.join(name);
-        println!("cargo:rerun-if-changed={}", input.display());
         let obj = out.join(Path::new(name).with_extension("o"));
-        run(Command::new(&as_bin)
-            .arg("--64")
-            .arg("--fatal-warnings")
-            .arg("-I")
-            .arg(&src)
-            .arg("-o")
-            .arg(&obj)
-            .arg(&input));
+        assemble(name, &obj, &[]);
         objects.push(obj);
     }
+    let mut trap_objects = objects.clone();
+    trap_objects[0] = out.join("entry-trap-io.o");
+    assemble(SOURCES[0], &trap_objects[0], &["TRAP_IO=1"]);
 
     // The single RWX segment is deliberate (one PT_LOAD at 1 MiB); binutils
     // >= 2.39 warn about it unless told not to, older ones lack the option.
@@ -55,20 +64,19 @@ fn main() {
         &[]
     };
 
-    let elf = out.join("vmm-guest.elf");
-    run(Command::new(&ld_bin)
-        .args([
-            "-m",
-            "elf_x86_64",
-            "-static",
-            "-nostdlib",
-            "--build-id=none",
-        ])
-        .args(["-z", "max-page-size=0x1000", "-z", "noexecstack"])
-        .args(quiet_rwx)
-        .arg("-T")
-        .arg(src.join("guest.ld"))
-        .arg("-o")
-        .arg(&elf)
-        .args(&objects));
+    for (elf, objs) in [
+        ("vmm-guest.elf", &objects),
+        ("vmm-guest-trap-io.elf", &trap_objects),
+    ] {
+        run(Command::new(&ld_bin)
+            .args(["-m", "elf_x86_64", "-static", "-nostdlib"])
+            .args(["--build-id=none", "-z", "max-page-size=0x1000"])
+            .args(["-z", "noexecstack"])
+            .args(quiet_rwx)
+            .arg("-T")
+            .arg(src.join("guest.ld"))
+            .arg("-o")
+            .arg(out.join(elf))
+            .args(objs));
+    }
 }

@@ -13,6 +13,11 @@ pub const ELF: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/vmm-guest.elf")
 /// Path of the same ELF in the build directory (for tools that want a file).
 pub const ELF_PATH: &str = concat!(env!("OUT_DIR"), "/vmm-guest.elf");
 
+/// Test variant of [`ELF`] whose TSS I/O bitmap denies every port, so all
+/// port I/O from CPL 3 traps (#GP) and is emulated by the guest's CPL 0
+/// handler: exercises the path used where a hypervisor ignores the bitmap.
+pub const ELF_TRAP_IO_PATH: &str = concat!(env!("OUT_DIR"), "/vmm-guest-trap-io.elf");
+
 /// Guest-physical address the ELF's single loadable segment is linked at.
 pub const LOAD_ADDR: u64 = 0x10_0000;
 

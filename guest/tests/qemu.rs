@@ -54,6 +54,10 @@ impl Vm {
     /// Starts QEMU microvm with the guest, serial to a file, `-no-reboot`
     /// (a triple fault or reboot ends QEMU), plus `extra` arguments.
     fn start(qemu: &Path, dir: &Path, append: &str, extra: &[&str]) -> Vm {
+        Vm::start_elf(qemu, ELF_PATH, dir, append, extra)
+    }
+
+    fn start_elf(qemu: &Path, elf: &str, dir: &Path, append: &str, extra: &[&str]) -> Vm {
         let serial = dir.join("serial.txt");
         let child = Command::new(qemu)
             .args([
@@ -69,7 +73,7 @@ impl Vm {
             .arg(format!("file:{}", serial.display()))
             .args(["-global", "virtio-mmio.force-legacy=false"])
             .arg("-kernel")
-            .arg(ELF_PATH)
+            .arg(elf)
             .arg("-append")
             .arg(append)
             .args(extra)
@@ -343,4 +347,28 @@ fn ab_under_qemu() {
     check_ab(&mem, 0, range).unwrap();
     let passes = vm.output().lines().filter_map(parse_ab_pass).max().unwrap();
     assert!(passes >= 1);
+}
+
+#[test]
+fn trapped_port_io_under_qemu() {
+    let Some(q) = qemu() else { return };
+    let dir = scratch("trap-io");
+    let image = dir.join("disk.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let extra = blk_args(&image, "");
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    // Serial output and the power-off port writes all go through the #GP
+    // emulator (microvm then powers off through the GED MMIO write).
+    let append = format!("workload=disk disk.count=8 {}", virtio_arg());
+    let out = Vm::start_elf(&q, ELF_TRAP_IO_PATH, &dir, &append, &extra)
+        .wait_exit(Duration::from_secs(30));
+    assert!(parse_report(&out).done, "{out}");
+    let res = out
+        .lines()
+        .find_map(parse_disk_result)
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(res.verify_ok, "{res:?}");
 }
