@@ -116,9 +116,14 @@ mod tests {
     #[test]
     fn dispatch_and_overlap() {
         let mut bus = Bus::new();
-        bus.insert(Arc::new(Mutex::new(Echo(1))), 0x100, 0x10).unwrap();
-        assert!(bus.insert(Arc::new(Mutex::new(Echo(1))), 0x108, 0x10).is_err());
-        bus.insert(Arc::new(Mutex::new(Echo(7))), 0x110, 0x10).unwrap();
+        bus.insert(Arc::new(Mutex::new(Echo(1))), 0x100, 0x10)
+            .unwrap();
+        assert!(
+            bus.insert(Arc::new(Mutex::new(Echo(1))), 0x108, 0x10)
+                .is_err()
+        );
+        bus.insert(Arc::new(Mutex::new(Echo(7))), 0x110, 0x10)
+            .unwrap();
         let mut b = [0u8; 1];
         assert!(bus.read(0x102, &mut b));
         assert_eq!(b[0], 3);

@@ -1,1 +1,4 @@
 //! End-to-end tests: each module runs the real `vmm` binary.
+
+mod common;
+mod runtime;

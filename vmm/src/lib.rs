@@ -2,8 +2,8 @@
 
 pub mod introspect;
 pub mod migration;
-pub mod control;
 pub mod boot;
 pub mod vstate;
 pub mod builder;
 pub mod logger;
+pub mod run;

@@ -14,28 +14,17 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Introspect(vmm::introspect::Command),
-    /// Send a command to a running vmm's control socket.
-    Ctl(vmm::control::cli::CtlArgs),
-    /// Migrate a running vmm's guest live (or snapshot it to file:PATH).
-    Migrate(vmm::control::cli::MigrateArgs),
+    /// Run a VM on a versioned machine type until the guest powers off.
+    Run(vmm::run::RunArgs),
+    /// Write the embedded guest ELF to PATH (bootable by any PVH-capable VMM).
+    GuestElf { path: std::path::PathBuf },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Introspect(cmd) => vmm::introspect::main(cmd),
-        Command::Ctl(args) => control_exit(vmm::control::cli::ctl(&args)),
-        Command::Migrate(args) => control_exit(vmm::control::cli::migrate(&args)),
-    }
-}
-
-/// Prints a control-socket failure as a diagnostic.
-fn control_exit(r: Result<(), vmm::control::ControlError>) -> ExitCode {
-    match miette::IntoDiagnostic::into_diagnostic(r) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e:?}");
-            ExitCode::FAILURE
-        }
+        Command::Run(args) => vmm::run::main(args),
+        Command::GuestElf { path } => vmm::run::guest_elf(&path),
     }
 }

@@ -58,7 +58,10 @@ fn root_port(cfg: &PcieRootPortConfig) -> ConfigSpace {
         c.set_wmask_u32(AER_OFFSET + PCI_ERR_UNCOR_MASK, PCI_ERR_UNC_SUPPORTED);
     }
     // UNCOR_SEVER: QEMU's PCI_ERR_UNC_SEVERITY_DEFAULT, writable
-    c.set_u32(AER_OFFSET + 0x0c, 0x0000_0010 | 0x0000_0020 | 0x0000_2000 | 0x0002_0000 | 0x0004_0000 | 0x0040_0000);
+    c.set_u32(
+        AER_OFFSET + 0x0c,
+        0x0000_0010 | 0x0000_0020 | 0x0000_2000 | 0x0002_0000 | 0x0004_0000 | 0x0040_0000,
+    );
     c.set_wmask_u32(AER_OFFSET + 0x0c, PCI_ERR_UNC_SUPPORTED);
     c
 }
@@ -66,11 +69,20 @@ fn root_port(cfg: &PcieRootPortConfig) -> ConfigSpace {
 impl Ecam {
     /// Builds bus 0 with the host bridge and one root port.
     pub fn new(root_port_cfg: &PcieRootPortConfig) -> Self {
-        let mut functions = vec![Function { slot: 0, cfg: host_bridge() }];
+        let mut functions = vec![Function {
+            slot: 0,
+            cfg: host_bridge(),
+        }];
         if root_port_cfg.device != 0 && root_port_cfg.device < 32 {
-            functions.push(Function { slot: root_port_cfg.device, cfg: root_port(root_port_cfg) });
+            functions.push(Function {
+                slot: root_port_cfg.device,
+                cfg: root_port(root_port_cfg),
+            });
         } else {
-            tracing::warn!("pcie-root-port device number {} unusable; not added", root_port_cfg.device);
+            tracing::warn!(
+                "pcie-root-port device number {} unusable; not added",
+                root_port_cfg.device
+            );
         }
         Self { functions }
     }
@@ -81,7 +93,10 @@ impl Ecam {
             functions: self
                 .functions
                 .iter()
-                .map(|f| ConfigSpaceState { slot: f.slot, data: f.cfg.data.clone() })
+                .map(|f| ConfigSpaceState {
+                    slot: f.slot,
+                    data: f.cfg.data.clone(),
+                })
                 .collect(),
         }
     }
@@ -89,10 +104,10 @@ impl Ecam {
     /// Restores contents saved by [`state`](Self::state) (masks are kept).
     pub fn restore(&mut self, s: &EcamState) {
         for fs in &s.functions {
-            if let Some(f) = self.functions.iter_mut().find(|f| f.slot == fs.slot) {
-                if fs.data.len() == CONFIG_SIZE {
-                    f.cfg.data.clone_from(&fs.data);
-                }
+            if let Some(f) = self.functions.iter_mut().find(|f| f.slot == fs.slot)
+                && fs.data.len() == CONFIG_SIZE
+            {
+                f.cfg.data.clone_from(&fs.data);
             }
         }
     }
@@ -104,7 +119,10 @@ impl Ecam {
         if func != 0 {
             return None;
         }
-        self.functions.iter_mut().find(|f| f.slot == dev).map(|f| (&mut f.cfg, reg))
+        self.functions
+            .iter_mut()
+            .find(|f| f.slot == dev)
+            .map(|f| (&mut f.cfg, reg))
     }
 }
 
@@ -139,11 +157,23 @@ mod tests {
 
     #[test]
     fn aer_mask_follows_property() {
-        let mut on = Ecam::new(&PcieRootPortConfig { device: 1, slot: 0, chassis: 0, err_unc_mask: true, ari_nextfn_1: false });
+        let mut on = Ecam::new(&PcieRootPortConfig {
+            device: 1,
+            slot: 0,
+            chassis: 0,
+            err_unc_mask: true,
+            ari_nextfn_1: false,
+        });
         assert_eq!(read32(&mut on, mask_off(1)), 0x0240_0000);
         on.write(mask_off(1), &0x0000_0010u32.to_le_bytes());
         assert_eq!(read32(&mut on, mask_off(1)), 0x10);
-        let mut off = Ecam::new(&PcieRootPortConfig { device: 1, slot: 0, chassis: 0, err_unc_mask: false, ari_nextfn_1: false });
+        let mut off = Ecam::new(&PcieRootPortConfig {
+            device: 1,
+            slot: 0,
+            chassis: 0,
+            err_unc_mask: false,
+            ari_nextfn_1: false,
+        });
         assert_eq!(read32(&mut off, mask_off(1)), 0);
         off.write(mask_off(1), &0xffff_ffffu32.to_le_bytes());
         assert_eq!(read32(&mut off, mask_off(1)), 0);
@@ -154,7 +184,13 @@ mod tests {
 
     #[test]
     fn w1c_status() {
-        let mut e = Ecam::new(&PcieRootPortConfig { device: 1, slot: 0, chassis: 0, err_unc_mask: true, ari_nextfn_1: false });
+        let mut e = Ecam::new(&PcieRootPortConfig {
+            device: 1,
+            slot: 0,
+            chassis: 0,
+            err_unc_mask: true,
+            ari_nextfn_1: false,
+        });
         let st = (1u64 << 15) + 0x104;
         e.functions[1].cfg.set_u32(0x104, 0x30);
         e.write(st, &0x10u32.to_le_bytes());

@@ -11,9 +11,9 @@ mod config_space;
 mod device;
 mod state;
 
-pub use config::{PcieRootPortConfig, PciHostConfig};
+pub use config::{PciHostConfig, PcieRootPortConfig};
 pub use config_space::ConfigSpace;
-pub use device::{Ecam, ECAM_BUS0_SIZE};
+pub use device::{ECAM_BUS0_SIZE, Ecam};
 pub use state::{ConfigSpaceState, EcamState};
 
 /// Offset of the AER extended capability in the root port's config space.

@@ -1,7 +1,7 @@
 use std::io::{self, LineWriter, Write};
 
-use vm_superio::serial::NoEvents;
 use vm_superio::Trigger;
+use vm_superio::serial::NoEvents;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::{SerialDeviceState, SerialOutput};
@@ -47,13 +47,20 @@ pub struct Serial {
 
 impl Serial {
     /// Opens the output sink; `truncate` on first boot, append after a reset.
-    pub fn open_output(output: &SerialOutput, truncate: bool) -> Result<Box<dyn Write + Send>, SerialError> {
+    pub fn open_output(
+        output: &SerialOutput,
+        truncate: bool,
+    ) -> Result<Box<dyn Write + Send>, SerialError> {
         Ok(match output {
             SerialOutput::Stdio => Box::new(io::stdout()),
             SerialOutput::File(p) => {
                 let mut o = std::fs::OpenOptions::new();
                 o.create(true);
-                if truncate { o.write(true).truncate(true) } else { o.append(true) };
+                if truncate {
+                    o.write(true).truncate(true)
+                } else {
+                    o.append(true)
+                };
                 Box::new(o.open(p).map_err(|source| SerialError::OpenOutput {
                     path: p.display().to_string(),
                     source,
@@ -104,14 +111,13 @@ impl BusDevice for Serial {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) {
-        if let (Some(&b), Ok(off)) = (data.first(), u8::try_from(offset)) {
-            if let Err(e) = self.inner.write(off, b) {
-                // Log once: a closed stdout would otherwise log every byte.
-                if !self.write_failed {
-                    tracing::warn!("serial output failed (further failures not logged): {e:?}");
-                    self.write_failed = true;
-                }
-            }
+        if let (Some(&b), Ok(off)) = (data.first(), u8::try_from(offset))
+            && let Err(e) = self.inner.write(off, b)
+            && !self.write_failed
+        {
+            // Log once: a closed stdout would otherwise log every byte.
+            tracing::warn!("serial output failed (further failures not logged): {e:?}");
+            self.write_failed = true;
         }
     }
 }

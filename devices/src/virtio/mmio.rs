@@ -152,8 +152,14 @@ impl MmioTransport {
         }
         for (q, qs) in self.queues.iter_mut().zip(&s.queues) {
             q.set_size(qs.size);
-            q.set_desc_table_address(Some(qs.desc_table as u32), Some((qs.desc_table >> 32) as u32));
-            q.set_avail_ring_address(Some(qs.avail_ring as u32), Some((qs.avail_ring >> 32) as u32));
+            q.set_desc_table_address(
+                Some(qs.desc_table as u32),
+                Some((qs.desc_table >> 32) as u32),
+            );
+            q.set_avail_ring_address(
+                Some(qs.avail_ring as u32),
+                Some((qs.avail_ring >> 32) as u32),
+            );
             q.set_used_ring_address(Some(qs.used_ring as u32), Some((qs.used_ring >> 32) as u32));
             q.set_next_avail(qs.next_avail);
             q.set_next_used(qs.next_used);
@@ -264,7 +270,9 @@ impl MmioTransport {
             0x014 => self.features_select = v,
             0x020 if !features_ok => match self.acked_features_select {
                 0 => self.acked_features = (self.acked_features & !0xffff_ffff) | u64::from(v),
-                1 => self.acked_features = (self.acked_features & 0xffff_ffff) | (u64::from(v) << 32),
+                1 => {
+                    self.acked_features = (self.acked_features & 0xffff_ffff) | (u64::from(v) << 32)
+                }
                 _ => {}
             },
             0x024 => self.acked_features_select = v,
@@ -340,8 +348,11 @@ impl BusDevice for MmioTransport {
             self.device.read_config(offset - 0x100, data);
             return;
         }
-        if data.len() != 4 || offset % 4 != 0 {
-            tracing::warn!("virtio-mmio: {}-byte read at {offset:#x} ignored", data.len());
+        if data.len() != 4 || !offset.is_multiple_of(4) {
+            tracing::warn!(
+                "virtio-mmio: {}-byte read at {offset:#x} ignored",
+                data.len()
+            );
             data.fill(0);
             return;
         }
@@ -354,10 +365,13 @@ impl BusDevice for MmioTransport {
             return;
         }
         let Ok(bytes) = <[u8; 4]>::try_from(data) else {
-            tracing::warn!("virtio-mmio: {}-byte write at {offset:#x} ignored", data.len());
+            tracing::warn!(
+                "virtio-mmio: {}-byte write at {offset:#x} ignored",
+                data.len()
+            );
             return;
         };
-        if offset % 4 != 0 {
+        if !offset.is_multiple_of(4) {
             return;
         }
         self.write_reg(offset, u32::from_le_bytes(bytes));

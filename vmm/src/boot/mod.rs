@@ -40,7 +40,9 @@ pub enum BootError {
     #[error("cannot load the guest ELF: {0}")]
     Load(#[from] linux_loader::loader::Error),
     /// The ELF has no PVH entry note.
-    #[error("the guest ELF has no PVH entry point (XEN_ELFNOTE_PHYS32_ENTRY note); only PVH ELFs can be booted")]
+    #[error(
+        "the guest ELF has no PVH entry point (XEN_ELFNOTE_PHYS32_ENTRY note); only PVH ELFs can be booted"
+    )]
     NotPvh,
     /// The command line is too long or has invalid characters.
     #[error("invalid kernel command line: {0}")]
@@ -71,11 +73,15 @@ pub fn build_cmdline(
 ) -> Result<Cmdline, BootError> {
     let mut c = Cmdline::new(CMDLINE_MAX).map_err(BootError::Cmdline)?;
     for &(addr, size, irq) in virtio {
-        c.insert("virtio_mmio.device", &format!("{}K@{addr:#x}:{irq}", size >> 10))
-            .map_err(BootError::Cmdline)?;
+        c.insert(
+            "virtio_mmio.device",
+            &format!("{}K@{addr:#x}:{irq}", size >> 10),
+        )
+        .map_err(BootError::Cmdline)?;
     }
     if let Some(e) = ecam {
-        c.insert("pci.ecam", &format!("{e:#x}")).map_err(BootError::Cmdline)?;
+        c.insert("pci.ecam", &format!("{e:#x}"))
+            .map_err(BootError::Cmdline)?;
     }
     if let Some(u) = user.filter(|u| !u.trim().is_empty()) {
         c.insert_str(u.trim()).map_err(BootError::Cmdline)?;
@@ -90,7 +96,12 @@ pub fn load_pvh(
     cmdline: &Cmdline,
     reserved: &[Reserved],
 ) -> Result<PvhEntry, BootError> {
-    let res = Elf::load(mem, None, &mut Cursor::new(elf), Some(GuestAddress(HIMEM_START)))?;
+    let res = Elf::load(
+        mem,
+        None,
+        &mut Cursor::new(elf),
+        Some(GuestAddress(HIMEM_START)),
+    )?;
     let entry = match res.pvh_boot_cap {
         PvhBootCapability::PvhEntryPresent(a) => a.raw_value(),
         _ => return Err(BootError::NotPvh),
@@ -127,7 +138,11 @@ pub fn load_pvh(
     let mut params = BootParams::new(&start, GuestAddress(START_INFO_ADDR));
     params.set_sections(&memmap, GuestAddress(MEMMAP_ADDR));
     PvhBootConfigurator::write_bootparams::<GuestMemoryMmap>(&params, mem)?;
-    Ok(PvhEntry { entry, start_info: START_INFO_ADDR, gdt_addr: GDT_ADDR })
+    Ok(PvhEntry {
+        entry,
+        start_info: START_INFO_ADDR,
+        gdt_addr: GDT_ADDR,
+    })
 }
 
 #[cfg(test)]
@@ -136,8 +151,12 @@ mod tests {
 
     #[test]
     fn cmdline_layout() {
-        let c = build_cmdline(&[(0xd000_0000, 0x1000, 5), (0xd000_1000, 0x1000, 6)], Some(0xe000_0000), Some("workload=disk"))
-            .unwrap();
+        let c = build_cmdline(
+            &[(0xd000_0000, 0x1000, 5), (0xd000_1000, 0x1000, 6)],
+            Some(0xe000_0000),
+            Some("workload=disk"),
+        )
+        .unwrap();
         assert_eq!(
             c.as_cstring().unwrap().to_str().unwrap(),
             "virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6 pci.ecam=0xe0000000 workload=disk"

@@ -4,22 +4,17 @@
 
 use std::path::PathBuf;
 
-use compat_runtime::props::{get_auto_uint, get_bool, get_opt_string, get_uint};
 use compat_runtime::{Catalog, EffectiveConfig, Knobs, Override, OverrideError, PropsError};
+use devices::generated::props::{IsaSerialProps, PcieRootPortProps, VirtioBlkDeviceProps};
 use devices::pci::PcieRootPortConfig;
 use devices::serial::{SerialConfig, SerialOutput};
 use devices::virtio::block::BlockConfig;
 
 use super::layout;
 
-/// Device type names (the compat catalog's).
-pub mod types {
-    /// The UART.
-    pub const SERIAL: &str = "isa-serial";
-    /// virtio-blk.
-    pub const VIRTIO_BLK: &str = "virtio-blk-device";
-    /// The PCIe root port.
-    pub const ROOT_PORT: &str = "pcie-root-port";
+/// The compat catalog compiled into this binary (`devices::generated`).
+pub fn catalog() -> &'static Catalog {
+    &devices::generated::CATALOG
 }
 
 /// Errors turning the command line into a machine configuration.
@@ -32,7 +27,9 @@ pub enum ConfigError {
     #[error("compat tables: {0}")]
     Props(#[from] PropsError),
     /// `--smp` out of range for the machine type.
-    #[error("--smp {requested}: machine type {machine} supports 1..={max} vCPUs (and this VMM at most 255)")]
+    #[error(
+        "--smp {requested}: machine type {machine} supports 1..={max} vCPUs (and this VMM at most 255)"
+    )]
     Cpus {
         /// Requested.
         requested: u32,
@@ -73,29 +70,42 @@ impl DriveSpec {
         let mut read_only = false;
         let mut serial = None;
         for kv in s.split(',') {
-            let (k, v) = kv
-                .split_once('=')
-                .ok_or_else(|| ConfigError::Drive(format!("`{s}`: expected KEY=VALUE, got `{kv}`")))?;
+            let (k, v) = kv.split_once('=').ok_or_else(|| {
+                ConfigError::Drive(format!("`{s}`: expected KEY=VALUE, got `{kv}`"))
+            })?;
             match k {
                 "file" if !v.is_empty() => file = Some(PathBuf::from(v)),
                 "readonly" | "read-only" => {
                     read_only = match v {
                         "on" | "true" | "yes" => true,
                         "off" | "false" | "no" => false,
-                        _ => return Err(ConfigError::Drive(format!("`{s}`: {k} must be on or off"))),
+                        _ => {
+                            return Err(ConfigError::Drive(format!("`{s}`: {k} must be on or off")));
+                        }
                     }
                 }
                 "format" if v == "raw" => {}
                 "format" => {
-                    return Err(ConfigError::Drive(format!("`{s}`: only format=raw is supported")));
+                    return Err(ConfigError::Drive(format!(
+                        "`{s}`: only format=raw is supported"
+                    )));
                 }
                 "if" if v == "virtio" => {}
                 "serial" => serial = Some(v.to_string()),
-                _ => return Err(ConfigError::Drive(format!("`{s}`: unknown or invalid option `{kv}`"))),
+                _ => {
+                    return Err(ConfigError::Drive(format!(
+                        "`{s}`: unknown or invalid option `{kv}`"
+                    )));
+                }
             }
         }
-        let file = file.ok_or_else(|| ConfigError::Drive(format!("`{s}`: file=PATH is required")))?;
-        Ok(Self { file, read_only, serial })
+        let file =
+            file.ok_or_else(|| ConfigError::Drive(format!("`{s}`: file=PATH is required")))?;
+        Ok(Self {
+            file,
+            read_only,
+            serial,
+        })
     }
 }
 
@@ -173,16 +183,16 @@ pub fn from_effective(
     }
     let vcpus = cpus as u8;
     let mem_bytes = req.mem_bytes.unwrap_or(knobs.memory_mib << 20);
-    if !(MIN_MEM..=MAX_MEM).contains(&mem_bytes) || mem_bytes % 4096 != 0 {
+    if !(MIN_MEM..=MAX_MEM).contains(&mem_bytes) || !mem_bytes.is_multiple_of(4096) {
         return Err(ConfigError::Memory(mem_bytes));
     }
     let has = |t: &str| knobs.devices.contains(&t);
 
-    let serial = if has(types::SERIAL) {
-        let t = types::SERIAL;
+    let serial = if has(IsaSerialProps::TYPE_NAME) {
+        let p = IsaSerialProps::from_config(effective)?;
         Some(SerialConfig {
-            iobase: get_uint(effective, t, "iobase")?,
-            irq: get_uint(effective, t, "irq")?,
+            iobase: p.iobase,
+            irq: u32::from(p.irq),
             output: req.serial.clone(),
         })
     } else {
@@ -190,12 +200,18 @@ pub fn from_effective(
     };
 
     let mut blocks = Vec::new();
-    if has(types::VIRTIO_BLK) {
+    if has(VirtioBlkDeviceProps::TYPE_NAME) {
+        let p = VirtioBlkDeviceProps::from_config(effective)?;
         if req.drives.len() > layout::VIRTIO_MMIO_MAX {
-            return Err(ConfigError::TooManyDevices { max: layout::VIRTIO_MMIO_MAX });
+            return Err(ConfigError::TooManyDevices {
+                max: layout::VIRTIO_MMIO_MAX,
+            });
         }
         for d in &req.drives {
-            blocks.push(BlockDevice { config: block_config(effective, vcpus, d)?, file: d.file.clone() });
+            blocks.push(BlockDevice {
+                config: block_config(&p, vcpus, d),
+                file: d.file.clone(),
+            });
         }
     } else if !req.drives.is_empty() {
         return Err(ConfigError::Drive(format!(
@@ -204,14 +220,14 @@ pub fn from_effective(
         )));
     }
 
-    let root_port = if has(types::ROOT_PORT) {
-        let t = types::ROOT_PORT;
+    let root_port = if has(PcieRootPortProps::TYPE_NAME) {
+        let p = PcieRootPortProps::from_config(effective)?;
         Some(PcieRootPortConfig {
             device: layout::ROOT_PORT_DEVICE,
-            slot: get_uint(effective, t, "slot")?,
-            chassis: get_uint(effective, t, "chassis")?,
-            err_unc_mask: get_bool(effective, t, "x-pcie-err-unc-mask")?,
-            ari_nextfn_1: get_bool(effective, t, "x-pcie-ari-nextfn-1")?,
+            slot: p.slot,
+            chassis: p.chassis,
+            err_unc_mask: p.x_pcie_err_unc_mask,
+            ari_nextfn_1: p.x_pcie_ari_nextfn_1,
         })
     } else {
         None
@@ -229,23 +245,21 @@ pub fn from_effective(
 }
 
 /// virtio-blk: `num-queues=auto` becomes one queue per vCPU.
-fn block_config(e: &EffectiveConfig, vcpus: u8, d: &DriveSpec) -> Result<BlockConfig, ConfigError> {
-    let t = types::VIRTIO_BLK;
-    let num_queues = get_auto_uint::<u16>(e, t, "num-queues")?.resolve(|| u16::from(vcpus));
-    Ok(BlockConfig {
-        num_queues,
-        queue_size: get_uint(e, t, "queue-size")?,
-        discard: get_bool(e, t, "discard")?,
-        write_zeroes: get_bool(e, t, "write-zeroes")?,
-        config_wce: get_bool(e, t, "config-wce")?,
-        report_discard_granularity: get_bool(e, t, "report-discard-granularity")?,
-        seg_max_adjust: get_bool(e, t, "seg-max-adjust")?,
-        queue_reset: get_bool(e, t, "queue_reset")?,
-        event_idx: get_bool(e, t, "event_idx")?,
-        indirect_desc: get_bool(e, t, "indirect_desc")?,
+fn block_config(p: &VirtioBlkDeviceProps, vcpus: u8, d: &DriveSpec) -> BlockConfig {
+    BlockConfig {
+        num_queues: p.num_queues.resolve(|| u16::from(vcpus)),
+        queue_size: p.queue_size,
+        discard: p.discard,
+        write_zeroes: p.write_zeroes,
+        config_wce: p.config_wce,
+        report_discard_granularity: p.report_discard_granularity,
+        seg_max_adjust: p.seg_max_adjust,
+        queue_reset: p.queue_reset,
+        event_idx: p.event_idx,
+        indirect_desc: p.indirect_desc,
         read_only: d.read_only,
-        serial: d.serial.clone().or(get_opt_string(e, t, "serial")?),
-    })
+        serial: d.serial.clone().or_else(|| p.serial.clone()),
+    }
 }
 
 /// Parses a memory size: `256M`, `1G`, `65536K`, `1073741824` (bytes if no
@@ -300,4 +314,3 @@ mod tests {
         assert!(DriveSpec::parse("file").is_err());
     }
 }
-

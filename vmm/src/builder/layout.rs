@@ -25,5 +25,8 @@ pub const POWER: PowerPorts = PowerPorts {
 
 /// Window and GSI of virtio-mmio device `i`.
 pub fn virtio_mmio(i: usize) -> (u64, u32) {
-    (VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_SIZE, VIRTIO_MMIO_GSI_BASE + i as u32)
+    (
+        VIRTIO_MMIO_BASE + i as u64 * VIRTIO_MMIO_SIZE,
+        VIRTIO_MMIO_GSI_BASE + i as u32,
+    )
 }

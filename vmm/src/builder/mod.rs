@@ -93,7 +93,10 @@ fn open_disk(path: &PathBuf, read_only: bool) -> Result<std::fs::File, BuildErro
         .read(true)
         .write(!read_only)
         .open(path)
-        .map_err(|source| BuildError::Disk { path: path.clone(), source })
+        .map_err(|source| BuildError::Disk {
+            path: path.clone(),
+            source,
+        })
 }
 
 fn eventfd() -> Result<EventFd, BuildError> {
@@ -140,7 +143,11 @@ impl Machine {
             let evt = eventfd()?;
             vm.register_irqfd(&evt, gsi)?;
             let dev = Block::new(b.config.clone(), disk)?;
-            let t = Arc::new(Mutex::new(MmioTransport::new(Box::new(dev), mem.clone(), &evt)?));
+            let t = Arc::new(Mutex::new(MmioTransport::new(
+                Box::new(dev),
+                mem.clone(),
+                &evt,
+            )?));
             mmio.insert(t.clone(), addr, layout::VIRTIO_MMIO_SIZE)?;
             devices.blocks.push(t);
             virtio_cmdline.push((addr, layout::VIRTIO_MMIO_SIZE, gsi));
@@ -151,7 +158,10 @@ impl Machine {
             let e = Arc::new(Mutex::new(Ecam::new(rp)));
             mmio.insert(e.clone(), layout::ECAM_BASE, ECAM_BUS0_SIZE)?;
             devices.ecam = Some(e);
-            reserved.push(Reserved { addr: layout::ECAM_BASE, len: ECAM_BUS0_SIZE });
+            reserved.push(Reserved {
+                addr: layout::ECAM_BASE,
+                len: ECAM_BUS0_SIZE,
+            });
             Some(layout::ECAM_BASE)
         } else {
             None
@@ -165,7 +175,11 @@ impl Machine {
             v.setup_pvh(&entry)?;
             vcpus.push(v);
         }
-        let ctx = Arc::new(ExitContext { pio, mmio, power: layout::POWER });
+        let ctx = Arc::new(ExitContext {
+            pio,
+            mmio,
+            power: layout::POWER,
+        });
         Ok(Self {
             config: config.clone(),
             vm,
@@ -173,7 +187,10 @@ impl Machine {
             ctx,
             pending_vcpus: vcpus,
             vcpus: None,
-            cmdline: cmdline.as_cstring().map(|c| c.to_string_lossy().into_owned()).unwrap_or_default(),
+            cmdline: cmdline
+                .as_cstring()
+                .map(|c| c.to_string_lossy().into_owned())
+                .unwrap_or_default(),
         })
     }
 

@@ -9,7 +9,11 @@ const ECX_HYPERVISOR: u32 = 1 << 31;
 const EDX_HTT: u32 = 1 << 28;
 
 fn bits_for(n: u32) -> u32 {
-    if n <= 1 { 0 } else { 32 - (n - 1).leading_zeros() }
+    if n <= 1 {
+        0
+    } else {
+        32 - (n - 1).leading_zeros()
+    }
 }
 
 /// Adapts the supported CPUID for vCPU `index` of `count`.
@@ -79,8 +83,15 @@ mod tests {
     #[test]
     fn apic_ids_and_counts() {
         let entries = [
-            kvm_cpuid_entry2 { function: 1, ..Default::default() },
-            kvm_cpuid_entry2 { function: 0xb, index: 1, ..Default::default() },
+            kvm_cpuid_entry2 {
+                function: 1,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0xb,
+                index: 1,
+                ..Default::default()
+            },
         ];
         let base = CpuId::from_entries(&entries).unwrap();
         let c = for_vcpu(&base, 1, 2);

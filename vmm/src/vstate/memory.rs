@@ -41,7 +41,7 @@ pub fn ram_ranges(size: u64) -> Vec<(GuestAddress, usize)> {
 /// Allocates guest RAM (anonymous, private, no swap reservation) with a
 /// dirty bitmap per region.
 pub fn create(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
-    if size == 0 || size % PAGE_SIZE as u64 != 0 {
+    if size == 0 || !size.is_multiple_of(PAGE_SIZE as u64) {
         return Err(MemoryError::BadSize(size));
     }
     GuestMemoryMmap::from_ranges(&ram_ranges(size)).map_err(|e| MemoryError::Alloc {

@@ -75,7 +75,10 @@ impl Clone for VcpuState {
             sregs: self.sregs,
             fpu: self.fpu,
             // The legacy 4 KiB XSAVE area only (no KVM_GET_XSAVE2 extension).
-            xsave: kvm_xsave { region: self.xsave.region, ..Default::default() },
+            xsave: kvm_xsave {
+                region: self.xsave.region,
+                ..Default::default()
+            },
             xcrs: self.xcrs,
             msrs: self.msrs.clone(),
             lapic: self.lapic,
@@ -123,16 +126,29 @@ pub struct PvhEntry {
 
 /// The boot GDT matching [`Vcpu::setup_pvh`]: null, 32-bit code (0x08),
 /// 32-bit data (0x10), 32-bit TSS (0x18).
-pub const BOOT_GDT: [u64; 4] = [0, 0x00cf_9b00_0000_ffff, 0x00cf_9300_0000_ffff, 0x0000_8b00_0000_0067];
+pub const BOOT_GDT: [u64; 4] = [
+    0,
+    0x00cf_9b00_0000_ffff,
+    0x00cf_9300_0000_ffff,
+    0x0000_8b00_0000_0067,
+];
 
 impl Vcpu {
     pub(crate) fn new(fd: VcpuFd, index: u8, msr_index: Arc<[u32]>) -> Self {
-        Self { fd, index, msr_index }
+        Self {
+            fd,
+            index,
+            msr_index,
+        }
     }
 
     fn err(&self, what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VcpuError + use<> {
         let index = self.index;
-        move |source| VcpuError::Kvm { index, what, source }
+        move |source| VcpuError::Kvm {
+            index,
+            what,
+            source,
+        }
     }
 
     /// The vCPU index (= APIC id).
@@ -194,12 +210,23 @@ impl Vcpu {
         sregs.cr3 = 0;
         sregs.cr4 = 0;
         sregs.efer = 0;
-        self.fd.set_sregs(&sregs).map_err(self.err("KVM_SET_SREGS"))?;
+        self.fd
+            .set_sregs(&sregs)
+            .map_err(self.err("KVM_SET_SREGS"))?;
 
-        let regs = kvm_regs { rip: boot.entry, rbx: boot.start_info, rflags: 0x2, ..Default::default() };
+        let regs = kvm_regs {
+            rip: boot.entry,
+            rbx: boot.start_info,
+            rflags: 0x2,
+            ..Default::default()
+        };
         self.fd.set_regs(&regs).map_err(self.err("KVM_SET_REGS"))?;
 
-        let fpu = kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() };
+        let fpu = kvm_fpu {
+            fcw: 0x37f,
+            mxcsr: 0x1f80,
+            ..Default::default()
+        };
         self.fd.set_fpu(&fpu).map_err(self.err("KVM_SET_FPU"))?;
 
         let entries: Vec<kvm_msr_entry> = [
@@ -212,11 +239,15 @@ impl Vcpu {
             (MSR_SYSCALL_MASK, 0),
             (MSR_LSTAR, 0),
             (MSR_IA32_TSC, 0),
-            (MSR_IA32_MISC_ENABLE, 1), // fast strings
+            (MSR_IA32_MISC_ENABLE, 1),          // fast strings
             (MSR_MTRR_DEF_TYPE, (1 << 11) | 6), // MTRRs on, default write-back
         ]
         .iter()
-        .map(|&(index, data)| kvm_msr_entry { index, data, ..Default::default() })
+        .map(|&(index, data)| kvm_msr_entry {
+            index,
+            data,
+            ..Default::default()
+        })
         .collect();
         let msrs = Msrs::from_entries(&entries).map_err(|_| VcpuError::MsrList(self.index))?;
         self.fd.set_msrs(&msrs).map_err(self.err("KVM_SET_MSRS"))?;
@@ -224,7 +255,9 @@ impl Vcpu {
         let mut lapic = self.fd.get_lapic().map_err(self.err("KVM_GET_LAPIC"))?;
         set_lvt_mode(&mut lapic, APIC_LVT0, APIC_MODE_EXTINT);
         set_lvt_mode(&mut lapic, APIC_LVT1, APIC_MODE_NMI);
-        self.fd.set_lapic(&lapic).map_err(self.err("KVM_SET_LAPIC"))?;
+        self.fd
+            .set_lapic(&lapic)
+            .map_err(self.err("KVM_SET_LAPIC"))?;
         Ok(())
     }
 
@@ -234,7 +267,10 @@ impl Vcpu {
         let entries: Vec<kvm_msr_entry> = self
             .msr_index
             .iter()
-            .map(|&index| kvm_msr_entry { index, ..Default::default() })
+            .map(|&index| kvm_msr_entry {
+                index,
+                ..Default::default()
+            })
             .collect();
         let mut msrs = Msrs::from_entries(&entries).map_err(|_| VcpuError::MsrList(self.index))?;
         let n = fd.get_msrs(&mut msrs).map_err(self.err("KVM_GET_MSRS"))?;
@@ -248,7 +284,9 @@ impl Vcpu {
             lapic: fd.get_lapic().map_err(self.err("KVM_GET_LAPIC"))?,
             msrs,
             mp_state: fd.get_mp_state().map_err(self.err("KVM_GET_MP_STATE"))?,
-            events: fd.get_vcpu_events().map_err(self.err("KVM_GET_VCPU_EVENTS"))?,
+            events: fd
+                .get_vcpu_events()
+                .map_err(self.err("KVM_GET_VCPU_EVENTS"))?,
             debug_regs: fd.get_debug_regs().map_err(self.err("KVM_GET_DEBUGREGS"))?,
         })
     }
@@ -268,9 +306,12 @@ impl Vcpu {
         fd.set_lapic(&s.lapic).map_err(self.err("KVM_SET_LAPIC"))?;
         let msrs = Msrs::from_entries(&s.msrs).map_err(|_| VcpuError::MsrList(self.index))?;
         fd.set_msrs(&msrs).map_err(self.err("KVM_SET_MSRS"))?;
-        fd.set_mp_state(s.mp_state).map_err(self.err("KVM_SET_MP_STATE"))?;
-        fd.set_vcpu_events(&s.events).map_err(self.err("KVM_SET_VCPU_EVENTS"))?;
-        fd.set_debug_regs(&s.debug_regs).map_err(self.err("KVM_SET_DEBUGREGS"))?;
+        fd.set_mp_state(s.mp_state)
+            .map_err(self.err("KVM_SET_MP_STATE"))?;
+        fd.set_vcpu_events(&s.events)
+            .map_err(self.err("KVM_SET_VCPU_EVENTS"))?;
+        fd.set_debug_regs(&s.debug_regs)
+            .map_err(self.err("KVM_SET_DEBUGREGS"))?;
         Ok(())
     }
 
@@ -281,7 +322,18 @@ impl Vcpu {
         match (r, s) {
             (Ok(r), Ok(s)) => format!(
                 "rip={:#x} rsp={:#x} rflags={:#x} rax={:#x} rbx={:#x} rcx={:#x} rdx={:#x} cs={:#x} cr0={:#x} cr3={:#x} cr4={:#x} efer={:#x}",
-                r.rip, r.rsp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, s.cs.selector, s.cr0, s.cr3, s.cr4, s.efer
+                r.rip,
+                r.rsp,
+                r.rflags,
+                r.rax,
+                r.rbx,
+                r.rcx,
+                r.rdx,
+                s.cs.selector,
+                s.cr0,
+                s.cr3,
+                s.cr4,
+                s.efer
             ),
             (Err(e), _) | (_, Err(e)) => format!("(registers unavailable: {e})"),
         }
@@ -415,11 +467,19 @@ impl VcpuSet {
     ) -> Result<Self, VcpuError> {
         install_kick_handler()?;
         let control = Arc::new(Control {
-            ctl: Mutex::new(Ctl { state: RunState::Running, parked: 0, exited: 0 }),
+            ctl: Mutex::new(Ctl {
+                state: RunState::Running,
+                parked: 0,
+                exited: 0,
+            }),
             cv: Condvar::new(),
         });
         let vcpus: Vec<_> = vcpus.into_iter().map(|v| Arc::new(Mutex::new(v))).collect();
-        let mut set = Self { vcpus: vcpus.clone(), threads: Vec::new(), control: control.clone() };
+        let mut set = Self {
+            vcpus: vcpus.clone(),
+            threads: Vec::new(),
+            control: control.clone(),
+        };
         for v in vcpus {
             let (ctx, events, control) = (ctx.clone(), events.clone(), control.clone());
             let idx = lock(&v).index;
@@ -543,7 +603,12 @@ impl Drop for VcpuSet {
     }
 }
 
-fn vcpu_thread(v: Arc<Mutex<Vcpu>>, ctx: Arc<ExitContext>, events: Sender<VmEvent>, control: Arc<Control>) {
+fn vcpu_thread(
+    v: Arc<Mutex<Vcpu>>,
+    ctx: Arc<ExitContext>,
+    events: Sender<VmEvent>,
+    control: Arc<Control>,
+) {
     let ptr = lock(&v).fd.get_kvm_run() as *mut kvm_run;
     KVM_RUN.with(|c| c.set(ptr));
     run_loop(&v, &ctx, &events, &control);
@@ -585,12 +650,19 @@ fn run_loop(v: &Mutex<Vcpu>, ctx: &ExitContext, events: &Sender<VmEvent>, contro
 fn run_once(vcpu: &mut Vcpu, ctx: &ExitContext) -> Option<VmEvent> {
     let index = vcpu.index;
     let crash = |vcpu: &Vcpu, exit: String| {
-        Some(VmEvent::Crash { vcpu: index, exit, regs: vcpu.describe_regs() })
+        Some(VmEvent::Crash {
+            vcpu: index,
+            exit,
+            regs: vcpu.describe_regs(),
+        })
     };
     match vcpu.fd.run() {
         Ok(VcpuExit::IoOut(port, data)) => {
             let p = ctx.power;
-            if port == p.poweroff_port && data.len() >= 2 && u16::from_le_bytes([data[0], data[1]]) == p.poweroff_value {
+            if port == p.poweroff_port
+                && data.len() >= 2
+                && u16::from_le_bytes([data[0], data[1]]) == p.poweroff_value
+            {
                 return Some(VmEvent::PowerOff);
             }
             if port == p.reset_port && data.first() == Some(&p.reset_value) {
@@ -632,16 +704,24 @@ fn run_once(vcpu: &mut Vcpu, ctx: &ExitContext) -> Option<VmEvent> {
                 3 => "delivery event failure",
                 _ => "unknown",
             };
-            crash(vcpu, format!("KVM internal error (KVM_EXIT_INTERNAL_ERROR, suberror {sub}: {what})"))
+            crash(
+                vcpu,
+                format!("KVM internal error (KVM_EXIT_INTERNAL_ERROR, suberror {sub}: {what})"),
+            )
         }
         Ok(VcpuExit::FailEntry(reason, cpu)) => crash(
             vcpu,
-            format!("VM entry failed (KVM_EXIT_FAIL_ENTRY, hardware reason {reason:#x}, host cpu {cpu})"),
+            format!(
+                "VM entry failed (KVM_EXIT_FAIL_ENTRY, hardware reason {reason:#x}, host cpu {cpu})"
+            ),
         ),
         Ok(VcpuExit::SystemEvent(kind, _)) => match kind {
             kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => Some(VmEvent::PowerOff),
             kvm_bindings::KVM_SYSTEM_EVENT_RESET => Some(VmEvent::Reset),
-            other => crash(vcpu, format!("system event {other} (KVM_EXIT_SYSTEM_EVENT)")),
+            other => crash(
+                vcpu,
+                format!("system event {other} (KVM_EXIT_SYSTEM_EVENT)"),
+            ),
         },
         Ok(VcpuExit::IrqWindowOpen | VcpuExit::Intr) => None,
         Ok(other) => {
@@ -670,7 +750,12 @@ mod tests {
         let mem = Arc::new(memory::create(4 << 20).unwrap());
         let vm = Vm::new(mem).unwrap();
         let v = vm.create_vcpu(0, 1).unwrap();
-        v.setup_pvh(&PvhEntry { entry: 0x10_0000, start_info: 0x6000, gdt_addr: 0x500 }).unwrap();
+        v.setup_pvh(&PvhEntry {
+            entry: 0x10_0000,
+            start_info: 0x6000,
+            gdt_addr: 0x500,
+        })
+        .unwrap();
         let s = v.save_state().unwrap();
         assert_eq!(s.regs.rip, 0x10_0000);
         assert_eq!(s.regs.rbx, 0x6000);

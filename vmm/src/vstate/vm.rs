@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use kvm_bindings::{
-    KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_MAX_CPUID_ENTRIES,
-    KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY, CpuId, kvm_clock_data, kvm_irqchip,
-    kvm_pit_config, kvm_pit_state2, kvm_userspace_memory_region,
+    CpuId, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
+    KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY, kvm_clock_data,
+    kvm_irqchip, kvm_pit_config, kvm_pit_state2, kvm_userspace_memory_region,
 };
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::Address;
@@ -84,9 +84,14 @@ impl Vm {
     pub fn new(memory: Arc<GuestMemoryMmap>) -> Result<Self, VmError> {
         let kvm = Kvm::new().map_err(VmError::OpenKvm)?;
         let fd = kvm.create_vm().map_err(kvm_err("KVM_CREATE_VM"))?;
-        fd.set_tss_address(KVM_TSS_ADDRESS).map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
-        fd.create_irq_chip().map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
-        let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+        fd.set_tss_address(KVM_TSS_ADDRESS)
+            .map_err(kvm_err("KVM_SET_TSS_ADDR"))?;
+        fd.create_irq_chip()
+            .map_err(kvm_err("KVM_CREATE_IRQCHIP"))?;
+        let pit = kvm_pit_config {
+            flags: KVM_PIT_SPEAKER_DUMMY,
+            ..Default::default()
+        };
         fd.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
         let cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
@@ -106,7 +111,14 @@ impl Vm {
                 host_addr: host,
             })
             .collect();
-        let vm = Self { kvm, fd, memory, slots, cpuid, msr_index };
+        let vm = Self {
+            kvm,
+            fd,
+            memory,
+            slots,
+            cpuid,
+            msr_index,
+        };
         for s in &vm.slots {
             vm.set_slot(s, false)?;
         }
@@ -119,7 +131,11 @@ impl Vm {
             guest_phys_addr: s.guest_addr,
             memory_size: s.size,
             userspace_addr: s.host_addr,
-            flags: if log_dirty { KVM_MEM_LOG_DIRTY_PAGES } else { 0 },
+            flags: if log_dirty {
+                KVM_MEM_LOG_DIRTY_PAGES
+            } else {
+                0
+            },
         };
         // SAFETY: host_addr..host_addr+size is a live mapping owned by
         // `self.memory` (an Arc kept for the VM's lifetime), so the guest
@@ -160,12 +176,17 @@ impl Vm {
 
     /// Routes `evt` to GSI `gsi` (irqfd).
     pub fn register_irqfd(&self, evt: &EventFd, gsi: u32) -> Result<(), VmError> {
-        self.fd.register_irqfd(evt, gsi).map_err(kvm_err("KVM_IRQFD"))
+        self.fd
+            .register_irqfd(evt, gsi)
+            .map_err(kvm_err("KVM_IRQFD"))
     }
 
     /// Creates vCPU `index` of `count` and configures its CPUID (APIC id = index).
     pub fn create_vcpu(&self, index: u8, count: u8) -> Result<Vcpu, VmError> {
-        let fd = self.fd.create_vcpu(u64::from(index)).map_err(kvm_err("KVM_CREATE_VCPU"))?;
+        let fd = self
+            .fd
+            .create_vcpu(u64::from(index))
+            .map_err(kvm_err("KVM_CREATE_VCPU"))?;
         let vcpu = Vcpu::new(fd, index, self.msr_index.clone());
         vcpu.configure_cpuid(&self.cpuid, count)?;
         Ok(vcpu)
@@ -173,10 +194,14 @@ impl Vm {
 
     /// Turns KVM dirty-page logging on or off for memory slot `slot`.
     pub fn set_dirty_logging(&self, slot: u32, enable: bool) -> Result<(), VmError> {
-        let s = *self.slots.iter().find(|s| s.slot == slot).ok_or(VmError::Kvm {
-            what: "dirty logging (no such slot)",
-            source: kvm_ioctls::Error::new(libc::EINVAL),
-        })?;
+        let s = *self
+            .slots
+            .iter()
+            .find(|s| s.slot == slot)
+            .ok_or(VmError::Kvm {
+                what: "dirty logging (no such slot)",
+                source: kvm_ioctls::Error::new(libc::EINVAL),
+            })?;
         self.set_slot(&s, enable)
     }
 
@@ -191,18 +216,29 @@ impl Vm {
     /// `KVM_GET_DIRTY_LOG` of slot `slot` (pages the vCPUs wrote since the
     /// last call); bit *i* = page *i* of the slot. Logging must be on.
     pub fn dirty_log(&self, slot: u32) -> Result<Vec<u64>, VmError> {
-        let s = self.slots.iter().find(|s| s.slot == slot).ok_or(VmError::Kvm {
-            what: "KVM_GET_DIRTY_LOG (no such slot)",
-            source: kvm_ioctls::Error::new(libc::EINVAL),
-        })?;
-        self.fd.get_dirty_log(slot, s.size as usize).map_err(kvm_err("KVM_GET_DIRTY_LOG"))
+        let s = self
+            .slots
+            .iter()
+            .find(|s| s.slot == slot)
+            .ok_or(VmError::Kvm {
+                what: "KVM_GET_DIRTY_LOG (no such slot)",
+                source: kvm_ioctls::Error::new(libc::EINVAL),
+            })?;
+        self.fd
+            .get_dirty_log(slot, s.size as usize)
+            .map_err(kvm_err("KVM_GET_DIRTY_LOG"))
     }
 
     /// Reads irqchip, PIT and clock (vCPUs should be paused).
     pub fn save_state(&self) -> Result<VmState, VmError> {
         let chip = |id| -> Result<kvm_irqchip, VmError> {
-            let mut c = kvm_irqchip { chip_id: id, ..Default::default() };
-            self.fd.get_irqchip(&mut c).map_err(kvm_err("KVM_GET_IRQCHIP"))?;
+            let mut c = kvm_irqchip {
+                chip_id: id,
+                ..Default::default()
+            };
+            self.fd
+                .get_irqchip(&mut c)
+                .map_err(kvm_err("KVM_GET_IRQCHIP"))?;
             Ok(c)
         };
         Ok(VmState {
@@ -221,8 +257,13 @@ impl Vm {
         }
         self.fd.set_pit2(&s.pit).map_err(kvm_err("KVM_SET_PIT2"))?;
         // Only the clock value is restorable; flags from GET_CLOCK are output-only.
-        let clock = kvm_clock_data { clock: s.clock.clock, ..Default::default() };
-        self.fd.set_clock(&clock).map_err(kvm_err("KVM_SET_CLOCK"))?;
+        let clock = kvm_clock_data {
+            clock: s.clock.clock,
+            ..Default::default()
+        };
+        self.fd
+            .set_clock(&clock)
+            .map_err(kvm_err("KVM_SET_CLOCK"))?;
         Ok(())
     }
 }

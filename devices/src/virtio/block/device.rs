@@ -70,7 +70,10 @@ impl Block {
 
     /// The device's own state.
     pub fn state(&self) -> BlockState {
-        BlockState { acked_features: self.acked_features, writeback: self.writeback }
+        BlockState {
+            acked_features: self.acked_features,
+            writeback: self.writeback,
+        }
     }
 
     /// Restores [`state`](Self::state).
@@ -103,7 +106,11 @@ impl Block {
         if c.discard {
             b[36..40].copy_from_slice(&MAX_ZERO_SECTORS.to_le_bytes());
             b[40..44].copy_from_slice(&1u32.to_le_bytes());
-            let align = if c.report_discard_granularity { BLK_SIZE / SECTOR_SIZE as u32 } else { 0 };
+            let align = if c.report_discard_granularity {
+                BLK_SIZE / SECTOR_SIZE as u32
+            } else {
+                0
+            };
             b[44..48].copy_from_slice(&align.to_le_bytes());
         }
         if c.write_zeroes {
@@ -160,7 +167,9 @@ impl VirtioDevice for Block {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let space = self.config_space();
         data.fill(0);
-        let Ok(start) = usize::try_from(offset) else { return };
+        let Ok(start) = usize::try_from(offset) else {
+            return;
+        };
         if start < space.len() {
             let n = data.len().min(space.len() - start);
             data[..n].copy_from_slice(&space[start..start + n]);

@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::FileExt;
 
 use virtio_queue::{DescriptorChain, Reader, Writer};
+use vm_memory::{Address, Bytes};
 
 use super::SECTOR_SIZE;
 use crate::GuestMemoryMmap;
@@ -56,11 +57,11 @@ where
             return status_only(mem, chain, S_IOERR, head);
         }
     };
-    let mut writer = match Writer::new(mem, chain) {
+    let mut writer = match Writer::new(mem, chain.clone()) {
         Ok(w) => w,
         Err(e) => {
             tracing::warn!("virtio-blk: request {head}: bad writable descriptors: {e}");
-            return 0;
+            return status_only(mem, chain, S_IOERR, head);
         }
     };
     let avail = writer.available_bytes();
@@ -94,22 +95,28 @@ where
     u32::try_from(written).unwrap_or(u32::MAX)
 }
 
-/// A chain whose readable part is unusable: try to report IOERR in its last writable byte.
+/// A chain that cannot be processed: report `status` in the last byte of its
+/// last writable descriptor if that byte is in guest RAM.
 fn status_only<M>(mem: &GuestMemoryMmap, chain: DescriptorChain<M>, status: u8, head: u16) -> u32
 where
     M: std::ops::Deref<Target = GuestMemoryMmap>,
 {
-    let Ok(mut w) = Writer::new(mem, chain) else {
+    let Some(last) = chain.writable().last() else {
+        tracing::warn!("virtio-blk: request {head}: no writable status byte either");
         return 0;
     };
-    let avail = w.available_bytes();
-    if avail == 0 {
-        tracing::warn!("virtio-blk: request {head}: no status byte either");
+    if last.len() == 0 {
         return 0;
     }
-    match w.split_at(avail - 1) {
-        Ok(mut s) => u32::from(s.write_all(&[status]).is_ok()),
-        Err(_) => 0,
+    let Some(addr) = last.addr().checked_add(u64::from(last.len()) - 1) else {
+        return 0;
+    };
+    match mem.write_obj(status, addr) {
+        Ok(()) => 1,
+        Err(e) => {
+            tracing::warn!("virtio-blk: request {head}: cannot write status: {e}");
+            0
+        }
     }
 }
 
@@ -119,11 +126,16 @@ fn execute<B: vm_memory::bitmap::BitmapSlice>(
     writer: &mut Writer<'_, B>,
 ) -> Result<(), Fail> {
     let mut hdr = [0u8; 16];
-    reader
-        .read_exact(&mut hdr)
-        .map_err(|_| Fail::IoErr(format!("header shorter than 16 bytes ({})", reader.available_bytes())))?;
+    reader.read_exact(&mut hdr).map_err(|_| {
+        Fail::IoErr(format!(
+            "header shorter than 16 bytes ({})",
+            reader.available_bytes()
+        ))
+    })?;
     let typ = u32::from_le_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
-    let sector = u64::from_le_bytes([hdr[8], hdr[9], hdr[10], hdr[11], hdr[12], hdr[13], hdr[14], hdr[15]]);
+    let sector = u64::from_le_bytes([
+        hdr[8], hdr[9], hdr[10], hdr[11], hdr[12], hdr[13], hdr[14], hdr[15],
+    ]);
     match typ {
         T_IN => {
             let len = writer.available_bytes();
@@ -132,7 +144,9 @@ fn execute<B: vm_memory::bitmap::BitmapSlice>(
             ctx.disk
                 .read_exact_at(&mut buf, off)
                 .map_err(|e| Fail::IoErr(format!("read at {off:#x}: {e}")))?;
-            writer.write_all(&buf).map_err(|e| Fail::IoErr(format!("guest memory: {e}")))
+            writer
+                .write_all(&buf)
+                .map_err(|e| Fail::IoErr(format!("guest memory: {e}")))
         }
         T_OUT => {
             if ctx.read_only {
@@ -141,25 +155,36 @@ fn execute<B: vm_memory::bitmap::BitmapSlice>(
             let len = reader.available_bytes();
             let off = check_range(ctx, sector, len)?;
             let mut buf = vec![0u8; len];
-            reader.read_exact(&mut buf).map_err(|e| Fail::IoErr(format!("guest memory: {e}")))?;
+            reader
+                .read_exact(&mut buf)
+                .map_err(|e| Fail::IoErr(format!("guest memory: {e}")))?;
             ctx.disk
                 .write_all_at(&buf, off)
                 .map_err(|e| Fail::IoErr(format!("write at {off:#x}: {e}")))?;
             if !ctx.writeback {
-                ctx.disk.sync_data().map_err(|e| Fail::IoErr(format!("write-through sync: {e}")))?;
+                ctx.disk
+                    .sync_data()
+                    .map_err(|e| Fail::IoErr(format!("write-through sync: {e}")))?;
             }
             Ok(())
         }
-        T_FLUSH => ctx.disk.sync_all().map_err(|e| Fail::IoErr(format!("flush: {e}"))),
+        T_FLUSH => ctx
+            .disk
+            .sync_all()
+            .map_err(|e| Fail::IoErr(format!("flush: {e}"))),
         T_GET_ID => {
             let mut id = [0u8; ID_BYTES];
             let n = ctx.serial.len().min(ID_BYTES);
             id[..n].copy_from_slice(&ctx.serial[..n]);
             let n = writer.available_bytes().min(ID_BYTES);
-            writer.write_all(&id[..n]).map_err(|e| Fail::IoErr(format!("guest memory: {e}")))
+            writer
+                .write_all(&id[..n])
+                .map_err(|e| Fail::IoErr(format!("guest memory: {e}")))
         }
         T_DISCARD if ctx.discard => zero_segments(ctx, reader, ctx.max_discard_sectors),
-        T_WRITE_ZEROES if ctx.write_zeroes => zero_segments(ctx, reader, ctx.max_write_zeroes_sectors),
+        T_WRITE_ZEROES if ctx.write_zeroes => {
+            zero_segments(ctx, reader, ctx.max_write_zeroes_sectors)
+        }
         other => Err(Fail::Unsupp(format!("request type {other}"))),
     }
 }
@@ -168,8 +193,10 @@ fn check_range(ctx: &Ctx<'_>, sector: u64, len: usize) -> Result<u64, Fail> {
     if len > MAX_TRANSFER {
         return Err(Fail::IoErr(format!("transfer of {len} bytes too large")));
     }
-    if len as u64 % SECTOR_SIZE != 0 {
-        return Err(Fail::IoErr(format!("length {len} not a multiple of {SECTOR_SIZE}")));
+    if !(len as u64).is_multiple_of(SECTOR_SIZE) {
+        return Err(Fail::IoErr(format!(
+            "length {len} not a multiple of {SECTOR_SIZE}"
+        )));
     }
     let sectors = len as u64 / SECTOR_SIZE;
     match sector.checked_add(sectors) {
@@ -189,22 +216,38 @@ fn zero_segments<B: vm_memory::bitmap::BitmapSlice>(
     max_sectors: u32,
 ) -> Result<(), Fail> {
     if ctx.read_only {
-        return Err(Fail::IoErr("discard/write-zeroes on a read-only disk".into()));
+        return Err(Fail::IoErr(
+            "discard/write-zeroes on a read-only disk".into(),
+        ));
     }
-    if reader.available_bytes() == 0 || reader.available_bytes() % 16 != 0 {
-        return Err(Fail::IoErr(format!("segment list of {} bytes", reader.available_bytes())));
+    if reader.available_bytes() == 0 || !reader.available_bytes().is_multiple_of(16) {
+        return Err(Fail::IoErr(format!(
+            "segment list of {} bytes",
+            reader.available_bytes()
+        )));
     }
     while reader.available_bytes() >= 16 {
         let mut seg = [0u8; 16];
-        reader.read_exact(&mut seg).map_err(|e| Fail::IoErr(format!("guest memory: {e}")))?;
-        let sector = u64::from_le_bytes([seg[0], seg[1], seg[2], seg[3], seg[4], seg[5], seg[6], seg[7]]);
+        reader
+            .read_exact(&mut seg)
+            .map_err(|e| Fail::IoErr(format!("guest memory: {e}")))?;
+        let sector = u64::from_le_bytes([
+            seg[0], seg[1], seg[2], seg[3], seg[4], seg[5], seg[6], seg[7],
+        ]);
         let num = u32::from_le_bytes([seg[8], seg[9], seg[10], seg[11]]);
         if num > max_sectors {
-            return Err(Fail::IoErr(format!("{num} sectors exceed the maximum {max_sectors}")));
+            return Err(Fail::IoErr(format!(
+                "{num} sectors exceed the maximum {max_sectors}"
+            )));
         }
         let mut off = check_range(ctx, sector, 0)?;
-        if sector.checked_add(u64::from(num)).is_none_or(|e| e > ctx.capacity_sectors) {
-            return Err(Fail::IoErr(format!("segment {sector}+{num} beyond capacity")));
+        if sector
+            .checked_add(u64::from(num))
+            .is_none_or(|e| e > ctx.capacity_sectors)
+        {
+            return Err(Fail::IoErr(format!(
+                "segment {sector}+{num} beyond capacity"
+            )));
         }
         let mut left = u64::from(num) * SECTOR_SIZE;
         let zeroes = vec![0u8; 1 << 16];

@@ -1,0 +1,254 @@
+//! `vmm run`: build a VM from a versioned machine type and run it until the
+//! guest powers off (exit 0), crashes (non-zero, with the KVM exit and
+//! registers), or an error occurs. A guest reset rebuilds and reboots the VM
+//! in the same process with the same configuration.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::mpsc;
+
+use compat_runtime::Override;
+use devices::serial::SerialOutput;
+use miette::Diagnostic;
+
+use crate::builder::config::{self, ConfigError, DriveSpec, MachineConfig, RunRequest};
+use crate::builder::{BuildError, Machine};
+use crate::vstate::vcpu::VmEvent;
+
+/// Arguments of `vmm run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Machine type: versioned name (`pc-7.2`) or alias (`pc`).
+    #[arg(short = 'M', long = "machine", default_value = "pc")]
+    pub machine: String,
+    /// Number of vCPUs (`N` or `cpus=N`); default: the machine type's.
+    #[arg(long)]
+    pub smp: Option<String>,
+    /// Guest RAM (`256M`, `1G`; a bare number is MiB); default: the machine type's.
+    #[arg(short = 'm', long = "memory")]
+    pub memory: Option<String>,
+    /// A raw disk image as a virtio-blk device: `file=PATH[,readonly=on][,serial=S]`.
+    #[arg(long)]
+    pub drive: Vec<String>,
+    /// Property override for one device type: `TYPE,prop=val[,...]`.
+    #[arg(long)]
+    pub device: Vec<String>,
+    /// Property override for a type and its subtypes: `TYPE.prop=val`.
+    #[arg(long)]
+    pub global: Vec<String>,
+    /// PVH ELF to boot (default: the embedded guest).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Appended to the command line the VMM builds.
+    #[arg(long)]
+    pub append: Option<String>,
+    /// Serial output: `stdio` or `file:PATH`.
+    #[arg(long, default_value = "stdio")]
+    pub serial: String,
+}
+
+/// Why `vmm run` failed.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum RunError {
+    /// Bad `-m`.
+    #[error("invalid memory size `{0}`")]
+    #[diagnostic(code(vmm::run::memory), help("use a size like 256M, 1G or 65536K"))]
+    Memory(String),
+    /// Bad `--smp`.
+    #[error("invalid --smp `{0}`")]
+    #[diagnostic(code(vmm::run::smp), help("use a number of vCPUs, e.g. --smp 2"))]
+    Smp(String),
+    /// Bad `--serial`.
+    #[error("invalid --serial `{0}`")]
+    #[diagnostic(code(vmm::run::serial), help("use stdio or file:PATH"))]
+    Serial(String),
+    /// Machine type, overrides, drives.
+    #[error(transparent)]
+    #[diagnostic(code(vmm::run::config))]
+    Config(#[from] ConfigError),
+    /// A `--drive` image does not exist.
+    #[error("disk image {0} does not exist")]
+    #[diagnostic(
+        code(vmm::run::drive),
+        help("create it first, e.g. truncate -s 64M IMAGE")
+    )]
+    MissingImage(PathBuf),
+    /// `--kernel` unreadable.
+    #[error("cannot read kernel {path}: {source}")]
+    #[diagnostic(code(vmm::run::kernel))]
+    Kernel {
+        /// Path.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// Building the VM failed.
+    #[error(transparent)]
+    #[diagnostic(code(vmm::run::build))]
+    Build(#[from] BuildError),
+    /// The guest crashed.
+    #[error("guest crashed on vCPU {vcpu}: {exit}\n  registers: {regs}")]
+    #[diagnostic(code(vmm::run::guest_crash))]
+    GuestCrash {
+        /// vCPU.
+        vcpu: u8,
+        /// Exit description.
+        exit: String,
+        /// Registers.
+        regs: String,
+    },
+    /// All vCPU threads ended without a power-off.
+    #[error("all vCPUs stopped without a power-off")]
+    #[diagnostic(code(vmm::run::vcpus_gone))]
+    VcpusGone,
+}
+
+/// Parses `--smp N` or `--smp cpus=N[,...]`.
+fn parse_smp(s: &str) -> Result<u32, RunError> {
+    let v = s
+        .split(',')
+        .find_map(|kv| match kv.split_once('=') {
+            Some(("cpus", v)) => Some(v),
+            None => Some(kv),
+            _ => None,
+        })
+        .unwrap_or(s);
+    v.trim().parse().map_err(|_| RunError::Smp(s.to_string()))
+}
+
+fn parse_serial(s: &str) -> Result<SerialOutput, RunError> {
+    match s {
+        "stdio" => Ok(SerialOutput::Stdio),
+        _ => match s.strip_prefix("file:") {
+            Some(p) if !p.is_empty() => Ok(SerialOutput::File(PathBuf::from(p))),
+            _ => Err(RunError::Serial(s.to_string())),
+        },
+    }
+}
+
+/// Turns CLI arguments into a request (no KVM involved).
+pub fn request(args: &RunArgs) -> Result<RunRequest, RunError> {
+    let mem_bytes = match &args.memory {
+        Some(m) => Some(config::parse_size(m).ok_or_else(|| RunError::Memory(m.clone()))?),
+        None => None,
+    };
+    let cpus = args.smp.as_deref().map(parse_smp).transpose()?;
+    let drives = args
+        .drive
+        .iter()
+        .map(|d| DriveSpec::parse(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    for d in &drives {
+        if !d.file.exists() {
+            return Err(RunError::MissingImage(d.file.clone()));
+        }
+    }
+    let mut overrides = Vec::new();
+    for g in &args.global {
+        overrides.push(Override::parse_global(g).map_err(ConfigError::from)?);
+    }
+    for d in &args.device {
+        overrides.push(Override::parse_device(d).map_err(ConfigError::from)?);
+    }
+    Ok(RunRequest {
+        machine: args.machine.clone(),
+        cpus,
+        mem_bytes,
+        drives,
+        overrides,
+        serial: parse_serial(&args.serial)?,
+    })
+}
+
+/// Resolves the machine configuration from CLI arguments.
+pub fn machine_config(args: &RunArgs) -> Result<MachineConfig, RunError> {
+    let req = request(args)?;
+    Ok(config::resolve(config::catalog(), &req)?)
+}
+
+fn load_kernel(path: Option<&Path>) -> Result<Vec<u8>, RunError> {
+    match path {
+        Some(p) => std::fs::read(p).map_err(|source| RunError::Kernel {
+            path: p.to_path_buf(),
+            source,
+        }),
+        None => Ok(vmm_guest::ELF.to_vec()),
+    }
+}
+
+/// Runs the VM until power-off (Ok) or a crash/error.
+pub fn run(args: &RunArgs) -> Result<(), RunError> {
+    let cfg = machine_config(args)?;
+    let kernel = load_kernel(args.kernel.as_deref())?;
+    let mut first = true;
+    loop {
+        let (tx, rx) = mpsc::channel();
+        let mut machine = Machine::build(&cfg, &kernel, args.append.as_deref(), first)?;
+        tracing::info!(
+            "{}: {} vCPUs, {} MiB, cmdline `{}`",
+            cfg.machine,
+            cfg.vcpus,
+            cfg.mem_bytes >> 20,
+            machine.cmdline()
+        );
+        machine.start(tx)?;
+        let ev = rx.recv();
+        machine.stop();
+        match ev {
+            Ok(VmEvent::PowerOff) => return Ok(()),
+            Ok(VmEvent::Reset) => {
+                tracing::info!("guest reset: rebooting");
+                first = false;
+            }
+            Ok(VmEvent::Crash { vcpu, exit, regs }) => {
+                return Err(RunError::GuestCrash { vcpu, exit, regs });
+            }
+            Err(_) => return Err(RunError::VcpusGone),
+        }
+    }
+}
+
+/// Entry point of `vmm run`: exit code 0 on guest power-off, 1 otherwise.
+pub fn main(args: RunArgs) -> ExitCode {
+    crate::logger::init();
+    // One line per message: scripts and tests grep these.
+    let _ = miette::set_hook(Box::new(|_| {
+        Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
+    }));
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{:?}", miette::Report::new(e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Entry point of `vmm guest-elf PATH`: writes the embedded guest ELF.
+pub fn guest_elf(path: &Path) -> ExitCode {
+    match std::fs::write(path, vmm_guest::ELF) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vmm: cannot write {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smp_and_serial() {
+        assert_eq!(parse_smp("2").unwrap(), 2);
+        assert_eq!(parse_smp("cpus=4,sockets=1").unwrap(), 4);
+        assert!(parse_smp("two").is_err());
+        assert_eq!(
+            parse_serial("file:/x").unwrap(),
+            SerialOutput::File("/x".into())
+        );
+        assert!(parse_serial("file:").is_err());
+        assert!(parse_serial("tcp:1").is_err());
+    }
+}
