@@ -135,9 +135,17 @@ workload_disk:
 3:      inc %rbx
         jmp 1b
 2:      mov %r12, blk_base
-        cmpl $2, 4(%r12)
+        mov $vq_page, %edi              /* zero the rings (before any queue */
+        mov $4096, %ecx                 /* address reaches the device) */
+        xor %eax, %eax
+        rep stosb
+        movl 4(%r12), %eax
+        mov %rax, blk_version
+        cmp $1, %eax
+        je disk_legacy
+        cmp $2, %eax
         je 4f
-        PUTS "disk: error=legacy-unsupported\n"
+        PUTS "disk: error=unsupported-version\n"
         jmp do_after
 4:      /* status: reset, ACKNOWLEDGE, DRIVER */
         movl $0, 0x70(%r12)
@@ -167,11 +175,7 @@ workload_disk:
         jnz 6f
         PUTS "disk: error=features-rejected\n"
         jmp do_after
-6:      movl 0x104(%r12), %eax          /* capacity (sectors) */
-        shl $32, %rax
-        movl 0x100(%r12), %ecx
-        or %rcx, %rax
-        mov %rax, blk_capacity
+6:      call read_capacity
         movl $0, 0x30(%r12)             /* QueueSel = 0 */
         movl 0x34(%r12), %eax           /* QueueNumMax */
         cmp $4, %eax
@@ -182,12 +186,6 @@ workload_disk:
         cmp %ecx, %eax
         cmova %ecx, %eax
         mov %rax, blk_qsize
-        mov $vq_page, %edi              /* zero the rings */
-        mov $4096, %ecx
-        push %rax
-        xor %eax, %eax
-        rep stosb
-        pop %rax
         movl %eax, 0x38(%r12)           /* QueueNum */
         movl $vq_desc, 0x80(%r12)       /* QueueDescLow/High */
         movl $0, 0x84(%r12)
@@ -197,11 +195,44 @@ workload_disk:
         movl $0, 0xa4(%r12)
         movl $1, 0x44(%r12)             /* QueueReady */
         movl $0xf, 0x70(%r12)           /* | DRIVER_OK */
+        jmp disk_ready
 
+/* Legacy (version 1) transport: 32 feature bits, no FEATURES_OK, the queue
+ * given as one page frame with the legacy vring layout: descriptors, then
+ * the avail ring right after them, then the used ring at the next
+ * QueueAlign boundary. With 16 entries and QueueAlign 0x100 this is exactly
+ * the fixed layout used for version 2: desc @0, avail @0x100, used @0x200. */
+disk_legacy:
+        movl $0, 0x70(%r12)             /* reset, ACKNOWLEDGE, DRIVER */
+        movl $1, 0x70(%r12)
+        movl $3, 0x70(%r12)
+        movl $0, 0x14(%r12)             /* HostFeaturesSel = 0 */
+        movl 0x10(%r12), %r13d
+        and $(1 << VIRTIO_BLK_F_FLUSH), %r13d
+        mov %r13, blk_features
+        movl $0, 0x24(%r12)             /* GuestFeaturesSel = 0 */
+        movl %r13d, 0x20(%r12)          /* GuestFeatures */
+        movl $4096, 0x28(%r12)          /* GuestPageSize */
+        call read_capacity
+        movl $0, 0x30(%r12)             /* QueueSel = 0 */
+        cmpl $16, 0x34(%r12)            /* QueueNumMax */
+        jae 1f
+        PUTS "disk: error=queue-too-small\n"
+        jmp do_after
+1:      movq $16, blk_qsize
+        movl $16, 0x38(%r12)            /* QueueNum */
+        movl $0x100, 0x3c(%r12)         /* QueueAlign */
+        mov $vq_page, %eax
+        shr $12, %eax
+        movl %eax, 0x40(%r12)           /* QueuePFN: activates the queue */
+        movl $7, 0x70(%r12)             /* | DRIVER_OK */
+
+disk_ready:
         PDEC "disk: index=", %rbx
         PHEX " features=", blk_features
         PDEC " capacity=", blk_capacity
         PDEC " queue_size=", blk_qsize
+        PDEC " version=", blk_version
         call newline
         cmpq $0, blk_capacity
         jne 8f
@@ -421,6 +452,16 @@ disk_bad_request:
         call newline
         jmp do_after
 
+/* read_capacity(): blk_capacity = config capacity (two 32-bit reads). */
+read_capacity:
+        mov blk_base, %rdx
+        movl 0x104(%rdx), %eax
+        shl $32, %rax
+        movl 0x100(%rdx), %ecx
+        or %rcx, %rax
+        mov %rax, blk_capacity
+        ret
+
 /* seq_sector(rdi = seq) -> rax = (disk.start + seq) mod capacity. */
 seq_sector:
         mov disk_start, %rax
@@ -582,7 +623,7 @@ fnv_sector:
         .bss
         .p2align 12
 vq_page:
-vq_desc:        .space 0x100            /* 16 descriptors max (QMAX = 8 used) */
+vq_desc:        .space 0x100            /* 16 descriptors (legacy: 16, v2: QMAX = 8) */
 vq_avail:       .space 0x100
 vq_used:        .space 0x100
 req_hdr:        .space 16
@@ -596,4 +637,5 @@ blk_base:       .quad 0
 blk_features:   .quad 0
 blk_capacity:   .quad 0
 blk_qsize:      .quad 0
+blk_version:    .quad 0
 flush_result:   .quad 0

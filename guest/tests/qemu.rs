@@ -372,3 +372,28 @@ fn trapped_port_io_under_qemu() {
         .unwrap_or_else(|| panic!("{out}"));
     assert!(res.verify_ok, "{res:?}");
 }
+
+#[test]
+fn legacy_transport_under_qemu() {
+    let Some(q) = qemu() else { return };
+    let dir = scratch("legacy");
+    let image = dir.join("disk.img");
+    std::fs::File::create(&image)
+        .unwrap()
+        .set_len(1 << 20)
+        .unwrap();
+    let extra = blk_args(&image, "");
+    let mut extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    // A later -global wins: back to QEMU's default legacy transport.
+    extra.extend(["-global", "virtio-mmio.force-legacy=true"]);
+    let append = format!("workload=disk disk.count=16 {}", virtio_arg());
+    let out = Vm::start(&q, &dir, &append, &extra).wait_exit(Duration::from_secs(30));
+    let r = parse_report(&out);
+    assert_eq!(r.virtio[0].version, 1, "{out}");
+    let res = out
+        .lines()
+        .find_map(parse_disk_result)
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(res.verify_ok && res.flush == "ok", "{res:?}");
+    assert_eq!(res.checksum, expected_disk_checksum(16, 0, 2048));
+}
