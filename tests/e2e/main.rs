@@ -1,4 +1,3 @@
 //! End-to-end tests: each module runs the real `vmm` binary.
-
 mod common;
 mod runtime;

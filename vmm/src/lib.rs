@@ -2,6 +2,7 @@
 
 pub mod introspect;
 pub mod migration;
+pub mod control;
 pub mod boot;
 pub mod vstate;
 pub mod builder;

@@ -18,6 +18,10 @@ enum Command {
     Run(vmm::run::RunArgs),
     /// Write the embedded guest ELF to PATH (bootable by any PVH-capable VMM).
     GuestElf { path: std::path::PathBuf },
+    /// Send a command to a running vmm's control socket.
+    Ctl(vmm::control::cli::CtlArgs),
+    /// Migrate a running vmm's guest live (or snapshot it to file:PATH).
+    Migrate(vmm::control::cli::MigrateArgs),
 }
 
 fn main() -> ExitCode {
@@ -26,5 +30,18 @@ fn main() -> ExitCode {
         Command::Introspect(cmd) => vmm::introspect::main(cmd),
         Command::Run(args) => vmm::run::main(args),
         Command::GuestElf { path } => vmm::run::guest_elf(&path),
+        Command::Ctl(args) => control_exit(vmm::control::cli::ctl(&args)),
+        Command::Migrate(args) => control_exit(vmm::control::cli::migrate(&args)),
+    }
+}
+
+/// Prints a control-socket failure as a diagnostic.
+fn control_exit(r: Result<(), vmm::control::ControlError>) -> ExitCode {
+    match miette::IntoDiagnostic::into_diagnostic(r) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{e:?}");
+            ExitCode::FAILURE
+        }
     }
 }
