@@ -8,3 +8,4 @@ pub mod vstate;
 pub mod builder;
 pub mod logger;
 pub mod run;
+pub mod bench;

@@ -18,6 +18,8 @@ enum Command {
     Run(vmm::run::RunArgs),
     /// Write the embedded guest ELF to PATH (bootable by any PVH-capable VMM).
     GuestElf { path: std::path::PathBuf },
+    /// Measure exec -> first serial line and memory overhead (docs/bench-boot.md).
+    BenchBoot(vmm::bench::BenchArgs),
     /// Send a command to a running vmm's control socket.
     Ctl(vmm::control::cli::CtlArgs),
     /// Migrate a running vmm's guest live (or snapshot it to file:PATH).
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
         Command::Introspect(cmd) => vmm::introspect::main(cmd),
         Command::Run(args) => vmm::run::main(args),
         Command::GuestElf { path } => vmm::run::guest_elf(&path),
+        Command::BenchBoot(args) => vmm::bench::main(args),
         Command::Ctl(args) => control_exit(vmm::control::cli::ctl(&args)),
         Command::Migrate(args) => control_exit(vmm::control::cli::migrate(&args)),
     }

@@ -258,3 +258,92 @@ impl Drop for Machine {
         self.stop();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::config::{self, RunRequest};
+    use super::*;
+    use devices::serial::SerialOutput;
+    use std::time::{Duration, Instant};
+
+    /// Boots the embedded guest running the `ab` workload, then exercises
+    /// what migration needs: pause (signal kick), every vCPU's state, VM
+    /// state, KVM dirty log and the VMM dirty bitmap, resume, stop.
+    #[test]
+    fn pause_save_resume_with_running_guest() {
+        if !std::path::Path::new("/dev/kvm").exists() {
+            eprintln!("skipped: no /dev/kvm");
+            return;
+        }
+        let out =
+            std::env::temp_dir().join(format!("vmm-pause-test-{}.serial", std::process::id()));
+        let req = RunRequest {
+            machine: "pc".into(),
+            cpus: Some(2),
+            mem_bytes: Some(64 << 20),
+            drives: vec![],
+            overrides: vec![],
+            serial: SerialOutput::File(out.clone()),
+        };
+        let cfg = config::resolve(config::catalog(), &req).unwrap();
+        let mut m =
+            Machine::build(&cfg, vmm_guest::ELF, Some("workload=ab ab.mib=8"), true).unwrap();
+        for s in m.vm().slots() {
+            m.vm().set_dirty_logging(s.slot, true).unwrap();
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        m.start(tx).unwrap();
+        // Wait (bounded) until the guest reports progress from its workload.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&out).unwrap_or_default();
+            if text.lines().any(|l| l.starts_with("ab:")) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "no ab progress:\n{text}");
+            assert!(
+                rx.recv_timeout(Duration::from_millis(20)).is_err(),
+                "guest stopped early"
+            );
+        }
+        let t = Instant::now();
+        m.pause().unwrap();
+        let pause_time = t.elapsed();
+        assert!(
+            pause_time < Duration::from_secs(1),
+            "pause took {pause_time:?}"
+        );
+        let vcpus = m.vcpus().unwrap();
+        let states = vcpus.save_states().unwrap();
+        assert_eq!(states.len(), 2);
+        assert_eq!(states[0].sregs.cs.dpl, 3, "the ab workload runs at CPL 3");
+        let st1 = vcpus.save_states().unwrap();
+        assert_eq!(
+            states[0].regs.rip, st1[0].regs.rip,
+            "paused vCPU did not move"
+        );
+        vcpus.restore_states(&states).unwrap();
+        let vm_state = m.vm().save_state().unwrap();
+        m.vm().restore_state(&vm_state).unwrap();
+        let dirty: u32 = m
+            .vm()
+            .dirty_log(0)
+            .unwrap()
+            .iter()
+            .map(|w| w.count_ones())
+            .sum();
+        assert!(dirty > 0, "the ab workload dirties pages");
+        let vmm_dirty = memory::take_vmm_dirty(m.vm().memory());
+        assert!(
+            vmm_dirty[0].iter().any(|w| *w != 0),
+            "the loader's writes are in the VMM bitmap"
+        );
+        let blk = m.devices().ecam.as_ref().map(|e| lock(e).state());
+        assert!(blk.is_some());
+        m.resume();
+        m.pause().unwrap();
+        m.resume();
+        m.stop();
+        let _ = std::fs::remove_file(out);
+    }
+}
