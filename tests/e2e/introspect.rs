@@ -1,0 +1,191 @@
+//! `vmm machines`, `vmm props`, `vmm compat diff`: the real binary, text and
+//! JSON, good and bad input.
+
+use std::process::{Command, Output};
+
+fn vmm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmm"))
+        .args(args)
+        .output()
+        .expect("run vmm")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = vmm(args);
+    assert!(
+        o.status.success(),
+        "vmm {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).expect("utf-8")
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    serde_json::from_str(&ok(args)).expect("valid JSON")
+}
+
+/// Runs a bad command: exit status 2, exactly one line on stderr, no panic.
+fn bad(args: &[&str]) -> String {
+    let o = vmm(args);
+    assert_eq!(o.status.code(), Some(2), "vmm {args:?}");
+    let err = String::from_utf8(o.stderr).expect("utf-8");
+    assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    assert!(
+        !err.contains("panicked") && !err.contains("backtrace"),
+        "{err}"
+    );
+    err
+}
+
+fn prop<'a>(j: &'a serde_json::Value, ty: &str, p: &str) -> &'a serde_json::Value {
+    j["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["type"] == ty))
+        .and_then(|d| d["props"].as_array())
+        .and_then(|ps| ps.iter().find(|x| x["name"] == p))
+        .unwrap_or_else(|| panic!("{ty}.{p} missing"))
+}
+
+#[test]
+fn machines_lists_every_version_and_alias() {
+    let out = ok(&["machines"]);
+    assert!(out.contains("pc           alias of pc-8.2"), "{out}");
+    for v in [
+        "5.1", "5.2", "6.0", "6.1", "6.2", "7.0", "7.1", "7.2", "8.0", "8.1", "8.2",
+    ] {
+        assert!(out.contains(&format!("pc-{v} ")), "pc-{v} missing");
+    }
+    let j = json(&["machines", "--json"]);
+    let rows = j.as_array().expect("array");
+    assert_eq!(rows.len(), 11);
+    let newest = rows.iter().find(|r| r["name"] == "pc-8.2").expect("pc-8.2");
+    assert_eq!(newest["alias"], "pc");
+    assert_eq!(newest["lifecycle"], "supported");
+    assert_eq!(newest["introduced_in"], "8.2");
+    let old = rows.iter().find(|r| r["name"] == "pc-7.1").expect("pc-7.1");
+    assert_eq!(
+        old["deltas"][old["deltas"].as_array().expect("deltas").len() - 1],
+        "hw_compat_7_1"
+    );
+}
+
+#[test]
+fn props_seed_facts() {
+    let q = |m: &str, t: &str, p: &str| {
+        let j = json(&["props", "-M", m, t, "--json"]);
+        assert_eq!(j["machine"], m);
+        let x = prop(&j, t, p);
+        (
+            x["value"].as_str().unwrap_or_default().to_string(),
+            x["source"].as_str().unwrap_or_default().to_string(),
+        )
+    };
+    assert_eq!(
+        q("pc-5.1", "virtio-blk-device", "num-queues"),
+        ("1".into(), "hw_compat_5_1".into())
+    );
+    assert_eq!(
+        q("pc-5.2", "virtio-blk-device", "num-queues"),
+        ("auto".into(), "default".into())
+    );
+    assert_eq!(
+        q("pc-7.2", "pcie-root-port", "x-pcie-err-unc-mask").0,
+        "off"
+    );
+    assert_eq!(q("pc-8.0", "pcie-root-port", "x-pcie-err-unc-mask").0, "on");
+    assert_eq!(q("pc-7.1", "virtio-blk-device", "queue_reset").0, "off");
+    assert_eq!(q("pc-7.2", "virtio-blk-device", "queue_reset").0, "on");
+    // A delta on pci-device reaches its subtypes.
+    assert_eq!(
+        q("pc-7.2", "pcie-root-port", "x-pcie-err-unc-mask").1,
+        "hw_compat_7_2 (via pci-device)"
+    );
+    assert_eq!(
+        q("pc-7.2", "virtio-rng-pci", "x-pcie-err-unc-mask").0,
+        "off"
+    );
+}
+
+#[test]
+fn props_precedence_global_then_device() {
+    let args = ["props", "-M", "pc-7.2", "pcie-root-port", "--json"];
+    let g = [
+        &args[..],
+        &["--global", "pci-device.x-pcie-err-unc-mask=on"],
+    ]
+    .concat();
+    let j = json(&g);
+    let x = prop(&j, "pcie-root-port", "x-pcie-err-unc-mask");
+    assert_eq!(
+        (&x["value"], &x["source"]),
+        (&"on".into(), &"-global".into())
+    );
+    let gd = [
+        &g[..],
+        &["--device", "pcie-root-port,x-pcie-err-unc-mask=off"],
+    ]
+    .concat();
+    let j = json(&gd);
+    let x = prop(&j, "pcie-root-port", "x-pcie-err-unc-mask");
+    assert_eq!(
+        (&x["value"], &x["source"]),
+        (&"off".into(), &"-device".into())
+    );
+    let text = ok(&["props", "-M", "pc-5.1", "virtio-blk-device"]);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("num-queues") && l.contains("hw_compat_5_1")),
+        "{text}"
+    );
+}
+
+#[test]
+fn props_alias_resolves_to_versioned_name() {
+    assert_eq!(
+        json(&["props", "-M", "pc", "isa-serial", "--json"])["machine"],
+        "pc-8.2"
+    );
+}
+
+#[test]
+fn compat_diff_explains() {
+    let out = ok(&["compat", "diff", "pc-7.1", "pc-7.2"]);
+    assert!(
+        out.contains("deltas applied by pc-7.1 only: hw_compat_7_1"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "virtio-blk-device.queue_reset: off [hw_compat_7_1 (via virtio-device)] -> on [default]"
+        ),
+        "{out}"
+    );
+    let j = json(&["compat", "diff", "pc-7.2", "pc-8.0", "--json"]);
+    let d = j["differences"].as_array().expect("differences");
+    assert!(
+        d.iter()
+            .any(|x| x["type"] == "pcie-root-port" && x["property"] == "x-pcie-err-unc-mask")
+    );
+    let none = json(&["compat", "diff", "pc", "pc-8.2", "--json"]);
+    assert_eq!(none["differences"].as_array().map(Vec::len), Some(0));
+}
+
+#[test]
+fn bad_input_one_line_exit_2() {
+    assert!(bad(&["props", "-M", "pc-5.11"]).contains("did you mean `pc-5.1`"));
+    assert!(
+        bad(&["props", "-M", "pc", "virtio-blk-devic"])
+            .contains("did you mean `virtio-blk-device`")
+    );
+    assert!(
+        bad(&["props", "--global", "virtio-blk-device.num-queue=2"])
+            .contains("did you mean `num-queues`")
+    );
+    assert!(
+        bad(&["props", "--global", "virtio-blk-device.num-queues=lots"])
+            .contains("not an unsigned integer")
+    );
+    assert!(bad(&["props", "--device", "pcie-root-port,x-speed=17"]).contains("is not one of"));
+    assert!(bad(&["props", "--global", "nodot"]).contains("malformed"));
+    assert!(bad(&["compat", "diff", "pc-7.1", "pc-7.9"]).contains("unknown machine type"));
+}
