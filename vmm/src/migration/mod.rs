@@ -15,6 +15,7 @@ pub mod ab;
 pub mod bitmap;
 pub mod compat_check;
 pub mod config;
+pub mod guest_ram;
 pub mod incoming;
 pub mod manifest;
 pub mod precopy;
