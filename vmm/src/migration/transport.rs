@@ -98,10 +98,15 @@ pub struct Outgoing {
 }
 
 const BUF: usize = 1 << 20;
+/// A source whose writes make no progress this long gives up (never hangs).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A destination that receives nothing this long mid-stream gives up.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Outgoing {
     /// Wraps a connected unix socket (tests use a socket pair).
     pub fn unix(s: UnixStream) -> io::Result<Self> {
+        s.set_write_timeout(Some(WRITE_TIMEOUT))?;
         let back = s.try_clone()?;
         Ok(Self {
             writer: BufWriter::with_capacity(BUF, Box::new(s)),
@@ -112,6 +117,7 @@ impl Outgoing {
     /// Wraps a connected TCP socket.
     pub fn tcp(s: TcpStream) -> io::Result<Self> {
         s.set_nodelay(true)?;
+        s.set_write_timeout(Some(WRITE_TIMEOUT))?;
         let back = s.try_clone()?;
         Ok(Self {
             writer: BufWriter::with_capacity(BUF, Box::new(s)),
@@ -148,6 +154,7 @@ pub struct Incoming {
 impl Incoming {
     /// Wraps a connected unix socket (tests use a socket pair).
     pub fn unix(s: UnixStream) -> io::Result<Self> {
+        s.set_read_timeout(Some(READ_TIMEOUT))?;
         let back = s.try_clone()?;
         Ok(Self {
             reader: BufReader::with_capacity(BUF, Box::new(s)),
@@ -199,6 +206,7 @@ impl Listener {
             Listener::Tcp(l) => {
                 let (s, _) = l.accept()?;
                 s.set_nodelay(true)?;
+                s.set_read_timeout(Some(READ_TIMEOUT))?;
                 let back = s.try_clone()?;
                 Ok(Incoming {
                     reader: BufReader::with_capacity(BUF, Box::new(s)),

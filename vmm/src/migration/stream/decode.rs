@@ -89,10 +89,16 @@ impl<R: Read> Decoder<R> {
                 self.offset += out.len() as u64;
                 Ok(())
             }
-            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(DecodeError::Truncated {
-                offset: self.offset,
-            }),
-            Err(e) => Err(DecodeError::Io(e)),
+            Err(e) => Err(self.io_error(e)),
+        }
+    }
+
+    fn io_error(&self, e: io::Error) -> DecodeError {
+        let offset = self.offset;
+        match e.kind() {
+            io::ErrorKind::UnexpectedEof => DecodeError::Truncated { offset },
+            io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => DecodeError::Stalled { offset },
+            _ => DecodeError::Io(e),
         }
     }
 
@@ -100,7 +106,10 @@ impl<R: Read> Decoder<R> {
     /// costs only what actually arrives).
     fn bytes(&mut self, len: u32) -> Result<Vec<u8>, DecodeError> {
         let mut v = Vec::new();
-        let got = (&mut self.r).take(u64::from(len)).read_to_end(&mut v)?;
+        let got = (&mut self.r)
+            .take(u64::from(len))
+            .read_to_end(&mut v)
+            .map_err(|e| self.io_error(e))?;
         self.crc.update(&v);
         self.offset += got as u64;
         if got != len as usize {

@@ -7,6 +7,8 @@ pub enum DecodeError {
     Io(#[from] std::io::Error),
     #[error("migration stream truncated at byte {offset} (the source stopped sending)")]
     Truncated { offset: u64 },
+    #[error("the source stopped sending at byte {offset} (time-out)")]
+    Stalled { offset: u64 },
     #[error("not a migration stream (bad magic)")]
     BadMagic,
     #[error("stream format version {found} is not supported (this build reads {min}..={max})")]

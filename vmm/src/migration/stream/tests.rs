@@ -422,3 +422,39 @@ proptest! {
         prop_assert!(decode(&bytes).is_err());
     }
 }
+
+/// Hands out `ok` bytes, then times out like a socket with a read time-out.
+struct Stalls<'a> {
+    ok: &'a [u8],
+}
+
+impl std::io::Read for Stalls<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.ok.is_empty() {
+            return Err(std::io::ErrorKind::WouldBlock.into());
+        }
+        let n = buf.len().min(self.ok.len());
+        buf[..n].copy_from_slice(&self.ok[..n]);
+        self.ok = &self.ok[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn a_silent_source_is_a_stall_not_a_hang() {
+    let bytes = encode(&sample());
+    for cut in [4, 100, 5000] {
+        let r = Decoder::new(Stalls { ok: &bytes[..cut] }, Limits::default()).and_then(|mut d| {
+            d.read_manifest()?;
+            loop {
+                if d.next_record()? == Record::End {
+                    return Ok(());
+                }
+            }
+        });
+        assert!(
+            matches!(r, Err(DecodeError::Stalled { .. })),
+            "{cut}: {r:?}"
+        );
+    }
+}
