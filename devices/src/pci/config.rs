@@ -11,6 +11,8 @@ pub struct PcieRootPortConfig {
     /// `x-pcie-err-unc-mask`: AER `PCI_ERR_UNCOR_MASK` starts at QEMU's
     /// default mask and is guest-writable; off: 0 and read-only (QEMU ≤ 7.2).
     pub err_unc_mask: bool,
+    /// `x-pcie-ext-tag`: Device Capabilities advertise Extended Tag Field support.
+    pub ext_tag: bool,
     /// `x-pcie-ari-nextfn-1`: accepted for compatibility; this root port has
     /// no ARI capability, so it has no guest-visible effect here.
     pub ari_nextfn_1: bool,

@@ -48,6 +48,8 @@ fn root_port(cfg: &PcieRootPortConfig) -> ConfigSpace {
     c.set(PCIE_CAP, &[0x10, 0x00]);
     // PCIe capabilities: version 2, root port, slot implemented
     c.set_u16(PCIE_CAP + 2, 0x0142);
+    // Device capabilities: max payload 128 bytes, extended tags per property
+    c.set_u32(PCIE_CAP + 0x04, if cfg.ext_tag { 1 << 5 } else { 0 });
     // Slot capabilities: physical slot number in bits 31:19
     c.set_u32(PCIE_CAP + 0x14, u32::from(cfg.slot & 0x1fff) << 19);
     // AER extended capability: ID 1, version 2, last
@@ -162,6 +164,7 @@ mod tests {
             slot: 0,
             chassis: 0,
             err_unc_mask: true,
+            ext_tag: true,
             ari_nextfn_1: false,
         });
         assert_eq!(read32(&mut on, mask_off(1)), 0x0240_0000);
@@ -172,6 +175,7 @@ mod tests {
             slot: 0,
             chassis: 0,
             err_unc_mask: false,
+            ext_tag: true,
             ari_nextfn_1: false,
         });
         assert_eq!(read32(&mut off, mask_off(1)), 0);
@@ -189,6 +193,7 @@ mod tests {
             slot: 0,
             chassis: 0,
             err_unc_mask: true,
+            ext_tag: true,
             ari_nextfn_1: false,
         });
         let st = (1u64 << 15) + 0x104;

@@ -264,6 +264,15 @@ impl MmioTransport {
         }
     }
 
+    /// Features in effect: the driver's, once FEATURES_OK was accepted.
+    fn negotiated(&self) -> u64 {
+        if self.status & STATUS_FEATURES_OK != 0 {
+            self.acked_features
+        } else {
+            0
+        }
+    }
+
     fn write_reg(&mut self, offset: u64, v: u32) {
         let features_ok = self.status & STATUS_FEATURES_OK != 0;
         match offset {
@@ -283,7 +292,7 @@ impl MmioTransport {
                 }
             }
             0x044 => {
-                let event_idx = self.acked_features & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
+                let event_idx = self.negotiated() & (1 << VIRTIO_RING_F_EVENT_IDX) != 0;
                 if let Some(q) = self.selected_queue() {
                     q.set_event_idx(event_idx);
                     q.set_ready(v == 1);
@@ -299,7 +308,7 @@ impl MmioTransport {
             0x0a0 => self.set_queue_addr(|q| q.set_used_ring_address(Some(v), None)),
             0x0a4 => self.set_queue_addr(|q| q.set_used_ring_address(None, Some(v))),
             0x0c0 if v == 1 => {
-                if self.acked_features & (1 << VIRTIO_F_RING_RESET) != 0 {
+                if self.negotiated() & (1 << VIRTIO_F_RING_RESET) != 0 {
                     if let Some(q) = self.selected_queue() {
                         q.reset();
                     }
@@ -375,5 +384,109 @@ impl BusDevice for MmioTransport {
             return;
         }
         self.write_reg(offset, u32::from_le_bytes(bytes));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::virtio::block::{Block, BlockConfig};
+    use vm_memory::GuestAddress;
+
+    fn rd(t: &mut MmioTransport, off: u64) -> u32 {
+        let mut b = [0u8; 4];
+        t.read(off, &mut b);
+        u32::from_le_bytes(b)
+    }
+
+    fn wr(t: &mut MmioTransport, off: u64, v: u32) {
+        t.write(off, &v.to_le_bytes());
+    }
+
+    fn transport(queue_reset: bool) -> (MmioTransport, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!(
+            "mmio-test-{}-{queue_reset}.img",
+            std::process::id()
+        ));
+        std::fs::write(&path, vec![0u8; 4096]).unwrap();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        let cfg = BlockConfig {
+            num_queues: 2,
+            queue_size: 64,
+            discard: false,
+            write_zeroes: false,
+            config_wce: false,
+            report_discard_granularity: false,
+            seg_max_adjust: true,
+            queue_reset,
+            event_idx: true,
+            indirect_desc: true,
+            read_only: false,
+            serial: None,
+        };
+        let mem = Arc::new(GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap());
+        let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
+        let t = MmioTransport::new(Box::new(Block::new(cfg, file).unwrap()), mem, &evt).unwrap();
+        (t, path)
+    }
+
+    #[test]
+    fn registers_negotiation_queue_reset_and_state() {
+        let (mut t, path) = transport(true);
+        assert_eq!(rd(&mut t, 0x000), MAGIC);
+        assert_eq!(rd(&mut t, 0x004), 2);
+        assert_eq!(rd(&mut t, 0x008), 2);
+        wr(&mut t, 0x014, 1);
+        let hi = rd(&mut t, 0x010);
+        assert_ne!(hi & (1 << (VIRTIO_F_RING_RESET - 32)), 0);
+        wr(&mut t, 0x070, 1 | 2);
+        wr(&mut t, 0x024, 1);
+        wr(&mut t, 0x020, hi);
+        wr(&mut t, 0x070, 1 | 2 | STATUS_FEATURES_OK);
+        assert_ne!(rd(&mut t, 0x070) & STATUS_FEATURES_OK, 0);
+        wr(&mut t, 0x030, 1);
+        assert_eq!(rd(&mut t, 0x034), 64);
+        wr(&mut t, 0x038, 32);
+        wr(&mut t, 0x080, 0x1000);
+        wr(&mut t, 0x044, 1);
+        assert_eq!(rd(&mut t, 0x044), 1);
+        let st = t.state();
+        assert_eq!(st.queues[1].size, 32);
+        assert_eq!(st.queues[1].desc_table, 0x1000);
+        // QueueReset: the selected queue goes back to not ready.
+        wr(&mut t, 0x0c0, 1);
+        assert_eq!(rd(&mut t, 0x044), 0);
+        t.restore(&st).unwrap();
+        assert_eq!(rd(&mut t, 0x044), 1);
+        assert_eq!(t.state(), st);
+        // a nonexistent queue reads as absent
+        wr(&mut t, 0x030, 7);
+        assert_eq!(rd(&mut t, 0x034), 0);
+        // reset
+        wr(&mut t, 0x070, 0);
+        assert_eq!(rd(&mut t, 0x070), 0);
+        let _ = std::fs::remove_file(path);
+    }
+
+    #[test]
+    fn unoffered_features_are_refused_and_reset_needs_ring_reset() {
+        let (mut t, path) = transport(false);
+        wr(&mut t, 0x024, 1);
+        wr(&mut t, 0x020, 1 << (VIRTIO_F_RING_RESET - 32));
+        wr(&mut t, 0x070, 1 | 2 | STATUS_FEATURES_OK);
+        assert_eq!(rd(&mut t, 0x070) & STATUS_FEATURES_OK, 0);
+        wr(&mut t, 0x030, 0);
+        wr(&mut t, 0x044, 1);
+        wr(&mut t, 0x0c0, 1);
+        assert_eq!(
+            rd(&mut t, 0x044),
+            1,
+            "QueueReset ignored without the feature"
+        );
+        let _ = std::fs::remove_file(path);
     }
 }

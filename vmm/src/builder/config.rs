@@ -5,7 +5,9 @@
 use std::path::PathBuf;
 
 use compat_runtime::{Catalog, EffectiveConfig, Knobs, Override, OverrideError, PropsError};
-use devices::generated::props::{IsaSerialProps, PcieRootPortProps, VirtioBlkDeviceProps};
+use devices::generated::props::{
+    IsaSerialProps, PcieRootPortProps, VirtioBlkDeviceProps, VirtioMmioProps,
+};
 use devices::pci::PcieRootPortConfig;
 use devices::serial::{SerialConfig, SerialOutput};
 use devices::virtio::block::BlockConfig;
@@ -47,6 +49,9 @@ pub enum ConfigError {
         /// Limit.
         max: usize,
     },
+    /// A property value this VMM does not implement.
+    #[error("{0} is not supported by this VMM")]
+    Unsupported(&'static str),
     /// Memory size out of range.
     #[error("memory size {0} bytes is not supported (need 16 MiB .. 512 GiB, multiple of 4 KiB)")]
     Memory(u64),
@@ -80,7 +85,9 @@ impl DriveSpec {
                         "on" | "true" | "yes" => true,
                         "off" | "false" | "no" => false,
                         _ => {
-                            return Err(ConfigError::Drive(format!("`{s}`: {k} must be on or off")));
+                            return Err(ConfigError::Drive(format!(
+                                "`{s}`: {k} must be on or off"
+                            )));
                         }
                     }
                 }
@@ -199,6 +206,11 @@ pub fn from_effective(
         None
     };
 
+    if has(VirtioMmioProps::TYPE_NAME) && VirtioMmioProps::from_config(effective)?.force_legacy {
+        return Err(ConfigError::Unsupported(
+            "virtio-mmio.force-legacy=on (legacy register layout)",
+        ));
+    }
     let mut blocks = Vec::new();
     if has(VirtioBlkDeviceProps::TYPE_NAME) {
         let p = VirtioBlkDeviceProps::from_config(effective)?;
@@ -227,6 +239,7 @@ pub fn from_effective(
             slot: p.slot,
             chassis: p.chassis,
             err_unc_mask: p.x_pcie_err_unc_mask,
+            ext_tag: p.x_pcie_ext_tag,
             ari_nextfn_1: p.x_pcie_ari_nextfn_1,
         })
     } else {

@@ -226,3 +226,252 @@ impl VirtioDevice for Block {
         self.writeback = 1;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use vm_memory::{Address, Bytes, GuestAddress};
+
+    const DESC: u64 = 0x1000;
+    const AVAIL: u64 = 0x2000;
+    const USED: u64 = 0x3000;
+    const F_NEXT: u16 = 1;
+    const F_WRITE: u16 = 2;
+
+    fn cfg() -> BlockConfig {
+        BlockConfig {
+            num_queues: 1,
+            queue_size: 16,
+            discard: true,
+            write_zeroes: true,
+            config_wce: true,
+            report_discard_granularity: true,
+            seg_max_adjust: true,
+            queue_reset: true,
+            event_idx: false,
+            indirect_desc: true,
+            read_only: false,
+            serial: Some("disk-serial-0123456789abc".into()),
+        }
+    }
+
+    struct Rig {
+        mem: GuestMemoryMmap,
+        queue: Queue,
+        blk: Block,
+        disk: std::path::PathBuf,
+        next_desc: u16,
+        avail_idx: u16,
+    }
+
+    impl Rig {
+        fn new() -> Self {
+            let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 1 << 20)]).unwrap();
+            let disk = std::env::temp_dir().join(format!(
+                "blk-test-{}-{:?}.img",
+                std::process::id(),
+                std::thread::current().id()
+            ));
+            let mut f = std::fs::File::create(&disk).unwrap();
+            f.write_all(&vec![0xaa; 8 * 512]).unwrap();
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&disk)
+                .unwrap();
+            let mut blk = Block::new(cfg(), file).unwrap();
+            blk.ack_features(blk.avail_features());
+            let mut queue = Queue::new(16).unwrap();
+            queue.set_size(16);
+            queue.set_desc_table_address(Some(DESC as u32), Some(0));
+            queue.set_avail_ring_address(Some(AVAIL as u32), Some(0));
+            queue.set_used_ring_address(Some(USED as u32), Some(0));
+            queue.set_ready(true);
+            Self {
+                mem,
+                queue,
+                blk,
+                disk,
+                next_desc: 0,
+                avail_idx: 0,
+            }
+        }
+
+        /// Adds a chain of (addr, len, writable) and processes the queue.
+        /// Returns the used length.
+        fn submit(&mut self, descs: &[(u64, u32, bool)]) -> u32 {
+            let head = self.next_desc;
+            for (i, &(addr, len, w)) in descs.iter().enumerate() {
+                let idx = self.next_desc + i as u16;
+                let mut flags = if w { F_WRITE } else { 0 };
+                if i + 1 < descs.len() {
+                    flags |= F_NEXT;
+                }
+                let base = GuestAddress(DESC + u64::from(idx) * 16);
+                self.mem.write_obj(addr, base).unwrap();
+                self.mem.write_obj(len, base.unchecked_add(8)).unwrap();
+                self.mem.write_obj(flags, base.unchecked_add(12)).unwrap();
+                self.mem.write_obj(idx + 1, base.unchecked_add(14)).unwrap();
+            }
+            self.next_desc += descs.len() as u16;
+            let slot = u64::from(self.avail_idx % 16);
+            self.mem
+                .write_obj(head, GuestAddress(AVAIL + 4 + slot * 2))
+                .unwrap();
+            self.avail_idx += 1;
+            self.mem
+                .write_obj(self.avail_idx, GuestAddress(AVAIL + 2))
+                .unwrap();
+            assert!(self.blk.process_queue(0, &mut self.queue, &self.mem));
+            let used_slot = u64::from((self.avail_idx - 1) % 16);
+            let id: u32 = self
+                .mem
+                .read_obj(GuestAddress(USED + 4 + used_slot * 8))
+                .unwrap();
+            assert_eq!(id, u32::from(head));
+            self.mem
+                .read_obj(GuestAddress(USED + 8 + used_slot * 8))
+                .unwrap()
+        }
+
+        fn header(&self, addr: u64, typ: u32, sector: u64) {
+            self.mem.write_obj(typ, GuestAddress(addr)).unwrap();
+            self.mem.write_obj(0u32, GuestAddress(addr + 4)).unwrap();
+            self.mem.write_obj(sector, GuestAddress(addr + 8)).unwrap();
+        }
+
+        fn status(&self, addr: u64) -> u8 {
+            self.mem.read_obj(GuestAddress(addr)).unwrap()
+        }
+    }
+
+    impl Drop for Rig {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_file(&self.disk);
+        }
+    }
+
+    #[test]
+    fn read_write_flush_get_id() {
+        let mut r = Rig::new();
+        r.mem
+            .write_slice(&[0x5a; 512], GuestAddress(0x10000))
+            .unwrap();
+        r.header(0x8000, request::T_OUT, 2);
+        r.mem.write_obj(0xffu8, GuestAddress(0x9000)).unwrap();
+        assert_eq!(
+            r.submit(&[
+                (0x8000, 16, false),
+                (0x10000, 512, false),
+                (0x9000, 1, true)
+            ]),
+            1
+        );
+        assert_eq!(r.status(0x9000), 0);
+        assert_eq!(
+            std::fs::read(&r.disk).unwrap()[2 * 512..3 * 512],
+            [0x5a; 512]
+        );
+
+        r.header(0x8000, request::T_IN, 2);
+        assert_eq!(
+            r.submit(&[
+                (0x8000, 16, false),
+                (0x20000, 1024, true),
+                (0x9000, 1, true)
+            ]),
+            1025
+        );
+        let mut back = [0u8; 1024];
+        r.mem.read_slice(&mut back, GuestAddress(0x20000)).unwrap();
+        assert_eq!(back[..512], [0x5a; 512]);
+        assert_eq!(back[512..], [0xaa; 512]);
+
+        r.header(0x8000, request::T_FLUSH, 0);
+        r.submit(&[(0x8000, 16, false), (0x9000, 1, true)]);
+        assert_eq!(r.status(0x9000), 0);
+
+        r.header(0x8000, request::T_GET_ID, 0);
+        r.submit(&[(0x8000, 16, false), (0x30000, 20, true), (0x9000, 1, true)]);
+        let mut id = [0u8; 20];
+        r.mem.read_slice(&mut id, GuestAddress(0x30000)).unwrap();
+        assert_eq!(&id, b"disk-serial-01234567");
+
+        r.header(0x8000, request::T_WRITE_ZEROES, 0);
+        r.mem.write_obj(2u64, GuestAddress(0x40000)).unwrap();
+        r.mem.write_obj(1u32, GuestAddress(0x40008)).unwrap();
+        r.mem.write_obj(0u32, GuestAddress(0x4000c)).unwrap();
+        r.submit(&[(0x8000, 16, false), (0x40000, 16, false), (0x9000, 1, true)]);
+        assert_eq!(r.status(0x9000), 0);
+        assert_eq!(std::fs::read(&r.disk).unwrap()[2 * 512..3 * 512], [0; 512]);
+    }
+
+    #[test]
+    fn malformed_requests_get_error_status() {
+        let mut r = Rig::new();
+        // unknown type → UNSUPP
+        r.header(0x8000, 99, 0);
+        r.submit(&[(0x8000, 16, false), (0x9000, 1, true)]);
+        assert_eq!(r.status(0x9000), 2);
+        // short header → IOERR
+        r.submit(&[(0x8000, 8, false), (0x9000, 1, true)]);
+        assert_eq!(r.status(0x9000), 1);
+        // read beyond the end → IOERR
+        r.header(0x8000, request::T_IN, 7);
+        r.submit(&[
+            (0x8000, 16, false),
+            (0x20000, 1024, true),
+            (0x9000, 1, true),
+        ]);
+        assert_eq!(r.status(0x9000), 1);
+        // data outside RAM → IOERR in the status byte
+        r.header(0x8000, request::T_IN, 0);
+        r.submit(&[
+            (0x8000, 16, false),
+            (0x4000_0000_0000, 512, true),
+            (0x9000, 1, true),
+        ]);
+        assert_eq!(r.status(0x9000), 1);
+        // header outside RAM → IOERR
+        r.submit(&[(0x4000_0000_0000, 16, false), (0x9000, 1, true)]);
+        assert_eq!(r.status(0x9000), 1);
+        // no status byte: completed with length 0, nothing written
+        r.header(0x8000, request::T_IN, 0);
+        assert_eq!(r.submit(&[(0x8000, 16, false), (0x10000, 512, false)]), 0);
+        // unaligned write length → IOERR
+        r.header(0x8000, request::T_OUT, 0);
+        r.submit(&[
+            (0x8000, 16, false),
+            (0x10000, 100, false),
+            (0x9000, 1, true),
+        ]);
+        assert_eq!(r.status(0x9000), 1);
+    }
+
+    #[test]
+    fn features_and_config_follow_properties() {
+        let r = Rig::new();
+        let f = r.blk.avail_features();
+        assert_ne!(f & bit(VIRTIO_F_RING_RESET), 0);
+        assert_eq!(f & bit(F_MQ), 0);
+        assert_eq!(f & bit(VIRTIO_RING_F_EVENT_IDX), 0);
+        let mut c = cfg();
+        c.queue_reset = false;
+        c.num_queues = 4;
+        c.discard = false;
+        let file = std::fs::File::open(&r.disk).unwrap();
+        let b = Block::new(c, file).unwrap();
+        let f = b.avail_features();
+        assert_eq!(f & bit(VIRTIO_F_RING_RESET), 0);
+        assert_ne!(f & bit(F_MQ), 0);
+        assert_eq!(f & bit(F_DISCARD), 0);
+        let mut nq = [0u8; 2];
+        b.read_config(34, &mut nq);
+        assert_eq!(u16::from_le_bytes(nq), 4);
+        assert_eq!(b.queue_max_sizes().len(), 4);
+        let mut cap = [0u8; 8];
+        b.read_config(0, &mut cap);
+        assert_eq!(u64::from_le_bytes(cap), 8);
+    }
+}
