@@ -201,6 +201,17 @@ impl Machine {
         Ok(())
     }
 
+    /// Starts the vCPU threads parked (no guest instruction runs): restore
+    /// memory, [`Vm::restore_state`], [`VcpuSet::restore_states`] and device
+    /// state, then [`resume`](Self::resume). Used by an incoming migration.
+    pub fn start_paused(&mut self, events: Sender<VmEvent>) -> Result<(), BuildError> {
+        let v = std::mem::take(&mut self.pending_vcpus);
+        let set = VcpuSet::start_with(v, self.ctx.clone(), events, true)?;
+        set.pause()?;
+        self.vcpus = Some(set);
+        Ok(())
+    }
+
     /// Pauses every vCPU (signal kick + `immediate_exit`), waiting until all
     /// are outside `KVM_RUN`.
     pub fn pause(&self) -> Result<(), VcpuError> {
@@ -344,6 +355,45 @@ mod tests {
         m.pause().unwrap();
         m.resume();
         m.stop();
+        let _ = std::fs::remove_file(out);
+    }
+
+    #[test]
+    fn start_paused_runs_nothing_until_resume() {
+        if !std::path::Path::new("/dev/kvm").exists() {
+            eprintln!("skipped: no /dev/kvm");
+            return;
+        }
+        let out =
+            std::env::temp_dir().join(format!("vmm-paused-test-{}.serial", std::process::id()));
+        let req = RunRequest {
+            machine: "pc-7.2".into(),
+            cpus: Some(1),
+            mem_bytes: Some(32 << 20),
+            drives: vec![],
+            overrides: vec![],
+            serial: SerialOutput::File(out.clone()),
+        };
+        let cfg = config::resolve(config::catalog(), &req).unwrap();
+        let mut m = Machine::build(&cfg, vmm_guest::ELF, Some("workload=report"), true).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        m.start_paused(tx).unwrap();
+        let st = m.vcpus().unwrap().save_states().unwrap();
+        assert_eq!(
+            st[0].sregs.cr0 & 0x8000_0000,
+            0,
+            "still at the PVH entry: paging off"
+        );
+        m.vcpus().unwrap().restore_states(&st).unwrap();
+        assert!(rx.recv_timeout(Duration::from_millis(50)).is_err());
+        m.resume();
+        assert_eq!(
+            rx.recv_timeout(Duration::from_secs(20)).unwrap(),
+            VmEvent::PowerOff
+        );
+        m.stop();
+        let text = std::fs::read_to_string(&out).unwrap();
+        assert!(text.contains("report: done"), "{text}");
         let _ = std::fs::remove_file(out);
     }
 }

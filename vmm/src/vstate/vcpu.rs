@@ -465,10 +465,26 @@ impl VcpuSet {
         ctx: Arc<ExitContext>,
         events: Sender<VmEvent>,
     ) -> Result<Self, VcpuError> {
+        Self::start_with(vcpus, ctx, events, false)
+    }
+
+    /// Like [`start`](Self::start), but the threads park before their first
+    /// `KVM_RUN` if `paused` (an incoming migration restores state, then
+    /// calls [`resume`](Self::resume)).
+    pub fn start_with(
+        vcpus: Vec<Vcpu>,
+        ctx: Arc<ExitContext>,
+        events: Sender<VmEvent>,
+        paused: bool,
+    ) -> Result<Self, VcpuError> {
         install_kick_handler()?;
         let control = Arc::new(Control {
             ctl: Mutex::new(Ctl {
-                state: RunState::Running,
+                state: if paused {
+                    RunState::Paused
+                } else {
+                    RunState::Running
+                },
                 parked: 0,
                 exited: 0,
             }),
