@@ -100,6 +100,30 @@ pub fn adopt(
     Ok(out)
 }
 
+/// The properties pinned for the guest's lifetime: those whose value did not
+/// come from the machine type itself (`-global`, `-device`, or adopted from a
+/// stream), as `(device, property, value, provenance)`, for `vmm ctl status`.
+pub fn pinned(e: &EffectiveConfig) -> Vec<(String, String, String, String)> {
+    e.devices
+        .iter()
+        .flat_map(|d| d.props.iter().map(move |p| (d, p)))
+        .filter(|(_, p)| {
+            matches!(
+                p.provenance,
+                Provenance::Global | Provenance::Device | Provenance::Stream
+            )
+        })
+        .map(|(d, p)| {
+            (
+                d.type_name.clone(),
+                p.name.clone(),
+                p.value.to_string(),
+                p.provenance.to_string(),
+            )
+        })
+        .collect()
+}
+
 /// What this build accepts: its machine types and the VMState descriptions
 /// of its device types plus `extra` ones (CPU, machine-level sections).
 pub fn local_release(release: &str, catalog: &Catalog, extra: &[&VmStateDesc]) -> LocalRelease {
@@ -164,6 +188,16 @@ mod tests {
         assert_eq!(p.value.to_string(), flipped);
         assert_eq!(p.provenance, Provenance::Stream);
         assert_eq!(a.diff(&b).len(), 1);
+        assert_eq!(
+            pinned(&a),
+            vec![(
+                "pci-device".to_string(),
+                "x-pcie-err-unc-mask".to_string(),
+                flipped.to_string(),
+                "stream".to_string()
+            )]
+        );
+        assert!(pinned(&b).is_empty());
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub mod transport;
 pub mod vm;
 
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 #[cfg(test)]
 mod tests;
 

@@ -219,6 +219,8 @@ const STALLS_PER_STEP: u32 = 2;
 const THROTTLE_FIRST: u8 = 20;
 const THROTTLE_STEP: u8 = 10;
 const THROTTLE_MAX: u8 = 99;
+/// A long pass (the first one over all of RAM) reports progress this often.
+const REPORT_EVERY: u64 = 64 << 20;
 
 impl<S: MigrationSource + ?Sized> Driver<'_, S> {
     fn run(&mut self, w: Writer) -> Result<Summary, MigrateError> {
@@ -329,10 +331,13 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
         })
     }
 
-    /// Sends every page of `dirty`, honouring cancel and the bandwidth cap.
+    /// Sends every page of `dirty`, honouring cancel and the bandwidth cap;
+    /// reports progress every [`REPORT_EVERY`] bytes of a long pass.
     fn send(&mut self, enc: &mut Encoder<Writer>, dirty: &DirtyBitmap) -> Result<(), MigrateError> {
         let t = Instant::now();
         let start = enc.bytes_written();
+        let mut left = dirty.count();
+        let mut reported = start;
         for (first, count) in dirty.runs() {
             let mut p = first;
             while p < first + count {
@@ -347,12 +352,17 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
                 self.zero += st.zero;
                 self.normal += st.normal;
                 p += n;
+                left -= n;
+                let sent = enc.bytes_written();
                 if let Some(max) = self.params.max_bandwidth.filter(|m| *m > 0) {
-                    let due =
-                        Duration::from_secs_f64((enc.bytes_written() - start) as f64 / max as f64);
+                    let due = Duration::from_secs_f64((sent - start) as f64 / max as f64);
                     if let Some(wait) = due.checked_sub(t.elapsed()) {
                         std::thread::sleep(wait);
                     }
+                }
+                if !self.paused && sent - reported >= REPORT_EVERY {
+                    reported = sent;
+                    self.report(Phase::Precopy, sent, left, self.expected(left));
                 }
             }
         }

@@ -191,3 +191,99 @@ fn quit_stops_the_server_and_removes_the_socket() {
     t.join().unwrap();
     assert!(!p.exists());
 }
+
+/// The recipe the runtime follows: a handler around the VM whose `migrate`
+/// is `precopy::migrate_to`. Here the VM is the migration tests' fake.
+struct VmHandler {
+    vm: Mutex<crate::migration::fake::FakeSource>,
+}
+
+impl ControlHandler for VmHandler {
+    fn status(&self) -> Result<StatusInfo, VmError> {
+        let vm = self.vm.lock().map_err(VmError::new)?;
+        Ok(StatusInfo {
+            state: if vm.is_paused() { "paused" } else { "running" }.into(),
+            machine_type: vm.machine_type.clone(),
+            release: "test".into(),
+            pinned: vec![],
+            migration: None,
+        })
+    }
+    fn stop(&self) -> Result<(), VmError> {
+        use crate::migration::vm::MigrationSource;
+        self.vm.lock().map_err(VmError::new)?.pause()
+    }
+    fn cont(&self) -> Result<(), VmError> {
+        use crate::migration::vm::MigrationSource;
+        self.vm.lock().map_err(VmError::new)?.resume()
+    }
+    fn quit(&self) -> Result<(), VmError> {
+        Ok(())
+    }
+    fn migrate(
+        &self,
+        req: &MigrateRequest,
+        progress: &mut dyn FnMut(&Progress),
+        cancel: &CancelToken,
+    ) -> Result<Summary, VmError> {
+        let uri = req.uri.parse().map_err(VmError::new)?;
+        let mut vm = self.vm.lock().map_err(VmError::new)?;
+        crate::migration::precopy::migrate_to(&mut *vm, &uri, &req.params(), progress, cancel)
+            .map_err(VmError::new)
+    }
+}
+
+#[test]
+fn migrate_a_fake_vm_through_the_control_socket() {
+    use crate::migration::fake::{FakeSource, FakeTarget, GuestSpec, IMAGE_PAGES};
+    use crate::migration::{PAGE_SIZE, ab, incoming, transport};
+    let pages = 1024;
+    let p = socket("vm");
+    let handler = Arc::new(VmHandler {
+        vm: Mutex::new(FakeSource::new(GuestSpec::ab(pages))),
+    });
+    let _srv = ControlServer::bind(&p).unwrap().spawn(handler.clone());
+    let mut c = Client::connect(&p).unwrap();
+
+    // Refused from the manifest: the message names both machine types.
+    let dest_uri = transport::Uri::Unix(p.with_file_name("dest.sock"));
+    let l = transport::listen(&dest_uri).unwrap();
+    let refusing = std::thread::spawn(move || {
+        let mut t = FakeTarget {
+            local_machine: Some("pc-5.1".into()),
+            ..Default::default()
+        };
+        incoming::receive_on(&l, &mut t).map(|_| ())
+    });
+    let req = Request::Migrate(MigrateRequest {
+        uri: dest_uri.to_string(),
+        downtime_limit: 300,
+        max_bandwidth: None,
+    });
+    let e = c.call(&req, &mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("pc-8.2") && e.contains("pc-5.1"), "{e}");
+    assert!(refusing.join().unwrap().is_err());
+    assert_eq!(
+        c.call(&Request::Status, &mut |_| {}).unwrap()["state"],
+        "running"
+    );
+
+    // Accepted: live migration, progress events, summary, source stopped.
+    let l = transport::listen(&dest_uri).unwrap();
+    let dest = std::thread::spawn(move || {
+        let mut t = FakeTarget::default();
+        incoming::receive_on(&l, &mut t).map(|_| t)
+    });
+    let mut events = 0;
+    let sum = c.call(&req, &mut |_| events += 1).unwrap();
+    let sum: Summary = serde_json::from_value(sum).unwrap();
+    assert_eq!(sum.outcome, crate::migration::precopy::Outcome::Handover);
+    assert!(events >= 2, "{events} events");
+    let t = dest.join().unwrap().unwrap();
+    let range = &t.ram[IMAGE_PAGES as usize * PAGE_SIZE..];
+    ab::check_ab_image(range, PAGE_SIZE).unwrap();
+    assert_eq!(
+        c.call(&Request::Status, &mut |_| {}).unwrap()["state"],
+        "paused"
+    );
+}
