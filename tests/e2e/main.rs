@@ -3,3 +3,4 @@
 mod common;
 mod runtime;
 mod introspect;
+mod control;
