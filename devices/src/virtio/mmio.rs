@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
-use super::{VIRTIO_F_RING_RESET, VIRTIO_RING_F_EVENT_IDX, VirtioDevice};
+use super::{VIRTIO_F_RING_RESET, VIRTIO_RING_F_EVENT_IDX, VirtioDevice, VirtioDeviceState};
 use crate::GuestMemoryMmap;
 use crate::bus::BusDevice;
 
@@ -61,6 +61,8 @@ pub struct MmioTransportState {
     pub config_generation: u32,
     /// The queues.
     pub queues: Vec<QueueSnapshot>,
+    /// The device behind the transport.
+    pub device: VirtioDeviceState,
 }
 
 /// A virtio-mmio window (4 KiB) in front of one [`VirtioDevice`].
@@ -87,6 +89,9 @@ pub enum TransportError {
     /// The interrupt eventfd could not be duplicated.
     #[error("virtio interrupt eventfd: {0}")]
     EventFd(std::io::Error),
+    /// Saved state is for a different device or queue count.
+    #[error("saved virtio state does not match this device (type or queue count)")]
+    StateMismatch,
 }
 
 impl MmioTransport {
@@ -141,6 +146,7 @@ impl MmioTransport {
                     event_idx: q.event_idx_enabled(),
                 })
                 .collect(),
+            device: self.device.state(),
         }
     }
 
@@ -148,7 +154,10 @@ impl MmioTransport {
     /// queue count must match the device's.
     pub fn restore(&mut self, s: &MmioTransportState) -> Result<(), TransportError> {
         if s.queues.len() != self.queues.len() {
-            return Err(TransportError::QueueSize(s.queues.len() as u16));
+            return Err(TransportError::StateMismatch);
+        }
+        if !self.device.restore(&s.device) {
+            return Err(TransportError::StateMismatch);
         }
         for (q, qs) in self.queues.iter_mut().zip(&s.queues) {
             q.set_size(qs.size);
@@ -173,9 +182,6 @@ impl MmioTransport {
         self.queue_select = s.queue_select;
         self.interrupt_status = s.interrupt_status;
         self.config_generation = s.config_generation;
-        if self.status & STATUS_FEATURES_OK != 0 {
-            self.device.ack_features(self.acked_features);
-        }
         Ok(())
     }
 

@@ -40,4 +40,15 @@ pub trait VirtioDevice: Send {
     fn process_queue(&mut self, index: usize, queue: &mut Queue, mem: &GuestMemoryMmap) -> bool;
     /// Device reset (status written 0).
     fn reset(&mut self);
+    /// The device's own state (the queues are the transport's).
+    fn state(&self) -> VirtioDeviceState;
+    /// Restores [`state`](Self::state); false if it belongs to another device type.
+    fn restore(&mut self, state: &VirtioDeviceState) -> bool;
+}
+
+/// Device-specific virtio state, per device type.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum VirtioDeviceState {
+    /// virtio-blk.
+    Block(block::BlockState),
 }

@@ -8,7 +8,7 @@ use super::{BlockConfig, BlockState, SECTOR_SIZE};
 use crate::GuestMemoryMmap;
 use crate::virtio::{
     VIRTIO_F_RING_RESET, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
-    VirtioDevice,
+    VirtioDevice, VirtioDeviceState,
 };
 
 const VIRTIO_ID_BLOCK: u32 = 2;
@@ -224,6 +224,19 @@ impl VirtioDevice for Block {
     fn reset(&mut self) {
         self.acked_features = 0;
         self.writeback = 1;
+    }
+
+    fn state(&self) -> VirtioDeviceState {
+        VirtioDeviceState::Block(Block::state(self))
+    }
+
+    fn restore(&mut self, state: &VirtioDeviceState) -> bool {
+        match state {
+            VirtioDeviceState::Block(s) => {
+                Block::restore(self, s);
+                true
+            }
+        }
     }
 }
 
