@@ -244,7 +244,7 @@ impl VirtioDevice for Block {
 mod tests {
     use super::*;
     use std::io::Write;
-    use vm_memory::{Address, Bytes, GuestAddress};
+    use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend};
 
     const DESC: u64 = 0x1000;
     const AVAIL: u64 = 0x2000;
@@ -387,14 +387,21 @@ mod tests {
             [0x5a; 512]
         );
 
+        // Device writes into guest memory are visible in the VMM dirty bitmap.
+        let bitmap = |r: &Rig| vm_memory::MmapRegion::bitmap(r.mem.iter().next().unwrap()).clone();
         r.header(0x8000, request::T_IN, 2);
-        assert_eq!(
-            r.submit(&[
-                (0x8000, 16, false),
-                (0x20000, 1024, true),
-                (0x9000, 1, true)
-            ]),
-            1025
+        assert!(!bitmap(&r).is_addr_set(0x20000));
+        let chain = [
+            (0x8000, 16, false),
+            (0x20000, 1024, true),
+            (0x9000, 1, true),
+        ];
+        assert_eq!(r.submit(&chain), 1025);
+        assert!(bitmap(&r).is_addr_set(0x20000), "data page marked dirty");
+        assert!(bitmap(&r).is_addr_set(0x9000), "status page marked dirty");
+        assert!(
+            bitmap(&r).is_addr_set(USED as usize),
+            "used ring marked dirty"
         );
         let mut back = [0u8; 1024];
         r.mem.read_slice(&mut back, GuestAddress(0x20000)).unwrap();
