@@ -63,6 +63,8 @@ pub struct FakeSource {
     script: Option<VecDeque<u64>>,
     guest: Option<JoinHandle<()>>,
     pub machine_type: String,
+    /// Save one vCPU fewer than the manifest announces (a runtime bug).
+    pub lose_a_vcpu: bool,
     pub pauses: u32,
     pub resumes: u32,
 }
@@ -104,6 +106,7 @@ impl FakeSource {
             spec,
             guest,
             machine_type: "pc-8.2".into(),
+            lose_a_vcpu: false,
             pauses: 0,
             resumes: 0,
         }
@@ -297,7 +300,8 @@ impl MigrationSource for FakeSource {
     }
 
     fn save_vcpus(&mut self) -> Result<Vec<VcpuRecord>, VmError> {
-        Ok((0..2)
+        let n = if self.lose_a_vcpu { 1 } else { 2 };
+        Ok((0..n)
             .map(|i| VcpuRecord {
                 index: i,
                 data: vec![i as u8; 1000],

@@ -10,9 +10,10 @@
 
 use super::PAGE_SIZE;
 use super::bitmap::DirtyBitmap;
+use super::manifest::Manifest;
 use super::status::{Status, StatusError};
-use super::stream::Encoder;
 use super::stream::format::MAX_RUN_PAGES;
+use super::stream::{Encoder, Section, VcpuRecord};
 use super::transport::{self, BackChannel, Outgoing, TransportError, Uri};
 use super::vm::{MigrationSource, VmError};
 use serde::{Deserialize, Serialize};
@@ -252,7 +253,7 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
             self.send(&mut enc, &dirty)?;
             enc.flush().map_err(|e| self.send_failed(e))?;
             self.measure(enc.bytes_written() - before, t.elapsed());
-            dirty = self.src.take_dirty_bitmap()?;
+            dirty = checked(self.src.take_dirty_bitmap()?, pages)?;
             let left = dirty.count();
             let expected = self.expected(left);
             self.report(Phase::Precopy, enc.bytes_written(), left, expected);
@@ -281,7 +282,7 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
                 return Err(self.not_converged(left));
             }
         }
-        self.switch_over(enc, &dirty)
+        self.switch_over(enc, &dirty, &manifest)
     }
 
     /// Stops the guest and sends what is left: `pending` (dirty, not yet sent)
@@ -290,15 +291,17 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
         &mut self,
         mut enc: Encoder<Writer>,
         pending: &DirtyBitmap,
+        manifest: &Manifest,
     ) -> Result<Summary, MigrateError> {
         self.src.pause()?;
         self.paused = true;
         let stopped = Instant::now();
-        let mut dirty = self.src.take_dirty_bitmap()?;
+        let mut dirty = checked(self.src.take_dirty_bitmap()?, manifest.pages())?;
         dirty.or_with(pending);
         self.send(&mut enc, &dirty)?;
         let sections = self.src.save_devices()?;
         let vcpus = self.src.save_vcpus()?;
+        check_state(manifest, &sections, &vcpus)?;
         for s in &sections {
             enc.section(s).map_err(|e| self.send_failed(e))?;
         }
@@ -442,6 +445,47 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
             r => r,
         }
     }
+}
+
+/// A bitmap of the wrong size would send pages the manifest does not have.
+fn checked(map: DirtyBitmap, pages: u64) -> Result<DirtyBitmap, MigrateError> {
+    if map.pages() != pages {
+        return Err(MigrateError::Vm(VmError::new(format!(
+            "dirty bitmap covers {} pages, the guest has {pages}",
+            map.pages()
+        ))));
+    }
+    Ok(map)
+}
+
+/// The saved state must be what the manifest announced, or the destination
+/// would refuse the stream after the fact.
+fn check_state(m: &Manifest, sections: &[Section], vcpus: &[VcpuRecord]) -> Result<(), VmError> {
+    let mut names: Vec<(&str, u32)> = sections
+        .iter()
+        .map(|s| (s.name.as_str(), s.version_id))
+        .collect();
+    let mut want: Vec<(&str, u32)> = m
+        .sections
+        .iter()
+        .map(|s| (s.name.as_str(), s.version_id))
+        .collect();
+    names.sort_unstable();
+    want.sort_unstable();
+    if names != want {
+        return Err(VmError::new(format!(
+            "saved device sections {names:?} differ from the manifest's {want:?}"
+        )));
+    }
+    let mut idx: Vec<u32> = vcpus.iter().map(|v| v.index).collect();
+    idx.sort_unstable();
+    if idx != (0..m.vcpus).collect::<Vec<_>>() {
+        return Err(VmError::new(format!(
+            "saved vCPUs {idx:?} differ from the manifest's {}",
+            m.vcpus
+        )));
+    }
+    Ok(())
 }
 
 fn ms(d: Duration) -> f64 {

@@ -405,3 +405,14 @@ fn max_bandwidth_is_honoured() {
     let expect = sum.bytes as f64 / (4 << 20) as f64;
     assert!(t.elapsed().as_secs_f64() >= expect * 0.8, "{sum:?}");
 }
+
+#[test]
+fn state_that_contradicts_the_manifest_is_caught_at_the_source() {
+    let mut src = FakeSource::new(GuestSpec::ab(256));
+    src.lose_a_vcpu = true;
+    let (r, (t, dr), _) = migrate_pair(&mut src, FakeTarget::default(), &Params::default());
+    let e = r.unwrap_err().to_string();
+    assert!(e.contains("saved vCPUs"), "{e}");
+    assert!(dr.is_err() && !t.started);
+    assert!(!src.is_paused());
+}
