@@ -248,11 +248,16 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
         loop {
             self.iteration += 1;
             let sent = dirty.count();
+            let (pass, before) = (Instant::now(), enc.bytes_written());
+            let (busy_bytes, mut busy) = self.send(&mut enc, &dirty)?;
             let t = Instant::now();
-            let before = enc.bytes_written();
-            self.send(&mut enc, &dirty)?;
             enc.flush().map_err(|e| self.send_failed(e))?;
-            self.measure(enc.bytes_written() - before, t.elapsed());
+            busy += t.elapsed();
+            self.measure(busy_bytes, busy);
+            if self.bandwidth == 0 {
+                // Nothing but zero pages so far: the whole pass is all we know.
+                self.measure(enc.bytes_written() - before, pass.elapsed());
+            }
             dirty = checked(self.src.take_dirty_bitmap()?, pages)?;
             let left = dirty.count();
             let expected = self.expected(left);
@@ -336,9 +341,19 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
 
     /// Sends every page of `dirty`, honouring cancel and the bandwidth cap;
     /// reports progress every [`REPORT_EVERY`] bytes of a long pass.
-    fn send(&mut self, enc: &mut Encoder<Writer>, dirty: &DirtyBitmap) -> Result<(), MigrateError> {
+    ///
+    /// Returns the bytes and time of the batches that carried page contents:
+    /// the cost of a dirty page, without the scanning of zero pages (an idle
+    /// guest's first pass is mostly zero pages and would make the link look
+    /// slow).
+    fn send(
+        &mut self,
+        enc: &mut Encoder<Writer>,
+        dirty: &DirtyBitmap,
+    ) -> Result<(u64, Duration), MigrateError> {
         let t = Instant::now();
         let start = enc.bytes_written();
+        let (mut busy_bytes, mut busy) = (0, Duration::ZERO);
         let mut left = dirty.count();
         let mut reported = start;
         for (first, count) in dirty.runs() {
@@ -348,6 +363,7 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
                     return Err(MigrateError::Cancelled);
                 }
                 let n = (first + count - p).min(u64::from(MAX_RUN_PAGES));
+                let (batch, before) = (Instant::now(), enc.bytes_written());
                 let buf = &mut self.buf[..n as usize * PAGE_SIZE];
                 self.src.read_pages(p, buf)?;
                 let st = enc.pages(p, buf);
@@ -363,18 +379,22 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
                         std::thread::sleep(wait);
                     }
                 }
+                if st.normal > 0 {
+                    busy_bytes += sent - before;
+                    busy += batch.elapsed();
+                }
                 if !self.paused && sent - reported >= REPORT_EVERY {
                     reported = sent;
                     self.report(Phase::Precopy, sent, left, self.expected(left));
                 }
             }
         }
-        Ok(())
+        Ok((busy_bytes, busy))
     }
 
     fn measure(&mut self, bytes: u64, took: Duration) {
-        // Tiny iterations measure latency, not bandwidth: keep the last estimate.
-        if bytes >= (1 << 20) || self.bandwidth == 0 {
+        // Tiny passes measure latency, not bandwidth: keep the last estimate.
+        if bytes >= (1 << 20) || (self.bandwidth == 0 && bytes > 0) {
             let secs = took.as_secs_f64().max(1e-6);
             self.bandwidth = ((bytes as f64 / secs) as u64).max(1);
         }
