@@ -11,6 +11,7 @@ pub mod emit;
 pub mod model;
 pub mod output;
 pub mod parse;
+pub mod release;
 pub mod report;
 pub mod resolve;
 pub mod validate;

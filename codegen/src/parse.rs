@@ -4,7 +4,8 @@ use crate::ast::FileAst;
 use crate::diag::{Diag, Loc, SourceFile};
 use std::path::Path;
 
-/// Reads every `*.toml` under `dir` (recursively, sorted by relative path).
+/// Reads every `*.toml` under `dir` (recursively, sorted by relative path),
+/// except release locks (`*.lock.toml`, see [`crate::release`]).
 pub fn read_dir(dir: &Path) -> std::io::Result<Vec<SourceFile>> {
     let mut out = Vec::new();
     walk(dir, dir, &mut out)?;
@@ -17,7 +18,9 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<SourceFile>) -> std::io::Result<(
         let path = entry?.path();
         if path.is_dir() {
             walk(root, &path, out)?;
-        } else if path.extension().is_some_and(|e| e == "toml") {
+        } else if path.extension().is_some_and(|e| e == "toml")
+            && !path.to_string_lossy().ends_with(".lock.toml")
+        {
             let name = path
                 .strip_prefix(root)
                 .unwrap_or(&path)

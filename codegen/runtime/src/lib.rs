@@ -25,6 +25,7 @@
 
 pub mod overrides;
 pub mod props;
+pub mod release;
 pub mod resolve;
 pub mod suggest;
 pub mod table;

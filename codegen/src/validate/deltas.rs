@@ -1,6 +1,6 @@
 //! Compat deltas, releases with errata, deprecations.
 
-use super::{check_name, check_release, loc, valid_release};
+use super::{Names, check_name, check_release, loc, valid_release};
 use crate::ast::{FileAst, ScalarAst};
 use crate::diag::{Diag, Loc};
 use crate::model::{DeltaM, DeprecationM, EntryM, ErratumM, FamilyM, ReleaseM, TypeM};
@@ -47,6 +47,20 @@ pub fn releases(files: &[FileAst], diags: &mut Vec<Diag>) -> Vec<ReleaseM> {
 /// Resolves `type`/`property`/value triples (deltas and errata).
 struct Triple<'a> {
     types: &'a [TypeM],
+    index: HashMap<&'a str, usize>,
+}
+
+impl<'a> Triple<'a> {
+    fn new(types: &'a [TypeM]) -> Self {
+        Self {
+            types,
+            index: types
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.name.as_str(), i))
+                .collect(),
+        }
+    }
 }
 
 impl Triple<'_> {
@@ -58,7 +72,7 @@ impl Triple<'_> {
         value: &Spanned<ScalarAst>,
         diags: &mut Vec<Diag>,
     ) -> Option<(usize, Value)> {
-        let Some(ti) = self.types.iter().position(|t| &t.name == ty.get_ref()) else {
+        let Some(&ti) = self.index.get(ty.get_ref().as_str()) else {
             diags.push(
                 Diag::error(
                     "compat::unknown-type",
@@ -118,12 +132,16 @@ pub fn deltas(
     files: &[FileAst],
     types: &[TypeM],
     fams: &[FamilyM],
-    releases: &[String],
+    releases: &Names,
     diags: &mut Vec<Diag>,
 ) -> Vec<DeltaM> {
-    let triple = Triple { types };
+    let triple = Triple::new(types);
     let mut out: Vec<DeltaM> = Vec::new();
     let mut seen: HashMap<(String, MachineVersion), Loc> = HashMap::new();
+    let machine_versions: std::collections::HashSet<(&str, MachineVersion)> = fams
+        .iter()
+        .flat_map(|f| f.machines.iter().map(move |m| (f.name.as_str(), m.version)))
+        .collect();
     for (file, f) in files.iter().enumerate() {
         for d in &f.delta {
             let dloc = loc(file, d);
@@ -164,7 +182,7 @@ pub fn deltas(
             }
             if !users
                 .iter()
-                .any(|f| f.machines.iter().any(|m| m.version == version))
+                .any(|f| machine_versions.contains(&(f.name.as_str(), version)))
             {
                 let versions: Vec<String> = users[0]
                     .machines
@@ -253,10 +271,10 @@ pub fn errata(
     files: &[FileAst],
     mut rel: Vec<ReleaseM>,
     types: &[TypeM],
-    releases: &[String],
+    releases: &Names,
     diags: &mut Vec<Diag>,
 ) -> Vec<ReleaseM> {
-    let triple = Triple { types };
+    let triple = Triple::new(types);
     for (file, f) in files.iter().enumerate() {
         for r in &f.release {
             let r = r.get_ref();
@@ -301,7 +319,7 @@ pub fn errata(
 /// Validates deprecations.
 pub fn deprecations(
     files: &[FileAst],
-    releases: &[String],
+    releases: &Names,
     diags: &mut Vec<Diag>,
 ) -> Vec<DeprecationM> {
     let mut out: Vec<DeprecationM> = Vec::new();

@@ -1,6 +1,6 @@
 //! Families, machine types, lifecycles, knobs and aliases.
 
-use super::{check_name, check_release, loc};
+use super::{Names, check_name, check_release, loc};
 use crate::ast::{FileAst, MachineAst, SStr};
 use crate::diag::{Diag, Loc};
 use crate::model::{FamilyM, KnobsM, LifecycleM, MachineM, TypeM};
@@ -11,7 +11,7 @@ use compat_runtime::suggest::did_you_mean;
 pub fn families(
     files: &[FileAst],
     types: &[TypeM],
-    releases: &[String],
+    releases: &Names,
     diags: &mut Vec<Diag>,
 ) -> Vec<FamilyM> {
     let mut fams: Vec<(FamilyM, KnobsM)> = Vec::new();
@@ -103,7 +103,7 @@ fn machine(
     m: &MachineAst,
     fams: &mut [(FamilyM, KnobsM)],
     types: &[TypeM],
-    releases: &[String],
+    releases: &Names,
     diags: &mut Vec<Diag>,
 ) {
     let names: Vec<String> = fams.iter().map(|(f, _)| f.name.clone()).collect();
@@ -203,7 +203,7 @@ fn machine(
 fn lifecycle(
     file: usize,
     m: &MachineAst,
-    releases: &[String],
+    releases: &Names,
     here: &Loc,
     diags: &mut Vec<Diag>,
 ) -> LifecycleM {

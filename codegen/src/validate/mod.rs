@@ -15,7 +15,7 @@ use toml::Spanned;
 pub fn validate(files: &[FileAst], diags: &mut Vec<Diag>) -> Model {
     let releases = deltas::releases(files, diags);
     let types = types::device_types(files, diags);
-    let release_names: Vec<String> = releases.iter().map(|r| r.version.clone()).collect();
+    let release_names: Names = releases.iter().map(|r| r.version.clone()).collect();
     let families = machines::families(files, &types, &release_names, diags);
     let deltas = deltas::deltas(files, &types, &families, &release_names, diags);
     let releases = deltas::errata(files, releases, &types, &release_names, diags);
@@ -28,6 +28,9 @@ pub fn validate(files: &[FileAst], diags: &mut Vec<Diag>) -> Model {
         deprecations,
     }
 }
+
+/// A set of names (releases) with fast membership.
+pub(crate) type Names = std::collections::BTreeSet<String>;
 
 /// The location of a spanned item.
 pub(crate) fn loc<T>(file: usize, s: &Spanned<T>) -> Loc {
@@ -80,10 +83,10 @@ pub(crate) fn check_release(
     file: usize,
     s: &Spanned<String>,
     what: &str,
-    releases: &[String],
+    releases: &Names,
     diags: &mut Vec<Diag>,
 ) -> bool {
-    if releases.iter().any(|r| r == s.get_ref()) {
+    if releases.contains(s.get_ref()) {
         return true;
     }
     let sugg =

@@ -1,0 +1,129 @@
+//! Frozen releases: writing lock files (`compat/releases/X.Y.lock.toml`),
+//! reconstructing what a past release presented ([`present`]), and the compat
+//! checker that holds the current tree to every lock ([`check`]).
+
+pub mod check;
+pub mod deprecated;
+mod findings;
+pub mod present;
+mod spans;
+mod vmstate_check;
+
+use crate::diag::{Diag, Loc, SourceFile};
+use crate::model::Model;
+use compat_runtime::Lock;
+use compat_runtime::version::cmp_release;
+use std::path::Path;
+
+/// Folder of the lock files, relative to `compat/`.
+pub const LOCK_DIR: &str = "releases";
+
+/// File name of a release's lock.
+pub fn lock_file_name(release: &str) -> String {
+    format!("{release}.lock.toml")
+}
+
+/// Why a release cannot be frozen.
+#[derive(Debug, thiserror::Error)]
+pub enum FreezeError {
+    /// Not in `compat/releases.toml`.
+    #[error(
+        "release `{0}` is not in compat/releases.toml; add `[[release]] version = \"{0}\"` first"
+    )]
+    UnknownRelease(String),
+    /// Serialising failed.
+    #[error(transparent)]
+    Lock(#[from] compat_runtime::LockError),
+}
+
+/// The lock text of `release`, reconstructed from the current tree.
+pub fn freeze(model: &Model, release: &str) -> Result<String, FreezeError> {
+    if !model.releases.iter().any(|r| r.version == release) {
+        return Err(FreezeError::UnknownRelease(release.to_string()));
+    }
+    Ok(present::lock(model, Some(release), release).to_toml()?)
+}
+
+/// Every `*.lock.toml` under `compat/releases/`, oldest release first, named
+/// `releases/<file>`.
+pub fn read_locks(compat: &Path) -> std::io::Result<Vec<SourceFile>> {
+    let dir = compat.join(LOCK_DIR);
+    let mut out = Vec::new();
+    if !dir.is_dir() {
+        return Ok(out);
+    }
+    for e in std::fs::read_dir(&dir)? {
+        let path = e?.path();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.ends_with(".lock.toml") {
+            let text = std::fs::read_to_string(&path)?;
+            out.push(SourceFile {
+                name: format!("{LOCK_DIR}/{name}"),
+                text,
+            });
+        }
+    }
+    out.sort_by(|a, b| cmp_release(release_of(&a.name), release_of(&b.name)));
+    Ok(out)
+}
+
+fn release_of(name: &str) -> &str {
+    name.trim_start_matches("releases/")
+        .trim_end_matches(".lock.toml")
+}
+
+/// The checker's result: diagnostics over `sources` (the tree, then the locks).
+pub struct Checked {
+    pub diags: Vec<Diag>,
+    pub sources: Vec<SourceFile>,
+}
+
+impl Checked {
+    /// Whether any diagnostic is an error.
+    pub fn failed(&self) -> bool {
+        self.diags.iter().any(Diag::is_error)
+    }
+
+    /// Plain rendering (snapshots, CI logs).
+    pub fn render(&self) -> String {
+        crate::render_plain(&self.diags, &self.sources)
+    }
+}
+
+/// Checks the validated tree against the lock files.
+pub fn check_locks(model: &Model, sources: &[SourceFile], locks: Vec<SourceFile>) -> Checked {
+    let base = sources.len();
+    let mut all = sources.to_vec();
+    all.extend(locks);
+    let mut diags = Vec::new();
+    let mut parsed = Vec::new();
+    for (i, src) in all.iter().enumerate().skip(base) {
+        let here = Loc {
+            file: i,
+            span: 0..0,
+        };
+        match Lock::parse(&src.text) {
+            Ok(l) if release_of(&src.name) == l.release => parsed.push((i, l)),
+            Ok(l) => diags.push(
+                Diag::error("compat::lock-name", &here, format!("{} holds release {}", src.name, l.release), "here")
+                    .help(format!("a lock is named after its release: {}", lock_file_name(&l.release))),
+            ),
+            Err(e) => diags.push(
+                Diag::error("compat::lock-syntax", &here, format!("{}: {e}", src.name), "here")
+                    .help("lock files are written by `cargo xtask release` and never edited; restore it from git"),
+            ),
+        }
+    }
+    let refs: Vec<check::LockRef> = parsed
+        .iter()
+        .map(|(file, lock)| check::LockRef { file: *file, lock })
+        .collect();
+    diags.extend(check::check(model, &all, &refs));
+    Checked {
+        diags,
+        sources: all,
+    }
+}
