@@ -5,7 +5,7 @@ use super::protocol::{Event, MigrateRequest, Request, Response, StatusInfo};
 use crate::migration::precopy::{CancelToken, Progress, Summary};
 use crate::migration::vm::VmError;
 use std::fs::{self, DirBuilder, Permissions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -112,12 +112,31 @@ impl Drop for ControlServer {
     }
 }
 
+/// Longest request line accepted.
+const MAX_LINE: u64 = 64 << 10;
+
 fn connection(st: &State, conn: UnixStream) {
     let Ok(mut out) = conn.try_clone() else {
         return;
     };
-    for line in BufReader::new(conn).lines() {
-        let Ok(line) = line else { return };
+    let mut reader = BufReader::new(conn);
+    loop {
+        let mut line = String::new();
+        match (&mut reader).take(MAX_LINE).read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) if !line.ends_with('\n') && line.len() as u64 >= MAX_LINE => {
+                let _ = send(
+                    &mut out,
+                    &Response {
+                        ok: false,
+                        result: None,
+                        error: Some("request line too long".into()),
+                    },
+                );
+                return;
+            }
+            Ok(_) => {}
+        }
         if line.trim().is_empty() {
             continue;
         }
