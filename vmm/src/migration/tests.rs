@@ -416,3 +416,110 @@ fn state_that_contradicts_the_manifest_is_caught_at_the_source() {
     assert!(dr.is_err() && !t.started);
     assert!(!src.is_paused());
 }
+
+/// A plain-memory guest that never dirties anything: measures the drivers,
+/// the encoder and the decoder alone (`cargo test --release -- --ignored throughput`).
+struct MemSource {
+    ram: Vec<u8>,
+}
+
+impl super::vm::MigrationSource for MemSource {
+    fn manifest(&mut self) -> Result<super::manifest::Manifest, super::vm::VmError> {
+        let mut m = FakeSource::new(GuestSpec {
+            ab: false,
+            ..GuestSpec::ab(1)
+        })
+        .manifest()?;
+        m.ram_size = self.ram.len() as u64;
+        Ok(m)
+    }
+    fn read_pages(&mut self, first: u64, buf: &mut [u8]) -> Result<(), super::vm::VmError> {
+        let at = first as usize * PAGE_SIZE;
+        buf.copy_from_slice(&self.ram[at..at + buf.len()]);
+        Ok(())
+    }
+    fn start_dirty_tracking(&mut self) -> Result<(), super::vm::VmError> {
+        Ok(())
+    }
+    fn take_dirty_bitmap(&mut self) -> Result<super::bitmap::DirtyBitmap, super::vm::VmError> {
+        Ok(super::bitmap::DirtyBitmap::new(
+            (self.ram.len() / PAGE_SIZE) as u64,
+        ))
+    }
+    fn stop_dirty_tracking(&mut self) -> Result<(), super::vm::VmError> {
+        Ok(())
+    }
+    fn set_throttle(&mut self, _: u8) -> Result<(), super::vm::VmError> {
+        Ok(())
+    }
+    fn pause(&mut self) -> Result<(), super::vm::VmError> {
+        Ok(())
+    }
+    fn resume(&mut self) -> Result<(), super::vm::VmError> {
+        Ok(())
+    }
+    fn save_devices(&mut self) -> Result<Vec<super::stream::Section>, super::vm::VmError> {
+        FakeSource::new(GuestSpec {
+            ab: false,
+            ..GuestSpec::ab(1)
+        })
+        .save_devices()
+    }
+    fn save_vcpus(&mut self) -> Result<Vec<super::stream::VcpuRecord>, super::vm::VmError> {
+        FakeSource::new(GuestSpec {
+            ab: false,
+            ..GuestSpec::ab(1)
+        })
+        .save_vcpus()
+    }
+}
+
+#[test]
+#[ignore = "a measurement; run in release"]
+fn throughput() {
+    use super::vm::MigrationSource;
+    for (mib, nonzero_every) in [(256usize, 1usize), (1024, 1), (1024, 0)] {
+        let mut ram = vec![0u8; mib << 20];
+        if nonzero_every > 0 {
+            for (i, p) in ram.chunks_mut(PAGE_SIZE).enumerate() {
+                p[0] = (i % 251) as u8 | 1;
+                p[PAGE_SIZE - 1] = 7;
+            }
+        }
+        let mut src = MemSource { ram };
+        let _ = src.manifest();
+        let t = std::time::Instant::now();
+        let (r, (_, dr), _) = migrate_pair_with(&mut src, &Params::default());
+        let sum = r.unwrap();
+        dr.unwrap();
+        let secs = t.elapsed().as_secs_f64();
+        eprintln!(
+            "{mib} MiB ({}): {:.0} ms total, {:.2} ms downtime, {:.0} MiB/s of guest RAM, {} bytes on the wire",
+            if nonzero_every > 0 {
+                "all pages non-zero"
+            } else {
+                "all zero"
+            },
+            secs * 1000.0,
+            sum.downtime_ms,
+            mib as f64 / secs,
+            sum.bytes
+        );
+    }
+}
+
+fn migrate_pair_with(
+    src: &mut MemSource,
+    params: &Params,
+) -> (Result<Summary, MigrateError>, DestResult, Vec<Progress>) {
+    let (a, b) = UnixStream::pair().unwrap();
+    let dest = destination(FakeTarget::default(), Incoming::unix(b).unwrap());
+    let r = precopy::migrate(
+        src,
+        Outgoing::unix(a).unwrap(),
+        params,
+        &mut |_| {},
+        &CancelToken::default(),
+    );
+    (r, dest.join().unwrap(), Vec::new())
+}
