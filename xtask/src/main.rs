@@ -3,10 +3,13 @@
 //! * `cargo xtask gen`: compile `compat/*.toml` into `devices/src/generated/`.
 //! * `cargo xtask gen --check`: fail (naming the files) if the committed
 //!   generated code is stale.
+//! * `cargo xtask release X.Y[.Z]`: freeze what release X.Y presents into
+//!   `compat/releases/X.Y.lock.toml` (never rewritten).
 //! * `cargo xtask bench-codegen`: compile synthetic 1x/4x/16x trees and report
 //!   the time of each size.
 
 mod bench;
+mod release;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,6 +43,7 @@ fn generate(check: bool) -> Result<(), String> {
             miette::Report::new(w.with_source(&compiled.sources))
         );
     }
+    release::gen_hook(&root, &compiled, check)?;
     if check {
         let stale = codegen::output::stale(&out_dir, &compiled.files).map_err(|e| e.to_string())?;
         if !stale.is_empty() {
@@ -73,7 +77,8 @@ fn main() -> ExitCode {
         ["gen"] => generate(false),
         ["gen", "--check"] => generate(true),
         ["bench-codegen"] => bench::run(),
-        _ => Err("usage: cargo xtask gen [--check] | cargo xtask bench-codegen".into()),
+        ["release", version] => release::freeze(&root(), version),
+        _ => Err("usage: cargo xtask gen [--check] | cargo xtask bench-codegen | cargo xtask release X.Y[.Z]".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -37,6 +37,7 @@ pub use overrides::{
     EffectiveConfig, EffectiveDevice, EffectiveProp, Override, OverrideError, PropDiff,
 };
 pub use props::{AutoOr, PropsError};
+pub use release::{Lock, LockError, LockMachine, LockSection};
 
 pub use table::{
     Catalog, Delta, DeltaEntry, Deprecation, DeviceType, Erratum, Family, Knobs, Lifecycle,

@@ -142,11 +142,12 @@ fn fields(
             });
         }
     }
-    let order = |xs: Vec<&str>| {
+    fn common<'a>(xs: Vec<&'a str>, a: &[&FieldM], b: &[&LockField]) -> Vec<&'a str> {
         xs.into_iter()
-            .filter(|n| locked.iter().any(|l| l.name == *n) && at_v.iter().any(|f| f.name == *n))
-            .collect::<Vec<_>>()
-    };
+            .filter(|n| b.iter().any(|l| l.name == *n) && a.iter().any(|f| f.name == *n))
+            .collect()
+    }
+    let order = |xs: Vec<&'_ str>| common(xs, &at_v, &locked).into_iter().map(str::to_string).collect::<Vec<_>>();
     if order(at_v.iter().map(|f| f.name.as_str()).collect())
         != order(locked.iter().map(|f| f.name.as_str()).collect())
     {

@@ -815,7 +815,17 @@ pub static CATALOG: Catalog = Catalog {
         Release {
             version: "7.2",
             date: "",
-            errata: &[],
+            errata: &[
+                Erratum {
+                    id: "virtio-rng-vectors",
+                    summary: "virtio-rng-pci had 2 MSI-X vectors on pc-<=7.1, without a hw_compat_7_1 entry",
+                    type_name: "virtio-rng-pci",
+                    property: "vectors",
+                    shipped: Value::Uint(2),
+                    max_machine: MachineVersion::new(7, 1),
+                    fixed_in: "7.2.1",
+                },
+            ],
         },
         Release {
             version: "7.2.1",
