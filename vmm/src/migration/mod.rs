@@ -22,6 +22,7 @@ pub mod precopy;
 pub mod status;
 pub mod stream;
 pub mod transport;
+pub mod vcpu_codec;
 pub mod vm;
 
 #[cfg(test)]
