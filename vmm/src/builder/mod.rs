@@ -221,6 +221,14 @@ impl Machine {
         }
     }
 
+    /// Throttles the vCPUs to `100 - percent`% of the time (0: no throttle).
+    pub fn set_throttle(&mut self, percent: u8) -> Result<(), VcpuError> {
+        match &mut self.vcpus {
+            Some(v) => v.set_throttle(percent),
+            None => Ok(()),
+        }
+    }
+
     /// Resumes paused vCPUs.
     pub fn resume(&self) {
         if let Some(v) = &self.vcpus {
@@ -354,6 +362,28 @@ mod tests {
         m.resume();
         m.pause().unwrap();
         m.resume();
+        // Throttled at 90%: the guest still runs, pause still works.
+        m.set_throttle(90).unwrap();
+        let r0 = m.vcpus().unwrap().save_states().unwrap()[0].regs.rip;
+        m.resume();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            assert!(
+                rx.recv_timeout(Duration::from_millis(30)).is_err(),
+                "guest stopped"
+            );
+            m.pause().unwrap();
+            let r1 = m.vcpus().unwrap().save_states().unwrap()[0].regs.rip;
+            m.resume();
+            if r1 != r0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "throttled guest made no progress"
+            );
+        }
+        m.set_throttle(0).unwrap();
         m.stop();
         let _ = std::fs::remove_file(out);
     }

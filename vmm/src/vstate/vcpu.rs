@@ -401,6 +401,8 @@ enum RunState {
 
 struct Ctl {
     state: RunState,
+    /// Throttle: while set, Running vCPUs sit out (not counted as parked).
+    throttled: bool,
     parked: usize,
     exited: usize,
 }
@@ -453,6 +455,19 @@ pub struct VcpuSet {
     vcpus: Vec<Arc<Mutex<Vcpu>>>,
     threads: Vec<JoinHandle<()>>,
     control: Arc<Control>,
+    throttle_pct: Arc<std::sync::atomic::AtomicU8>,
+    throttle_thread: Option<JoinHandle<()>>,
+}
+
+/// Length of one throttle cycle (run, then sit out).
+pub const THROTTLE_PERIOD: Duration = Duration::from_millis(20);
+
+fn kick_threads(threads: &[libc::pthread_t]) {
+    for &t in threads {
+        // SAFETY: the threads are joined only after the throttle thread (the
+        // only other caller) has been joined, so every pthread_t is live.
+        unsafe { libc::pthread_kill(t, kick_signal()) };
+    }
 }
 
 /// How long [`VcpuSet::pause`] waits for every vCPU to park.
@@ -485,6 +500,7 @@ impl VcpuSet {
                 } else {
                     RunState::Running
                 },
+                throttled: false,
                 parked: 0,
                 exited: 0,
             }),
@@ -495,6 +511,8 @@ impl VcpuSet {
             vcpus: vcpus.clone(),
             threads: Vec::new(),
             control: control.clone(),
+            throttle_pct: Arc::new(std::sync::atomic::AtomicU8::new(0)),
+            throttle_thread: None,
         };
         for v in vcpus {
             let (ctx, events, control) = (ctx.clone(), events.clone(), control.clone());
@@ -536,6 +554,8 @@ impl VcpuSet {
             if c.state == RunState::Running {
                 c.state = RunState::Paused;
             }
+            // Wake vCPUs sitting out a throttle so they park.
+            self.control.cv.notify_all();
         }
         let deadline = Instant::now() + PAUSE_TIMEOUT;
         let mut c = lock(&self.control.ctl);
@@ -587,12 +607,57 @@ impl VcpuSet {
         Ok(())
     }
 
+    /// Slows the guest down: vCPUs run `100 - percent`% of every
+    /// [`THROTTLE_PERIOD`] and sit out the rest (kicked out of `KVM_RUN`).
+    /// 0 removes the throttle; values above 99 are taken as 99. Independent
+    /// of [`pause`](Self::pause). Used to make pre-copy migration converge.
+    pub fn set_throttle(&mut self, percent: u8) -> Result<(), VcpuError> {
+        use std::sync::atomic::Ordering;
+        let pct = percent.min(99);
+        self.throttle_pct.store(pct, Ordering::SeqCst);
+        if pct == 0 || self.throttle_thread.is_some() {
+            return Ok(());
+        }
+        use std::os::unix::thread::JoinHandleExt;
+        let threads: Vec<libc::pthread_t> = self.threads.iter().map(|t| t.as_pthread_t()).collect();
+        let (control, pct) = (self.control.clone(), self.throttle_pct.clone());
+        let h = std::thread::Builder::new()
+            .name("vcpu-throttle".into())
+            .spawn(move || {
+                loop {
+                    let p = u32::from(pct.load(Ordering::SeqCst));
+                    if lock(&control.ctl).state == RunState::Stopping {
+                        break;
+                    }
+                    if p == 0 {
+                        std::thread::sleep(THROTTLE_PERIOD);
+                        continue;
+                    }
+                    let off = THROTTLE_PERIOD * p / 100;
+                    lock(&control.ctl).throttled = true;
+                    kick_threads(&threads);
+                    std::thread::sleep(off);
+                    lock(&control.ctl).throttled = false;
+                    control.cv.notify_all();
+                    std::thread::sleep(THROTTLE_PERIOD - off);
+                }
+                lock(&control.ctl).throttled = false;
+                control.cv.notify_all();
+            })
+            .map_err(VcpuError::Spawn)?;
+        self.throttle_thread = Some(h);
+        Ok(())
+    }
+
     /// Stops and joins every vCPU thread.
     pub fn stop(&mut self) {
         {
             let mut c = lock(&self.control.ctl);
             c.state = RunState::Stopping;
             self.control.cv.notify_all();
+        }
+        if let Some(t) = self.throttle_thread.take() {
+            let _ = t.join();
         }
         // Kick until every thread has left KVM_RUN and exited.
         let deadline = Instant::now() + PAUSE_TIMEOUT;
@@ -640,7 +705,10 @@ fn run_loop(v: &Mutex<Vcpu>, ctx: &ExitContext, events: &Sender<VmEvent>, contro
             let mut c = lock(&control.ctl);
             loop {
                 match c.state {
-                    RunState::Running => break,
+                    RunState::Running if !c.throttled => break,
+                    RunState::Running => {
+                        c = control.cv.wait(c).unwrap_or_else(|e| e.into_inner());
+                    }
                     RunState::Stopping => return,
                     RunState::Paused => {
                         c.parked += 1;
