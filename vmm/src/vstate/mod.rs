@@ -3,9 +3,10 @@
 //!
 //! Migration building blocks, all on these types:
 //!
-//! * [`vm::Vm::pause`]-style control lives in [`vcpu::VcpuSet`]: `pause()`,
-//!   `resume()`, `stop()`, and `with_paused_vcpus()` to read/write every
-//!   vCPU's [`vcpu::VcpuState`] while they are parked.
+//! * Pausing lives in [`vcpu::VcpuSet`]: `pause()`, `resume()`, `stop()`,
+//!   `set_throttle()`, `save_states()`/`restore_states()` and `with_vcpus()`
+//!   to read/write every vCPU's [`vcpu::VcpuState`] while they are parked
+//!   (`crate::builder::Machine` forwards them).
 //! * [`vm::Vm::save_state`] / [`vm::Vm::restore_state`]: irqchip (PIC ×2,
 //!   IOAPIC), PIT2 and kvmclock as [`vm::VmState`].
 //! * [`vm::Vm::set_dirty_logging`] / [`vm::Vm::dirty_log`]: KVM's per-slot
