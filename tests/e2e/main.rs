@@ -1,6 +1,6 @@
 //! End-to-end tests: each module runs the real `vmm` binary.
 
 mod common;
-mod runtime;
-mod introspect;
 mod control;
+mod introspect;
+mod runtime;
