@@ -495,4 +495,32 @@ mod tests {
         );
         let _ = std::fs::remove_file(path);
     }
+
+    /// Random register traffic (any offset, size, value) never panics.
+    #[test]
+    fn random_register_traffic_never_panics() {
+        let (mut t, path) = transport(true);
+        let mut x: u64 = 0x1234_5678_9abc_def1;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..20000 {
+            let off = match rnd() % 3 {
+                0 => rnd() % 0x1000,
+                _ => (rnd() % 0x40) * 4,
+            };
+            let len = [1usize, 2, 4, 8][(rnd() % 4) as usize];
+            let v = rnd().to_le_bytes();
+            if rnd() % 2 == 0 {
+                t.write(off, &v[..len]);
+            } else {
+                let mut b = [0u8; 8];
+                t.read(off, &mut b[..len]);
+            }
+        }
+        let _ = std::fs::remove_file(path);
+    }
 }
