@@ -143,7 +143,11 @@ pub fn run() -> Result<(), String> {
         "size  machines  types  entries  toml KiB  check ms  emit ms  total ms  output KiB  per-1x"
     );
     let mut base = None;
-    for k in [1usize, 4, 16] {
+    let sizes: Vec<usize> = match std::env::var("BENCH_SIZES") {
+        Ok(v) => v.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
+        Err(_) => vec![1, 4, 16],
+    };
+    for k in sizes {
         let sources = synthetic(k);
         let bytes: usize = sources.iter().map(|s| s.text.len()).sum();
         let t0 = Instant::now();
@@ -171,6 +175,13 @@ pub fn run() -> Result<(), String> {
             total,
             out / 1024
         );
+        if k == 1 {
+            let sizes: Vec<String> = files
+                .iter()
+                .map(|f| format!("{} {} KiB", f.name, f.content.len() / 1024))
+                .collect();
+            println!("      output: {}", sizes.join(", "));
+        }
         if !diags.is_empty() {
             println!("      ({} warning(s))", diags.len());
         }

@@ -56,6 +56,25 @@ pub struct PropDef {
     pub doc: &'static str,
 }
 
+impl PropDef {
+    /// Builds a definition (compact form for generated code).
+    pub const fn new(
+        name: &'static str,
+        owner: &'static str,
+        ty: PropType,
+        default: Value,
+        doc: &'static str,
+    ) -> Self {
+        Self {
+            name,
+            owner,
+            ty,
+            default,
+            doc,
+        }
+    }
+}
+
 /// A machine family (`pc`): its machine types, oldest first, and the resolved
 /// property timelines shared by its machine types.
 #[derive(Debug, Serialize)]
@@ -105,6 +124,27 @@ pub struct Step {
     pub value: Value,
     /// Which delta and entry type set it.
     pub provenance: Provenance,
+}
+
+impl Step {
+    /// A step set by delta `delta` through an entry naming type `via`, for
+    /// machine versions `<= major.minor` (compact form for generated code).
+    pub const fn compat(
+        major: u16,
+        minor: u16,
+        value: Value,
+        delta: &'static str,
+        via: &'static str,
+    ) -> Self {
+        Self {
+            version: MachineVersion::new(major, minor),
+            value,
+            provenance: Provenance::Compat {
+                delta: Cow::Borrowed(delta),
+                via: Cow::Borrowed(via),
+            },
+        }
+    }
 }
 
 /// A versioned machine type (`pc-7.2`).

@@ -114,6 +114,24 @@ pub enum ValueError {
 }
 
 impl PropType {
+    /// An unsigned integer type (const, for generated code).
+    pub const fn uint(bits: u8, min: u64, max: u64, auto: bool, power_of_two: bool) -> Self {
+        PropType::Uint {
+            bits,
+            min,
+            max,
+            auto,
+            power_of_two,
+        }
+    }
+
+    /// An enum type over static names (const, for generated code).
+    pub const fn variants(v: &'static [Cow<'static, str>]) -> Self {
+        PropType::Enum {
+            variants: Cow::Borrowed(v),
+        }
+    }
+
     /// The largest value representable in `bits` bits.
     pub const fn bits_max(bits: u8) -> u64 {
         if bits >= 64 {
@@ -176,6 +194,16 @@ fn parse_u64(s: &str) -> Option<u64> {
 }
 
 impl Value {
+    /// An enum value (const, for generated code).
+    pub const fn variant(s: &'static str) -> Self {
+        Value::Enum(Cow::Borrowed(s))
+    }
+
+    /// A string value (const, for generated code).
+    pub const fn text(s: &'static str) -> Self {
+        Value::Str(Cow::Borrowed(s))
+    }
+
     /// Parses `input` as a value of type `ty`. The single implementation used
     /// by the compiler (TOML values, defaults) and by the VMM (`-global`,
     /// `-device`, manifests).

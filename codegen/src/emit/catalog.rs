@@ -35,9 +35,9 @@ pub fn catalog(r: &Resolved) -> TokenStream {
         let mut groups: Vec<(&str, Vec<TokenStream>)> = Vec::new();
         for (t, p, steps) in &tl.props {
             let steps = steps.iter().map(|s| {
-                let (v, val, delta, via) = (version(s.version), value(&s.value), &s.delta, &s.via);
-                quote!(Step { version: #v, value: #val,
-                    provenance: Provenance::Compat { delta: Cow::Borrowed(#delta), via: Cow::Borrowed(#via) } })
+                let (a, b) = (num(s.version.major), num(s.version.minor));
+                let (val, delta, via) = (value(&s.value), &s.delta, &s.via);
+                quote!(Step::compat(#a, #b, #val, #delta, #via))
             });
             let pt = quote!(PropTimeline { prop: #p, steps: &[#(#steps),*] });
             match groups.last_mut() {
@@ -116,7 +116,7 @@ pub fn device_types(m: &Model) -> TokenStream {
         let props = t.props.iter().map(|p| {
             let (pn, owner, doc) = (&p.name, &p.owner, &p.doc);
             let (ty, def) = (prop_type(&p.ty), value(&p.default));
-            quote!(PropDef { name: #pn, owner: #owner, ty: #ty, default: #def, doc: #doc })
+            quote!(PropDef::new(#pn, #owner, #ty, #def, #doc))
         });
         let vm = match &t.vmstate {
             Some(_) => quote!(Some(&super::vmstate::#id)),

@@ -19,11 +19,11 @@ pub fn value(v: &Value) -> TokenStream {
         Value::Auto => quote!(Value::Auto),
         Value::Enum(s) => {
             let s: &str = s;
-            quote!(Value::Enum(Cow::Borrowed(#s)))
+            quote!(Value::variant(#s))
         }
         Value::Str(s) => {
             let s: &str = s;
-            quote!(Value::Str(Cow::Borrowed(#s)))
+            quote!(Value::text(#s))
         }
         Value::Unset => quote!(Value::Unset),
     }
@@ -40,11 +40,11 @@ pub fn prop_type(t: &PropType) -> TokenStream {
             power_of_two,
         } => {
             let (bits, min, max) = (num(*bits), num(*min), num(*max));
-            quote!(PropType::Uint { bits: #bits, min: #min, max: #max, auto: #auto, power_of_two: #power_of_two })
+            quote!(PropType::uint(#bits, #min, #max, #auto, #power_of_two))
         }
         PropType::Enum { variants } => {
             let v = variants.iter().map(|v| -> &str { v });
-            quote!(PropType::Enum { variants: Cow::Borrowed(&[#(Cow::Borrowed(#v)),*]) })
+            quote!(PropType::variants(&[#(Cow::Borrowed(#v)),*]))
         }
         PropType::Str { optional, max_len } => {
             let ml = match max_len {

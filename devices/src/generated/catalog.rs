@@ -246,27 +246,25 @@ pub static CATALOG: Catalog = Catalog {
                         PropTimeline {
                             prop: "multifd-flush-after-each-section",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(8, 0),
-                                    value: Value::Bool(true),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("hw_compat_8_0"),
-                                        via: Cow::Borrowed("migration"),
-                                    },
-                                },
+                                Step::compat(
+                                    8,
+                                    0,
+                                    Value::Bool(true),
+                                    "hw_compat_8_0",
+                                    "migration",
+                                ),
                             ],
                         },
                         PropTimeline {
                             prop: "x-preempt-pre-7-2",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(7, 2),
-                                    value: Value::Bool(true),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("hw_compat_7_2"),
-                                        via: Cow::Borrowed("migration"),
-                                    },
-                                },
+                                Step::compat(
+                                    7,
+                                    2,
+                                    Value::Bool(true),
+                                    "hw_compat_7_2",
+                                    "migration",
+                                ),
                             ],
                         },
                     ],
@@ -277,27 +275,25 @@ pub static CATALOG: Catalog = Catalog {
                         PropTimeline {
                             prop: "x-pcie-ari-nextfn-1",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(8, 0),
-                                    value: Value::Bool(true),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("hw_compat_8_0"),
-                                        via: Cow::Borrowed("pci-device"),
-                                    },
-                                },
+                                Step::compat(
+                                    8,
+                                    0,
+                                    Value::Bool(true),
+                                    "hw_compat_8_0",
+                                    "pci-device",
+                                ),
                             ],
                         },
                         PropTimeline {
                             prop: "x-pcie-err-unc-mask",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(7, 2),
-                                    value: Value::Bool(false),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("hw_compat_7_2"),
-                                        via: Cow::Borrowed("pci-device"),
-                                    },
-                                },
+                                Step::compat(
+                                    7,
+                                    2,
+                                    Value::Bool(false),
+                                    "hw_compat_7_2",
+                                    "pci-device",
+                                ),
                             ],
                         },
                     ],
@@ -308,27 +304,25 @@ pub static CATALOG: Catalog = Catalog {
                         PropTimeline {
                             prop: "x-pcie-ari-nextfn-1",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(8, 0),
-                                    value: Value::Bool(true),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("hw_compat_8_0"),
-                                        via: Cow::Borrowed("pci-device"),
-                                    },
-                                },
+                                Step::compat(
+                                    8,
+                                    0,
+                                    Value::Bool(true),
+                                    "hw_compat_8_0",
+                                    "pci-device",
+                                ),
                             ],
                         },
                         PropTimeline {
                             prop: "x-pcie-err-unc-mask",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(7, 2),
-                                    value: Value::Bool(false),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("hw_compat_7_2"),
-                                        via: Cow::Borrowed("pci-device"),
-                                    },
-                                },
+                                Step::compat(
+                                    7,
+                                    2,
+                                    Value::Bool(false),
+                                    "hw_compat_7_2",
+                                    "pci-device",
+                                ),
                             ],
                         },
                     ],
@@ -339,105 +333,97 @@ pub static CATALOG: Catalog = Catalog {
                         PropTimeline {
                             prop: "family",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(6, 0),
-                                    value: Value::Uint(6),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("pc_compat_6_0"),
-                                        via: Cow::Borrowed("qemu64-x86_64-cpu"),
-                                    },
-                                },
+                                Step::compat(
+                                    6,
+                                    0,
+                                    Value::Uint(6),
+                                    "pc_compat_6_0",
+                                    "qemu64-x86_64-cpu",
+                                ),
                             ],
                         },
                         PropTimeline {
                             prop: "hv-version-id-build",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(6, 1),
-                                    value: Value::Uint(7100),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("pc_compat_6_1"),
-                                        via: Cow::Borrowed("x86_64-cpu"),
-                                    },
-                                },
+                                Step::compat(
+                                    6,
+                                    1,
+                                    Value::Uint(7100),
+                                    "pc_compat_6_1",
+                                    "x86_64-cpu",
+                                ),
                             ],
                         },
                         PropTimeline {
                             prop: "hv-version-id-major",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(6, 1),
-                                    value: Value::Uint(6),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("pc_compat_6_1"),
-                                        via: Cow::Borrowed("x86_64-cpu"),
-                                    },
-                                },
+                                Step::compat(
+                                    6,
+                                    1,
+                                    Value::Uint(6),
+                                    "pc_compat_6_1",
+                                    "x86_64-cpu",
+                                ),
                             ],
                         },
                         PropTimeline {
                             prop: "hv-version-id-minor",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(6, 1),
-                                    value: Value::Uint(1),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("pc_compat_6_1"),
-                                        via: Cow::Borrowed("x86_64-cpu"),
-                                    },
-                                },
+                                Step::compat(
+                                    6,
+                                    1,
+                                    Value::Uint(1),
+                                    "pc_compat_6_1",
+                                    "x86_64-cpu",
+                                ),
                             ],
                         },
                         PropTimeline {
                             prop: "kvm-msi-ext-dest-id",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(5, 1),
-                                    value: Value::Bool(false),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("pc_compat_5_1"),
-                                        via: Cow::Borrowed("x86_64-cpu"),
-                                    },
-                                },
+                                Step::compat(
+                                    5,
+                                    1,
+                                    Value::Bool(false),
+                                    "pc_compat_5_1",
+                                    "x86_64-cpu",
+                                ),
                             ],
                         },
                         PropTimeline {
                             prop: "model",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(6, 0),
-                                    value: Value::Uint(6),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("pc_compat_6_0"),
-                                        via: Cow::Borrowed("qemu64-x86_64-cpu"),
-                                    },
-                                },
+                                Step::compat(
+                                    6,
+                                    0,
+                                    Value::Uint(6),
+                                    "pc_compat_6_0",
+                                    "qemu64-x86_64-cpu",
+                                ),
                             ],
                         },
                         PropTimeline {
                             prop: "stepping",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(6, 0),
-                                    value: Value::Uint(3),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("pc_compat_6_0"),
-                                        via: Cow::Borrowed("qemu64-x86_64-cpu"),
-                                    },
-                                },
+                                Step::compat(
+                                    6,
+                                    0,
+                                    Value::Uint(3),
+                                    "pc_compat_6_0",
+                                    "qemu64-x86_64-cpu",
+                                ),
                             ],
                         },
                         PropTimeline {
                             prop: "x-vendor-cpuid-only",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(6, 0),
-                                    value: Value::Bool(false),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("pc_compat_6_0"),
-                                        via: Cow::Borrowed("x86_64-cpu"),
-                                    },
-                                },
+                                Step::compat(
+                                    6,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_6_0",
+                                    "x86_64-cpu",
+                                ),
                             ],
                         },
                     ],
@@ -448,40 +434,37 @@ pub static CATALOG: Catalog = Catalog {
                         PropTimeline {
                             prop: "num-queues",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(5, 1),
-                                    value: Value::Uint(1),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("hw_compat_5_1"),
-                                        via: Cow::Borrowed("virtio-blk-device"),
-                                    },
-                                },
+                                Step::compat(
+                                    5,
+                                    1,
+                                    Value::Uint(1),
+                                    "hw_compat_5_1",
+                                    "virtio-blk-device",
+                                ),
                             ],
                         },
                         PropTimeline {
                             prop: "queue_reset",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(7, 1),
-                                    value: Value::Bool(false),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("hw_compat_7_1"),
-                                        via: Cow::Borrowed("virtio-device"),
-                                    },
-                                },
+                                Step::compat(
+                                    7,
+                                    1,
+                                    Value::Bool(false),
+                                    "hw_compat_7_1",
+                                    "virtio-device",
+                                ),
                             ],
                         },
                         PropTimeline {
                             prop: "report-discard-granularity",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(5, 2),
-                                    value: Value::Bool(false),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("hw_compat_5_2"),
-                                        via: Cow::Borrowed("virtio-blk-device"),
-                                    },
-                                },
+                                Step::compat(
+                                    5,
+                                    2,
+                                    Value::Bool(false),
+                                    "hw_compat_5_2",
+                                    "virtio-blk-device",
+                                ),
                             ],
                         },
                     ],
@@ -492,14 +475,13 @@ pub static CATALOG: Catalog = Catalog {
                         PropTimeline {
                             prop: "queue_reset",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(7, 1),
-                                    value: Value::Bool(false),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("hw_compat_7_1"),
-                                        via: Cow::Borrowed("virtio-device"),
-                                    },
-                                },
+                                Step::compat(
+                                    7,
+                                    1,
+                                    Value::Bool(false),
+                                    "hw_compat_7_1",
+                                    "virtio-device",
+                                ),
                             ],
                         },
                     ],
@@ -510,40 +492,37 @@ pub static CATALOG: Catalog = Catalog {
                         PropTimeline {
                             prop: "vectors",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(7, 1),
-                                    value: Value::Uint(0),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("hw_compat_7_1"),
-                                        via: Cow::Borrowed("virtio-rng-pci"),
-                                    },
-                                },
+                                Step::compat(
+                                    7,
+                                    1,
+                                    Value::Uint(0),
+                                    "hw_compat_7_1",
+                                    "virtio-rng-pci",
+                                ),
                             ],
                         },
                         PropTimeline {
                             prop: "x-pcie-ari-nextfn-1",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(8, 0),
-                                    value: Value::Bool(true),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("hw_compat_8_0"),
-                                        via: Cow::Borrowed("pci-device"),
-                                    },
-                                },
+                                Step::compat(
+                                    8,
+                                    0,
+                                    Value::Bool(true),
+                                    "hw_compat_8_0",
+                                    "pci-device",
+                                ),
                             ],
                         },
                         PropTimeline {
                             prop: "x-pcie-err-unc-mask",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(7, 2),
-                                    value: Value::Bool(false),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("hw_compat_7_2"),
-                                        via: Cow::Borrowed("pci-device"),
-                                    },
-                                },
+                                Step::compat(
+                                    7,
+                                    2,
+                                    Value::Bool(false),
+                                    "hw_compat_7_2",
+                                    "pci-device",
+                                ),
                             ],
                         },
                     ],
@@ -554,66 +533,61 @@ pub static CATALOG: Catalog = Catalog {
                         PropTimeline {
                             prop: "hv-version-id-build",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(6, 1),
-                                    value: Value::Uint(7100),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("pc_compat_6_1"),
-                                        via: Cow::Borrowed("x86_64-cpu"),
-                                    },
-                                },
+                                Step::compat(
+                                    6,
+                                    1,
+                                    Value::Uint(7100),
+                                    "pc_compat_6_1",
+                                    "x86_64-cpu",
+                                ),
                             ],
                         },
                         PropTimeline {
                             prop: "hv-version-id-major",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(6, 1),
-                                    value: Value::Uint(6),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("pc_compat_6_1"),
-                                        via: Cow::Borrowed("x86_64-cpu"),
-                                    },
-                                },
+                                Step::compat(
+                                    6,
+                                    1,
+                                    Value::Uint(6),
+                                    "pc_compat_6_1",
+                                    "x86_64-cpu",
+                                ),
                             ],
                         },
                         PropTimeline {
                             prop: "hv-version-id-minor",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(6, 1),
-                                    value: Value::Uint(1),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("pc_compat_6_1"),
-                                        via: Cow::Borrowed("x86_64-cpu"),
-                                    },
-                                },
+                                Step::compat(
+                                    6,
+                                    1,
+                                    Value::Uint(1),
+                                    "pc_compat_6_1",
+                                    "x86_64-cpu",
+                                ),
                             ],
                         },
                         PropTimeline {
                             prop: "kvm-msi-ext-dest-id",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(5, 1),
-                                    value: Value::Bool(false),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("pc_compat_5_1"),
-                                        via: Cow::Borrowed("x86_64-cpu"),
-                                    },
-                                },
+                                Step::compat(
+                                    5,
+                                    1,
+                                    Value::Bool(false),
+                                    "pc_compat_5_1",
+                                    "x86_64-cpu",
+                                ),
                             ],
                         },
                         PropTimeline {
                             prop: "x-vendor-cpuid-only",
                             steps: &[
-                                Step {
-                                    version: MachineVersion::new(6, 0),
-                                    value: Value::Bool(false),
-                                    provenance: Provenance::Compat {
-                                        delta: Cow::Borrowed("pc_compat_6_0"),
-                                        via: Cow::Borrowed("x86_64-cpu"),
-                                    },
-                                },
+                                Step::compat(
+                                    6,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_6_0",
+                                    "x86_64-cpu",
+                                ),
                             ],
                         },
                     ],
