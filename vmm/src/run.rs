@@ -3,9 +3,14 @@
 //! registers), or an error occurs. A guest reset rebuilds and reboots the VM
 //! in the same process with the same configuration.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use devices::bus::lock;
+use devices::serial::Serial;
 
 use compat_runtime::Override;
 use devices::serial::SerialOutput;
@@ -176,10 +181,51 @@ fn load_kernel(path: Option<&Path>) -> Result<Vec<u8>, RunError> {
     }
 }
 
+type SerialSlot = Arc<Mutex<Option<Arc<Mutex<Serial>>>>>;
+
+/// Forwards the VMM's stdin to the current VM's UART (the VM is rebuilt on
+/// reset, hence the slot). Ends at EOF (e.g. stdin is /dev/null).
+fn forward_stdin(slot: SerialSlot) {
+    let spawned = std::thread::Builder::new()
+        .name("serial-stdin".into())
+        .spawn(move || {
+            let mut buf = [0u8; 64];
+            let mut stdin = std::io::stdin().lock();
+            loop {
+                let n = match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let mut pending = &buf[..n];
+                while !pending.is_empty() {
+                    let serial = lock(&slot).clone();
+                    let Some(serial) = serial else { return };
+                    let sent = lock(&serial).enqueue_input(pending);
+                    pending = &pending[sent..];
+                    if sent == 0 {
+                        // The guest has not drained its receive FIFO yet.
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("serial input disabled: cannot spawn stdin thread: {e}");
+    }
+}
+
 /// Runs the VM until power-off (Ok) or a crash/error.
 pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let cfg = machine_config(args)?;
     let kernel = load_kernel(args.kernel.as_deref())?;
+    let stdin_slot: Option<SerialSlot> = match cfg.serial.as_ref().map(|s| &s.output) {
+        Some(SerialOutput::Stdio) => {
+            let slot = SerialSlot::default();
+            forward_stdin(slot.clone());
+            Some(slot)
+        }
+        _ => None,
+    };
     let mut first = true;
     loop {
         let (tx, rx) = mpsc::channel();
@@ -191,6 +237,9 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             cfg.mem_bytes >> 20,
             machine.cmdline()
         );
+        if let Some(slot) = &stdin_slot {
+            *lock(slot) = machine.devices().serial.clone();
+        }
         machine.start(tx)?;
         let ev = rx.recv();
         machine.stop();

@@ -97,6 +97,16 @@ impl Serial {
         Ok(())
     }
 
+    /// Queues host input for the guest (raises the receive interrupt if the
+    /// guest enabled it); returns how many bytes fit in the FIFO.
+    pub fn enqueue_input(&mut self, input: &[u8]) -> usize {
+        let room = self.inner.fifo_capacity().min(input.len());
+        if room == 0 {
+            return 0;
+        }
+        self.inner.enqueue_raw_bytes(&input[..room]).unwrap_or(0)
+    }
+
     /// Flushes buffered output (a partial last line).
     pub fn flush(&mut self) {
         let _ = self.inner.writer_mut().flush();
@@ -144,6 +154,14 @@ mod tests {
         assert_eq!(b[0], 0x5a);
         s.flush();
         assert_eq!(std::fs::read(&dir).unwrap(), b"hi\n");
+        // Host input reaches the guest's receive buffer.
+        assert_eq!(s.enqueue_input(b"ok"), 2);
+        let mut lsr = [0];
+        s.read(5, &mut lsr);
+        assert_eq!(lsr[0] & 1, 1, "data ready");
+        let mut rbr = [0];
+        s.read(0, &mut rbr);
+        assert_eq!(rbr[0], b'o');
         let _ = std::fs::remove_file(dir);
     }
 }
