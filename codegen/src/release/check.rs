@@ -18,6 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 pub struct LockRef<'a> {
     pub file: usize,
     pub lock: &'a Lock,
+    /// Every machine type any lock knows.
+    pub all_machines: &'a [String],
 }
 
 /// Machines that would change for one cause.

@@ -117,9 +117,21 @@ pub fn check_locks(model: &Model, sources: &[SourceFile], locks: Vec<SourceFile>
             ),
         }
     }
+    let mut all_machines: Vec<String> = Vec::new();
+    for (_, l) in &parsed {
+        for m in &l.machine {
+            if !all_machines.contains(&m.name) {
+                all_machines.push(m.name.clone());
+            }
+        }
+    }
     let refs: Vec<check::LockRef> = parsed
         .iter()
-        .map(|(file, lock)| check::LockRef { file: *file, lock })
+        .map(|(file, lock)| check::LockRef {
+            file: *file,
+            lock,
+            all_machines: &all_machines,
+        })
         .collect();
     diags.extend(check::check(model, &all, &refs));
     Checked {

@@ -158,6 +158,11 @@ fn fields(
     }
 }
 
+/// Every machine type of this lock (the message names them all).
+fn released(l: &LockRef) -> Vec<String> {
+    l.all_machines.to_vec()
+}
+
 #[allow(clippy::too_many_arguments)]
 fn subsections(
     model: &Model,
@@ -169,6 +174,7 @@ fn subsections(
     ls: &LockSection,
     out: &mut Findings,
 ) {
+    let released = released(l);
     let rel = &l.lock.release;
     let ty = &model.types[ti];
     let Some(vm) = &ty.vmstate else { return };
@@ -180,20 +186,27 @@ fn subsections(
         match ls.subsection.iter().find(|x| x.name == sub.name) {
             None => {
                 let gate = ty.props.iter().position(|p| p.name == sub.gate);
-                let on: Vec<String> = l
-                    .lock
-                    .machine
-                    .iter()
-                    .filter_map(|m| current.iter().find(|c| c.name == m.name))
-                    .filter(|c| gate.is_some_and(|g| c.props[ti][g].value == Value::Bool(true)))
-                    .map(|c| c.name.clone())
-                    .collect();
-                if on.is_empty() {
+                let gated_on = |c: &&MachineView| gate.is_some_and(|g| c.props[ti][g].value == Value::Bool(true));
+                let known = |c: &&MachineView| l.lock.machine.iter().any(|m| m.name == c.name);
+                if !current.iter().filter(known).any(|c| gated_on(&c)) {
                     continue;
                 }
+                // Name every released machine type that would send it.
+                let on_views: Vec<&MachineView> = current
+                    .iter()
+                    .filter(|c| released.contains(&c.name))
+                    .filter(gated_on)
+                    .collect();
+                let on: Vec<String> = on_views.iter().map(|c| c.name.clone()).collect();
                 let universe: Vec<String> = current.iter().map(|c| c.name.clone()).collect();
                 let owner = gate.map(|g| ty.props[g].owner.clone()).unwrap_or_default();
-                let last = on.last().cloned().unwrap_or_default();
+                let last = on_views
+                    .last()
+                    .map(|c| {
+                        let series = model.families[c.family].series.first().cloned().unwrap_or_default();
+                        format!("`{series}_{}`", c.version.underscored())
+                    })
+                    .unwrap_or_default();
                 out.add(format!("newsub:{}", sub.name), rel, || {
                     Diag::error(
                         "compat::vmstate-new-subsection",
@@ -201,7 +214,7 @@ fn subsections(
                         format!("new VMState subsection `{}` in `{}` would be sent for machine types {} (gate `{}.{}` is on), which {{RELEASES}} cannot load", sub.name, at(sources, &sloc), range(&on, &universe), ty.name, sub.gate),
                         "not in the released layout",
                     )
-                    .help(format!("gate it on a bool property that is off for released machine types: e.g. add `{{ {owner}, {}, off }}` to the compat delta of {last}", sub.gate))
+                    .help(format!("gate it on a bool property that is off for released machine types: e.g. add `{{ {owner}, {}, off }}` to {last} (after adding the next machine type if that is the newest)", sub.gate))
                 });
             }
             Some(lsub) => {
