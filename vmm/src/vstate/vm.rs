@@ -8,11 +8,14 @@ use kvm_bindings::{
     kvm_irqchip, kvm_pit_config, kvm_pit_state2, kvm_userspace_memory_region,
 };
 use kvm_ioctls::{Kvm, VmFd};
-use vm_memory::Address;
+use vm_memory::{Address, Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
 use super::memory::{self, GuestMemoryMmap};
 use super::vcpu::{Vcpu, VcpuError};
+
+/// Page size of the migration page index space.
+const PAGE: u64 = 4096;
 
 /// TSS area KVM needs on Intel hosts (3 pages below 4 GiB, inside the MMIO hole).
 const KVM_TSS_ADDRESS: usize = 0xfffb_d000;
@@ -34,6 +37,9 @@ pub enum VmError {
     /// Creating a vCPU failed.
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
+    /// A page range outside guest RAM, or a guest-memory access failure.
+    #[error("guest RAM: {0}")]
+    Memory(String),
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -229,6 +235,143 @@ impl Vm {
             .map_err(kvm_err("KVM_GET_DIRTY_LOG"))
     }
 
+    /// Guest RAM in 4 KiB pages: the concatenation of every slot, in
+    /// guest-physical order (the page index space of migration).
+    pub fn ram_pages(&self) -> u64 {
+        self.slots.iter().map(|s| s.size / PAGE).sum()
+    }
+
+    /// Splits `count` pages from page index `first` into per-slot runs of
+    /// (guest address, pages).
+    fn page_runs(&self, first: u64, count: u64) -> Result<Vec<(GuestAddress, u64)>, VmError> {
+        let end = first
+            .checked_add(count)
+            .filter(|&e| e <= self.ram_pages())
+            .ok_or_else(|| {
+                VmError::Memory(format!(
+                    "pages {first}+{count} beyond {} pages of RAM",
+                    self.ram_pages()
+                ))
+            })?;
+        let mut runs = Vec::new();
+        let mut base = 0;
+        for s in &self.slots {
+            let pages = s.size / PAGE;
+            let (lo, hi) = (first.max(base), end.min(base + pages));
+            if lo < hi {
+                runs.push((GuestAddress(s.guest_addr + (lo - base) * PAGE), hi - lo));
+            }
+            base += pages;
+        }
+        Ok(runs)
+    }
+
+    /// Copies `buf.len() / 4096` pages starting at page index `first_page` into `buf`.
+    pub fn read_pages(&self, first_page: u64, buf: &mut [u8]) -> Result<(), VmError> {
+        let mut off = 0usize;
+        for (addr, pages) in self.page_runs(first_page, buf.len() as u64 / PAGE)? {
+            let n = (pages * PAGE) as usize;
+            self.memory
+                .read_slice(&mut buf[off..off + n], addr)
+                .map_err(|e| VmError::Memory(e.to_string()))?;
+            off += n;
+        }
+        Ok(())
+    }
+
+    /// Writes `data.len() / 4096` pages starting at page index `first_page`.
+    pub fn write_pages(&self, first_page: u64, data: &[u8]) -> Result<(), VmError> {
+        let mut off = 0usize;
+        for (addr, pages) in self.page_runs(first_page, data.len() as u64 / PAGE)? {
+            let n = (pages * PAGE) as usize;
+            self.memory
+                .write_slice(&data[off..off + n], addr)
+                .map_err(|e| VmError::Memory(e.to_string()))?;
+            off += n;
+        }
+        Ok(())
+    }
+
+    /// Makes `count` pages from page index `first_page` read as zero. Pages
+    /// that already are zero are left alone (never touched: no RSS growth).
+    pub fn zero_pages(&self, first_page: u64, count: u64) -> Result<(), VmError> {
+        let zero = [0u8; PAGE as usize];
+        let mut page = [0u8; PAGE as usize];
+        for (addr, pages) in self.page_runs(first_page, count)? {
+            for i in 0..pages {
+                let a = GuestAddress(addr.0 + i * PAGE);
+                self.memory
+                    .read_slice(&mut page, a)
+                    .map_err(|e| VmError::Memory(e.to_string()))?;
+                if page != zero {
+                    self.memory
+                        .write_slice(&zero, a)
+                        .map_err(|e| VmError::Memory(e.to_string()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts dirty-page tracking: KVM's dirty log on for every slot, the
+    /// VMM-side bitmap cleared.
+    pub fn start_dirty_tracking(&self) -> Result<(), VmError> {
+        self.set_dirty_logging_all(true)?;
+        for s in &self.slots {
+            self.dirty_log(s.slot)?; // clear what KVM collected so far
+        }
+        let _ = memory::take_vmm_dirty(&self.memory);
+        Ok(())
+    }
+
+    /// Stops KVM dirty logging on every slot.
+    pub fn stop_dirty_tracking(&self) -> Result<(), VmError> {
+        self.set_dirty_logging_all(false)
+    }
+
+    /// Returns and clears the pages dirtied since the last call (or since
+    /// [`start_dirty_tracking`](Self::start_dirty_tracking)): KVM's dirty log
+    /// OR the pages the VMM wrote, one bit per page of the [`ram_pages`](Self::ram_pages)
+    /// index space (bit *i* of word *i / 64*).
+    pub fn take_dirty_pages(&self) -> Result<Vec<u64>, VmError> {
+        let vmm = memory::take_vmm_dirty(&self.memory);
+        let mut out = vec![0u64; self.ram_pages().div_ceil(64) as usize];
+        let mut base = 0u64;
+        for (i, s) in self.slots.iter().enumerate() {
+            let pages = s.size / PAGE;
+            let kvm = self.dirty_log(s.slot)?;
+            let theirs = vmm.get(i).map(Vec::as_slice).unwrap_or(&[]);
+            if base % 64 == 0 {
+                // Word-aligned: OR whole words (bits past `pages` are never set).
+                let first = (base / 64) as usize;
+                for w in 0..pages.div_ceil(64) as usize {
+                    let k = kvm.get(w).copied().unwrap_or(0) | theirs.get(w).copied().unwrap_or(0);
+                    let valid = pages - w as u64 * 64;
+                    let mask = if valid >= 64 {
+                        u64::MAX
+                    } else {
+                        (1u64 << valid) - 1
+                    };
+                    out[first + w] |= k & mask;
+                }
+                base += pages;
+                continue;
+            }
+            for p in 0..pages {
+                let w = (p / 64) as usize;
+                let bit = 1u64 << (p % 64);
+                let dirty = kvm.get(w).is_some_and(|x| x & bit != 0)
+                    || theirs.get(w).is_some_and(|x| x & bit != 0);
+                if dirty {
+                    let q = base + p;
+                    out[(q / 64) as usize] |= 1 << (q % 64);
+                }
+            }
+            base += pages;
+        }
+        Ok(out)
+    }
+
     /// Reads irqchip, PIT and clock (vCPUs should be paused).
     pub fn save_state(&self) -> Result<VmState, VmError> {
         let chip = |id| -> Result<kvm_irqchip, VmError> {
@@ -292,5 +435,43 @@ mod tests {
         assert_eq!(log.len(), (4 << 20) / 4096 / 64);
         assert!(vm.set_dirty_logging(7, true).is_err());
         let _ = vm.create_vcpu(0, 1).unwrap();
+    }
+
+    #[test]
+    fn pages_across_slots_and_dirty_tracking() {
+        if !kvm_ok() {
+            eprintln!("skipped: no /dev/kvm");
+            return;
+        }
+        // 3 GiB + 8 KiB: slot 0 below the hole, 2 pages at 4 GiB.
+        let mem = Arc::new(memory::create((3 << 30) + 8192).unwrap());
+        let vm = Vm::new(mem).unwrap();
+        let last_low = (3u64 << 30) / 4096 - 1;
+        assert_eq!(vm.ram_pages(), last_low + 3);
+        vm.start_dirty_tracking().unwrap();
+        let data: Vec<u8> = (0..3 * 4096).map(|i| (i / 4096 + 1) as u8).collect();
+        vm.write_pages(last_low, &data).unwrap();
+        let mut back = vec![0u8; data.len()];
+        vm.read_pages(last_low, &mut back).unwrap();
+        assert_eq!(back, data);
+        let mut hi = [0u8; 1];
+        vm.memory()
+            .read_slice(&mut hi, GuestAddress(4 << 30))
+            .unwrap();
+        assert_eq!(hi[0], 2, "page last_low+1 is the first page at 4 GiB");
+        let dirty = vm.take_dirty_pages().unwrap();
+        let set: Vec<u64> = (0..vm.ram_pages())
+            .filter(|p| dirty[(p / 64) as usize] & (1 << (p % 64)) != 0)
+            .collect();
+        assert_eq!(set, vec![last_low, last_low + 1, last_low + 2]);
+        assert!(vm.take_dirty_pages().unwrap().iter().all(|w| *w == 0));
+        vm.zero_pages(last_low, 3).unwrap();
+        vm.read_pages(last_low, &mut back).unwrap();
+        assert!(back.iter().all(|b| *b == 0));
+        assert!(
+            vm.read_pages(last_low + 1, &mut back).is_err(),
+            "beyond RAM"
+        );
+        vm.stop_dirty_tracking().unwrap();
     }
 }
