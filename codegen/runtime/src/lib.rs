@@ -45,4 +45,5 @@ pub use table::{
 };
 pub use value::{PropType, Value, ValueError};
 pub use version::{MachineVersion, VersionError};
+pub use vmstate::wire::{FieldData, SectionData, VmState, WireError};
 pub use vmstate::{Count, FieldDesc, SubsectionDesc, VmStateDesc, WireType};

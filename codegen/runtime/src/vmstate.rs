@@ -1,5 +1,7 @@
 //! VMState descriptors: what a device's migration section looks like.
 
+pub mod wire;
+
 use serde::Serialize;
 use std::fmt;
 use std::str::FromStr;
