@@ -27,6 +27,7 @@ fuzz_target!(|data: &[u8]| {
             Ok(Record::ZeroPages { first_page, count }) => assert!(first_page + count <= pages),
             Ok(Record::Section(s)) => assert!(m.section(&s.name).is_some()),
             Ok(Record::Vcpu(v)) => assert!(v.index < m.vcpus),
+            Ok(Record::Sync) => {}
             Ok(Record::End) | Err(_) => break,
         }
     }

@@ -142,7 +142,8 @@ pub fn write_pages(
     Ok(())
 }
 
-/// Zeroes `count` pages from `first_page`.
+/// Zeroes `count` pages from `first_page`, writing only pages that are not
+/// zero already: a fresh destination's untouched memory stays unallocated.
 pub fn write_zero_pages(
     mem: &GuestMemoryMmap,
     layout: &RamLayout,
@@ -150,14 +151,21 @@ pub fn write_zero_pages(
     count: u64,
 ) -> Result<(), VmError> {
     const CHUNK: u64 = 256;
-    let zeros = vec![0u8; (CHUNK * PAGE) as usize];
+    let zeros = [0u8; PAGE_SIZE];
+    let mut buf = vec![0u8; (CHUNK * PAGE) as usize];
     for (addr, pages) in layout.pieces(first_page, count)? {
         let mut done = 0;
         while done < pages {
             let n = (pages - done).min(CHUNK);
-            let a = GuestAddress(addr.0 + done * PAGE);
-            mem.write_slice(&zeros[..(n * PAGE) as usize], a)
-                .map_err(mem_err)?;
+            let a = addr.0 + done * PAGE;
+            let chunk = &mut buf[..(n * PAGE) as usize];
+            mem.read_slice(chunk, GuestAddress(a)).map_err(mem_err)?;
+            for (i, page) in chunk.chunks_exact(PAGE_SIZE).enumerate() {
+                if page != zeros {
+                    let at = GuestAddress(a + i as u64 * PAGE);
+                    mem.write_slice(&zeros, at).map_err(mem_err)?;
+                }
+            }
             done += n;
         }
     }

@@ -127,6 +127,9 @@ fn load<T: MigrationTarget + ?Sized>(
             }
             Record::Section(s) => sections.push(s),
             Record::Vcpu(v) => vcpus.push(v),
+            Record::Sync => {
+                let _ = tell(Status::Synced);
+            }
             Record::End => break,
         }
     }

@@ -235,8 +235,10 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
                 Status::Accepted => {}
                 Status::Refused(m) => return Err(MigrateError::Refused(m)),
                 Status::Failed(m) => return Err(MigrateError::Destination(m)),
-                Status::Running => {
-                    return Err(MigrateError::Destination("said running too early".into()));
+                s => {
+                    return Err(MigrateError::Destination(format!(
+                        "answered {s:?} out of turn"
+                    )));
                 }
             }
         }
@@ -298,6 +300,23 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
         pending: &DirtyBitmap,
         manifest: &Manifest,
     ) -> Result<Summary, MigrateError> {
+        if self.back.is_some() {
+            // Let the destination drain what is in flight (zero runs cost it
+            // far more than their bytes) while the guest still runs, so the
+            // downtime is only the rest.
+            enc.sync()
+                .and_then(|()| enc.flush())
+                .map_err(|e| self.send_failed(e))?;
+            match self.answer("at the sync point", self.params.running_timeout)? {
+                Status::Synced => {}
+                Status::Refused(m) | Status::Failed(m) => return Err(MigrateError::Destination(m)),
+                s => {
+                    return Err(MigrateError::Destination(format!(
+                        "answered {s:?} out of turn"
+                    )));
+                }
+            }
+        }
         self.src.pause()?;
         self.paused = true;
         let stopped = Instant::now();
@@ -320,8 +339,10 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
             match self.answer("after the stream", self.params.running_timeout)? {
                 Status::Running => Outcome::Handover,
                 Status::Refused(m) | Status::Failed(m) => return Err(MigrateError::Destination(m)),
-                Status::Accepted => {
-                    return Err(MigrateError::Destination("answered out of turn".into()));
+                s => {
+                    return Err(MigrateError::Destination(format!(
+                        "answered {s:?} out of turn"
+                    )));
                 }
             }
         } else {

@@ -9,6 +9,7 @@ const TAG_ACCEPTED: u8 = 0x01;
 const TAG_REFUSED: u8 = 0x02;
 const TAG_RUNNING: u8 = 0x03;
 const TAG_FAILED: u8 = 0x04;
+const TAG_SYNCED: u8 = 0x05;
 const MAX_MESSAGE: u32 = 64 << 10;
 
 /// A message on the return channel.
@@ -22,6 +23,8 @@ pub enum Status {
     Running,
     /// Loading failed after the manifest was accepted; the guest did not start.
     Failed(String),
+    /// Everything up to the sync point is processed (the source may stop the guest).
+    Synced,
 }
 
 /// A malformed return-channel message.
@@ -43,6 +46,7 @@ impl Status {
             Status::Refused(m) => (TAG_REFUSED, m.as_str()),
             Status::Running => (TAG_RUNNING, ""),
             Status::Failed(m) => (TAG_FAILED, m.as_str()),
+            Status::Synced => (TAG_SYNCED, ""),
         };
         let msg = &msg.as_bytes()[..msg.len().min(MAX_MESSAGE as usize)];
         let mut out = vec![tag];
@@ -68,6 +72,7 @@ impl Status {
             TAG_REFUSED => Ok(Status::Refused(msg)),
             TAG_RUNNING => Ok(Status::Running),
             TAG_FAILED => Ok(Status::Failed(msg)),
+            TAG_SYNCED => Ok(Status::Synced),
             t => Err(StatusError::UnknownTag(t)),
         }
     }
@@ -84,6 +89,7 @@ mod tests {
             Status::Refused("machine type".into()),
             Status::Running,
             Status::Failed("vcpu 0".into()),
+            Status::Synced,
         ] {
             let mut buf = Vec::new();
             s.write_to(&mut buf).unwrap();

@@ -248,7 +248,15 @@ fn silent_destination_times_out_and_the_source_resumes() {
         let mut d = super::stream::Decoder::new(&mut conn.reader, Limits::default()).unwrap();
         d.read_manifest().unwrap();
         super::status::Status::Accepted.write_to(&mut back).unwrap();
-        while d.next_record().unwrap() != super::stream::Record::End {}
+        loop {
+            match d.next_record().unwrap() {
+                super::stream::Record::End => break,
+                super::stream::Record::Sync => {
+                    super::status::Status::Synced.write_to(&mut back).unwrap()
+                }
+                _ => {}
+            }
+        }
         thread::sleep(Duration::from_millis(600));
     });
     let params = Params {

@@ -19,6 +19,8 @@ pub enum Record<'a> {
     Section(Section),
     /// A vCPU state (index already checked against the manifest).
     Vcpu(VcpuRecord),
+    /// A sync point: answer "synced" on the return channel.
+    Sync,
     /// The end marker; the checksum matched and nothing listed is missing.
     End,
 }
@@ -343,6 +345,15 @@ impl<R: Read> Decoder<R> {
                 }
                 let data = self.bytes(len)?;
                 Ok(Decoded::Other(Record::Vcpu(VcpuRecord { index, data })))
+            }
+            TAG_SYNC => {
+                if self.phase != Phase::Ram {
+                    return Err(DecodeError::OutOfOrder {
+                        record: "sync",
+                        offset,
+                    });
+                }
+                Ok(Decoded::Other(Record::Sync))
             }
             TAG_END => {
                 let computed = self.crc.clone().finalize();

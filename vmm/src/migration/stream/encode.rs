@@ -117,6 +117,11 @@ impl<W: Write> Encoder<W> {
         self.put(&v.data)
     }
 
+    /// Writes a sync point (the caller flushes and waits for "synced").
+    pub fn sync(&mut self) -> io::Result<()> {
+        self.put(&[TAG_SYNC])
+    }
+
     /// Writes the end marker and the CRC-32 of everything before it, flushes,
     /// and hands back the writer.
     pub fn end(mut self) -> io::Result<W> {

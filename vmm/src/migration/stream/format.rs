@@ -17,6 +17,9 @@ pub const TAG_ZERO_PAGES: u8 = 0x03;
 pub const TAG_SECTION: u8 = 0x04;
 /// Record tag: a vCPU state.
 pub const TAG_VCPU: u8 = 0x05;
+/// Record tag: sync point; a destination with a return channel answers
+/// "synced" once it has processed everything before it.
+pub const TAG_SYNC: u8 = 0x06;
 /// Record tag: the end marker, followed by the stream's CRC-32.
 pub const TAG_END: u8 = 0xEE;
 

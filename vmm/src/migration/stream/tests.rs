@@ -59,6 +59,7 @@ fn decode_with(bytes: &[u8], limits: Limits) -> Result<Image, DecodeError> {
             }
             Record::Section(s) => sections.push(s),
             Record::Vcpu(v) => vcpus.push(v),
+            Record::Sync => {}
             Record::End => break,
         }
     }
@@ -74,7 +75,9 @@ fn decode_with(bytes: &[u8], limits: Limits) -> Result<Image, DecodeError> {
 fn encode(img: &Image) -> Vec<u8> {
     let mut e = Encoder::new(Vec::new()).unwrap();
     e.manifest(&img.manifest).unwrap();
+    e.sync().unwrap();
     e.pages(0, &img.ram).unwrap();
+    e.sync().unwrap();
     for s in &img.sections {
         e.section(s).unwrap();
     }
@@ -314,6 +317,13 @@ fn records_are_checked_against_the_manifest() {
             stream_of(&m, |e| {
                 e.vcpu(&vcpu(0)).unwrap();
                 e.pages(0, &[1; PAGE_SIZE]).unwrap();
+            }),
+            "OutOfOrder",
+        ),
+        (
+            stream_of(&m, |e| {
+                e.section(&sec("serial", 1)).unwrap();
+                e.sync().unwrap();
             }),
             "OutOfOrder",
         ),
