@@ -9,3 +9,4 @@ pub mod logger;
 pub mod migration;
 pub mod run;
 pub mod vstate;
+pub mod matrix;

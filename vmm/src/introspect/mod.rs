@@ -30,6 +30,8 @@ pub enum Command {
 pub enum CompatCommand {
     /// Every property that differs between two machine types, and why.
     Diff(diff::DiffArgs),
+    /// Which migrations between frozen releases work, and why the others fail.
+    Matrix(crate::matrix::MatrixArgs),
 }
 
 /// An introspection failure.
@@ -41,6 +43,9 @@ pub enum Error {
     /// Writing JSON failed.
     #[error("cannot write JSON: {0}")]
     Json(#[from] serde_json::Error),
+    /// `vmm compat matrix` failed.
+    #[error(transparent)]
+    Matrix(#[from] crate::matrix::MatrixError),
 }
 
 /// Runs an introspection subcommand against the compiled catalog.
@@ -64,6 +69,7 @@ pub fn run(catalog: &Catalog, cmd: Command, out: &mut String) -> Result<(), Erro
         Command::Machines(a) => machines::run(catalog, &a, out),
         Command::Props(a) => props::run(catalog, &a, out),
         Command::Compat(CompatCommand::Diff(a)) => diff::run(catalog, &a, out),
+        Command::Compat(CompatCommand::Matrix(a)) => Ok(crate::matrix::run(&a, catalog, out)?),
     }
 }
 

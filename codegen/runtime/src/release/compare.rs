@@ -105,7 +105,10 @@ impl fmt::Display for Difference {
                 destination,
             } => write!(f, "machine {knob}: {source} vs {destination}"),
             Difference::StreamFormat { sent, min, max } => {
-                write!(f, "stream format {sent} outside the destination's {min}..={max}")
+                write!(
+                    f,
+                    "stream format {sent} outside the destination's {min}..={max}"
+                )
             }
             Difference::UnknownSection { section } => {
                 write!(f, "section `{section}` unknown to the destination")
@@ -140,8 +143,21 @@ impl fmt::Display for Difference {
     }
 }
 
-/// The verdict for a guest of `machine` started on `src` migrating to `dst`.
+/// The verdict for a guest of `machine` started on `src` migrating to `dst`,
+/// assuming `dst` can be started with any property value.
 pub fn migrate(src: &Lock, dst: &Lock, machine: &str) -> Verdict {
+    migrate_with(src, dst, machine, &|_, _| true)
+}
+
+/// Like [`migrate`]; a fix is only offered when `settable(type, property)`
+/// says the destination release can be started with another value of each
+/// property that differs (a release cannot set a property it predates).
+pub fn migrate_with(
+    src: &Lock,
+    dst: &Lock,
+    machine: &str,
+    settable: &dyn Fn(&str, &str) -> bool,
+) -> Verdict {
     let (Some(sm), Some(dm)) = (src.machine(machine), dst.machine(machine)) else {
         let release = if src.machine(machine).is_none() {
             &src.release
@@ -160,7 +176,18 @@ pub fn migrate(src: &Lock, dst: &Lock, machine: &str) -> Verdict {
     if diffs.is_empty() {
         return Verdict::Works;
     }
-    let fix = if diffs.len() == props.len() {
+    let all_settable = props.iter().all(|d| match d {
+        Difference::Property {
+            device,
+            property,
+            subtypes,
+            ..
+        } => std::iter::once(device)
+            .chain(subtypes)
+            .all(|t| settable(t, property)),
+        _ => false,
+    });
+    let fix = if diffs.len() == props.len() && all_settable {
         fix_for(&props, src, sm, dst, dm)
     } else {
         Vec::new()

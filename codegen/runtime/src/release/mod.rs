@@ -9,7 +9,7 @@
 pub mod compare;
 mod lock;
 
-pub use compare::{Difference, Verdict, migrate};
+pub use compare::{Difference, Verdict, migrate, migrate_with};
 pub use lock::{Lock, LockError, LockField, LockMachine, LockSection, LockSubsection};
 
 /// The stream format version this tree writes (see `docs/stream.md`).
