@@ -6,7 +6,7 @@ pub mod builder;
 pub mod control;
 pub mod introspect;
 pub mod logger;
+pub mod matrix;
 pub mod migration;
 pub mod run;
 pub mod vstate;
-pub mod matrix;

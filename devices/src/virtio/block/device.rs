@@ -162,6 +162,10 @@ impl VirtioDevice for Block {
 
     fn ack_features(&mut self, features: u64) {
         self.acked_features = features;
+        // Like the reference: a driver that cannot flush gets write-through.
+        if features & bit(F_FLUSH) == 0 {
+            self.writeback = 0;
+        }
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
