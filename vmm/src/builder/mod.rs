@@ -222,8 +222,8 @@ impl Machine {
     }
 
     /// Throttles the vCPUs to `100 - percent`% of the time (0: no throttle).
-    pub fn set_throttle(&mut self, percent: u8) -> Result<(), VcpuError> {
-        match &mut self.vcpus {
+    pub fn set_throttle(&self, percent: u8) -> Result<(), VcpuError> {
+        match &self.vcpus {
             Some(v) => v.set_throttle(percent),
             None => Ok(()),
         }

@@ -456,7 +456,7 @@ pub struct VcpuSet {
     threads: Vec<JoinHandle<()>>,
     control: Arc<Control>,
     throttle_pct: Arc<std::sync::atomic::AtomicU8>,
-    throttle_thread: Option<JoinHandle<()>>,
+    throttle_thread: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Length of one throttle cycle (run, then sit out).
@@ -512,7 +512,7 @@ impl VcpuSet {
             threads: Vec::new(),
             control: control.clone(),
             throttle_pct: Arc::new(std::sync::atomic::AtomicU8::new(0)),
-            throttle_thread: None,
+            throttle_thread: Mutex::new(None),
         };
         for v in vcpus {
             let (ctx, events, control) = (ctx.clone(), events.clone(), control.clone());
@@ -611,11 +611,12 @@ impl VcpuSet {
     /// [`THROTTLE_PERIOD`] and sit out the rest (kicked out of `KVM_RUN`).
     /// 0 removes the throttle; values above 99 are taken as 99. Independent
     /// of [`pause`](Self::pause). Used to make pre-copy migration converge.
-    pub fn set_throttle(&mut self, percent: u8) -> Result<(), VcpuError> {
+    pub fn set_throttle(&self, percent: u8) -> Result<(), VcpuError> {
         use std::sync::atomic::Ordering;
         let pct = percent.min(99);
         self.throttle_pct.store(pct, Ordering::SeqCst);
-        if pct == 0 || self.throttle_thread.is_some() {
+        let mut slot = lock(&self.throttle_thread);
+        if pct == 0 || slot.is_some() {
             return Ok(());
         }
         use std::os::unix::thread::JoinHandleExt;
@@ -645,7 +646,7 @@ impl VcpuSet {
                 control.cv.notify_all();
             })
             .map_err(VcpuError::Spawn)?;
-        self.throttle_thread = Some(h);
+        *slot = Some(h);
         Ok(())
     }
 
@@ -656,7 +657,8 @@ impl VcpuSet {
             c.state = RunState::Stopping;
             self.control.cv.notify_all();
         }
-        if let Some(t) = self.throttle_thread.take() {
+        let throttle = lock(&self.throttle_thread).take();
+        if let Some(t) = throttle {
             let _ = t.join();
         }
         // Kick until every thread has left KVM_RUN and exited.
