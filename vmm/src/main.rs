@@ -14,6 +14,8 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Introspect(vmm::introspect::Command),
+    /// Dump every VMState description as JSON (the reference's -dump-vmstate format).
+    DumpVmstate(vmm::dump_vmstate::DumpVmstateArgs),
     /// Run a VM on a versioned machine type until the guest powers off.
     Run(vmm::run::RunArgs),
     /// Write the embedded guest ELF to PATH (bootable by any PVH-capable VMM).
@@ -30,6 +32,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Introspect(cmd) => vmm::introspect::main(cmd),
+        Command::DumpVmstate(args) => vmm::dump_vmstate::main(&args),
         Command::Run(args) => vmm::run::main(args),
         Command::GuestElf { path } => vmm::run::guest_elf(&path),
         Command::BenchBoot(args) => vmm::bench::main(args),
