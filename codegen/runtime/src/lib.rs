@@ -24,6 +24,7 @@
 //! default. Precedence: default < deltas < `-global` < `-device`.
 
 pub mod overrides;
+pub mod deprecation;
 pub mod props;
 pub mod release;
 pub mod resolve;
