@@ -19,6 +19,7 @@ pub mod guest_ram;
 pub mod incoming;
 pub mod manifest;
 pub mod precopy;
+pub mod progress;
 pub mod status;
 pub mod stream;
 pub mod transport;
