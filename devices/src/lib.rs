@@ -13,6 +13,7 @@
 pub mod bus;
 pub mod generated;
 pub mod pci;
+pub mod persist;
 pub mod serial;
 pub mod virtio;
 

@@ -98,9 +98,14 @@ impl Serial {
     }
 
     /// Queues host input for the guest (raises the receive interrupt if the
-    /// guest enabled it); returns how many bytes fit in the FIFO.
+    /// guest enabled it); returns how many bytes fit in the FIFO (a 16550A's
+    /// 16 bytes, [`RX_FIFO_LEN`](super::RX_FIFO_LEN), what the VMState carries).
     pub fn enqueue_input(&mut self, input: &[u8]) -> usize {
-        let room = self.inner.fifo_capacity().min(input.len());
+        let queued = self.inner.state().in_buffer.len();
+        let room = super::RX_FIFO_LEN
+            .saturating_sub(queued)
+            .min(self.inner.fifo_capacity())
+            .min(input.len());
         if room == 0 {
             return 0;
         }
