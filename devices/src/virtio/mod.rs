@@ -3,9 +3,12 @@
 //! [`MmioTransport`] owns the queues (virtio-queue) and the interrupt; a
 //! [`VirtioDevice`] implements one device type. Queue notifications are
 //! handled synchronously in the vCPU thread that wrote `QueueNotify`.
+//! `persist.rs` maps a transport's state to the generated `virtio-mmio` and
+//! `virtio-blk` VMState sections ([`Persist`](crate::persist::Persist)).
 
 pub mod block;
 mod mmio;
+mod persist;
 
 pub use mmio::{MMIO_WINDOW, MmioTransport, MmioTransportState, QueueSnapshot, TransportError};
 
