@@ -87,13 +87,24 @@ fn refused(t: &TempTree) -> Refusal {
 fn the_real_tree_matches_every_frozen_release() {
     let c = check(&common::repo().join("compat"));
     assert!(c.diags.is_empty(), "{}", c.render());
-    assert!(c.sources.iter().filter(|s| s.name.starts_with("releases/")).count() >= 12);
+    assert!(
+        c.sources
+            .iter()
+            .filter(|s| s.name.starts_with("releases/"))
+            .count()
+            >= 12
+    );
 }
 
 #[test]
 fn removing_hw_compat_5_1_num_queues_is_refused() {
     let t = temp_copy("numq");
-    edit(&t, "deltas/hw_compat.toml", r#"{ type = "virtio-blk-device", property = "num-queues", value = "1" },"#, "");
+    edit(
+        &t,
+        "deltas/hw_compat.toml",
+        r#"{ type = "virtio-blk-device", property = "num-queues", value = "1" },"#,
+        "",
+    );
     let r = refused(&t);
     assert!(r.contains("default of `virtio-blk-device.num-queues` changed from 1 to auto in `compat/devices/virtio.toml:16`; machine type pc-5.1 would change; add `{ virtio-blk-device, num-queues, 1 }` to `hw_compat_5_1`"), "{}", r.text);
     insta::assert_snapshot!(r.rendered);
@@ -102,7 +113,12 @@ fn removing_hw_compat_5_1_num_queues_is_refused() {
 #[test]
 fn removing_the_hw_compat_7_2_aer_entry_is_refused() {
     let t = temp_copy("aer");
-    edit(&t, "deltas/hw_compat.toml", r#"{ type = "pci-device", property = "x-pcie-err-unc-mask", value = "off", added_in = "8.0.1" },"#, "");
+    edit(
+        &t,
+        "deltas/hw_compat.toml",
+        r#"{ type = "pci-device", property = "x-pcie-err-unc-mask", value = "off", added_in = "8.0.1" },"#,
+        "",
+    );
     let r = refused(&t);
     assert!(r.contains("default of `pci-device.x-pcie-err-unc-mask` changed from off to on in `compat/devices/pci.toml:6`; machine types pc-5.1 … pc-7.2 would change; add `{ pci-device, x-pcie-err-unc-mask, off }` to `hw_compat_7_2`"), "{}", r.text);
     insta::assert_snapshot!(r.rendered);
@@ -111,9 +127,18 @@ fn removing_the_hw_compat_7_2_aer_entry_is_refused() {
 #[test]
 fn changing_a_default_of_the_newest_released_machine_needs_a_new_machine_type() {
     let t = temp_copy("newest");
-    edit(&t, "devices/virtio.toml", r#"name = "discard", type = "bool", default = "on""#, r#"name = "discard", type = "bool", default = "off""#);
+    edit(
+        &t,
+        "devices/virtio.toml",
+        r#"name = "discard", type = "bool", default = "on""#,
+        r#"name = "discard", type = "bool", default = "off""#,
+    );
     let r = refused(&t);
-    assert!(r.contains("machine types pc-5.1 … pc-8.2 would change"), "{}", r.text);
+    assert!(
+        r.contains("machine types pc-5.1 … pc-8.2 would change"),
+        "{}",
+        r.text
+    );
     assert!(r.contains("add the next machine type"), "{}", r.text);
 }
 
@@ -121,9 +146,18 @@ fn changing_a_default_of_the_newest_released_machine_needs_a_new_machine_type() 
 fn a_new_vmstate_field_without_since_or_gate_is_refused() {
     let t = temp_copy("field");
     let last = r#"{ name = "writeback", wire = "bool", since = 2 },"#;
-    edit(&t, "devices/virtio.toml", last, &format!("{last}\n  {{ name = \"discard_sector\", wire = \"u64\" }},"));
+    edit(
+        &t,
+        "devices/virtio.toml",
+        last,
+        &format!("{last}\n  {{ name = \"discard_sector\", wire = \"u64\" }},"),
+    );
     let r = refused(&t);
-    assert!(r.contains("new VMState field `virtio-blk.discard_sector`"), "{}", r.text);
+    assert!(
+        r.contains("new VMState field `virtio-blk.discard_sector`"),
+        "{}",
+        r.text
+    );
     insta::assert_snapshot!(r.rendered);
 }
 
@@ -131,8 +165,18 @@ fn a_new_vmstate_field_without_since_or_gate_is_refused() {
 fn a_new_vmstate_field_with_a_new_version_is_accepted() {
     let t = temp_copy("field-ok");
     let last = r#"{ name = "writeback", wire = "bool", since = 2 },"#;
-    edit(&t, "devices/virtio.toml", last, &format!("{last}\n  {{ name = \"discard_sector\", wire = \"u64\", since = 3 }},"));
-    edit(&t, "devices/virtio.toml", "name = \"virtio-blk\"\nversion_id = 2", "name = \"virtio-blk\"\nversion_id = 3");
+    edit(
+        &t,
+        "devices/virtio.toml",
+        last,
+        &format!("{last}\n  {{ name = \"discard_sector\", wire = \"u64\", since = 3 }},"),
+    );
+    edit(
+        &t,
+        "devices/virtio.toml",
+        "name = \"virtio-blk\"\nversion_id = 2",
+        "name = \"virtio-blk\"\nversion_id = 3",
+    );
     let c = check(&t.0);
     assert!(!c.failed(), "{}", c.render());
 }
@@ -150,13 +194,30 @@ fn a_new_subsection_needs_a_gate_that_is_off_for_released_machines() {
     let anchor = r#"  { name = "status", wire = "u32" },
 ]
 "#;
-    edit(&t, "devices/virtio.toml", anchor, &format!("{anchor}{}", SUBSECTION.replace("GATE", "format_transport_address")));
+    edit(
+        &t,
+        "devices/virtio.toml",
+        anchor,
+        &format!(
+            "{anchor}{}",
+            SUBSECTION.replace("GATE", "format_transport_address")
+        ),
+    );
     let r = refused(&t);
-    assert!(r.contains("new VMState subsection `virtio-mmio/legacy`"), "{}", r.text);
+    assert!(
+        r.contains("new VMState subsection `virtio-mmio/legacy`"),
+        "{}",
+        r.text
+    );
     insta::assert_snapshot!(r.rendered);
 
     let t = temp_copy("sub-ok");
-    edit(&t, "devices/virtio.toml", anchor, &format!("{anchor}{}", SUBSECTION.replace("GATE", "force-legacy")));
+    edit(
+        &t,
+        "devices/virtio.toml",
+        anchor,
+        &format!("{anchor}{}", SUBSECTION.replace("GATE", "force-legacy")),
+    );
     let c = check(&t.0);
     assert!(!c.failed(), "{}", c.render());
 }
@@ -168,11 +229,19 @@ fn a_retroactive_edit_is_refused_unless_declared_as_an_erratum() {
     let t = temp_copy("retro");
     let rel = t.0.join("releases.toml");
     let s = std::fs::read_to_string(&rel).expect("read");
-    let start = s.find("[[release.erratum]]\nid = \"virtio-rng-vectors\"").expect("7.2 erratum");
-    let end = start + s[start..].find("fixed_in = \"7.2.1\"\n").expect("end") + "fixed_in = \"7.2.1\"\n".len();
+    let start = s
+        .find("[[release.erratum]]\nid = \"virtio-rng-vectors\"")
+        .expect("7.2 erratum");
+    let end = start
+        + s[start..].find("fixed_in = \"7.2.1\"\n").expect("end")
+        + "fixed_in = \"7.2.1\"\n".len();
     std::fs::write(&rel, format!("{}{}", &s[..start], &s[end..])).expect("write");
     let r = refused(&t);
-    assert!(r.contains("`hw_compat_7_1` entry `{ virtio-rng-pci, vectors, 0 }`"), "{}", r.text);
+    assert!(
+        r.contains("`hw_compat_7_1` entry `{ virtio-rng-pci, vectors, 0 }`"),
+        "{}",
+        r.text
+    );
     assert!(r.contains("release 7.2 presented"), "{}", r.text);
     insta::assert_snapshot!(r.rendered);
 }
@@ -180,9 +249,18 @@ fn a_retroactive_edit_is_refused_unless_declared_as_an_erratum() {
 #[test]
 fn a_changed_machine_knob_is_refused() {
     let t = temp_copy("knob");
-    edit(&t, "machines.toml", "version = \"7.2\"\nmax_cpus = 288", "version = \"7.2\"\nmax_cpus = 1024");
+    edit(
+        &t,
+        "machines.toml",
+        "version = \"7.2\"\nmax_cpus = 288",
+        "version = \"7.2\"\nmax_cpus = 1024",
+    );
     let r = refused(&t);
-    assert!(r.contains("machine type pc-7.2: `max_cpus` changed from 288 to 1024"), "{}", r.text);
+    assert!(
+        r.contains("machine type pc-7.2: `max_cpus` changed from 288 to 1024"),
+        "{}",
+        r.text
+    );
 }
 
 #[test]
@@ -191,9 +269,15 @@ fn a_frozen_release_is_reconstructed_with_its_errata() {
         .expect("io")
         .unwrap_or_else(|f| panic!("{}", f.render()));
     let m = &c.resolved.model;
-    let lock = |r: &str| compat_runtime::Lock::parse(&codegen::release::freeze(m, r).expect("freeze")).expect("parse");
+    let lock = |r: &str| {
+        compat_runtime::Lock::parse(&codegen::release::freeze(m, r).expect("freeze"))
+            .expect("parse")
+    };
     let val = |r: &str, machine: &str, t: &str, p: &str| {
-        lock(r).machine(machine).and_then(|x| x.prop(t, p)).map(str::to_string)
+        lock(r)
+            .machine(machine)
+            .and_then(|x| x.prop(t, p))
+            .map(str::to_string)
     };
     let mask = |r| val(r, "pc-7.2", "pcie-root-port", "x-pcie-err-unc-mask");
     assert_eq!(mask("7.2").as_deref(), Some("off"));
@@ -203,9 +287,15 @@ fn a_frozen_release_is_reconstructed_with_its_errata() {
     assert_eq!(vectors("7.1").as_deref(), Some("0"));
     assert_eq!(vectors("7.2").as_deref(), Some("2"));
     assert_eq!(vectors("7.2.1").as_deref(), Some("0"));
-    assert_eq!(val("5.1", "pc-5.1", "virtio-blk-device", "num-queues").as_deref(), Some("1"));
+    assert_eq!(
+        val("5.1", "pc-5.1", "virtio-blk-device", "num-queues").as_deref(),
+        Some("1")
+    );
     assert!(lock("5.1").machine("pc-5.2").is_none());
-    assert_eq!(lock("8.0.1").machine.last().map(|x| x.name.as_str()), Some("pc-8.0"));
+    assert_eq!(
+        lock("8.0.1").machine.last().map(|x| x.name.as_str()),
+        Some("pc-8.0")
+    );
     assert!(matches!(
         codegen::release::freeze(m, "9.9"),
         Err(codegen::release::FreezeError::UnknownRelease(_))
@@ -215,13 +305,32 @@ fn a_frozen_release_is_reconstructed_with_its_errata() {
 #[test]
 fn deprecated_md_lists_machine_lifecycles_and_features() {
     let t = temp_copy("deprecated");
-    edit(&t, "machines.toml", "version = \"5.1\"\n", "version = \"5.1\"\nlifecycle = \"removed\"\nsince = \"8.2\"\n");
-    edit(&t, "machines.toml", "version = \"5.2\"\n", "version = \"5.2\"\nlifecycle = \"deprecated\"\nsince = \"8.2\"\n");
+    edit(
+        &t,
+        "machines.toml",
+        "version = \"5.1\"\n",
+        "version = \"5.1\"\nlifecycle = \"removed\"\nsince = \"8.2\"\n",
+    );
+    edit(
+        &t,
+        "machines.toml",
+        "version = \"5.2\"\n",
+        "version = \"5.2\"\nlifecycle = \"deprecated\"\nsince = \"8.2\"\n",
+    );
     let c = codegen::compile_dir(&t.0)
         .expect("io")
         .unwrap_or_else(|f| panic!("{}", f.render()));
     let md = codegen::release::deprecated::markdown(&c.resolved.model);
-    assert!(md.contains("| `pc-5.1` | removed | 8.2 | `pc-8.2` |"), "{md}");
-    assert!(md.contains("| `pc-5.2` | deprecated | 8.2 | `pc-8.2` |"), "{md}");
-    assert!(md.contains("| the `inc` option of the migrate command | `migrate-inc` | 8.2 |"), "{md}");
+    assert!(
+        md.contains("| `pc-5.1` | removed | 8.2 | `pc-8.2` |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| `pc-5.2` | deprecated | 8.2 | `pc-8.2` |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| the `inc` option of the migrate command | `migrate-inc` | 8.2 |"),
+        "{md}"
+    );
 }

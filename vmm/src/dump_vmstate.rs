@@ -207,7 +207,10 @@ mod tests {
         let v = build(&args("pc", None), &CATALOG).expect("dump");
         check_structure(&v, "pc-8.2");
         let root_port = &v["pcie-root-port"]["Description"];
-        assert_eq!(root_port["Subsections"][0]["name"], "pcie-root-port/aer-mask");
+        assert_eq!(
+            root_port["Subsections"][0]["name"],
+            "pcie-root-port/aer-mask"
+        );
         let serial = &v["isa-serial"]["Description"]["Fields"];
         let fcr = serial
             .as_array()

@@ -43,20 +43,29 @@ pub fn gen_hook(root: &Path, compiled: &codegen::Compiled, check: bool) -> Resul
     let start = Instant::now();
     let locks = codegen::release::read_locks(&compat).map_err(|e| format!("reading locks: {e}"))?;
     let n = locks.len();
-    let checked = codegen::release::check_locks(&compiled.resolved.model, &compiled.sources, locks.clone());
+    let checked =
+        codegen::release::check_locks(&compiled.resolved.model, &compiled.sources, locks.clone());
     let took = start.elapsed();
     for d in &checked.diags {
         eprintln!("{:?}", miette::Report::new(d.with_source(&checked.sources)));
     }
     if checked.failed() {
         let e = checked.diags.iter().filter(|d| d.is_error()).count();
-        return Err(format!("{e} compat error(s) against the frozen releases; nothing generated"));
+        return Err(format!(
+            "{e} compat error(s) against the frozen releases; nothing generated"
+        ));
     }
-    println!("compat checker: {n} release locks ok in {:.1} ms", took.as_secs_f64() * 1e3);
+    println!(
+        "compat checker: {n} release locks ok in {:.1} ms",
+        took.as_secs_f64() * 1e3
+    );
     let model = &compiled.resolved.model;
     let mut stale = Vec::new();
     let outputs = [
-        (codegen::release::deprecated::PATH, codegen::release::deprecated::markdown(model)),
+        (
+            codegen::release::deprecated::PATH,
+            codegen::release::deprecated::markdown(model),
+        ),
         (LOCKS_RS, locks_rs(&locks)),
     ];
     for (rel, content) in outputs {
@@ -65,7 +74,10 @@ pub fn gen_hook(root: &Path, compiled: &codegen::Compiled, check: bool) -> Resul
         }
     }
     if check && !stale.is_empty() {
-        return Err(format!("stale generated files (run `cargo xtask gen`): {}", stale.join(", ")));
+        return Err(format!(
+            "stale generated files (run `cargo xtask gen`): {}",
+            stale.join(", ")
+        ));
     }
     Ok(())
 }
@@ -90,7 +102,8 @@ pub fn freeze(root: &Path, release: &str) -> Result<(), String> {
             path.display()
         ));
     }
-    let text = codegen::release::freeze(&compiled.resolved.model, release).map_err(|e| e.to_string())?;
+    let text =
+        codegen::release::freeze(&compiled.resolved.model, release).map_err(|e| e.to_string())?;
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     std::fs::write(&path, text).map_err(|e| e.to_string())?;
     println!("froze release {release} into {}", path.display());

@@ -138,7 +138,10 @@ mod tests {
         let Some(Notice::Warning(w)) = CATALOG.machine_notice(deprecated, MachineUse::Run) else {
             panic!("deprecated machine: a warning")
         };
-        assert!(w.contains("pc-9.1 is deprecated since 9.2") && w.contains("pc-9.2"), "{w}");
+        assert!(
+            w.contains("pc-9.1 is deprecated since 9.2") && w.contains("pc-9.2"),
+            "{w}"
+        );
         assert!(matches!(
             CATALOG.machine_notice(deprecated, MachineUse::Incoming),
             Some(Notice::Warning(_))
@@ -153,7 +156,9 @@ mod tests {
     fn migrate_options() {
         assert_eq!(
             CATALOG.migrate_option_warning("inc").as_deref(),
-            Some("the `inc` option of the migrate command is deprecated since 8.2; use instead: blockdev-mirror over NBD")
+            Some(
+                "the `inc` option of the migrate command is deprecated since 8.2; use instead: blockdev-mirror over NBD"
+            )
         );
         assert_eq!(CATALOG.migrate_option_warning("multifd"), None);
     }

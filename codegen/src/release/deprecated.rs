@@ -14,7 +14,9 @@ pub fn markdown(model: &Model) -> String {
     o.push_str("# Deprecated and removed features\n\n");
     o.push_str("Deprecated features still work and print a warning naming their replacement.\n");
     o.push_str("A deprecated machine type still runs and accepts incoming migrations, with a\n");
-    o.push_str("warning on `vmm run`; a removed one is refused, naming the machine type to use.\n\n");
+    o.push_str(
+        "warning on `vmm run`; a removed one is refused, naming the machine type to use.\n\n",
+    );
     o.push_str("## Machine types\n\n");
     let mut any = false;
     for f in &model.families {

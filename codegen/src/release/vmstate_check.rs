@@ -147,7 +147,12 @@ fn fields(
             .filter(|n| b.iter().any(|l| l.name == *n) && a.iter().any(|f| f.name == *n))
             .collect()
     }
-    let order = |xs: Vec<&'_ str>| common(xs, &at_v, &locked).into_iter().map(str::to_string).collect::<Vec<_>>();
+    let order = |xs: Vec<&'_ str>| {
+        common(xs, &at_v, &locked)
+            .into_iter()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
     if order(at_v.iter().map(|f| f.name.as_str()).collect())
         != order(locked.iter().map(|f| f.name.as_str()).collect())
     {
@@ -186,7 +191,9 @@ fn subsections(
         match ls.subsection.iter().find(|x| x.name == sub.name) {
             None => {
                 let gate = ty.props.iter().position(|p| p.name == sub.gate);
-                let gated_on = |c: &&MachineView| gate.is_some_and(|g| c.props[ti][g].value == Value::Bool(true));
+                let gated_on = |c: &&MachineView| {
+                    gate.is_some_and(|g| c.props[ti][g].value == Value::Bool(true))
+                };
                 let known = |c: &&MachineView| l.lock.machine.iter().any(|m| m.name == c.name);
                 if !current.iter().filter(known).any(|c| gated_on(&c)) {
                     continue;
@@ -203,7 +210,11 @@ fn subsections(
                 let last = on_views
                     .last()
                     .map(|c| {
-                        let series = model.families[c.family].series.first().cloned().unwrap_or_default();
+                        let series = model.families[c.family]
+                            .series
+                            .first()
+                            .cloned()
+                            .unwrap_or_default();
                         format!("`{series}_{}`", c.version.underscored())
                     })
                     .unwrap_or_default();

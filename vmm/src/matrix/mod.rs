@@ -6,18 +6,20 @@
 //! binary ([`locks::LOCKS`], written by `cargo xtask gen`); the verdict of one
 //! pair is [`compat_runtime::release::migrate`].
 
+// Written by `cargo xtask gen`; rustfmt leaves it alone.
+#[rustfmt::skip]
 pub mod locks;
 mod render;
 #[cfg(test)]
 mod tests;
 
 use compat_runtime::release::{Verdict, migrate_with};
-use compat_runtime::version::cmp_release;
 use compat_runtime::suggest::{did_you_mean, hint};
+use compat_runtime::version::cmp_release;
 use compat_runtime::{Catalog, Lock};
 use serde::Serialize;
 
-pub use render::{text, json};
+pub use render::{json, text};
 
 /// Arguments of `vmm compat matrix`.
 #[derive(clap::Args, Debug, Default)]

@@ -17,7 +17,9 @@ fn run_text(machine: Option<&str>, releases: &[&str]) -> String {
 fn verdict(src: &str, dst: &str, machine: &str) -> Verdict {
     let all = embedded().expect("locks");
     let l = |r: &str| all.iter().find(|l| l.release == r).expect("lock");
-    migrate_with(l(src), l(dst), machine, &|t, p| settable(&CATALOG, dst, t, p))
+    migrate_with(l(src), l(dst), machine, &|t, p| {
+        settable(&CATALOG, dst, t, p)
+    })
 }
 
 fn works(src: &str, dst: &str, machine: &str) -> bool {
@@ -50,14 +52,23 @@ fn seed_cases_1_to_6() {
 fn without_hw_compat_5_1_cases_5_and_6_would_fail_on_num_queues() {
     let all = embedded().expect("locks");
     let l51 = all.iter().find(|l| l.release == "5.1").expect("5.1");
-    let mut l52 = all.iter().find(|l| l.release == "5.2").expect("5.2").clone();
-    let m = l52.machine.iter_mut().find(|m| m.name == "pc-5.1").expect("pc-5.1");
+    let mut l52 = all
+        .iter()
+        .find(|l| l.release == "5.2")
+        .expect("5.2")
+        .clone();
+    let m = l52
+        .machine
+        .iter_mut()
+        .find(|m| m.name == "pc-5.1")
+        .expect("pc-5.1");
     m.props
         .get_mut("virtio-blk-device")
         .and_then(|p| p.get_mut("num-queues"))
         .map(|v| *v = "auto".into())
         .expect("num-queues");
-    let Verdict::Fails { differences, .. } = compat_runtime::release::migrate(&l52, l51, "pc-5.1") else {
+    let Verdict::Fails { differences, .. } = compat_runtime::release::migrate(&l52, l51, "pc-5.1")
+    else {
         panic!("expected a failure")
     };
     assert_eq!(
@@ -90,8 +101,13 @@ fn sticky_aer_mask_from_8_0_to_8_0_1_and_on() {
         panic!("8.0 -> 8.0.1 must fail")
     };
     assert_eq!(
-        differences.iter().map(ToString::to_string).collect::<Vec<_>>(),
-        vec!["pci-device.x-pcie-err-unc-mask: on vs off (and subtypes pcie-root-port, virtio-rng-pci)"]
+        differences
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        vec![
+            "pci-device.x-pcie-err-unc-mask: on vs off (and subtypes pcie-root-port, virtio-rng-pci)"
+        ]
     );
     assert_eq!(fix, vec!["-global pci-device.x-pcie-err-unc-mask=on"]);
     // With the mask pinned on, the guest goes on to 8.0.1 and then 8.2.

@@ -232,12 +232,15 @@ fn fix_for(
     if rest.is_empty() { fix } else { Vec::new() }
 }
 
+/// A property's value on the source and on the destination.
+type ValuePair<'a> = (Option<&'a String>, Option<&'a String>);
+
 fn property_diffs(
     sm: &LockMachine,
     dm: &LockMachine,
     parents: &BTreeMap<String, String>,
 ) -> Vec<Difference> {
-    let mut raw: BTreeMap<(&str, &str), (Option<&String>, Option<&String>)> = BTreeMap::new();
+    let mut raw: BTreeMap<(&str, &str), ValuePair> = BTreeMap::new();
     let devices = sm.props.keys().chain(dm.props.keys());
     for dev in devices {
         let (s, d) = (sm.props.get(dev), dm.props.get(dev));
