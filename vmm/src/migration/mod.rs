@@ -29,6 +29,8 @@ pub mod vm;
 #[cfg(test)]
 pub(crate) mod fake;
 #[cfg(test)]
+mod mem_vm_tests;
+#[cfg(test)]
 mod tests;
 
 /// Guest page size used by the stream and the dirty bitmaps.
