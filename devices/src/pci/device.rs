@@ -22,6 +22,7 @@ struct Function {
 /// The ECAM window of bus 0: host bridge at 00.0, the root port at its slot.
 pub struct Ecam {
     functions: Vec<Function>,
+    root_port_cfg: PcieRootPortConfig,
 }
 
 fn host_bridge() -> ConfigSpace {
@@ -86,7 +87,36 @@ impl Ecam {
                 root_port_cfg.device
             );
         }
-        Self { functions }
+        Self {
+            functions,
+            root_port_cfg: root_port_cfg.clone(),
+        }
+    }
+
+    /// The configuration the root port was built from.
+    pub fn root_port_config(&self) -> &PcieRootPortConfig {
+        &self.root_port_cfg
+    }
+
+    /// The device number of the root port, if it was added.
+    pub fn root_port_slot(&self) -> Option<u8> {
+        self.functions.iter().map(|f| f.slot).find(|&s| s != 0)
+    }
+
+    /// The config space of device `slot` (function 0) on bus 0.
+    pub fn config_space(&self, slot: u8) -> Option<&ConfigSpace> {
+        self.functions
+            .iter()
+            .find(|f| f.slot == slot)
+            .map(|f| &f.cfg)
+    }
+
+    /// Mutable [`config_space`](Self::config_space) (device-side access).
+    pub fn config_space_mut(&mut self, slot: u8) -> Option<&mut ConfigSpace> {
+        self.functions
+            .iter_mut()
+            .find(|f| f.slot == slot)
+            .map(|f| &mut f.cfg)
     }
 
     /// Config space contents of every function.

@@ -4,11 +4,14 @@
 //!
 //! Files: `config.rs` (what the machine type decides), `config_space.rs`
 //! (4 KiB config space with write and write-1-to-clear masks), `device.rs`
-//! (host bridge, root port, the ECAM bus device), `state.rs` (migratable state).
+//! (host bridge, root port, the ECAM bus device), `state.rs` (migratable state),
+//! `persist.rs` (the root port's config space ⇄ the generated VMState section
+//! `pcie-root-port`).
 
 mod config;
 mod config_space;
 mod device;
+mod persist;
 mod state;
 
 pub use config::{PciHostConfig, PcieRootPortConfig};
