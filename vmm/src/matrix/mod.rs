@@ -27,7 +27,8 @@ pub struct MatrixArgs {
     /// Only this machine type (or alias).
     #[arg(short = 'M', long = "machine")]
     pub machine: Option<String>,
-    /// Only these releases, comma-separated, in this order (default: all).
+    /// Only these releases, comma-separated, in this order (default: every
+    /// frozen release; `next` is this build).
     #[arg(long, value_delimiter = ',')]
     pub releases: Vec<String>,
     /// Print JSON instead of text.
@@ -68,6 +69,16 @@ pub struct Cell {
     pub verdict: Verdict,
 }
 
+/// The name of this build in the matrix (the next, unreleased version).
+pub const NEXT: &str = "next";
+
+/// Every embedded lock, oldest release first, then this build as [`NEXT`].
+pub fn with_next(catalog: &Catalog) -> Result<Vec<Lock>, MatrixError> {
+    let mut all = embedded()?;
+    all.push(catalog.as_lock(NEXT));
+    Ok(all)
+}
+
 /// Every embedded lock, oldest release first.
 pub fn embedded() -> Result<Vec<Lock>, MatrixError> {
     locks::LOCKS
@@ -81,10 +92,11 @@ pub fn embedded() -> Result<Vec<Lock>, MatrixError> {
         .collect()
 }
 
-/// Picks the locks named in `names` (all when empty), in that order.
+/// Picks the locks named in `names` (every frozen release when empty), in
+/// that order.
 pub fn select<'a>(all: &'a [Lock], names: &[String]) -> Result<Vec<&'a Lock>, MatrixError> {
     if names.is_empty() {
-        return Ok(all.iter().collect());
+        return Ok(all.iter().filter(|l| l.release != NEXT).collect());
     }
     names
         .iter()
@@ -135,11 +147,12 @@ pub fn machines(
 /// (the fix is what introduced the property, as with 8.0.1's
 /// `x-pcie-err-unc-mask`). Conservative: never offers a fix that may not exist.
 pub fn settable(catalog: &Catalog, release: &str, ty: &str, prop: &str) -> bool {
-    !catalog.releases.iter().flat_map(|r| r.errata).any(|e| {
-        e.property == prop
-            && catalog.is_subtype(ty, e.type_name)
-            && cmp_release(release, e.fixed_in).is_lt()
-    })
+    release == NEXT
+        || !catalog.releases.iter().flat_map(|r| r.errata).any(|e| {
+            e.property == prop
+                && catalog.is_subtype(ty, e.type_name)
+                && cmp_release(release, e.fixed_in).is_lt()
+        })
 }
 
 /// The matrix: per machine type, every ordered pair of `locks`.
@@ -164,7 +177,7 @@ pub fn matrix(locks: &[&Lock], machines: &[String], catalog: &Catalog) -> Vec<Ce
 
 /// `vmm compat matrix`: writes the matrix to `out`.
 pub fn run(args: &MatrixArgs, catalog: &Catalog, out: &mut String) -> Result<(), MatrixError> {
-    let all = embedded()?;
+    let all = with_next(catalog)?;
     let locks = select(&all, &args.releases)?;
     let ms = machines(&locks, args.machine.as_deref(), catalog)?;
     let cells = matrix(&locks, &ms, catalog);

@@ -178,3 +178,43 @@ fn every_embedded_lock_parses_and_the_full_matrix_is_complete() {
     let cells = matrix(&refs, &ms, &CATALOG);
     assert_eq!(cells.len(), ms.len() * all.len() * all.len());
 }
+
+#[test]
+fn this_build_migrates_with_every_release_except_where_an_erratum_says_otherwise() {
+    let all = with_next(&CATALOG).expect("locks");
+    let next = all.last().expect("next");
+    for l in &all {
+        for m in &l.machine {
+            let there = compat_runtime::release::migrate(l, next, &m.name).works();
+            let back = compat_runtime::release::migrate(next, l, &m.name).works();
+            let erratum = l.errata.iter().any(|e| {
+                (e == "aer-uncor-mask" && m.name.as_str() <= "pc-7.2")
+                    || (e == "virtio-rng-vectors" && m.name.as_str() <= "pc-7.1")
+            });
+            assert_eq!(there && back, !erratum, "{} {}", l.release, m.name);
+        }
+    }
+}
+
+#[test]
+fn next_can_be_named_and_clap_parses_the_flags() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: MatrixArgs,
+    }
+    let cli = Cli::parse_from(["matrix", "-M", "pc-7.2", "--releases", "8.0,next", "--json"]);
+    assert_eq!(cli.args.releases, vec!["8.0", "next"]);
+    let mut out = String::new();
+    run(&cli.args, &CATALOG, &mut out).expect("matrix");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("json");
+    let cells = v["cells"].as_array().expect("cells");
+    assert_eq!(cells.len(), 4);
+    assert_eq!(cells[1]["destination"], "next");
+    assert_eq!(cells[1]["verdict"], "fails");
+    assert_eq!(
+        cells[1]["fix"][0],
+        "-global pci-device.x-pcie-err-unc-mask=on"
+    );
+}

@@ -7,6 +7,7 @@
 //! lock, and `vmm compat matrix` compares locks pairwise.
 
 pub mod compare;
+mod current;
 mod lock;
 
 pub use compare::{Difference, Verdict, migrate, migrate_with};
