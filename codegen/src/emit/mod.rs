@@ -76,16 +76,32 @@ pub fn device_types() -> &'static [DeviceType] {
 }
 "#;
 
-/// Emits every generated file.
+/// Emits every generated file. The three large files are built and
+/// formatted on their own threads.
 pub fn emit(r: &Resolved) -> Result<Vec<GeneratedFile>, EmitError> {
+    type Out = Result<GeneratedFile, EmitError>;
+    let (catalog, types, props) = std::thread::scope(|s| {
+        let c = s.spawn(|| format("catalog.rs", catalog::catalog(r)));
+        let t = s.spawn(|| format("device_types.rs", catalog::device_types(&r.model)));
+        let p = format("props.rs", props::props(&r.model));
+        let join = |h: std::thread::ScopedJoinHandle<'_, Out>, name: &str| -> Out {
+            h.join().unwrap_or_else(|_| {
+                Err(EmitError {
+                    file: name.to_string(),
+                    message: "emitter thread panicked".into(),
+                })
+            })
+        };
+        (join(c, "catalog.rs"), join(t, "device_types.rs"), p)
+    });
     Ok(vec![
-        format("catalog.rs", catalog::catalog(r))?,
-        format("device_types.rs", catalog::device_types(&r.model))?,
+        catalog?,
+        types?,
         GeneratedFile {
             name: "mod.rs".into(),
             content: format!("{STAMP}{MOD_RS}"),
         },
-        format("props.rs", props::props(&r.model))?,
+        props?,
         format("vmstate.rs", vmstate::vmstate(&r.model))?,
     ])
 }

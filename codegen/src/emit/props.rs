@@ -14,8 +14,8 @@ fn enum_ident(p: &PropM) -> Ident {
 fn enum_def(p: &PropM, variants: &[String]) -> TokenStream {
     let id = enum_ident(p);
     let vids = unique(variants.iter().map(|v| camel(v)).collect());
-    let doc = format!("Values of `{}.{}`.", p.owner, p.name);
-    let docs = variants.iter().map(|v| format!("`{v}`"));
+    let doc = format!(" Values of `{}.{}`.", p.owner, p.name);
+    let docs = variants.iter().map(|v| format!(" `{v}`"));
     quote! {
         #[doc = #doc]
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -91,7 +91,7 @@ pub fn props(m: &Model) -> TokenStream {
                     quote!(props::get_string(cfg, Self::TYPE_NAME, #pn)?),
                 ),
             };
-            let doc = format!("`{}` ({}): {}", p.name, p.ty.describe(), p.doc);
+            let doc = format!(" `{}` ({}): {}", p.name, p.ty.describe(), p.doc);
             fields.push(quote!(#[doc = #doc] pub #fid: #ty));
             inits.push(quote!(#fid: #init));
         }
@@ -100,7 +100,7 @@ pub fn props(m: &Model) -> TokenStream {
         } else {
             quote!()
         };
-        let doc = format!("Typed properties of `{}`: {}", t.name, t.doc);
+        let doc = format!(" Typed properties of `{}`: {}", t.name, t.doc);
         quote! {
             #[doc = #doc]
             #[derive(Debug, Clone, PartialEq, Eq)]

@@ -94,7 +94,7 @@ pub fn vmstate(m: &Model) -> TokenStream {
             let f = field_descs(&s.fields);
             quote!(SubsectionDesc { name: #sn, gate: #gate, fields: &[#(#f),*] })
         });
-        let doc = format!("VMState of `{}`.", t.name);
+        let doc = format!(" VMState of `{}`.", t.name);
         items.push(quote! {
             #[doc = #doc]
             pub static #sid: VmStateDesc = VmStateDesc {
@@ -115,7 +115,7 @@ pub fn vmstate(m: &Model) -> TokenStream {
             let sname = format_ident!("{}{}State", camel(&t.name), camel(last(&s.name)));
             let c = conv(&s.fields, quote!(f), quote!(s));
             let (ids, tys, to, from) = (&c.ids, &c.tys, &c.to, &c.from);
-            let doc = format!("Subsection `{}`, sent when `{}` is on.", s.name, s.gate);
+            let doc = format!(" Subsection `{}`, sent when `{}` is on.", s.name, s.gate);
             items.push(quote! {
                 #[doc = #doc]
                 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -150,7 +150,7 @@ pub fn vmstate(m: &Model) -> TokenStream {
             }
         };
         let doc = format!(
-            "Migration state of `{}` (section `{}`, version {}).",
+            " Migration state of `{}` (section `{}`, version {}).",
             t.name, v.name, v.version_id
         );
         items.push(quote! {

@@ -3,14 +3,14 @@
 //! [`EffectiveConfig`](compat_runtime::EffectiveConfig).
 #[allow(unused_imports)]
 use compat_runtime::{props, AutoOr, EffectiveConfig, PropsError};
-///Values of `migration.zero-page-detection`.
+/// Values of `migration.zero-page-detection`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MigrationZeroPageDetection {
-    ///`none`
+    /// `none`
     None,
-    ///`legacy`
+    /// `legacy`
     Legacy,
-    ///`multifd`
+    /// `multifd`
     Multifd,
 }
 impl MigrationZeroPageDetection {
@@ -32,20 +32,20 @@ impl MigrationZeroPageDetection {
         }
     }
 }
-///Values of `pcie-root-port.x-speed`.
+/// Values of `pcie-root-port.x-speed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PcieRootPortXSpeed {
-    ///`2_5`
+    /// `2_5`
     V2_5,
-    ///`5`
+    /// `5`
     V5,
-    ///`8`
+    /// `8`
     V8,
-    ///`16`
+    /// `16`
     V16,
-    ///`32`
+    /// `32`
     V32,
-    ///`64`
+    /// `64`
     V64,
 }
 impl PcieRootPortXSpeed {
@@ -73,22 +73,22 @@ impl PcieRootPortXSpeed {
         }
     }
 }
-///Values of `pcie-root-port.x-width`.
+/// Values of `pcie-root-port.x-width`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PcieRootPortXWidth {
-    ///`1`
+    /// `1`
     V1,
-    ///`2`
+    /// `2`
     V2,
-    ///`4`
+    /// `4`
     V4,
-    ///`8`
+    /// `8`
     V8,
-    ///`12`
+    /// `12`
     V12,
-    ///`16`
+    /// `16`
     V16,
-    ///`32`
+    /// `32`
     V32,
 }
 impl PcieRootPortXWidth {
@@ -118,7 +118,7 @@ impl PcieRootPortXWidth {
         }
     }
 }
-///Typed properties of `device`: Root of every guest-visible device type
+/// Typed properties of `device`: Root of every guest-visible device type
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceProps {}
 impl DeviceProps {
@@ -130,18 +130,18 @@ impl DeviceProps {
         Ok(Self {})
     }
 }
-///Typed properties of `migration`: The migration object: stream features that depend on the machine type
+/// Typed properties of `migration`: The migration object: stream features that depend on the machine type
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationProps {
-    ///`x-preempt-pre-7-2` (bool): Postcopy preempt channel uses the pre-7.2 handshake
+    /// `x-preempt-pre-7-2` (bool): Postcopy preempt channel uses the pre-7.2 handshake
     pub x_preempt_pre_7_2: bool,
-    ///`multifd-flush-after-each-section` (bool): Flush multifd channels after every RAM section (pre-8.1 stream)
+    /// `multifd-flush-after-each-section` (bool): Flush multifd channels after every RAM section (pre-8.1 stream)
     pub multifd_flush_after_each_section: bool,
-    ///`zero-page-detection` (enum none/legacy/multifd): Where zero pages are detected
+    /// `zero-page-detection` (enum none/legacy/multifd): Where zero pages are detected
     pub zero_page_detection: MigrationZeroPageDetection,
-    ///`send-configuration` (bool): Send the configuration section (machine type name)
+    /// `send-configuration` (bool): Send the configuration section (machine type name)
     pub send_configuration: bool,
-    ///`send-section-footer` (bool): Send a footer after each section to catch stream desync
+    /// `send-section-footer` (bool): Send a footer after each section to catch stream desync
     pub send_section_footer: bool,
 }
 impl MigrationProps {
@@ -179,18 +179,18 @@ impl MigrationProps {
         })
     }
 }
-///Typed properties of `x86_64-cpu`: x86-64 vCPU
+/// Typed properties of `x86_64-cpu`: x86-64 vCPU
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct X86_64CpuProps {
-    ///`kvm-msi-ext-dest-id` (bool): Advertise KVM_FEATURE_MSI_EXT_DEST_ID
+    /// `kvm-msi-ext-dest-id` (bool): Advertise KVM_FEATURE_MSI_EXT_DEST_ID
     pub kvm_msi_ext_dest_id: bool,
-    ///`x-vendor-cpuid-only` (bool): Only pass vendor-specific CPUID leaves of the host vendor
+    /// `x-vendor-cpuid-only` (bool): Only pass vendor-specific CPUID leaves of the host vendor
     pub x_vendor_cpuid_only: bool,
-    ///`hv-version-id-build` (u32): Hyper-V build number reported to the guest
+    /// `hv-version-id-build` (u32): Hyper-V build number reported to the guest
     pub hv_version_id_build: u32,
-    ///`hv-version-id-major` (u32): Hyper-V major version reported to the guest
+    /// `hv-version-id-major` (u32): Hyper-V major version reported to the guest
     pub hv_version_id_major: u32,
-    ///`hv-version-id-minor` (u32): Hyper-V minor version reported to the guest
+    /// `hv-version-id-minor` (u32): Hyper-V minor version reported to the guest
     pub hv_version_id_minor: u32,
 }
 impl X86_64CpuProps {
@@ -227,16 +227,16 @@ impl X86_64CpuProps {
         })
     }
 }
-///Typed properties of `pci-device`: Common PCI/PCIe function behaviour
+/// Typed properties of `pci-device`: Common PCI/PCIe function behaviour
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PciDeviceProps {
-    ///`x-pcie-err-unc-mask` (bool): Initialise and allow writes to the AER PCI_ERR_UNCOR_MASK register
+    /// `x-pcie-err-unc-mask` (bool): Initialise and allow writes to the AER PCI_ERR_UNCOR_MASK register
     pub x_pcie_err_unc_mask: bool,
-    ///`x-pcie-ari-nextfn-1` (bool): ARI capability next-function number is 1 (pre-8.1 bug)
+    /// `x-pcie-ari-nextfn-1` (bool): ARI capability next-function number is 1 (pre-8.1 bug)
     pub x_pcie_ari_nextfn_1: bool,
-    ///`x-pcie-ext-tag` (bool): Advertise extended tag support in PCIe device capabilities
+    /// `x-pcie-ext-tag` (bool): Advertise extended tag support in PCIe device capabilities
     pub x_pcie_ext_tag: bool,
-    ///`acpi-index` (u32): ACPI index for the guest's NIC naming (0: none)
+    /// `acpi-index` (u32): ACPI index for the guest's NIC naming (0: none)
     pub acpi_index: u32,
 }
 impl PciDeviceProps {
@@ -260,12 +260,12 @@ impl PciDeviceProps {
         })
     }
 }
-///Typed properties of `isa-serial`: 16550A UART on the ISA bus
+/// Typed properties of `isa-serial`: 16550A UART on the ISA bus
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IsaSerialProps {
-    ///`iobase` (u16): I/O port base
+    /// `iobase` (u16): I/O port base
     pub iobase: u16,
-    ///`irq` (u8 0..=15): ISA IRQ line
+    /// `irq` (u8 0..=15): ISA IRQ line
     pub irq: u8,
 }
 impl IsaSerialProps {
@@ -279,14 +279,14 @@ impl IsaSerialProps {
         })
     }
 }
-///Typed properties of `virtio-device`: Common virtio device behaviour (feature bits every virtio device offers)
+/// Typed properties of `virtio-device`: Common virtio device behaviour (feature bits every virtio device offers)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtioDeviceProps {
-    ///`indirect_desc` (bool): Offer VIRTIO_RING_F_INDIRECT_DESC
+    /// `indirect_desc` (bool): Offer VIRTIO_RING_F_INDIRECT_DESC
     pub indirect_desc: bool,
-    ///`event_idx` (bool): Offer VIRTIO_RING_F_EVENT_IDX
+    /// `event_idx` (bool): Offer VIRTIO_RING_F_EVENT_IDX
     pub event_idx: bool,
-    ///`queue_reset` (bool): Offer VIRTIO_F_RING_RESET (per-queue reset)
+    /// `queue_reset` (bool): Offer VIRTIO_F_RING_RESET (per-queue reset)
     pub queue_reset: bool,
 }
 impl VirtioDeviceProps {
@@ -301,12 +301,12 @@ impl VirtioDeviceProps {
         })
     }
 }
-///Typed properties of `virtio-mmio`: virtio-mmio transport (version 2, modern)
+/// Typed properties of `virtio-mmio`: virtio-mmio transport (version 2, modern)
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtioMmioProps {
-    ///`force-legacy` (bool): Present the legacy (version 1) register layout
+    /// `force-legacy` (bool): Present the legacy (version 1) register layout
     pub force_legacy: bool,
-    ///`format_transport_address` (bool): Name the transport by its base address
+    /// `format_transport_address` (bool): Name the transport by its base address
     pub format_transport_address: bool,
 }
 impl VirtioMmioProps {
@@ -324,24 +324,24 @@ impl VirtioMmioProps {
         })
     }
 }
-///Typed properties of `qemu64-x86_64-cpu`: The baseline `qemu64` CPU model
+/// Typed properties of `qemu64-x86_64-cpu`: The baseline `qemu64` CPU model
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Qemu64X86_64CpuProps {
-    ///`kvm-msi-ext-dest-id` (bool): Advertise KVM_FEATURE_MSI_EXT_DEST_ID
+    /// `kvm-msi-ext-dest-id` (bool): Advertise KVM_FEATURE_MSI_EXT_DEST_ID
     pub kvm_msi_ext_dest_id: bool,
-    ///`x-vendor-cpuid-only` (bool): Only pass vendor-specific CPUID leaves of the host vendor
+    /// `x-vendor-cpuid-only` (bool): Only pass vendor-specific CPUID leaves of the host vendor
     pub x_vendor_cpuid_only: bool,
-    ///`hv-version-id-build` (u32): Hyper-V build number reported to the guest
+    /// `hv-version-id-build` (u32): Hyper-V build number reported to the guest
     pub hv_version_id_build: u32,
-    ///`hv-version-id-major` (u32): Hyper-V major version reported to the guest
+    /// `hv-version-id-major` (u32): Hyper-V major version reported to the guest
     pub hv_version_id_major: u32,
-    ///`hv-version-id-minor` (u32): Hyper-V minor version reported to the guest
+    /// `hv-version-id-minor` (u32): Hyper-V minor version reported to the guest
     pub hv_version_id_minor: u32,
-    ///`family` (u32 0..=270): CPUID family
+    /// `family` (u32 0..=270): CPUID family
     pub family: u32,
-    ///`model` (u32 0..=255): CPUID model
+    /// `model` (u32 0..=255): CPUID model
     pub model: u32,
-    ///`stepping` (u32 0..=15): CPUID stepping
+    /// `stepping` (u32 0..=15): CPUID stepping
     pub stepping: u32,
 }
 impl Qemu64X86_64CpuProps {
@@ -381,24 +381,24 @@ impl Qemu64X86_64CpuProps {
         })
     }
 }
-///Typed properties of `pcie-root-port`: PCIe root port with an AER capability
+/// Typed properties of `pcie-root-port`: PCIe root port with an AER capability
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PcieRootPortProps {
-    ///`x-pcie-err-unc-mask` (bool): Initialise and allow writes to the AER PCI_ERR_UNCOR_MASK register
+    /// `x-pcie-err-unc-mask` (bool): Initialise and allow writes to the AER PCI_ERR_UNCOR_MASK register
     pub x_pcie_err_unc_mask: bool,
-    ///`x-pcie-ari-nextfn-1` (bool): ARI capability next-function number is 1 (pre-8.1 bug)
+    /// `x-pcie-ari-nextfn-1` (bool): ARI capability next-function number is 1 (pre-8.1 bug)
     pub x_pcie_ari_nextfn_1: bool,
-    ///`x-pcie-ext-tag` (bool): Advertise extended tag support in PCIe device capabilities
+    /// `x-pcie-ext-tag` (bool): Advertise extended tag support in PCIe device capabilities
     pub x_pcie_ext_tag: bool,
-    ///`acpi-index` (u32): ACPI index for the guest's NIC naming (0: none)
+    /// `acpi-index` (u32): ACPI index for the guest's NIC naming (0: none)
     pub acpi_index: u32,
-    ///`chassis` (u8): Chassis number
+    /// `chassis` (u8): Chassis number
     pub chassis: u8,
-    ///`slot` (u16): Slot number
+    /// `slot` (u16): Slot number
     pub slot: u16,
-    ///`x-speed` (enum 2_5/5/8/16/32/64): Maximum link speed in GT/s
+    /// `x-speed` (enum 2_5/5/8/16/32/64): Maximum link speed in GT/s
     pub x_speed: PcieRootPortXSpeed,
-    ///`x-width` (enum 1/2/4/8/12/16/32): Maximum link width
+    /// `x-width` (enum 1/2/4/8/12/16/32): Maximum link width
     pub x_width: PcieRootPortXWidth,
 }
 impl PcieRootPortProps {
@@ -436,30 +436,30 @@ impl PcieRootPortProps {
         })
     }
 }
-///Typed properties of `virtio-blk-device`: virtio block device
+/// Typed properties of `virtio-blk-device`: virtio block device
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtioBlkDeviceProps {
-    ///`indirect_desc` (bool): Offer VIRTIO_RING_F_INDIRECT_DESC
+    /// `indirect_desc` (bool): Offer VIRTIO_RING_F_INDIRECT_DESC
     pub indirect_desc: bool,
-    ///`event_idx` (bool): Offer VIRTIO_RING_F_EVENT_IDX
+    /// `event_idx` (bool): Offer VIRTIO_RING_F_EVENT_IDX
     pub event_idx: bool,
-    ///`queue_reset` (bool): Offer VIRTIO_F_RING_RESET (per-queue reset)
+    /// `queue_reset` (bool): Offer VIRTIO_F_RING_RESET (per-queue reset)
     pub queue_reset: bool,
-    ///`num-queues` (u16 1..=64 | auto): Number of request queues; auto = one per vCPU
+    /// `num-queues` (u16 1..=64 | auto): Number of request queues; auto = one per vCPU
     pub num_queues: AutoOr<u16>,
-    ///`queue-size` (u16 4..=1024 power of two): Descriptors per virtqueue
+    /// `queue-size` (u16 4..=1024 power of two): Descriptors per virtqueue
     pub queue_size: u16,
-    ///`report-discard-granularity` (bool): Report the real discard granularity in the config space
+    /// `report-discard-granularity` (bool): Report the real discard granularity in the config space
     pub report_discard_granularity: bool,
-    ///`discard` (bool): Offer VIRTIO_BLK_F_DISCARD
+    /// `discard` (bool): Offer VIRTIO_BLK_F_DISCARD
     pub discard: bool,
-    ///`write-zeroes` (bool): Offer VIRTIO_BLK_F_WRITE_ZEROES
+    /// `write-zeroes` (bool): Offer VIRTIO_BLK_F_WRITE_ZEROES
     pub write_zeroes: bool,
-    ///`config-wce` (bool): Offer VIRTIO_BLK_F_CONFIG_WCE (guest-settable write cache)
+    /// `config-wce` (bool): Offer VIRTIO_BLK_F_CONFIG_WCE (guest-settable write cache)
     pub config_wce: bool,
-    ///`seg-max-adjust` (bool): Derive seg_max from queue-size instead of the legacy 126
+    /// `seg-max-adjust` (bool): Derive seg_max from queue-size instead of the legacy 126
     pub seg_max_adjust: bool,
-    ///`serial` (string (optional)): Serial number returned by VIRTIO_BLK_T_GET_ID
+    /// `serial` (string (optional)): Serial number returned by VIRTIO_BLK_T_GET_ID
     pub serial: Option<String>,
 }
 impl VirtioBlkDeviceProps {
@@ -486,18 +486,18 @@ impl VirtioBlkDeviceProps {
         })
     }
 }
-///Typed properties of `virtio-rng-pci`: virtio entropy source on PCI
+/// Typed properties of `virtio-rng-pci`: virtio entropy source on PCI
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtioRngPciProps {
-    ///`x-pcie-err-unc-mask` (bool): Initialise and allow writes to the AER PCI_ERR_UNCOR_MASK register
+    /// `x-pcie-err-unc-mask` (bool): Initialise and allow writes to the AER PCI_ERR_UNCOR_MASK register
     pub x_pcie_err_unc_mask: bool,
-    ///`x-pcie-ari-nextfn-1` (bool): ARI capability next-function number is 1 (pre-8.1 bug)
+    /// `x-pcie-ari-nextfn-1` (bool): ARI capability next-function number is 1 (pre-8.1 bug)
     pub x_pcie_ari_nextfn_1: bool,
-    ///`x-pcie-ext-tag` (bool): Advertise extended tag support in PCIe device capabilities
+    /// `x-pcie-ext-tag` (bool): Advertise extended tag support in PCIe device capabilities
     pub x_pcie_ext_tag: bool,
-    ///`acpi-index` (u32): ACPI index for the guest's NIC naming (0: none)
+    /// `acpi-index` (u32): ACPI index for the guest's NIC naming (0: none)
     pub acpi_index: u32,
-    ///`vectors` (u32 0..=2048): MSI-X vectors (0: INTx only)
+    /// `vectors` (u32 0..=2048): MSI-X vectors (0: INTx only)
     pub vectors: u32,
 }
 impl VirtioRngPciProps {

@@ -6,7 +6,7 @@ use compat_runtime::{
     vmstate::wire, Count, FieldData, FieldDesc, SectionData, SubsectionDesc, VmState,
     VmStateDesc, WireError, WireType,
 };
-///VMState of `migration`.
+/// VMState of `migration`.
 pub static MIGRATION: VmStateDesc = VmStateDesc {
     name: "configuration",
     version_id: 1,
@@ -30,7 +30,7 @@ pub static MIGRATION: VmStateDesc = VmStateDesc {
     ],
     subsections: &[],
 };
-///Migration state of `migration` (section `configuration`, version 1).
+/// Migration state of `migration` (section `configuration`, version 1).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MigrationState {
     pub name_len: u8,
@@ -57,7 +57,7 @@ impl VmState for MigrationState {
         })
     }
 }
-///VMState of `x86_64-cpu`.
+/// VMState of `x86_64-cpu`.
 pub static X86_64_CPU: VmStateDesc = VmStateDesc {
     name: "cpu",
     version_id: 12,
@@ -135,7 +135,7 @@ pub static X86_64_CPU: VmStateDesc = VmStateDesc {
     ],
     subsections: &[],
 };
-///Migration state of `x86_64-cpu` (section `cpu`, version 12).
+/// Migration state of `x86_64-cpu` (section `cpu`, version 12).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct X86_64CpuState {
     pub regs: Vec<u8>,
@@ -188,7 +188,7 @@ impl VmState for X86_64CpuState {
         })
     }
 }
-///VMState of `isa-serial`.
+/// VMState of `isa-serial`.
 pub static ISA_SERIAL: VmStateDesc = VmStateDesc {
     name: "serial",
     version_id: 3,
@@ -272,7 +272,7 @@ pub static ISA_SERIAL: VmStateDesc = VmStateDesc {
     ],
     subsections: &[],
 };
-///Migration state of `isa-serial` (section `serial`, version 3).
+/// Migration state of `isa-serial` (section `serial`, version 3).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct IsaSerialState {
     pub divider: u16,
@@ -326,7 +326,7 @@ impl VmState for IsaSerialState {
         })
     }
 }
-///VMState of `virtio-mmio`.
+/// VMState of `virtio-mmio`.
 pub static VIRTIO_MMIO: VmStateDesc = VmStateDesc {
     name: "virtio-mmio",
     version_id: 1,
@@ -371,7 +371,7 @@ pub static VIRTIO_MMIO: VmStateDesc = VmStateDesc {
     ],
     subsections: &[],
 };
-///Migration state of `virtio-mmio` (section `virtio-mmio`, version 1).
+/// Migration state of `virtio-mmio` (section `virtio-mmio`, version 1).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VirtioMmioState {
     pub device_features_sel: u32,
@@ -419,7 +419,7 @@ impl VmState for VirtioMmioState {
         })
     }
 }
-///VMState of `pcie-root-port`.
+/// VMState of `pcie-root-port`.
 pub static PCIE_ROOT_PORT: VmStateDesc = VmStateDesc {
     name: "pcie-root-port",
     version_id: 1,
@@ -453,13 +453,13 @@ pub static PCIE_ROOT_PORT: VmStateDesc = VmStateDesc {
         },
     ],
 };
-///Subsection `pcie-root-port/aer-mask`, sent when `x-pcie-err-unc-mask` is on.
+/// Subsection `pcie-root-port/aer-mask`, sent when `x-pcie-err-unc-mask` is on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PcieRootPortAerMaskState {
     pub uncor_mask: u32,
     pub uncor_mask_wmask: u32,
 }
-///Migration state of `pcie-root-port` (section `pcie-root-port`, version 1).
+/// Migration state of `pcie-root-port` (section `pcie-root-port`, version 1).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PcieRootPortState {
     pub config: Vec<u8>,
@@ -503,7 +503,7 @@ impl VmState for PcieRootPortState {
         })
     }
 }
-///VMState of `virtio-blk-device`.
+/// VMState of `virtio-blk-device`.
 pub static VIRTIO_BLK_DEVICE: VmStateDesc = VmStateDesc {
     name: "virtio-blk",
     version_id: 2,
@@ -630,12 +630,12 @@ pub static VIRTIO_BLK_DEVICE: VmStateDesc = VmStateDesc {
         },
     ],
 };
-///Subsection `virtio-blk/queue-reset`, sent when `queue_reset` is on.
+/// Subsection `virtio-blk/queue-reset`, sent when `queue_reset` is on.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VirtioBlkDeviceQueueResetState {
     pub reset_pending: u64,
 }
-///Migration state of `virtio-blk-device` (section `virtio-blk`, version 2).
+/// Migration state of `virtio-blk-device` (section `virtio-blk`, version 2).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VirtioBlkDeviceState {
     pub status: u8,

@@ -173,3 +173,29 @@ fn generated_vmstate_roundtrips_and_checks_versions() {
         "unknown section `virtio-blk` (expected `pcie-root-port`)"
     );
 }
+
+/// The seed's stories as `vmm` tells them, snapshotted for review.
+#[test]
+fn seed_stories_snapshot() {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        c: Command,
+    }
+    let mut all = String::new();
+    for args in [
+        "props -M pc-5.1 virtio-blk-device",
+        "compat diff pc-5.1 pc-5.2",
+        "compat diff pc-7.1 pc-7.2",
+        "compat diff pc-7.2 pc-8.0",
+        "props -M pc-7.2 pcie-root-port --global pci-device.x-pcie-err-unc-mask=on",
+        "props -M pc-7.2 pcie-root-port --global pci-device.x-pcie-err-unc-mask=on --device pcie-root-port,x-pcie-err-unc-mask=off",
+    ] {
+        let cli = Cli::parse_from(std::iter::once("vmm").chain(args.split(' ')));
+        all.push_str(&format!("$ vmm {args}\n"));
+        run(&CATALOG, cli.c, &mut all).expect("runs");
+        all.push('\n');
+    }
+    insta::assert_snapshot!("seed_stories", all);
+}
