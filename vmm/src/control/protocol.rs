@@ -80,6 +80,21 @@ pub struct PinnedProp {
     pub provenance: String,
 }
 
+impl PinnedProp {
+    /// The pinned properties of a running guest's configuration.
+    pub fn of(cfg: &compat_runtime::EffectiveConfig) -> Vec<PinnedProp> {
+        crate::migration::config::pinned(cfg)
+            .into_iter()
+            .map(|(device, property, value, provenance)| PinnedProp {
+                device,
+                property,
+                value,
+                provenance,
+            })
+            .collect()
+    }
+}
+
 /// The answer to `status`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatusInfo {

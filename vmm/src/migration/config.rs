@@ -4,7 +4,8 @@
 //! effective configuration from the manifest.
 
 use super::compat_check::{LocalRelease, SectionSupport};
-use super::manifest::{GuestConfig, PropValue};
+use super::manifest::{GuestConfig, Manifest, PropValue, SectionInfo};
+use super::stream::format::FORMAT_VERSION;
 use compat_runtime::table::{Catalog, Provenance};
 use compat_runtime::value::Value;
 use compat_runtime::vmstate::VmStateDesc;
@@ -98,6 +99,26 @@ pub fn adopt(
         }
     }
     Ok(out)
+}
+
+/// The manifest of a running guest: its effective configuration (which
+/// names the resolved machine type), RAM, vCPUs and device sections.
+pub fn manifest(
+    source_release: &str,
+    cfg: &EffectiveConfig,
+    ram_size: u64,
+    vcpus: u32,
+    sections: Vec<SectionInfo>,
+) -> Manifest {
+    Manifest {
+        format_version: FORMAT_VERSION,
+        source_release: source_release.to_string(),
+        machine_type: cfg.machine.clone(),
+        ram_size,
+        vcpus,
+        config: from_effective(cfg),
+        sections,
+    }
 }
 
 /// The properties pinned for the guest's lifetime: those whose value did not
@@ -227,6 +248,18 @@ mod tests {
         assert!(
             e.contains("x-pcie-err-unc-mask") && e.contains("maybe"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn manifest_of_a_resolved_machine() {
+        let b = base("pc");
+        let m = manifest("next", &b, 1 << 30, 2, vec![]);
+        assert!(m.machine_type.starts_with("pc-") && m.machine_type == b.machine);
+        assert_eq!(m.config, from_effective(&b));
+        assert_eq!(
+            (m.ram_size, m.vcpus, m.format_version),
+            (1 << 30, 2, FORMAT_VERSION)
         );
     }
 
