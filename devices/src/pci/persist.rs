@@ -84,8 +84,9 @@ impl Persist for Ecam {
                 format_args!("{} bytes", cfg.data.len()),
             ));
         }
-        for (i, (&s, &l)) in v.config.iter().zip(&cfg.data).enumerate() {
-            let fixed = !(cfg.wmask[i] | cfg.w1cmask[i]);
+        let masks = cfg.wmask.iter().zip(&cfg.w1cmask);
+        for (i, ((&s, &l), (&w, &c))) in v.config.iter().zip(&cfg.data).zip(masks).enumerate() {
+            let fixed = !(w | c);
             if (s ^ l) & fixed != 0 {
                 return Err(mismatch(
                     DEV,

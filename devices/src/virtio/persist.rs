@@ -147,7 +147,18 @@ fn from_sections(
             });
             continue;
         }
-        let size = b.queue_size[i];
+        // The generic load gives every per-queue array `num_queues` elements;
+        // still, never index stream data blindly.
+        let at = |field: &str, v: Option<u64>| {
+            v.ok_or_else(|| bad(field, format!("missing for queue {i} of {n}")))
+        };
+        let size = at("queue_size", b.queue_size.get(i).map(|&x| u64::from(x)))? as u16;
+        let ready = at("queue_ready", b.queue_ready.get(i).map(|&x| u64::from(x)))? != 0;
+        let desc = at("queue_desc", b.queue_desc.get(i).copied())?;
+        let avail = at("queue_avail", b.queue_avail.get(i).copied())?;
+        let used = at("queue_used", b.queue_used.get(i).copied())?;
+        let next_avail = at("next_avail", b.next_avail.get(i).map(|&x| u64::from(x)))? as u16;
+        let next_used = at("next_used", b.next_used.get(i).map(|&x| u64::from(x)))? as u16;
         if size == 0 || size > lq.max_size || !size.is_power_of_two() {
             return Err(bad(
                 "queue_size",
@@ -158,9 +169,9 @@ fn from_sections(
             ));
         }
         let addrs = [
-            ("queue_desc", b.queue_desc[i], 16),
-            ("queue_avail", b.queue_avail[i], 2),
-            ("queue_used", b.queue_used[i], 4),
+            ("queue_desc", desc, 16),
+            ("queue_avail", avail, 2),
+            ("queue_used", used, 4),
         ];
         for (field, a, align) in addrs {
             if a % align != 0 {
@@ -170,13 +181,13 @@ fn from_sections(
         queues.push(QueueSnapshot {
             max_size: lq.max_size,
             size,
-            ready: b.queue_ready[i],
-            desc_table: b.queue_desc[i],
-            avail_ring: b.queue_avail[i],
-            used_ring: b.queue_used[i],
-            next_avail: b.next_avail[i],
-            next_used: b.next_used[i],
-            event_idx: b.queue_ready[i] && event_idx,
+            ready,
+            desc_table: desc,
+            avail_ring: avail,
+            used_ring: used,
+            next_avail,
+            next_used,
+            event_idx: ready && event_idx,
         });
     }
     // `writeback` is new in version 2; older streams mean write-back.
