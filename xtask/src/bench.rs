@@ -29,7 +29,7 @@ const GROUP: usize = 10;
 
 /// Own properties of type `i`.
 fn own_props(i: usize) -> usize {
-    if i % GROUP == 0 {
+    if i.is_multiple_of(GROUP) {
         PROPS_PER_TYPE
     } else {
         PROPS_PER_TYPE / 2
@@ -93,7 +93,7 @@ pub fn synthetic(k: usize) -> Vec<SourceFile> {
     let mut d = String::new();
     for i in 0..types {
         let _ = write!(d, "\n[[device]]\nname = \"t{i}\"\n");
-        if i % GROUP != 0 {
+        if !i.is_multiple_of(GROUP) {
             let _ = writeln!(d, "parent = \"t{}\"", i - i % GROUP);
         }
         d.push_str("props = [\n");
@@ -101,7 +101,7 @@ pub fn synthetic(k: usize) -> Vec<SourceFile> {
             let _ = writeln!(d, "  {},", prop_def(i, j).1);
         }
         d.push_str("]\n");
-        if i % 4 == 0 {
+        if i.is_multiple_of(4) {
             let _ = write!(
                 d,
                 "\n[device.vmstate]\nname = \"t{i}\"\nversion_id = 2\nminimum_version_id = 1\nfields = [{{ name = \"n\", wire = \"u16\" }}, {{ name = \"q\", wire = \"u64\", count = \"field:n\", max = 64, since = 2 }}]\n"
