@@ -16,19 +16,34 @@ use compat_runtime::{Count, VmStateDesc};
 /// Bytes the receive FIFO holds: the `max` of `rx_fifo` in the `serial`
 /// declaration (16, a 16550A's FIFO).
 pub const RX_FIFO_LEN: usize = rx_fifo_max();
+const _: () = assert!(RX_FIFO_LEN > 0, "`serial` VMState lost its `rx_fifo` field");
 
 const fn rx_fifo_max() -> usize {
+    const fn is(a: &str, b: &str) -> bool {
+        let (a, b) = (a.as_bytes(), b.as_bytes());
+        if a.len() != b.len() {
+            return false;
+        }
+        let mut i = 0;
+        while i < a.len() {
+            if a[i] != b[i] {
+                return false;
+            }
+            i += 1;
+        }
+        true
+    }
     let f = ISA_SERIAL.fields;
     let mut i = 0;
     while i < f.len() {
         if let Count::Field { max, .. } = f[i].count
-            && f[i].wire as u8 == compat_runtime::WireType::Buffer as u8
+            && is(f[i].name, "rx_fifo")
         {
             return max as usize;
         }
         i += 1;
     }
-    16
+    0
 }
 
 /// IER bits a 16550A has.
