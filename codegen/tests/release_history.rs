@@ -334,3 +334,15 @@ fn deprecated_md_lists_machine_lifecycles_and_features() {
         "{md}"
     );
 }
+
+#[test]
+fn a_deleted_lock_is_refused() {
+    let t = temp_copy("missing");
+    std::fs::remove_file(t.0.join("releases/7.2.lock.toml")).expect("rm");
+    let r = refused(&t);
+    assert!(
+        r.contains("release 7.2 has no lock file (releases/7.2.lock.toml)"),
+        "{}",
+        r.text
+    );
+}

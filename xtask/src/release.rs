@@ -31,6 +31,9 @@ fn derived(root: &Path, rel: &str, content: &str, check: bool) -> Result<bool, S
     let path = root.join(rel);
     let same = std::fs::read_to_string(&path).is_ok_and(|s| s == content);
     if !same && !check {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        }
         std::fs::write(&path, content).map_err(|e| format!("writing {rel}: {e}"))?;
         println!("wrote {rel}");
     }
@@ -110,4 +113,56 @@ pub fn freeze(root: &Path, release: &str) -> Result<(), String> {
     let locks = codegen::release::read_locks(&compat).map_err(|e| e.to_string())?;
     derived(root, LOCKS_RS, &locks_rs(&locks), false)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn copy_dir(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).expect("mkdir");
+        for e in std::fs::read_dir(from).expect("read_dir") {
+            let p = e.expect("entry").path();
+            let target = to.join(p.file_name().expect("name"));
+            if p.is_dir() {
+                copy_dir(&p, &target);
+            } else {
+                std::fs::copy(&p, &target).expect("copy");
+            }
+        }
+    }
+
+    struct Temp(PathBuf);
+    impl Drop for Temp {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    #[test]
+    fn freezing_refuses_to_rewrite_and_adds_new_releases() {
+        let root = Temp(std::env::temp_dir().join(format!("xtask-release-{}", std::process::id())));
+        let _ = std::fs::remove_dir_all(&root.0);
+        let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        copy_dir(&repo.join("compat"), &root.0.join("compat"));
+        let e = freeze(&root.0, "8.2").unwrap_err();
+        assert!(e.contains("never rewritten"), "{e}");
+        let e = freeze(&root.0, "9.0").unwrap_err();
+        assert!(e.contains("not in compat/releases.toml"), "{e}");
+        let rel = root.0.join("compat/releases.toml");
+        let mut text = std::fs::read_to_string(&rel).expect("read");
+        text.push_str("\n[[release]]\nversion = \"9.0\"\n");
+        std::fs::write(&rel, text).expect("write");
+        freeze(&root.0, "9.0").expect("freeze 9.0");
+        let lock =
+            std::fs::read_to_string(root.0.join("compat/releases/9.0.lock.toml")).expect("lock");
+        // No pc-9.0 yet: release 9.0 knows up to pc-8.2.
+        assert!(lock.contains("name = \"pc-8.2\"") && !lock.contains("pc-9.0"));
+        let list = std::fs::read_to_string(root.0.join(LOCKS_RS)).expect("locks.rs");
+        assert!(
+            list.contains("(\"9.0\", include_str!(\"../../../compat/releases/9.0.lock.toml\")),")
+        );
+        assert!(freeze(&root.0, "9.0").is_err());
+    }
 }

@@ -117,6 +117,7 @@ pub fn check_locks(model: &Model, sources: &[SourceFile], locks: Vec<SourceFile>
             ),
         }
     }
+    missing_locks(model, &all[..base], &all[base..], &mut diags);
     let mut all_machines: Vec<String> = Vec::new();
     for (_, l) in &parsed {
         for m in &l.machine {
@@ -137,5 +138,41 @@ pub fn check_locks(model: &Model, sources: &[SourceFile], locks: Vec<SourceFile>
     Checked {
         diags,
         sources: all,
+    }
+}
+
+/// Every release up to the newest frozen one must have its lock: a deleted
+/// lock would silently stop the checker from protecting that release.
+fn missing_locks(
+    model: &Model,
+    sources: &[SourceFile],
+    locks: &[SourceFile],
+    diags: &mut Vec<Diag>,
+) {
+    let Some(newest) = locks
+        .iter()
+        .map(|l| release_of(&l.name))
+        .max_by(|a, b| cmp_release(a, b))
+    else {
+        return;
+    };
+    let have = |r: &str| locks.iter().any(|l| release_of(&l.name) == r);
+    for r in &model.releases {
+        if cmp_release(&r.version, newest).is_le() && !have(&r.version) {
+            let needle = format!("version = \"{}\"", r.version);
+            let file = sources
+                .iter()
+                .position(|s| s.name == "releases.toml")
+                .unwrap_or(0);
+            diags.push(
+                Diag::error(
+                    "compat::lock-missing",
+                    &spans::find(sources, file, &needle),
+                    format!("release {} has no lock file ({}/{})", r.version, LOCK_DIR, lock_file_name(&r.version)),
+                    "released without a lock",
+                )
+                .help("restore the lock from git; if the release never had one, run `cargo xtask release` for it"),
+            );
+        }
     }
 }
