@@ -111,3 +111,160 @@ impl Catalog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::table::*;
+    use crate::{MachineVersion, Override, OverrideError, PropType, Provenance, Value};
+    use std::borrow::Cow;
+
+    const KNOBS: Knobs = Knobs {
+        max_cpus: 1,
+        default_cpus: 1,
+        memory_mib: 1,
+        devices: &[],
+    };
+
+    const fn machine(name: &'static str, minor: u16, alias: Option<&'static str>) -> MachineType {
+        MachineType {
+            name,
+            family: "f",
+            version: MachineVersion::new(1, minor),
+            alias,
+            lifecycle: Lifecycle::Supported,
+            introduced_in: "1.0",
+            knobs: KNOBS,
+        }
+    }
+
+    static CATALOG: Catalog = Catalog {
+        families: &[Family {
+            name: "f",
+            doc: "",
+            alias: Some("f"),
+            series: &["hw"],
+            machines: &[
+                machine("f-1.0", 0, None),
+                machine("f-1.1", 1, None),
+                machine("f-1.2", 2, Some("f")),
+            ],
+            timelines: &[TypeTimeline {
+                type_name: "child",
+                props: &[PropTimeline {
+                    prop: "x",
+                    steps: &[
+                        Step::compat(1, 0, Value::Uint(1), "hw_1_0", "child"),
+                        Step::compat(1, 1, Value::Uint(2), "hw_1_1", "base"),
+                    ],
+                }],
+            }],
+        }],
+        device_types: &[
+            DeviceType {
+                name: "base",
+                parent: None,
+                ancestors: &["base"],
+                doc: "",
+                props: &[PropDef::new(
+                    "x",
+                    "base",
+                    PropType::uint(8, 0, 9, false, false),
+                    Value::Uint(3),
+                    "",
+                )],
+                vmstate: None,
+            },
+            DeviceType {
+                name: "child",
+                parent: Some("base"),
+                ancestors: &["child", "base"],
+                doc: "",
+                props: &[PropDef::new(
+                    "x",
+                    "base",
+                    PropType::uint(8, 0, 9, false, false),
+                    Value::Uint(3),
+                    "",
+                )],
+                vmstate: None,
+            },
+        ],
+        deltas: &[],
+        releases: &[],
+        deprecations: &[],
+    };
+
+    fn x(m: &str, o: &[Override]) -> (Value, Provenance) {
+        let c = CATALOG.effective(m, o).unwrap();
+        let p = c.get("child", "x").unwrap();
+        (p.value.clone(), p.provenance.clone())
+    }
+
+    #[test]
+    fn timeline_picks_the_oldest_delta_reaching_the_machine() {
+        assert_eq!(x("f-1.0", &[]).0, Value::Uint(1));
+        assert_eq!(x("f-1.1", &[]).0, Value::Uint(2));
+        assert_eq!(x("f", &[]), (Value::Uint(3), Provenance::Default));
+        assert_eq!(
+            x("f-1.1", &[]).1,
+            Provenance::Compat {
+                delta: Cow::Borrowed("hw_1_1"),
+                via: Cow::Borrowed("base")
+            }
+        );
+    }
+
+    #[test]
+    fn global_reaches_subtypes_and_device_wins() {
+        let g = Override::parse_global("base.x=7").unwrap();
+        assert_eq!(
+            x("f-1.0", std::slice::from_ref(&g)),
+            (Value::Uint(7), Provenance::Global)
+        );
+        let d = Override::parse_device("child,x=8").unwrap();
+        assert_eq!(x("f-1.0", &[d, g]), (Value::Uint(8), Provenance::Device));
+    }
+
+    #[test]
+    fn errors_suggest() {
+        let e = CATALOG.effective("f-1.3", &[]).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                OverrideError::UnknownMachine {
+                    suggestion: Some(_),
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = CATALOG
+            .effective("f", &[Override::parse_device("chlid,x=1").unwrap()])
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "unknown device type `chlid` (did you mean `child`?)"
+        );
+        let e = CATALOG
+            .effective("f", &[Override::parse_global("base.x=10").unwrap()])
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "bad value for base.x: 10 is out of range 0..=9"
+        );
+    }
+
+    #[test]
+    fn diff_and_serde_roundtrip() {
+        let a = CATALOG.effective("f-1.0", &[]).unwrap();
+        let b = CATALOG.effective("f-1.2", &[]).unwrap();
+        let d = a.diff(&b);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].type_name, "child");
+        let json = serde_json::to_string(&a).unwrap();
+        assert_eq!(
+            serde_json::from_str::<crate::EffectiveConfig>(&json).unwrap(),
+            a
+        );
+    }
+}
