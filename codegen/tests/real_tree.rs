@@ -133,7 +133,14 @@ fn second_family_shares_hw_compat() {
     assert_eq!(val(&r, "q35-1.5", "device", "chipset"), "2");
     assert_eq!(val(&r, "q35-1.5", "device", "shared"), "on");
     assert_eq!(val(&r, "q35-2.0", "device", "chipset"), "3");
+    assert_eq!(val(&r, "q35-0.9", "device", "shared"), "off");
     let q35 = &r.model.families[1];
+    use codegen::model::LifecycleM;
+    assert_eq!(q35.machines[0].lifecycle, LifecycleM::Removed("2.0".into()));
+    assert_eq!(
+        q35.machines[2].lifecycle,
+        LifecycleM::Deprecated("2.0".into())
+    );
     assert_eq!(
         q35.machines.last().and_then(|m| m.alias.as_deref()),
         Some("q35")
