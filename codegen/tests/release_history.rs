@@ -346,3 +346,38 @@ fn a_deleted_lock_is_refused() {
         r.text
     );
 }
+
+#[test]
+fn damaged_locks_never_panic_the_checker() {
+    let dir = common::repo().join("compat");
+    let c = codegen::compile_dir(&dir)
+        .expect("io")
+        .unwrap_or_else(|f| panic!("{}", f.render()));
+    let locks = codegen::release::read_locks(&dir).expect("locks");
+    let lock = locks
+        .iter()
+        .find(|l| l.name == "releases/8.0.lock.toml")
+        .expect("8.0");
+    let text = &lock.text;
+    let edits = [
+        ("= \"on\"", "= \"maybe\""),
+        ("version_id = ", "version_id = 9"),
+        ("name = \"pc-7.2\"", "name = \"pc-99.1\""),
+        ("[machine.props.pci-device]", "[machine.props.warp-drive]"),
+        ("wire = \"u8\"", "wire = \"f32\""),
+        ("release = \"8.0\"", "release = \"8.0.2\""),
+    ];
+    let mut variants: Vec<String> = edits.iter().map(|(a, b)| text.replacen(a, b, 1)).collect();
+    for cut in (0..text.len()).step_by(text.len() / 20 + 1) {
+        if let Some(prefix) = text.get(..cut) {
+            variants.push(prefix.to_string());
+        }
+    }
+    for v in variants {
+        let mut ls = locks.clone();
+        if let Some(l) = ls.iter_mut().find(|l| l.name == lock.name) {
+            l.text = v;
+        }
+        let _ = codegen::release::check_locks(&c.resolved.model, &c.sources, ls).render();
+    }
+}
