@@ -267,6 +267,23 @@ pub struct DeltaEntry {
     pub added_in: Option<&'static str>,
 }
 
+impl DeltaEntry {
+    /// Builds an entry (compact form for generated code).
+    pub const fn new(
+        type_name: &'static str,
+        property: &'static str,
+        value: Value,
+        added_in: Option<&'static str>,
+    ) -> Self {
+        Self {
+            type_name,
+            property,
+            value,
+            added_in,
+        }
+    }
+}
+
 /// A release of this VMM.
 #[derive(Debug, Serialize)]
 pub struct Release {

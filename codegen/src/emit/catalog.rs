@@ -61,7 +61,7 @@ pub fn catalog(r: &Resolved) -> TokenStream {
                 value(&e.value),
                 opt_str(e.added_in.as_deref()),
             );
-            quote!(DeltaEntry { type_name: #t, property: #p, value: #val, added_in: #added })
+            quote!(DeltaEntry::new(#t, #p, #val, #added))
         });
         quote!(Delta { name: #name, series: #series, version: #v, entries: &[#(#entries),*] })
     });

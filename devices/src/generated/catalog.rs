@@ -602,12 +602,7 @@ pub static CATALOG: Catalog = Catalog {
             series: "hw_compat",
             version: MachineVersion::new(5, 1),
             entries: &[
-                DeltaEntry {
-                    type_name: "virtio-blk-device",
-                    property: "num-queues",
-                    value: Value::Uint(1),
-                    added_in: None,
-                },
+                DeltaEntry::new("virtio-blk-device", "num-queues", Value::Uint(1), None),
             ],
         },
         Delta {
@@ -615,12 +610,12 @@ pub static CATALOG: Catalog = Catalog {
             series: "pc_compat",
             version: MachineVersion::new(5, 1),
             entries: &[
-                DeltaEntry {
-                    type_name: "x86_64-cpu",
-                    property: "kvm-msi-ext-dest-id",
-                    value: Value::Bool(false),
-                    added_in: None,
-                },
+                DeltaEntry::new(
+                    "x86_64-cpu",
+                    "kvm-msi-ext-dest-id",
+                    Value::Bool(false),
+                    None,
+                ),
             ],
         },
         Delta {
@@ -628,12 +623,12 @@ pub static CATALOG: Catalog = Catalog {
             series: "hw_compat",
             version: MachineVersion::new(5, 2),
             entries: &[
-                DeltaEntry {
-                    type_name: "virtio-blk-device",
-                    property: "report-discard-granularity",
-                    value: Value::Bool(false),
-                    added_in: None,
-                },
+                DeltaEntry::new(
+                    "virtio-blk-device",
+                    "report-discard-granularity",
+                    Value::Bool(false),
+                    None,
+                ),
             ],
         },
         Delta {
@@ -641,30 +636,15 @@ pub static CATALOG: Catalog = Catalog {
             series: "pc_compat",
             version: MachineVersion::new(6, 0),
             entries: &[
-                DeltaEntry {
-                    type_name: "qemu64-x86_64-cpu",
-                    property: "family",
-                    value: Value::Uint(6),
-                    added_in: None,
-                },
-                DeltaEntry {
-                    type_name: "qemu64-x86_64-cpu",
-                    property: "model",
-                    value: Value::Uint(6),
-                    added_in: None,
-                },
-                DeltaEntry {
-                    type_name: "qemu64-x86_64-cpu",
-                    property: "stepping",
-                    value: Value::Uint(3),
-                    added_in: None,
-                },
-                DeltaEntry {
-                    type_name: "x86_64-cpu",
-                    property: "x-vendor-cpuid-only",
-                    value: Value::Bool(false),
-                    added_in: None,
-                },
+                DeltaEntry::new("qemu64-x86_64-cpu", "family", Value::Uint(6), None),
+                DeltaEntry::new("qemu64-x86_64-cpu", "model", Value::Uint(6), None),
+                DeltaEntry::new("qemu64-x86_64-cpu", "stepping", Value::Uint(3), None),
+                DeltaEntry::new(
+                    "x86_64-cpu",
+                    "x-vendor-cpuid-only",
+                    Value::Bool(false),
+                    None,
+                ),
             ],
         },
         Delta {
@@ -672,24 +652,24 @@ pub static CATALOG: Catalog = Catalog {
             series: "pc_compat",
             version: MachineVersion::new(6, 1),
             entries: &[
-                DeltaEntry {
-                    type_name: "x86_64-cpu",
-                    property: "hv-version-id-build",
-                    value: Value::Uint(7100),
-                    added_in: None,
-                },
-                DeltaEntry {
-                    type_name: "x86_64-cpu",
-                    property: "hv-version-id-major",
-                    value: Value::Uint(6),
-                    added_in: None,
-                },
-                DeltaEntry {
-                    type_name: "x86_64-cpu",
-                    property: "hv-version-id-minor",
-                    value: Value::Uint(1),
-                    added_in: None,
-                },
+                DeltaEntry::new(
+                    "x86_64-cpu",
+                    "hv-version-id-build",
+                    Value::Uint(7100),
+                    None,
+                ),
+                DeltaEntry::new(
+                    "x86_64-cpu",
+                    "hv-version-id-major",
+                    Value::Uint(6),
+                    None,
+                ),
+                DeltaEntry::new(
+                    "x86_64-cpu",
+                    "hv-version-id-minor",
+                    Value::Uint(1),
+                    None,
+                ),
             ],
         },
         Delta {
@@ -697,18 +677,18 @@ pub static CATALOG: Catalog = Catalog {
             series: "hw_compat",
             version: MachineVersion::new(7, 1),
             entries: &[
-                DeltaEntry {
-                    type_name: "virtio-device",
-                    property: "queue_reset",
-                    value: Value::Bool(false),
-                    added_in: None,
-                },
-                DeltaEntry {
-                    type_name: "virtio-rng-pci",
-                    property: "vectors",
-                    value: Value::Uint(0),
-                    added_in: Some("7.2.1"),
-                },
+                DeltaEntry::new(
+                    "virtio-device",
+                    "queue_reset",
+                    Value::Bool(false),
+                    None,
+                ),
+                DeltaEntry::new(
+                    "virtio-rng-pci",
+                    "vectors",
+                    Value::Uint(0),
+                    Some("7.2.1"),
+                ),
             ],
         },
         Delta {
@@ -716,18 +696,18 @@ pub static CATALOG: Catalog = Catalog {
             series: "hw_compat",
             version: MachineVersion::new(7, 2),
             entries: &[
-                DeltaEntry {
-                    type_name: "migration",
-                    property: "x-preempt-pre-7-2",
-                    value: Value::Bool(true),
-                    added_in: None,
-                },
-                DeltaEntry {
-                    type_name: "pci-device",
-                    property: "x-pcie-err-unc-mask",
-                    value: Value::Bool(false),
-                    added_in: Some("8.0.1"),
-                },
+                DeltaEntry::new(
+                    "migration",
+                    "x-preempt-pre-7-2",
+                    Value::Bool(true),
+                    None,
+                ),
+                DeltaEntry::new(
+                    "pci-device",
+                    "x-pcie-err-unc-mask",
+                    Value::Bool(false),
+                    Some("8.0.1"),
+                ),
             ],
         },
         Delta {
@@ -735,18 +715,18 @@ pub static CATALOG: Catalog = Catalog {
             series: "hw_compat",
             version: MachineVersion::new(8, 0),
             entries: &[
-                DeltaEntry {
-                    type_name: "migration",
-                    property: "multifd-flush-after-each-section",
-                    value: Value::Bool(true),
-                    added_in: None,
-                },
-                DeltaEntry {
-                    type_name: "pci-device",
-                    property: "x-pcie-ari-nextfn-1",
-                    value: Value::Bool(true),
-                    added_in: None,
-                },
+                DeltaEntry::new(
+                    "migration",
+                    "multifd-flush-after-each-section",
+                    Value::Bool(true),
+                    None,
+                ),
+                DeltaEntry::new(
+                    "pci-device",
+                    "x-pcie-ari-nextfn-1",
+                    Value::Bool(true),
+                    None,
+                ),
             ],
         },
     ],
