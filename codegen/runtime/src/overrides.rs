@@ -98,14 +98,15 @@ impl Override {
         })
     }
 
-    /// Parses the argument of `-device`: `type[,prop=value]...`.
+    /// Parses the argument of `-device`: `type[,prop=value]...`; a literal
+    /// comma inside a value is written `,,` (as in the reference).
     pub fn parse_device(s: &str) -> Result<Self, OverrideError> {
         let syntax = || OverrideError::Syntax {
             what: "-device",
             input: s.to_string(),
             expected: "TYPE[,PROPERTY=VALUE]...",
         };
-        let mut parts = s.split(',');
+        let mut parts = split_commas(s).into_iter();
         let ty = parts
             .next()
             .filter(|t| !t.is_empty() && !t.contains('='))
@@ -117,10 +118,29 @@ impl Override {
             })
             .collect::<Result<_, _>>()?;
         Ok(Override::Device {
-            type_name: ty.to_string(),
+            type_name: ty,
             props,
         })
     }
+}
+
+/// Splits on `,`, treating `,,` as a literal comma.
+fn split_commas(s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != ',' {
+            cur.push(c);
+        } else if chars.peek() == Some(&',') {
+            chars.next();
+            cur.push(',');
+        } else {
+            out.push(std::mem::take(&mut cur));
+        }
+    }
+    out.push(cur);
+    out
 }
 
 /// One property's effective value and where it came from.
@@ -348,6 +368,13 @@ mod tests {
             }
         );
         assert!(Override::parse_device(",a=1").is_err());
+        assert_eq!(
+            Override::parse_device("t,serial=a,,b,x=1").unwrap(),
+            Override::Device {
+                type_name: "t".into(),
+                props: vec![("serial".into(), "a,b".into()), ("x".into(), "1".into())]
+            }
+        );
         assert!(Override::parse_device("t,novalue").is_err());
     }
 }
