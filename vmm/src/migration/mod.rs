@@ -17,6 +17,7 @@ pub mod compat_check;
 pub mod config;
 pub mod guest_ram;
 pub mod incoming;
+pub mod machine;
 pub mod manifest;
 pub mod precopy;
 pub mod progress;
