@@ -198,6 +198,17 @@ pub enum Lifecycle {
 }
 
 impl Lifecycle {
+    /// Whether a new VM may be started on the machine type.
+    pub fn can_start(&self) -> bool {
+        matches!(self, Lifecycle::Supported)
+    }
+
+    /// Whether an incoming migration may land on the machine type
+    /// (deprecated machine types still accept them).
+    pub fn accepts_incoming(&self) -> bool {
+        !matches!(self, Lifecycle::Removed { .. })
+    }
+
     /// `supported`, `deprecated`, `removed`.
     pub fn label(&self) -> &'static str {
         match self {
