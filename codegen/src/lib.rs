@@ -5,6 +5,8 @@
 //! collects [`Diag`]nostics instead of stopping; [`compile`] reports them all
 //! at once. Nothing here panics on any input.
 
+#![forbid(unsafe_code)]
+
 pub mod ast;
 pub mod diag;
 pub mod emit;

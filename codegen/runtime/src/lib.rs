@@ -23,8 +23,10 @@
 //! the step with the smallest version `>=` the machine's version, else the
 //! default. Precedence: default < deltas < `-global` < `-device`.
 
-pub mod overrides;
+#![forbid(unsafe_code)]
+
 pub mod deprecation;
+pub mod overrides;
 pub mod props;
 pub mod release;
 pub mod resolve;
