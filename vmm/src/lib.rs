@@ -1,12 +1,15 @@
 //! The VMM library behind the `vmm` binary; one module per concern.
 
 pub mod bench;
+pub mod bench_migrate;
 pub mod boot;
 pub mod builder;
 pub mod control;
 pub mod introspect;
 pub mod logger;
 pub mod migration;
+pub mod persona;
+pub mod lifecycle;
 pub mod run;
 pub mod vstate;
 pub mod matrix;
