@@ -18,14 +18,21 @@ use miette::Diagnostic;
 
 use crate::builder::config::{self, ConfigError, DriveSpec, MachineConfig, RunRequest};
 use crate::builder::{BuildError, Machine};
+use crate::control::ControlError;
+use crate::control::runtime::{MachineHandler, RunEvent, RunShared, RunState};
+use crate::control::server::ControlServer;
+use crate::migration::incoming::{self, IncomingError};
+use crate::migration::machine::{IncomingSettings, MachineTarget};
+use crate::migration::transport::{self, TransportError, Uri};
 use crate::vstate::vcpu::VmEvent;
 
 /// Arguments of `vmm run`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
-    /// Machine type: versioned name (`pc-7.2`) or alias (`pc`).
-    #[arg(short = 'M', long = "machine", default_value = "pc")]
-    pub machine: String,
+    /// Machine type: versioned name (`pc-7.2`) or alias (`pc`); default `pc`
+    /// (with `--incoming` alone: the stream's).
+    #[arg(short = 'M', long = "machine")]
+    pub machine: Option<String>,
     /// Number of vCPUs (`N` or `cpus=N`); default: the machine type's.
     #[arg(long)]
     pub smp: Option<String>,
@@ -50,6 +57,15 @@ pub struct RunArgs {
     /// Serial output: `stdio` or `file:PATH`.
     #[arg(long, default_value = "stdio")]
     pub serial: String,
+    /// Control socket (mode 0600) for `vmm ctl` and `vmm migrate`.
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Wait for a migration stream (`tcp:HOST:PORT`, `unix:PATH`) or restore
+    /// a snapshot (`file:PATH`) instead of booting. Alone, it adopts the
+    /// stream's machine type and configuration; with `-M`/`--device`/`--global`
+    /// those must not contradict the stream.
+    #[arg(long, value_name = "URI")]
+    pub incoming: Option<String>,
 }
 
 /// Why `vmm run` failed.
@@ -102,11 +118,29 @@ pub enum RunError {
         /// Registers.
         regs: String,
     },
+    /// A bad `--incoming` URI or listening failed.
+    #[error("--incoming: {0}")]
+    #[diagnostic(code(vmm::run::incoming_uri))]
+    IncomingUri(#[source] TransportError),
+    /// The incoming migration failed; no guest was started.
+    #[error("incoming migration failed: {0}")]
+    #[diagnostic(
+        code(vmm::run::incoming),
+        help("nothing was started on this destination")
+    )]
+    Incoming(#[from] IncomingError),
+    /// The control socket.
+    #[error(transparent)]
+    #[diagnostic(code(vmm::run::control))]
+    Control(#[from] ControlError),
     /// All vCPU threads ended without a power-off.
     #[error("all vCPUs stopped without a power-off")]
     #[diagnostic(code(vmm::run::vcpus_gone))]
     VcpusGone,
 }
+
+/// `-M` when none is given.
+pub const DEFAULT_MACHINE: &str = "pc";
 
 /// Parses `--smp N` or `--smp cpus=N[,...]`.
 fn parse_smp(s: &str) -> Result<u32, RunError> {
@@ -156,7 +190,10 @@ pub fn request(args: &RunArgs) -> Result<RunRequest, RunError> {
         overrides.push(Override::parse_device(d).map_err(ConfigError::from)?);
     }
     Ok(RunRequest {
-        machine: args.machine.clone(),
+        machine: args
+            .machine
+            .clone()
+            .unwrap_or_else(|| DEFAULT_MACHINE.to_string()),
         cpus,
         mem_bytes,
         drives,
@@ -214,11 +251,76 @@ fn forward_stdin(slot: SerialSlot) {
     }
 }
 
+/// Forwards machine `generation`'s events to the main loop.
+fn forward_events(generation: u64, rx: mpsc::Receiver<VmEvent>, tx: mpsc::Sender<RunEvent>) {
+    let spawned = std::thread::Builder::new()
+        .name("vm-events".into())
+        .spawn(move || {
+            while let Ok(e) = rx.recv() {
+                if tx.send(RunEvent::Vm(generation, e)).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(RunEvent::VcpusGone(generation));
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot spawn the VM event thread: {e}");
+    }
+}
+
+/// The destination's settings from the command line.
+fn incoming_settings(args: &RunArgs, req: &RunRequest) -> IncomingSettings {
+    IncomingSettings {
+        machine: args.machine.clone(),
+        overrides: req.overrides.clone(),
+        cpus: req.cpus,
+        mem_bytes: req.mem_bytes,
+        base: req.clone(),
+    }
+}
+
+/// Removes the control socket when the run ends (the server thread never returns).
+struct SocketGuard(Option<PathBuf>);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// Runs the VM until power-off (Ok) or a crash/error.
 pub fn run(args: &RunArgs) -> Result<(), RunError> {
-    let cfg = machine_config(args)?;
+    let req = request(args)?;
+    let incoming = match &args.incoming {
+        Some(u) => Some(u.parse::<Uri>().map_err(RunError::IncomingUri)?),
+        None => None,
+    };
+    // A destination resolves its configuration from the stream.
+    let mut cfg = match incoming {
+        Some(_) => None,
+        None => Some(config::resolve(config::catalog(), &req)?),
+    };
     let kernel = load_kernel(args.kernel.as_deref())?;
-    let stdin_slot: Option<SerialSlot> = match cfg.serial.as_ref().map(|s| &s.output) {
+    let (tx, main_rx) = mpsc::channel();
+    let shared = Arc::new(RunShared::new(
+        if incoming.is_some() {
+            RunState::Incoming
+        } else {
+            RunState::Running
+        },
+        tx.clone(),
+    ));
+    let _socket = SocketGuard(args.control.clone());
+    if let Some(path) = &args.control {
+        ControlServer::bind(path)?.spawn(Arc::new(MachineHandler(shared.clone())));
+    }
+    let serial_output = match &cfg {
+        Some(c) => c.serial.as_ref().map(|s| s.output.clone()),
+        None => Some(req.serial.clone()),
+    };
+    let stdin_slot: Option<SerialSlot> = match serial_output {
         Some(SerialOutput::Stdio) => {
             let slot = SerialSlot::default();
             forward_stdin(slot.clone());
@@ -226,33 +328,95 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         }
         _ => None,
     };
-    let mut first = true;
-    loop {
-        let (tx, rx) = mpsc::channel();
-        let mut machine = Machine::build(&cfg, &kernel, args.append.as_deref(), first)?;
+    let mut generation = 0u64;
+    if let Some(uri) = &incoming {
+        let listener = transport::listen(uri).map_err(RunError::IncomingUri)?;
+        if let Ok(u) = listener.uri() {
+            eprintln!("incoming: waiting on {u}");
+        }
+        let mut target = MachineTarget::new(
+            incoming_settings(args, &req),
+            &kernel,
+            args.append.as_deref(),
+        );
+        let summary = incoming::receive_on(&listener, &mut target)?;
+        let adopted = target.adopted();
+        cfg = target.config().cloned();
+        let (machine, rx) = target.into_machine().ok_or(RunError::VcpusGone)?;
         tracing::info!(
-            "{}: {} vCPUs, {} MiB, cmdline `{}`",
-            cfg.machine,
-            cfg.vcpus,
-            cfg.mem_bytes >> 20,
-            machine.cmdline()
+            "incoming: {} from release {}, {} bytes, {} zero / {} normal pages in {:.1} ms{}",
+            summary.manifest.machine_type,
+            summary.manifest.source_release,
+            summary.bytes,
+            summary.pages_zero,
+            summary.pages_normal,
+            summary.elapsed.as_secs_f64() * 1000.0,
+            if adopted {
+                " (configuration adopted from the stream)"
+            } else {
+                ""
+            }
         );
         if let Some(slot) = &stdin_slot {
             *lock(slot) = machine.devices().serial.clone();
         }
-        machine.start(tx)?;
-        let ev = rx.recv();
-        machine.stop();
-        match ev {
-            Ok(VmEvent::PowerOff) => return Ok(()),
-            Ok(VmEvent::Reset) => {
-                tracing::info!("guest reset: rebooting");
-                first = false;
+        forward_events(generation, rx, tx.clone());
+        *shared.write() = Some(machine);
+        shared.set_state(RunState::Running);
+        eprintln!("incoming: running");
+    }
+    let cfg = cfg.ok_or(RunError::VcpusGone)?;
+    let mut first = true;
+    loop {
+        if shared.read().is_none() {
+            let (vtx, vrx) = mpsc::channel();
+            let mut machine = Machine::build(&cfg, &kernel, args.append.as_deref(), first)?;
+            tracing::info!(
+                "{}: {} vCPUs, {} MiB, cmdline `{}`",
+                cfg.machine,
+                cfg.vcpus,
+                cfg.mem_bytes >> 20,
+                machine.cmdline()
+            );
+            if let Some(slot) = &stdin_slot {
+                *lock(slot) = machine.devices().serial.clone();
             }
-            Ok(VmEvent::Crash { vcpu, exit, regs }) => {
+            machine.start(vtx)?;
+            forward_events(generation, vrx, tx.clone());
+            *shared.write() = Some(machine);
+            shared.set_state(RunState::Running);
+        }
+        let ev = main_rx.recv();
+        let stop = || {
+            if let Some(mut m) = shared.write().take() {
+                m.stop();
+            }
+        };
+        match ev {
+            Ok(RunEvent::Vm(g, _) | RunEvent::VcpusGone(g)) if g != generation => {}
+            Ok(RunEvent::Vm(_, VmEvent::PowerOff)) | Ok(RunEvent::Quit) => {
+                stop();
+                return Ok(());
+            }
+            Ok(RunEvent::MigratedAway) => {
+                stop();
+                tracing::info!("migrated: the guest runs on the destination");
+                return Ok(());
+            }
+            Ok(RunEvent::Vm(_, VmEvent::Reset)) => {
+                tracing::info!("guest reset: rebooting");
+                stop();
+                first = false;
+                generation += 1;
+            }
+            Ok(RunEvent::Vm(_, VmEvent::Crash { vcpu, exit, regs })) => {
+                stop();
                 return Err(RunError::GuestCrash { vcpu, exit, regs });
             }
-            Err(_) => return Err(RunError::VcpusGone),
+            Ok(RunEvent::VcpusGone(_)) | Err(_) => {
+                stop();
+                return Err(RunError::VcpusGone);
+            }
         }
     }
 }

@@ -2,7 +2,9 @@
 
 use super::ControlError;
 use super::client::Client;
-use super::protocol::{DEFAULT_DOWNTIME_LIMIT_MS, Event, MigrateRequest, Request};
+use super::protocol::{
+    DEFAULT_DOWNTIME_LIMIT_MS, Event, MigrateRequest, Request, VerifyAbRequest, VerifyAbResult,
+};
 use crate::migration::precopy::{Outcome, Phase, Progress, Summary};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -34,6 +36,27 @@ pub enum CtlCommand {
     Quit,
     /// Cancel the outgoing migration; the guest keeps running here.
     MigrateCancel,
+    /// Check the `ab` workload's memory image on the stopped guest (DESIGN.md §4).
+    VerifyAb {
+        /// Guest-physical start of the range (the guest's `ab: start=0x...`).
+        #[arg(long, value_parser = parse_addr)]
+        start: u64,
+        /// Number of pages (the guest's `ab: ... pages=N`).
+        #[arg(long)]
+        pages: u64,
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses `0x11f000` or a decimal number.
+pub fn parse_addr(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("`{s}` is not an address (e.g. 0x11f000)"))
 }
 
 /// `vmm migrate --control PATH URI`
@@ -79,8 +102,27 @@ pub fn ctl(args: &CtlArgs) -> Result<(), ControlError> {
         CtlCommand::Status { .. } => Request::Status,
         CtlCommand::Quit => Request::Quit,
         CtlCommand::MigrateCancel => Request::MigrateCancel,
+        CtlCommand::VerifyAb { start, pages, .. } => {
+            Request::VerifyAb(VerifyAbRequest { start, pages })
+        }
     };
     let v = c.call(&req, &mut |_| {})?;
+    if let CtlCommand::VerifyAb { json, .. } = args.command {
+        let r: VerifyAbResult =
+            serde_json::from_value(v.clone()).map_err(|e| ControlError::Protocol(e.to_string()))?;
+        if json {
+            println!("{v}");
+        } else {
+            print!("{}", verify_text(&r));
+        }
+        if !r.consistent {
+            return Err(ControlError::Remote(format!(
+                "the a-b memory image is inconsistent: {}",
+                r.violation.as_deref().unwrap_or("?")
+            )));
+        }
+        return Ok(());
+    }
     if let CtlCommand::Status { json } = args.command {
         if json {
             println!("{v}");
@@ -89,6 +131,34 @@ pub fn ctl(args: &CtlArgs) -> Result<(), ControlError> {
         }
     }
     Ok(())
+}
+
+/// The `verify-ab` answer as text.
+pub fn verify_text(r: &VerifyAbResult) -> String {
+    let mut s = format!(
+        "verify-ab: pages={} verdict={} first={:#04x}",
+        r.pages,
+        if r.consistent {
+            "consistent"
+        } else {
+            "INCONSISTENT"
+        },
+        r.first
+    );
+    if let Some(p) = r.step_at {
+        s.push_str(&format!(" step_at={p}"));
+    }
+    s.push('\n');
+    if let Some(v) = &r.violation {
+        s.push_str(&format!("violation: {v}\n"));
+    }
+    for b in &r.bad_pages {
+        s.push_str(&format!(
+            "  bad page {} at {:#x}: {:#04x} after {:#04x}\n",
+            b.page, b.addr, b.value, b.prev
+        ));
+    }
+    s
 }
 
 fn status_text(v: &serde_json::Value) -> String {

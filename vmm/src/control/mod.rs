@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod client;
 pub mod protocol;
+pub mod runtime;
 pub mod server;
 
 /// Errors of the control socket, on either side.

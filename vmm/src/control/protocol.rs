@@ -21,6 +21,50 @@ pub enum Request {
     Quit,
     Migrate(MigrateRequest),
     MigrateCancel,
+    VerifyAb(VerifyAbRequest),
+}
+
+/// Arguments of `verify-ab`: the guest's `ab: start=0x... pages=N` range.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyAbRequest {
+    /// Guest-physical address of the range's first page.
+    pub start: u64,
+    /// Number of pages.
+    pub pages: u64,
+}
+
+/// The answer to `verify-ab`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyAbResult {
+    /// Pages checked.
+    pub pages: u64,
+    /// True if the image follows the a-b rule.
+    pub consistent: bool,
+    /// The first page's byte (the newest round).
+    pub first: u8,
+    /// Where the running pass was (first page of the older round), if mid-round.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_at: Option<u64>,
+    /// Why the image is inconsistent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub violation: Option<String>,
+    /// The first inconsistent pages (at most 8): index, byte, predecessor's byte.
+    #[serde(default)]
+    pub bad_pages: Vec<BadPage>,
+}
+
+/// One page breaking the a-b rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadPage {
+    /// Page index in the range.
+    pub page: u64,
+    /// Guest-physical address.
+    pub addr: u64,
+    /// Its byte.
+    pub value: u8,
+    /// The previous page's byte.
+    pub prev: u8,
 }
 
 /// Arguments of `migrate`.

@@ -1,7 +1,7 @@
 //! The server side: binds the socket with mode 0600 and serves requests.
 
 use super::ControlError;
-use super::protocol::{Event, MigrateRequest, Request, Response, StatusInfo};
+use super::protocol::{Event, MigrateRequest, Request, Response, StatusInfo, VerifyAbResult};
 use crate::migration::precopy::{CancelToken, Progress, Summary};
 use crate::migration::vm::VmError;
 use std::fs::{self, DirBuilder, Permissions};
@@ -32,6 +32,12 @@ pub trait ControlHandler: Send + Sync {
         progress: &mut dyn FnMut(&Progress),
         cancel: &CancelToken,
     ) -> Result<Summary, VmError>;
+    /// Checks the a-b workload's memory image (`pages` pages from
+    /// guest-physical `start`) on a stopped guest.
+    fn verify_ab(&self, start: u64, pages: u64) -> Result<VerifyAbResult, VmError> {
+        let _ = (start, pages);
+        Err(VmError::new("verify-ab is not supported here"))
+    }
 }
 
 /// A bound control socket; removes its path when dropped.
@@ -189,6 +195,10 @@ fn handle(st: &State, req: Request, out: &mut UnixStream) -> Answer {
             h.quit().map_err(|e| e.to_string())?;
             st.quitting.store(true, Ordering::SeqCst);
             Ok(None)
+        }
+        Request::VerifyAb(r) => {
+            let v = h.verify_ab(r.start, r.pages).map_err(|e| e.to_string())?;
+            serde_json::to_value(v).map(Some).map_err(|e| e.to_string())
         }
         Request::MigrateCancel => match lock(st).as_ref() {
             Some(c) => {

@@ -185,9 +185,7 @@ impl MigrationSource for MachineSource<'_> {
 
     fn take_dirty_bitmap(&mut self) -> Result<DirtyBitmap, VmError> {
         let vm = self.m.vm();
-        let words = vm
-            .take_dirty_pages()
-            .map_err(|e| vm_err("dirty log")(&e))?;
+        let words = vm.take_dirty_pages().map_err(|e| vm_err("dirty log")(&e))?;
         Ok(DirtyBitmap::from_words(vm.ram_pages(), words))
     }
 
@@ -205,9 +203,7 @@ impl MigrationSource for MachineSource<'_> {
     }
 
     fn pause(&mut self) -> Result<(), VmError> {
-        self.m
-            .pause()
-            .map_err(|e| vm_err("pausing the vCPUs")(&e))
+        self.m.pause().map_err(|e| vm_err("pausing the vCPUs")(&e))
     }
 
     fn resume(&mut self) -> Result<(), VmError> {
@@ -508,8 +504,8 @@ impl MigrationTarget for MachineTarget<'_> {
                 )));
             }
         }
-        let vm_state =
-            vm_state.ok_or_else(|| VmError::new(format!("section `{KVM_VM_SECTION}` is missing")))?;
+        let vm_state = vm_state
+            .ok_or_else(|| VmError::new(format!("section `{KVM_VM_SECTION}` is missing")))?;
         let mut it = by_device.into_iter();
         with_devices(m.devices(), |inst, p| {
             let secs = it.next().unwrap_or_default();
