@@ -376,6 +376,16 @@ pub fn effective(machine: &str, overrides: &[Override]) -> Result<EffectiveConfi
     }
 }
 
+/// The versioned name `-M name` means for the active release (the family
+/// alias names the release's newest machine type).
+pub fn machine_name(name: &str) -> Result<&'static str, PersonaError> {
+    let catalog = bconfig::catalog();
+    Ok(match active() {
+        Some(p) => p.machine(catalog, name)?.1.name,
+        None => catalog.machine_or_err(name)?.name,
+    })
+}
+
 /// The machine type as the active release presents it, before overrides
 /// (the base a destination adopts a stream's configuration onto).
 pub fn base(m: &MachineType) -> Result<EffectiveConfig, PersonaError> {

@@ -23,6 +23,7 @@ use crate::builder::{Devices, Machine};
 use crate::vstate::vcpu::VmEvent;
 use crate::vstate::vm::VmState;
 use compat_runtime::Override;
+use compat_runtime::deprecation::MachineUse;
 use compat_runtime::vmstate::VmStateDesc;
 use devices::bus::lock;
 use devices::persist::{self, Persist};
@@ -89,8 +90,10 @@ fn decode_vm_state(data: &[u8]) -> Result<VmState, VmError> {
 }
 
 /// What this build accepts on an incoming stream (device sections plus [`KVM_VM_SECTION`]).
+/// With `--as-release R`, release R's machine types and section versions
+/// ([`crate::persona::local_release`]).
 pub fn local_release() -> LocalRelease {
-    mconfig::local_release(RELEASE, bconfig::catalog(), &[&KVM_VM_DESC])
+    crate::persona::local_release(&[&KVM_VM_DESC])
 }
 
 /// The persistable devices of a machine, each with the instance suffix its
@@ -160,13 +163,16 @@ impl MigrationSource for MachineSource<'_> {
     fn manifest(&mut self) -> Result<Manifest, VmError> {
         let cfg = self.m.config();
         let ram = self.m.vm().ram_pages() * PAGE_SIZE as u64;
-        Ok(mconfig::manifest(
-            RELEASE,
+        let mut manifest = mconfig::manifest(
+            crate::persona::release(),
             &cfg.effective,
             ram,
             u32::from(cfg.vcpus),
             section_infos(self.m.devices())?,
-        ))
+        );
+        // `--as-release R`: R as the source release, R's section versions.
+        crate::persona::announce(&mut manifest);
+        Ok(manifest)
     }
 
     fn read_pages(&mut self, first_page: u64, buf: &mut [u8]) -> Result<(), VmError> {
@@ -334,8 +340,7 @@ impl<'a> MachineTarget<'a> {
         let local = local_release();
         let overrides = self.settings.overrides.clone();
         let resolve = |mt: &str| -> Result<_, String> {
-            catalog
-                .effective(mt, &overrides)
+            crate::persona::effective(mt, &overrides)
                 .map(|e| mconfig::from_effective(&e))
                 .map_err(|e| e.to_string())
         };
@@ -347,7 +352,7 @@ impl<'a> MachineTarget<'a> {
                     .settings
                     .machine
                     .as_deref()
-                    .map(|n| catalog.machine_or_err(n).map(|m| m.name.to_string()))
+                    .map(|n| crate::persona::machine_name(n).map(str::to_string))
                     .transpose()
                     .map_err(|e| VmError::new(format!("-M: {e}")))?,
                 resolve: &resolve,
@@ -376,13 +381,16 @@ impl<'a> MachineTarget<'a> {
         let machine = catalog
             .machine_or_err(&accepted.machine_type)
             .map_err(VmError::new)?;
+        crate::lifecycle::admit(catalog, machine.name, MachineUse::Incoming)
+            .map_err(VmError::new)?;
+        // As this build, or as `--as-release R` presents the machine type.
         let effective = if accepted.adopted {
-            mconfig::adopt(&catalog.resolve(machine), &m.config, catalog).map_err(VmError::new)?
+            let base = crate::persona::base(machine).map_err(VmError::new)?;
+            crate::persona::adopt(&base, &m.config).map_err(VmError::new)?
         } else {
-            catalog
-                .effective(machine.name, &overrides)
-                .map_err(VmError::new)?
+            crate::persona::effective(machine.name, &overrides).map_err(VmError::new)?
         };
+        let knobs = crate::persona::knobs(machine).map_err(VmError::new)?;
         let req = RunRequest {
             machine: machine.name.to_string(),
             cpus: Some(m.vcpus),
@@ -390,7 +398,7 @@ impl<'a> MachineTarget<'a> {
             overrides: overrides.clone(),
             ..self.settings.base.clone()
         };
-        let cfg = bconfig::from_effective(&effective, &machine.knobs, &req)
+        let cfg = bconfig::from_effective(&effective, &knobs, &req)
             .map_err(|e| VmError::new(format!("configuring the destination: {e}")))?;
         self.adopted = accepted.adopted;
         Ok(cfg)
