@@ -21,6 +21,7 @@
 use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
+use compat_runtime::deprecation::MachineUse;
 use compat_runtime::release::{MIN_STREAM_FORMAT, STREAM_FORMAT};
 use compat_runtime::suggest::{did_you_mean, hint};
 use compat_runtime::table::Provenance;
@@ -122,6 +123,10 @@ pub enum PersonaError {
         property: String,
         value: String,
     },
+    /// The machine type was removed.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Lifecycle(#[from] crate::lifecycle::LifecycleError),
     /// A second, different persona in the same process.
     #[error("this process already acts as release {active}, not {requested}")]
     #[diagnostic(code(vmm::persona::twice))]
@@ -422,6 +427,23 @@ pub fn knobs(m: &MachineType) -> Result<Knobs, PersonaError> {
         memory_mib: lm.memory_mib,
         ..ours
     })
+}
+
+/// `--as-release R` if given: [`activate`].
+pub fn activate_opt(release: Option<&str>) -> Result<(), PersonaError> {
+    match release {
+        Some(r) => activate(r).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
+/// A new VM (`vmm run` without `--incoming`): admits the machine type's
+/// lifecycle (warns if deprecated, refuses if removed), then
+/// [`machine_config`].
+pub fn start(req: &RunRequest) -> Result<MachineConfig, PersonaError> {
+    let name = machine_name(&req.machine)?;
+    crate::lifecycle::admit(bconfig::catalog(), name, MachineUse::Run)?;
+    machine_config(req)
 }
 
 /// `vmm run`'s machine configuration as the active release presents it.

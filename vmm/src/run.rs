@@ -66,6 +66,10 @@ pub struct RunArgs {
     /// those must not contradict the stream.
     #[arg(long, value_name = "URI")]
     pub incoming: Option<String>,
+    /// Act as frozen release R (`compat/releases/R.lock.toml`): its property
+    /// values, section versions, stream format, and R in the manifest.
+    #[arg(long = "as-release", value_name = "R")]
+    pub as_release: Option<String>,
 }
 
 /// Why `vmm run` failed.
@@ -133,6 +137,10 @@ pub enum RunError {
     #[error(transparent)]
     #[diagnostic(code(vmm::run::control))]
     Control(#[from] ControlError),
+    /// `--as-release`, or the machine type's lifecycle.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Persona(#[from] crate::persona::PersonaError),
     /// All vCPU threads ended without a power-off.
     #[error("all vCPUs stopped without a power-off")]
     #[diagnostic(code(vmm::run::vcpus_gone))]
@@ -205,7 +213,8 @@ pub fn request(args: &RunArgs) -> Result<RunRequest, RunError> {
 /// Resolves the machine configuration from CLI arguments.
 pub fn machine_config(args: &RunArgs) -> Result<MachineConfig, RunError> {
     let req = request(args)?;
-    Ok(config::resolve(config::catalog(), &req)?)
+    crate::persona::activate_opt(args.as_release.as_deref())?;
+    Ok(crate::persona::start(&req)?)
 }
 
 fn load_kernel(path: Option<&Path>) -> Result<Vec<u8>, RunError> {
@@ -293,6 +302,7 @@ impl Drop for SocketGuard {
 /// Runs the VM until power-off (Ok) or a crash/error.
 pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let req = request(args)?;
+    crate::persona::activate_opt(args.as_release.as_deref())?;
     let incoming = match &args.incoming {
         Some(u) => Some(u.parse::<Uri>().map_err(RunError::IncomingUri)?),
         None => None,
@@ -300,7 +310,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     // A destination resolves its configuration from the stream.
     let mut cfg = match incoming {
         Some(_) => None,
-        None => Some(config::resolve(config::catalog(), &req)?),
+        None => Some(crate::persona::start(&req)?),
     };
     let kernel = load_kernel(args.kernel.as_deref())?;
     let (tx, main_rx) = mpsc::channel();

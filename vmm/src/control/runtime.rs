@@ -9,7 +9,7 @@ use super::protocol::{BadPage, MigrateRequest, PinnedProp, StatusInfo, VerifyAbR
 use super::server::ControlHandler;
 use crate::builder::Machine;
 use crate::migration::ab::{AbViolation, check_ab};
-use crate::migration::machine::{MachineSource, RELEASE};
+use crate::migration::machine::MachineSource;
 use crate::migration::precopy::{self, CancelToken, Outcome, Progress, Summary};
 use crate::migration::transport::Uri;
 use crate::migration::vm::VmError;
@@ -131,7 +131,7 @@ impl ControlHandler for MachineHandler {
         Ok(StatusInfo {
             state: state.name().into(),
             machine_type,
-            release: RELEASE.into(),
+            release: crate::persona::release().into(),
             pinned,
             migration: if state == RunState::Migrating {
                 migration
