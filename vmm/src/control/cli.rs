@@ -76,6 +76,16 @@ pub struct MigrateArgs {
     /// Print progress events and the summary as JSON lines.
     #[arg(long)]
     pub json: bool,
+    /// Deprecated in the reference (8.2), never implemented here: prints the
+    /// replacement (`compat/deprecations.toml`) and refuses.
+    #[arg(long, hide = true)]
+    pub inc: bool,
+    /// Deprecated in the reference (8.2), never implemented here: refused.
+    #[arg(long, hide = true)]
+    pub blk: bool,
+    /// The reference's old compression, deprecated in 8.2: refused.
+    #[arg(long, hide = true)]
+    pub compress: bool,
 }
 
 /// Parses `1000`, `64K`, `100M`, `1G`.
@@ -191,6 +201,13 @@ fn status_text(v: &serde_json::Value) -> String {
 
 /// Runs `vmm migrate`: progress on a terminal (or JSON lines), then the summary.
 pub fn migrate(args: &MigrateArgs) -> Result<(), ControlError> {
+    let deprecated = [
+        ("inc", args.inc),
+        ("blk", args.blk),
+        ("compress", args.compress),
+    ];
+    crate::lifecycle::migrate_options(crate::builder::config::catalog(), &deprecated)
+        .map_err(|e| ControlError::Remote(e.to_string()))?;
     let mut c = Client::connect(&args.control)?;
     let req = Request::Migrate(MigrateRequest {
         uri: args.uri.clone(),
