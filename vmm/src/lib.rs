@@ -4,6 +4,7 @@ pub mod bench;
 pub mod boot;
 pub mod builder;
 pub mod control;
+pub mod demo;
 pub mod introspect;
 pub mod logger;
 pub mod migration;

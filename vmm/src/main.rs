@@ -12,6 +12,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Live-migrate the embedded guest's `ab` workload between two local vmm processes and check its memory.
+    Demo(vmm::demo::DemoArgs),
     #[command(flatten)]
     Introspect(vmm::introspect::Command),
     /// Dump every VMState description as JSON (the reference's -dump-vmstate format).
@@ -31,6 +33,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Demo(args) => vmm::demo::main(&args),
         Command::Introspect(cmd) => vmm::introspect::main(cmd),
         Command::DumpVmstate(args) => vmm::dump_vmstate::main(&args),
         Command::Run(args) => vmm::run::main(args),

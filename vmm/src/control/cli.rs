@@ -252,15 +252,19 @@ pub fn progress_text(p: &Progress) -> String {
         Phase::Precopy => "pre-copy",
         Phase::Stopped => "stopped",
     };
+    let expected = if p.bandwidth == 0 {
+        "not measured yet".to_string()
+    } else {
+        format!("{:.1} ms", p.expected_downtime_ms)
+    };
     let mut s = format!(
-        "{phase} iteration {}: {:.1} MiB sent, pages {} zero / {} normal, {} dirty, {:.0} MiB/s, expected downtime {:.1} ms",
+        "{phase} iteration {}: {:.1} MiB sent, pages {} zero / {} normal, {} dirty, {:.0} MiB/s, expected downtime {expected}",
         p.iteration,
         mib(p.bytes),
         p.pages_zero,
         p.pages_normal,
         p.dirty_pages,
         mib(p.bandwidth),
-        p.expected_downtime_ms
     );
     if p.throttle > 0 {
         s.push_str(&format!(", vCPUs throttled {}%", p.throttle));
