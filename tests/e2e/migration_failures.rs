@@ -12,7 +12,7 @@
 //! section's `version_id` in the manifest (and the manifest's CRC): the
 //! destination sees exactly what a newer/older source build would send.
 
-use crate::common::{self, Finished, Vmm, TempFile};
+use crate::common::{self, Finished, TempFile, Vmm};
 use crate::require_kvm;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -99,6 +99,15 @@ impl Source {
         Self { vmm, sock }
     }
 
+    /// The `ab` range (`start`, `pages`) from the guest's `ab: start=` line.
+    fn ab_range(&self) -> (String, String) {
+        let f = common::facts(self.vmm.seen(), "ab")
+            .into_iter()
+            .find(|f| f.contains_key("start"))
+            .expect("an `ab: start=` line");
+        (f["start"].clone(), f["pages"].clone())
+    }
+
     /// Asserts the guest is still counting now: drains what is already
     /// printed, then waits for an `ab: pass=` line with a higher count.
     fn assert_counting(&mut self, ctx: &str) {
@@ -113,7 +122,11 @@ impl Source {
             self.vmm.stderr()
         );
         let st = ctl(&self.sock, "status");
-        assert!(st.status.success(), "{ctx}: ctl status\n{}", st.transcript());
+        assert!(
+            st.status.success(),
+            "{ctx}: ctl status\n{}",
+            st.transcript()
+        );
     }
 }
 
@@ -136,7 +149,12 @@ fn ctl(sock: &Path, cmd: &str) -> Finished {
 }
 
 fn migrate(sock: &Path, uri: &str, extra: &[&str]) -> Finished {
-    let mut args = vec!["migrate".to_string(), "--control".into(), s(sock), uri.into()];
+    let mut args = vec![
+        "migrate".to_string(),
+        "--control".into(),
+        s(sock),
+        uri.into(),
+    ];
     args.extend(extra.iter().map(|a| a.to_string()));
     common::run(&args, MIGRATE)
 }
@@ -184,7 +202,16 @@ fn assert_clean_failure(f: &Finished, what: &str) {
     );
 }
 
+/// A diagnostic as one line: miette's wrapping and box drawing removed.
+fn flat(text: &str) -> String {
+    text.split(|c: char| c.is_whitespace() || "│╰─▶×".contains(c))
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn has_all(text: &str, words: &[&str]) -> bool {
+    let text = flat(text);
     words.iter().all(|w| text.contains(w))
 }
 
@@ -196,7 +223,11 @@ fn different_machine_type_is_refused_from_the_manifest() {
     let t0 = Instant::now();
     let m = migrate(&src.sock, &uri, &[]);
     println!("refused after {:?}: {}", t0.elapsed(), m.stderr.trim());
-    assert!(!m.status.success(), "migration succeeded\n{}", m.transcript());
+    assert!(
+        !m.status.success(),
+        "migration succeeded\n{}",
+        m.transcript()
+    );
     assert!(
         has_all(&m.stderr, &["pc-7.1", "pc-7.2"]),
         "the source's report must name both machine types\n{}",
@@ -240,13 +271,16 @@ fn differing_property_is_refused_naming_device_property_and_values() {
     ]);
     let m = migrate(&src.sock, &uri, &[]);
     println!("refused: {}", m.stderr.trim());
-    assert!(!m.status.success(), "migration succeeded\n{}", m.transcript());
+    assert!(
+        !m.status.success(),
+        "migration succeeded\n{}",
+        m.transcript()
+    );
     let names = |text: &str| {
-        text.lines().any(|l| {
-            l.find("num-queues").is_some_and(|i| {
-                let tail = &l[i..];
-                l.contains("virtio-blk-device") && tail.contains('1') && tail.contains('2')
-            })
+        let l = flat(text);
+        l.find("num-queues").is_some_and(|i| {
+            let tail = &l[i..];
+            l.contains("virtio-blk-device") && tail.contains('1') && tail.contains('2')
         })
     };
     assert!(
@@ -285,7 +319,9 @@ fn manifest_rewriting_proxy(
         let mut head = [0u8; 8 + 4 + 1 + 4];
         src.read_exact(&mut head).map_err(e("header"))?;
         if head[12] != 0x01 {
-            return Err(format!("the stream does not start with a manifest: {head:?}"));
+            return Err(format!(
+                "the stream does not start with a manifest: {head:?}"
+            ));
         }
         let len = u32::from_le_bytes([head[13], head[14], head[15], head[16]]) as usize;
         let mut json = vec![0u8; len + 4];
@@ -338,7 +374,11 @@ fn section_version_refused(version_id: u64, words: &[&str]) {
         original.contains("\"serial\""),
         "manifest without serial: {original}"
     );
-    assert!(!m.status.success(), "migration succeeded\n{}", m.transcript());
+    assert!(
+        !m.status.success(),
+        "migration succeeded\n{}",
+        m.transcript()
+    );
     assert!(
         has_all(&m.stderr, words),
         "the source's report must contain {words:?}\n{}",
@@ -418,15 +458,34 @@ fn destination_killed_mid_stream_ten_times_then_a_healthy_migration() {
         dst.stderr()
     );
     assert!(
-        dst.wait_line(COUNTING, |l| l.starts_with("ab: pass=")).is_some(),
+        dst.wait_line(COUNTING, |l| l.starts_with("ab: pass="))
+            .is_some(),
         "the destination's guest is not counting\n{}",
         dst.stderr()
     );
     let stop = ctl(&dsock, "stop");
     stop.assert_success();
-    let v = ctl(&dsock, "verify-ab");
+    let (start, pages) = src.ab_range();
+    let v = common::run(
+        [
+            "ctl",
+            "--control",
+            &s(&dsock),
+            "verify-ab",
+            "--start",
+            &start,
+            "--pages",
+            &pages,
+        ],
+        EXIT,
+    );
     println!("verify-ab: {} {}", v.lines.join(" "), v.stderr.trim());
     v.assert_success();
+    assert!(
+        v.lines.iter().any(|l| l.contains("verdict=consistent")),
+        "{}",
+        v.transcript()
+    );
     let _ = ctl(&dsock, "quit");
     let _ = std::fs::remove_file(&dsock);
 }
@@ -501,14 +560,14 @@ fn damaged_snapshots_always_fail_cleanly() {
         );
     }
 
-    // Truncations: every 4 KiB boundary of the first 256 KiB, every 8th
+    // Truncations: every 4 KiB boundary of the first 256 KiB, every 16th
     // boundary beyond, every boundary of the last 64 KiB, and cuts inside
     // the end marker.
     let mut cuts: Vec<u64> = Vec::new();
     let mut b = 0;
     while b < len {
         let page = b / 4096;
-        if b < 256 << 10 || page % 8 == 0 || b + (64 << 10) >= len {
+        if b < 256 << 10 || page % 16 == 0 || b + (64 << 10) >= len {
             cuts.push(b);
         }
         b += 4096;
@@ -521,12 +580,8 @@ fn damaged_snapshots_always_fail_cleanly() {
     // Single-byte corruptions: every byte of the header and the start of the
     // manifest, spread over the manifest, random ones in the page data, and
     // spread over the last 16 KiB (sections, vCPUs, end marker).
-    let manifest_end = 17 + u32::from_le_bytes([
-        original[13],
-        original[14],
-        original[15],
-        original[16],
-    ]) as u64
+    let manifest_end = 17
+        + u32::from_le_bytes([original[13], original[14], original[15], original[16]]) as u64
         + 4;
     let mut flips: Vec<u64> = (0..64).collect();
     flips.extend((64..manifest_end).step_by(53));
@@ -567,10 +622,7 @@ fn damaged_snapshots_always_fail_cleanly() {
                 for &o in &flips {
                     let byte = original[o as usize];
                     f.write_all_at(&[byte ^ mask], o).expect("corrupt");
-                    restore_fails_cleanly(
-                        copy.path(),
-                        &format!("byte {o} of {len} xor {mask:#x}"),
-                    );
+                    restore_fails_cleanly(copy.path(), &format!("byte {o} of {len} xor {mask:#x}"));
                     f.write_all_at(&[byte], o).expect("repair");
                 }
             }));
