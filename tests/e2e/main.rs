@@ -3,4 +3,5 @@
 mod common;
 mod control;
 mod introspect;
+mod migration_failures;
 mod runtime;
