@@ -3,5 +3,6 @@
 mod common;
 mod control;
 mod introspect;
+mod migration;
 mod migration_failures;
 mod runtime;
