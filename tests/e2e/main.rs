@@ -3,6 +3,7 @@
 mod common;
 mod control;
 mod introspect;
+mod matrix_cells;
 mod migration;
 mod migration_failures;
 mod runtime;

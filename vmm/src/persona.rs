@@ -437,6 +437,16 @@ pub fn activate_opt(release: Option<&str>) -> Result<(), PersonaError> {
     }
 }
 
+/// `--as-release R` with `-M` if given: [`activate`], then refuses at once
+/// a machine type R does not know (also before waiting for a stream).
+pub fn activate_for(release: Option<&str>, machine: Option<&str>) -> Result<(), PersonaError> {
+    activate_opt(release)?;
+    if let (Some(_), Some(m)) = (release, machine) {
+        machine_name(m)?;
+    }
+    Ok(())
+}
+
 /// A new VM (`vmm run` without `--incoming`): admits the machine type's
 /// lifecycle (warns if deprecated, refuses if removed), then
 /// [`machine_config`].

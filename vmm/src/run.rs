@@ -302,7 +302,7 @@ impl Drop for SocketGuard {
 /// Runs the VM until power-off (Ok) or a crash/error.
 pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let req = request(args)?;
-    crate::persona::activate_opt(args.as_release.as_deref())?;
+    crate::persona::activate_for(args.as_release.as_deref(), args.machine.as_deref())?;
     let incoming = match &args.incoming {
         Some(u) => Some(u.parse::<Uri>().map_err(RunError::IncomingUri)?),
         None => None,
