@@ -341,7 +341,7 @@ impl Vm {
             let pages = s.size / PAGE;
             let kvm = self.dirty_log(s.slot)?;
             let theirs = vmm.get(i).map(Vec::as_slice).unwrap_or(&[]);
-            if base % 64 == 0 {
+            if base.is_multiple_of(64) {
                 // Word-aligned: OR whole words (bits past `pages` are never set).
                 let first = (base / 64) as usize;
                 for w in 0..pages.div_ceil(64) as usize {
