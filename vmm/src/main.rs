@@ -24,6 +24,8 @@ enum Command {
     GuestElf { path: std::path::PathBuf },
     /// Measure exec -> first serial line and memory overhead (docs/bench-boot.md).
     BenchBoot(vmm::bench::BenchArgs),
+    /// Measure live migration against the reference VMM (docs/bench-migrate.md).
+    BenchMigrate(vmm::bench_migrate::BenchMigrateArgs),
     /// Send a command to a running vmm's control socket.
     Ctl(vmm::control::cli::CtlArgs),
     /// Migrate a running vmm's guest live (or snapshot it to file:PATH).
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::Run(args) => vmm::run::main(args),
         Command::GuestElf { path } => vmm::run::guest_elf(&path),
         Command::BenchBoot(args) => vmm::bench::main(args),
+        Command::BenchMigrate(args) => vmm::bench_migrate::main(args),
         Command::Ctl(args) => control_exit(vmm::control::cli::ctl(&args)),
         Command::Migrate(args) => control_exit(vmm::control::cli::migrate(&args)),
     }
