@@ -57,39 +57,23 @@ pub fn props(m: &Model) -> TokenStream {
         for (p, fid) in t.props.iter().zip(&fids) {
             let pn = &p.name;
             let (ty, init) = match &p.ty {
-                PropType::Bool => (
-                    quote!(bool),
-                    quote!(props::get_bool(cfg, Self::TYPE_NAME, #pn)?),
-                ),
+                PropType::Bool => (quote!(bool), quote!(get_bool(cfg, T, #pn)?)),
                 PropType::Uint { bits, auto, .. } => {
                     let int = format_ident!("u{}", bits);
                     if *auto {
-                        (
-                            quote!(AutoOr<#int>),
-                            quote!(props::get_auto_uint(cfg, Self::TYPE_NAME, #pn)?),
-                        )
+                        (quote!(AutoOr<#int>), quote!(get_auto_uint(cfg, T, #pn)?))
                     } else {
-                        (
-                            quote!(#int),
-                            quote!(props::get_uint(cfg, Self::TYPE_NAME, #pn)?),
-                        )
+                        (quote!(#int), quote!(get_uint(cfg, T, #pn)?))
                     }
                 }
                 PropType::Enum { .. } => {
                     let e = enum_ident(p);
-                    (
-                        quote!(#e),
-                        quote!(props::get_enum(cfg, Self::TYPE_NAME, #pn, #e::from_name)?),
-                    )
+                    (quote!(#e), quote!(get_enum(cfg, T, #pn, #e::from_name)?))
                 }
-                PropType::Str { optional: true, .. } => (
-                    quote!(Option<String>),
-                    quote!(props::get_opt_string(cfg, Self::TYPE_NAME, #pn)?),
-                ),
-                PropType::Str { .. } => (
-                    quote!(String),
-                    quote!(props::get_string(cfg, Self::TYPE_NAME, #pn)?),
-                ),
+                PropType::Str { optional: true, .. } => {
+                    (quote!(Option<String>), quote!(get_opt_string(cfg, T, #pn)?))
+                }
+                PropType::Str { .. } => (quote!(String), quote!(get_string(cfg, T, #pn)?)),
             };
             let doc = format!(" `{}` ({}): {}", p.name, p.ty.describe(), p.doc);
             fields.push(quote!(#[doc = #doc] pub #fid: #ty));
@@ -98,7 +82,7 @@ pub fn props(m: &Model) -> TokenStream {
         let unused = if inits.is_empty() {
             quote!(let _ = cfg;)
         } else {
-            quote!()
+            quote!(const T: &str = #sid::TYPE_NAME;)
         };
         let doc = format!(" Typed properties of `{}`: {}", t.name, t.doc);
         quote! {
@@ -120,7 +104,9 @@ pub fn props(m: &Model) -> TokenStream {
         //! Typed property structs, one per device type, built from an
         //! [`EffectiveConfig`](compat_runtime::EffectiveConfig).
         #[allow(unused_imports)]
-        use compat_runtime::{props, AutoOr, EffectiveConfig, PropsError};
+        use compat_runtime::{AutoOr, EffectiveConfig, PropsError};
+        #[allow(unused_imports)]
+        use compat_runtime::props::{get_auto_uint, get_bool, get_enum, get_opt_string, get_string, get_uint};
         #(#enums)*
         #(#structs)*
     }

@@ -2,7 +2,11 @@
 //! Typed property structs, one per device type, built from an
 //! [`EffectiveConfig`](compat_runtime::EffectiveConfig).
 #[allow(unused_imports)]
-use compat_runtime::{props, AutoOr, EffectiveConfig, PropsError};
+use compat_runtime::{AutoOr, EffectiveConfig, PropsError};
+#[allow(unused_imports)]
+use compat_runtime::props::{
+    get_auto_uint, get_bool, get_enum, get_opt_string, get_string, get_uint,
+};
 /// Values of `migration.zero-page-detection`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MigrationZeroPageDetection {
@@ -149,33 +153,22 @@ impl MigrationProps {
     pub const TYPE_NAME: &'static str = "migration";
     /// Reads every property from an effective configuration.
     pub fn from_config(cfg: &EffectiveConfig) -> Result<Self, PropsError> {
+        const T: &str = MigrationProps::TYPE_NAME;
         Ok(Self {
-            x_preempt_pre_7_2: props::get_bool(
+            x_preempt_pre_7_2: get_bool(cfg, T, "x-preempt-pre-7-2")?,
+            multifd_flush_after_each_section: get_bool(
                 cfg,
-                Self::TYPE_NAME,
-                "x-preempt-pre-7-2",
-            )?,
-            multifd_flush_after_each_section: props::get_bool(
-                cfg,
-                Self::TYPE_NAME,
+                T,
                 "multifd-flush-after-each-section",
             )?,
-            zero_page_detection: props::get_enum(
+            zero_page_detection: get_enum(
                 cfg,
-                Self::TYPE_NAME,
+                T,
                 "zero-page-detection",
                 MigrationZeroPageDetection::from_name,
             )?,
-            send_configuration: props::get_bool(
-                cfg,
-                Self::TYPE_NAME,
-                "send-configuration",
-            )?,
-            send_section_footer: props::get_bool(
-                cfg,
-                Self::TYPE_NAME,
-                "send-section-footer",
-            )?,
+            send_configuration: get_bool(cfg, T, "send-configuration")?,
+            send_section_footer: get_bool(cfg, T, "send-section-footer")?,
         })
     }
 }
@@ -198,32 +191,13 @@ impl X86_64CpuProps {
     pub const TYPE_NAME: &'static str = "x86_64-cpu";
     /// Reads every property from an effective configuration.
     pub fn from_config(cfg: &EffectiveConfig) -> Result<Self, PropsError> {
+        const T: &str = X86_64CpuProps::TYPE_NAME;
         Ok(Self {
-            kvm_msi_ext_dest_id: props::get_bool(
-                cfg,
-                Self::TYPE_NAME,
-                "kvm-msi-ext-dest-id",
-            )?,
-            x_vendor_cpuid_only: props::get_bool(
-                cfg,
-                Self::TYPE_NAME,
-                "x-vendor-cpuid-only",
-            )?,
-            hv_version_id_build: props::get_uint(
-                cfg,
-                Self::TYPE_NAME,
-                "hv-version-id-build",
-            )?,
-            hv_version_id_major: props::get_uint(
-                cfg,
-                Self::TYPE_NAME,
-                "hv-version-id-major",
-            )?,
-            hv_version_id_minor: props::get_uint(
-                cfg,
-                Self::TYPE_NAME,
-                "hv-version-id-minor",
-            )?,
+            kvm_msi_ext_dest_id: get_bool(cfg, T, "kvm-msi-ext-dest-id")?,
+            x_vendor_cpuid_only: get_bool(cfg, T, "x-vendor-cpuid-only")?,
+            hv_version_id_build: get_uint(cfg, T, "hv-version-id-build")?,
+            hv_version_id_major: get_uint(cfg, T, "hv-version-id-major")?,
+            hv_version_id_minor: get_uint(cfg, T, "hv-version-id-minor")?,
         })
     }
 }
@@ -244,19 +218,12 @@ impl PciDeviceProps {
     pub const TYPE_NAME: &'static str = "pci-device";
     /// Reads every property from an effective configuration.
     pub fn from_config(cfg: &EffectiveConfig) -> Result<Self, PropsError> {
+        const T: &str = PciDeviceProps::TYPE_NAME;
         Ok(Self {
-            x_pcie_err_unc_mask: props::get_bool(
-                cfg,
-                Self::TYPE_NAME,
-                "x-pcie-err-unc-mask",
-            )?,
-            x_pcie_ari_nextfn_1: props::get_bool(
-                cfg,
-                Self::TYPE_NAME,
-                "x-pcie-ari-nextfn-1",
-            )?,
-            x_pcie_ext_tag: props::get_bool(cfg, Self::TYPE_NAME, "x-pcie-ext-tag")?,
-            acpi_index: props::get_uint(cfg, Self::TYPE_NAME, "acpi-index")?,
+            x_pcie_err_unc_mask: get_bool(cfg, T, "x-pcie-err-unc-mask")?,
+            x_pcie_ari_nextfn_1: get_bool(cfg, T, "x-pcie-ari-nextfn-1")?,
+            x_pcie_ext_tag: get_bool(cfg, T, "x-pcie-ext-tag")?,
+            acpi_index: get_uint(cfg, T, "acpi-index")?,
         })
     }
 }
@@ -273,9 +240,10 @@ impl IsaSerialProps {
     pub const TYPE_NAME: &'static str = "isa-serial";
     /// Reads every property from an effective configuration.
     pub fn from_config(cfg: &EffectiveConfig) -> Result<Self, PropsError> {
+        const T: &str = IsaSerialProps::TYPE_NAME;
         Ok(Self {
-            iobase: props::get_uint(cfg, Self::TYPE_NAME, "iobase")?,
-            irq: props::get_uint(cfg, Self::TYPE_NAME, "irq")?,
+            iobase: get_uint(cfg, T, "iobase")?,
+            irq: get_uint(cfg, T, "irq")?,
         })
     }
 }
@@ -294,10 +262,11 @@ impl VirtioDeviceProps {
     pub const TYPE_NAME: &'static str = "virtio-device";
     /// Reads every property from an effective configuration.
     pub fn from_config(cfg: &EffectiveConfig) -> Result<Self, PropsError> {
+        const T: &str = VirtioDeviceProps::TYPE_NAME;
         Ok(Self {
-            indirect_desc: props::get_bool(cfg, Self::TYPE_NAME, "indirect_desc")?,
-            event_idx: props::get_bool(cfg, Self::TYPE_NAME, "event_idx")?,
-            queue_reset: props::get_bool(cfg, Self::TYPE_NAME, "queue_reset")?,
+            indirect_desc: get_bool(cfg, T, "indirect_desc")?,
+            event_idx: get_bool(cfg, T, "event_idx")?,
+            queue_reset: get_bool(cfg, T, "queue_reset")?,
         })
     }
 }
@@ -314,13 +283,10 @@ impl VirtioMmioProps {
     pub const TYPE_NAME: &'static str = "virtio-mmio";
     /// Reads every property from an effective configuration.
     pub fn from_config(cfg: &EffectiveConfig) -> Result<Self, PropsError> {
+        const T: &str = VirtioMmioProps::TYPE_NAME;
         Ok(Self {
-            force_legacy: props::get_bool(cfg, Self::TYPE_NAME, "force-legacy")?,
-            format_transport_address: props::get_bool(
-                cfg,
-                Self::TYPE_NAME,
-                "format_transport_address",
-            )?,
+            force_legacy: get_bool(cfg, T, "force-legacy")?,
+            format_transport_address: get_bool(cfg, T, "format_transport_address")?,
         })
     }
 }
@@ -349,35 +315,16 @@ impl Qemu64X86_64CpuProps {
     pub const TYPE_NAME: &'static str = "qemu64-x86_64-cpu";
     /// Reads every property from an effective configuration.
     pub fn from_config(cfg: &EffectiveConfig) -> Result<Self, PropsError> {
+        const T: &str = Qemu64X86_64CpuProps::TYPE_NAME;
         Ok(Self {
-            kvm_msi_ext_dest_id: props::get_bool(
-                cfg,
-                Self::TYPE_NAME,
-                "kvm-msi-ext-dest-id",
-            )?,
-            x_vendor_cpuid_only: props::get_bool(
-                cfg,
-                Self::TYPE_NAME,
-                "x-vendor-cpuid-only",
-            )?,
-            hv_version_id_build: props::get_uint(
-                cfg,
-                Self::TYPE_NAME,
-                "hv-version-id-build",
-            )?,
-            hv_version_id_major: props::get_uint(
-                cfg,
-                Self::TYPE_NAME,
-                "hv-version-id-major",
-            )?,
-            hv_version_id_minor: props::get_uint(
-                cfg,
-                Self::TYPE_NAME,
-                "hv-version-id-minor",
-            )?,
-            family: props::get_uint(cfg, Self::TYPE_NAME, "family")?,
-            model: props::get_uint(cfg, Self::TYPE_NAME, "model")?,
-            stepping: props::get_uint(cfg, Self::TYPE_NAME, "stepping")?,
+            kvm_msi_ext_dest_id: get_bool(cfg, T, "kvm-msi-ext-dest-id")?,
+            x_vendor_cpuid_only: get_bool(cfg, T, "x-vendor-cpuid-only")?,
+            hv_version_id_build: get_uint(cfg, T, "hv-version-id-build")?,
+            hv_version_id_major: get_uint(cfg, T, "hv-version-id-major")?,
+            hv_version_id_minor: get_uint(cfg, T, "hv-version-id-minor")?,
+            family: get_uint(cfg, T, "family")?,
+            model: get_uint(cfg, T, "model")?,
+            stepping: get_uint(cfg, T, "stepping")?,
         })
     }
 }
@@ -406,33 +353,16 @@ impl PcieRootPortProps {
     pub const TYPE_NAME: &'static str = "pcie-root-port";
     /// Reads every property from an effective configuration.
     pub fn from_config(cfg: &EffectiveConfig) -> Result<Self, PropsError> {
+        const T: &str = PcieRootPortProps::TYPE_NAME;
         Ok(Self {
-            x_pcie_err_unc_mask: props::get_bool(
-                cfg,
-                Self::TYPE_NAME,
-                "x-pcie-err-unc-mask",
-            )?,
-            x_pcie_ari_nextfn_1: props::get_bool(
-                cfg,
-                Self::TYPE_NAME,
-                "x-pcie-ari-nextfn-1",
-            )?,
-            x_pcie_ext_tag: props::get_bool(cfg, Self::TYPE_NAME, "x-pcie-ext-tag")?,
-            acpi_index: props::get_uint(cfg, Self::TYPE_NAME, "acpi-index")?,
-            chassis: props::get_uint(cfg, Self::TYPE_NAME, "chassis")?,
-            slot: props::get_uint(cfg, Self::TYPE_NAME, "slot")?,
-            x_speed: props::get_enum(
-                cfg,
-                Self::TYPE_NAME,
-                "x-speed",
-                PcieRootPortXSpeed::from_name,
-            )?,
-            x_width: props::get_enum(
-                cfg,
-                Self::TYPE_NAME,
-                "x-width",
-                PcieRootPortXWidth::from_name,
-            )?,
+            x_pcie_err_unc_mask: get_bool(cfg, T, "x-pcie-err-unc-mask")?,
+            x_pcie_ari_nextfn_1: get_bool(cfg, T, "x-pcie-ari-nextfn-1")?,
+            x_pcie_ext_tag: get_bool(cfg, T, "x-pcie-ext-tag")?,
+            acpi_index: get_uint(cfg, T, "acpi-index")?,
+            chassis: get_uint(cfg, T, "chassis")?,
+            slot: get_uint(cfg, T, "slot")?,
+            x_speed: get_enum(cfg, T, "x-speed", PcieRootPortXSpeed::from_name)?,
+            x_width: get_enum(cfg, T, "x-width", PcieRootPortXWidth::from_name)?,
         })
     }
 }
@@ -467,22 +397,19 @@ impl VirtioBlkDeviceProps {
     pub const TYPE_NAME: &'static str = "virtio-blk-device";
     /// Reads every property from an effective configuration.
     pub fn from_config(cfg: &EffectiveConfig) -> Result<Self, PropsError> {
+        const T: &str = VirtioBlkDeviceProps::TYPE_NAME;
         Ok(Self {
-            indirect_desc: props::get_bool(cfg, Self::TYPE_NAME, "indirect_desc")?,
-            event_idx: props::get_bool(cfg, Self::TYPE_NAME, "event_idx")?,
-            queue_reset: props::get_bool(cfg, Self::TYPE_NAME, "queue_reset")?,
-            num_queues: props::get_auto_uint(cfg, Self::TYPE_NAME, "num-queues")?,
-            queue_size: props::get_uint(cfg, Self::TYPE_NAME, "queue-size")?,
-            report_discard_granularity: props::get_bool(
-                cfg,
-                Self::TYPE_NAME,
-                "report-discard-granularity",
-            )?,
-            discard: props::get_bool(cfg, Self::TYPE_NAME, "discard")?,
-            write_zeroes: props::get_bool(cfg, Self::TYPE_NAME, "write-zeroes")?,
-            config_wce: props::get_bool(cfg, Self::TYPE_NAME, "config-wce")?,
-            seg_max_adjust: props::get_bool(cfg, Self::TYPE_NAME, "seg-max-adjust")?,
-            serial: props::get_opt_string(cfg, Self::TYPE_NAME, "serial")?,
+            indirect_desc: get_bool(cfg, T, "indirect_desc")?,
+            event_idx: get_bool(cfg, T, "event_idx")?,
+            queue_reset: get_bool(cfg, T, "queue_reset")?,
+            num_queues: get_auto_uint(cfg, T, "num-queues")?,
+            queue_size: get_uint(cfg, T, "queue-size")?,
+            report_discard_granularity: get_bool(cfg, T, "report-discard-granularity")?,
+            discard: get_bool(cfg, T, "discard")?,
+            write_zeroes: get_bool(cfg, T, "write-zeroes")?,
+            config_wce: get_bool(cfg, T, "config-wce")?,
+            seg_max_adjust: get_bool(cfg, T, "seg-max-adjust")?,
+            serial: get_opt_string(cfg, T, "serial")?,
         })
     }
 }
@@ -505,20 +432,13 @@ impl VirtioRngPciProps {
     pub const TYPE_NAME: &'static str = "virtio-rng-pci";
     /// Reads every property from an effective configuration.
     pub fn from_config(cfg: &EffectiveConfig) -> Result<Self, PropsError> {
+        const T: &str = VirtioRngPciProps::TYPE_NAME;
         Ok(Self {
-            x_pcie_err_unc_mask: props::get_bool(
-                cfg,
-                Self::TYPE_NAME,
-                "x-pcie-err-unc-mask",
-            )?,
-            x_pcie_ari_nextfn_1: props::get_bool(
-                cfg,
-                Self::TYPE_NAME,
-                "x-pcie-ari-nextfn-1",
-            )?,
-            x_pcie_ext_tag: props::get_bool(cfg, Self::TYPE_NAME, "x-pcie-ext-tag")?,
-            acpi_index: props::get_uint(cfg, Self::TYPE_NAME, "acpi-index")?,
-            vectors: props::get_uint(cfg, Self::TYPE_NAME, "vectors")?,
+            x_pcie_err_unc_mask: get_bool(cfg, T, "x-pcie-err-unc-mask")?,
+            x_pcie_ari_nextfn_1: get_bool(cfg, T, "x-pcie-ari-nextfn-1")?,
+            x_pcie_ext_tag: get_bool(cfg, T, "x-pcie-ext-tag")?,
+            acpi_index: get_uint(cfg, T, "acpi-index")?,
+            vectors: get_uint(cfg, T, "vectors")?,
         })
     }
 }
