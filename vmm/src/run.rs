@@ -413,7 +413,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
                 tracing::info!("migrated: the guest runs on the destination");
                 return Ok(());
             }
-            Ok(RunEvent::Vm(_, VmEvent::Reset)) => {
+            Ok(RunEvent::Vm(_, VmEvent::Reset) | RunEvent::Reset) => {
                 tracing::info!("guest reset: rebooting");
                 stop();
                 first = false;

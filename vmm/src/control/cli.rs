@@ -36,6 +36,9 @@ pub enum CtlCommand {
     Quit,
     /// Cancel the outgoing migration; the guest keeps running here.
     MigrateCancel,
+    /// Reset the guest (like its own reset through port 0xcf9): it reboots
+    /// in this process with the same configuration, pinned properties kept.
+    SystemReset,
     /// Check the `ab` workload's memory image on the stopped guest (DESIGN.md §4).
     VerifyAb {
         /// Guest-physical start of the range (the guest's `ab: start=0x...`).
@@ -112,6 +115,7 @@ pub fn ctl(args: &CtlArgs) -> Result<(), ControlError> {
         CtlCommand::Status { .. } => Request::Status,
         CtlCommand::Quit => Request::Quit,
         CtlCommand::MigrateCancel => Request::MigrateCancel,
+        CtlCommand::SystemReset => Request::SystemReset,
         CtlCommand::VerifyAb { start, pages, .. } => {
             Request::VerifyAb(VerifyAbRequest { start, pages })
         }

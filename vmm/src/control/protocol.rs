@@ -22,6 +22,9 @@ pub enum Request {
     Migrate(MigrateRequest),
     MigrateCancel,
     VerifyAb(VerifyAbRequest),
+    /// A hard reset of the guest (the reset button): handled like the
+    /// guest's own reset through port 0xcf9, same configuration.
+    SystemReset,
 }
 
 /// Arguments of `verify-ab`: the guest's `ab: start=0x... pages=N` range.

@@ -29,6 +29,8 @@ pub enum RunEvent {
     MigratedAway,
     /// `quit`.
     Quit,
+    /// `system-reset`: rebuild and reboot the guest, as a guest reset does.
+    Reset,
 }
 
 /// The guest's run state, as `status` reports it.
@@ -176,6 +178,19 @@ impl ControlHandler for MachineHandler {
         Ok(())
     }
 
+    fn system_reset(&self) -> Result<(), VmError> {
+        match self.0.state() {
+            RunState::Running | RunState::Paused if self.0.read().is_some() => {
+                self.0.send(RunEvent::Reset);
+                Ok(())
+            }
+            s => Err(VmError::new(format!(
+                "cannot reset: the VM is {}",
+                s.name()
+            ))),
+        }
+    }
+
     fn migrate(
         &self,
         req: &MigrateRequest,
@@ -233,7 +248,7 @@ impl ControlHandler for MachineHandler {
         let m = g.as_ref().ok_or_else(no_machine)?;
         let mem = m.vm().memory();
         let page = crate::migration::PAGE_SIZE as u64;
-        if start % page != 0 {
+        if !start.is_multiple_of(page) {
             return Err(VmError::new(format!(
                 "start {start:#x} is not page-aligned"
             )));

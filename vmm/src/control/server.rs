@@ -38,6 +38,10 @@ pub trait ControlHandler: Send + Sync {
         let _ = (start, pages);
         Err(VmError::new("verify-ab is not supported here"))
     }
+    /// Resets the guest as its own reset through port 0xcf9 would.
+    fn system_reset(&self) -> Result<(), VmError> {
+        Err(VmError::new("system-reset is not supported here"))
+    }
 }
 
 /// A bound control socket; removes its path when dropped.
@@ -190,6 +194,7 @@ fn handle(st: &State, req: Request, out: &mut UnixStream) -> Answer {
             serde_json::to_value(s).map(Some).map_err(|e| e.to_string())
         }
         Request::Stop => done(h.stop()),
+        Request::SystemReset => done(h.system_reset()),
         Request::Cont => done(h.cont()),
         Request::Quit => {
             h.quit().map_err(|e| e.to_string())?;
