@@ -7,3 +7,4 @@ mod matrix_cells;
 mod migration;
 mod migration_failures;
 mod runtime;
+mod sticky;

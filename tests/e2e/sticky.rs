@@ -1,0 +1,203 @@
+//! The seed's story of a sticky property, end to end (DESIGN.md §1,
+//! post-release breakage): a `pc-7.2` guest started on 8.0 has the AER
+//! uncorrectable-error mask on (8.0's erratum) and must keep it on every
+//! later migration until it is powered off:
+//!
+//! 8.0 -> 8.0.1 (refused by default; `--device pcie-root-port,...` alone is
+//! not enough because every PCI device type's property is compared; works
+//! with `--global pci-device.x-pcie-err-unc-mask=on`) -> 8.0.1 adopting the
+//! stream (only `--incoming`) -> this build (only `--incoming`), where
+//! `ctl status` shows the property pinned with provenance `stream`, a guest
+//! reset (`ctl system-reset`, the same path as the guest's own reset through
+//! port 0xcf9) boots a guest that reads the same AER mask as the 8.0 guest
+//! did, and only a fresh `vmm run` (after power-off) reads it as 0.
+//!
+//! The guest reads its AER mask at boot (the `aer:` line of its report), so
+//! the check after a migration is the report after a reset; before it, the
+//! destination's pinned configuration is read through `ctl status`.
+
+use crate::common;
+use crate::matrix_cells::{Running, flat, migrate};
+use crate::require_kvm;
+use std::time::Duration;
+
+const MEM: &str = "64M";
+const AB: &str = "workload=ab ab.mib=1";
+const EXIT: Duration = Duration::from_secs(30);
+const BOOT: Duration = Duration::from_secs(30);
+const PROP: &str = "x-pcie-err-unc-mask";
+
+fn aer_mask(lines: &[String]) -> Option<String> {
+    common::facts(lines, "aer")
+        .into_iter()
+        .rev()
+        .find_map(|f| f.get("uncor_mask").cloned())
+}
+
+/// The pinned `(device, value, provenance)` of [`PROP`] in a status answer.
+fn pinned(st: &serde_json::Value) -> Vec<(String, String, String)> {
+    let mut out: Vec<_> = st["pinned"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["property"] == PROP)
+        .map(|p| {
+            let f = |k: &str| p[k].as_str().unwrap_or_default().to_string();
+            (f("device"), f("value"), f("provenance"))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn all_pinned(value: &str, provenance: &str) -> Vec<(String, String, String)> {
+    ["pci-device", "pcie-root-port", "virtio-rng-pci"]
+        .iter()
+        .map(|d| (d.to_string(), value.to_string(), provenance.to_string()))
+        .collect()
+}
+
+/// A migration that must be refused from the manifest naming `want`; the
+/// source keeps running.
+fn refused(src: &mut Running, dst_args: &[&str], want: &str, ctx: &str) {
+    let (dst, uri) = Running::destination(dst_args, ctx);
+    let m = migrate(&src.sock, &uri);
+    let d = dst.vmm.finish(EXIT);
+    let (me, de) = (flat(&m.stderr), flat(&d.stderr));
+    assert!(
+        !m.status.success()
+            && me.contains("the destination refused the stream")
+            && me.contains(want)
+            && de.contains(want)
+            && !d.status.success(),
+        "{ctx}: expected a refusal naming `{want}`\n{}\n{}",
+        m.transcript(),
+        d.transcript()
+    );
+    src.assert_counting(&format!("{ctx}: the source after the refusal"));
+}
+
+/// A migration that must work; returns the destination, running.
+fn works(src: Running, dst_args: &[&str], ctx: &str) -> Running {
+    let ab = src.ab.clone();
+    let (mut dst, uri) = Running::destination(dst_args, ctx);
+    let m = migrate(&src.sock, &uri);
+    assert!(m.status.success(), "{ctx}\n{}", m.transcript());
+    let s = src.vmm.finish(EXIT);
+    assert!(s.status.success(), "{ctx}: source exit\n{}", s.transcript());
+    assert!(
+        dst.vmm.wait_stderr(BOOT, "incoming: running"),
+        "{ctx}\n{}",
+        dst.vmm.stderr()
+    );
+    dst.assert_counting(ctx);
+    dst.ab = ab;
+    dst
+}
+
+#[test]
+fn aer_mask_of_8_0_sticks_until_power_off() {
+    require_kvm!();
+    let on = format!("pci-device.{PROP}=on");
+    let ctx = "8.0 source";
+    let mut a = Running::source(&["--as-release", "8.0", "-M", "pc-7.2"], AB, ctx);
+    let mask_8_0 = aer_mask(a.vmm.seen()).expect("the 8.0 guest's aer: line");
+    assert_ne!(mask_8_0, "0x0", "8.0 presents the mask on pc-7.2");
+
+    // 8.0.1 started like the source, by default: refused.
+    let dflt = ["--as-release", "8.0.1", "-M", "pc-7.2", "-m", MEM];
+    refused(
+        &mut a,
+        &dflt,
+        &format!(
+            "property `pci-device.{PROP}` differs: the stream has on, this destination has off"
+        ),
+        "8.0 -> 8.0.1 by default",
+    );
+    // Only the instantiated device: every PCI device type still differs.
+    let mut dev = dflt.to_vec();
+    let dev_on = format!("pcie-root-port,{PROP}=on");
+    dev.extend(["--device", &dev_on]);
+    refused(
+        &mut a,
+        &dev,
+        &format!(
+            "property `virtio-rng-pci.{PROP}` differs: the stream has on, this destination has off"
+        ),
+        "8.0 -> 8.0.1 --device pcie-root-port,...=on",
+    );
+
+    // With the matrix's fix: works, and the value is pinned by -global.
+    let mut glob = dflt.to_vec();
+    glob.extend(["--global", &on]);
+    let b = works(a, &glob, "8.0 -> 8.0.1 --global");
+    let st = b.status("8.0.1 --global");
+    assert_eq!(st["release"], "8.0.1");
+    assert_eq!(pinned(&st), all_pinned("on", "-global"), "{st}");
+
+    // 8.0.1 adopting the stream's configuration (only --incoming).
+    let c = works(b, &["--as-release", "8.0.1"], "8.0.1 -> 8.0.1 adopting");
+    let st = c.status("8.0.1 adopting");
+    assert_eq!(
+        (st["release"].as_str(), st["machine_type"].as_str()),
+        (Some("8.0.1"), Some("pc-7.2"))
+    );
+    assert_eq!(pinned(&st), all_pinned("on", "stream"), "{st}");
+
+    // This build, only --incoming; its own boots run `workload=report`.
+    let d = works(
+        c,
+        &["--append", "workload=report after=halt"],
+        "8.0.1 -> this build adopting",
+    );
+    let st = d.status("this build");
+    assert_eq!(st["release"], "next");
+    assert_eq!(st["machine_type"], "pc-7.2");
+    assert_eq!(pinned(&st), all_pinned("on", "stream"), "{st}");
+    let ab = d.ab.clone().expect("ab range");
+    d.verify_ab(&ab, "this build");
+
+    // A guest reset reboots with the pinned configuration.
+    let mut d = d;
+    let r = common::run(
+        [
+            "ctl",
+            "--control",
+            &d.sock.0.display().to_string(),
+            "system-reset",
+        ],
+        EXIT,
+    );
+    assert!(r.status.success(), "system-reset\n{}", r.transcript());
+    let done = d.vmm.wait_line(BOOT, |l| l == "report: done");
+    assert!(
+        done.is_some(),
+        "no report after the reset\n{}",
+        d.vmm.stderr()
+    );
+    assert_eq!(
+        aer_mask(d.vmm.seen()).as_deref(),
+        Some(mask_8_0.as_str()),
+        "after the reset the guest reads 8.0's AER mask\n{}",
+        d.vmm.seen().join("\n")
+    );
+    let st = d.status("after the reset");
+    assert_eq!(pinned(&st), all_pinned("on", "stream"), "{st}");
+
+    // Power-off, then a fresh `vmm run`: the property is gone.
+    d.quit("power-off");
+    let fresh = common::run(
+        [
+            "run",
+            "-M",
+            "pc-7.2",
+            "-m",
+            MEM,
+            "--append",
+            "workload=report",
+        ],
+        EXIT,
+    );
+    fresh.assert_success();
+    assert_eq!(fresh.fact("aer", "uncor_mask").as_deref(), Some("0x0"));
+}
