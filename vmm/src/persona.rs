@@ -133,6 +133,12 @@ pub enum PersonaError {
     AlreadyActive { active: String, requested: String },
 }
 
+impl From<PersonaError> for crate::run::RunError {
+    fn from(e: PersonaError) -> Self {
+        crate::run::RunError::Persona(Box::new(e))
+    }
+}
+
 /// VMState section versions the release sends: name → `(minimum, version)`.
 pub type SectionVersions = BTreeMap<String, SectionSupport>;
 

@@ -140,7 +140,7 @@ pub enum RunError {
     /// `--as-release`, or the machine type's lifecycle.
     #[error(transparent)]
     #[diagnostic(transparent)]
-    Persona(#[from] crate::persona::PersonaError),
+    Persona(Box<crate::persona::PersonaError>),
     /// All vCPU threads ended without a power-off.
     #[error("all vCPUs stopped without a power-off")]
     #[diagnostic(code(vmm::run::vcpus_gone))]
