@@ -57,6 +57,20 @@ fn all_pinned(value: &str, provenance: &str) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// Every pinned [`PROP`] names where it was first set (`origin`).
+fn assert_origin(st: &serde_json::Value, want: &str) {
+    let pins = st["pinned"].as_array().cloned().unwrap_or_default();
+    let origins: Vec<_> = pins
+        .iter()
+        .filter(|p| p["property"] == PROP)
+        .map(|p| p["origin"].as_str().unwrap_or("(none)").to_string())
+        .collect();
+    assert!(
+        !origins.is_empty() && origins.iter().all(|o| o == want),
+        "origin: want `{want}`, status {st}"
+    );
+}
+
 /// A migration that must be refused from the manifest naming `want`; the
 /// source keeps running.
 fn refused(src: &mut Running, dst_args: &[&str], want: &str, ctx: &str) {
@@ -138,6 +152,7 @@ fn aer_mask_of_8_0_sticks_until_power_off() {
     // 8.0.1 adopting the stream's configuration (only --incoming).
     let c = works(b, &["--as-release", "8.0.1"], "8.0.1 -> 8.0.1 adopting");
     let st = c.status("8.0.1 adopting");
+    assert_origin(&st, "-global on release 8.0.1");
     assert_eq!(
         (st["release"].as_str(), st["machine_type"].as_str()),
         (Some("8.0.1"), Some("pc-7.2"))
@@ -151,6 +166,7 @@ fn aer_mask_of_8_0_sticks_until_power_off() {
         "8.0.1 -> this build adopting",
     );
     let st = d.status("this build");
+    assert_origin(&st, "-global on release 8.0.1");
     assert_eq!(st["release"], "next");
     assert_eq!(st["machine_type"], "pc-7.2");
     assert_eq!(pinned(&st), all_pinned("on", "stream"), "{st}");
@@ -200,4 +216,40 @@ fn aer_mask_of_8_0_sticks_until_power_off() {
     );
     fresh.assert_success();
     assert_eq!(fresh.fact("aer", "uncor_mask").as_deref(), Some("0x0"));
+}
+
+/// Adopting straight from 8.0: the origin names 8.0's erratum; a 7.2
+/// destination cannot present the mask (the property came with 8.0.1's fix)
+/// and refuses to adopt it.
+#[test]
+fn adopting_from_8_0_names_the_erratum_and_7_2_cannot_adopt_it() {
+    require_kvm!();
+    let a = Running::source(&["--as-release", "8.0", "-M", "pc-7.2"], AB, "8.0 source");
+    let mut b = works(a, &["--as-release", "8.0.1"], "8.0 -> 8.0.1 adopting");
+    let st = b.status("8.0.1 adopting");
+    assert_eq!(pinned(&st), all_pinned("on", "stream"), "{st}");
+    assert_origin(&st, "release 8.0 (erratum aer-uncor-mask)");
+    refused(
+        &mut b,
+        &["--as-release", "7.2"],
+        &format!("release 7.2 cannot present `pci-device.{PROP} = on`"),
+        "8.0.1 (adopted) -> 7.2 adopting",
+    );
+    let text = common::run(
+        [
+            "ctl",
+            "--control",
+            &b.sock.0.display().to_string(),
+            "status",
+        ],
+        EXIT,
+    );
+    assert!(
+        text.lines
+            .iter()
+            .any(|l| l.contains("first set by release 8.0 (erratum aer-uncor-mask)")),
+        "{}",
+        text.transcript()
+    );
+    b.quit("power-off");
 }

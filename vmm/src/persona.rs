@@ -19,7 +19,7 @@
 //! version.
 
 use std::collections::BTreeMap;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use compat_runtime::deprecation::MachineUse;
 use compat_runtime::release::{MIN_STREAM_FORMAT, STREAM_FORMAT};
@@ -34,7 +34,7 @@ use crate::builder::config::{self as bconfig, ConfigError, MachineConfig, RunReq
 use crate::matrix::{self, NEXT};
 use crate::migration::compat_check::{LocalRelease, SectionSupport};
 use crate::migration::config as mconfig;
-use crate::migration::manifest::{GuestConfig, Manifest};
+use crate::migration::manifest::Manifest;
 
 /// Why this build cannot act as the requested release.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, miette::Diagnostic)]
@@ -498,9 +498,18 @@ pub fn local_release(extra: &[&VmStateDesc]) -> LocalRelease {
     }
 }
 
-/// Stamps an outgoing manifest with the active release: its name as the
-/// source release and the lock's version of every section it lists.
+/// Stamps an outgoing manifest with the active release (its name as the
+/// source release and the lock's version of every section it lists) and
+/// the origin of every value this guest adopted from a stream
+/// (provenance `stream; origin: ...`, see [`origin`]).
 pub fn announce(m: &mut Manifest) {
+    for ((dev, prop), o) in plock(&ORIGINS).iter() {
+        if let Some(pv) = m.config.get_mut(dev).and_then(|d| d.get_mut(prop))
+            && pv.provenance == STREAM
+        {
+            pv.provenance = format!("{STREAM}{ORIGIN_SEP}{o}");
+        }
+    }
     let Some(p) = active() else {
         return;
     };
@@ -514,18 +523,58 @@ pub fn announce(m: &mut Manifest) {
     }
 }
 
+/// How adopted values are spelled in a manifest and in `ctl status`.
+const STREAM: &str = "stream";
+const ORIGIN_SEP: &str = "; origin: ";
+
+/// Where each value this process adopted from a stream was first set
+/// (device, property) → origin. One guest per process, so this lives as
+/// long as the guest does (a reset keeps it; power-off ends the process).
+static ORIGINS: Mutex<BTreeMap<(String, String), String>> = Mutex::new(BTreeMap::new());
+
+fn plock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The origin of an adopted value, from its provenance in the stream and the
+/// stream's source release: carried on if the source had adopted it too,
+/// else the source's own provenance (`-global on release 8.0.1`,
+/// `release 8.0 (erratum aer-uncor-mask)`).
+pub fn origin_of(provenance: &str, source_release: &str) -> String {
+    if let Some(o) = provenance
+        .strip_prefix(STREAM)
+        .and_then(|r| r.strip_prefix(ORIGIN_SEP))
+    {
+        o.to_string()
+    } else if provenance == STREAM {
+        format!("a stream, before release {source_release}")
+    } else if provenance.starts_with("release ") {
+        provenance.to_string()
+    } else {
+        format!("{provenance} on release {source_release}")
+    }
+}
+
+/// Where the adopted value of `device.property` was first set, if this
+/// process adopted it from a stream.
+pub fn origin(device: &str, property: &str) -> Option<String> {
+    plock(&ORIGINS)
+        .get(&(device.to_string(), property.to_string()))
+        .cloned()
+}
+
 /// Adopts a stream's configuration onto the active release's `base`,
 /// refusing values the release cannot present (a property whose erratum fix
-/// came after it, as 8.0.1's `x-pcie-err-unc-mask` for 7.2).
-pub fn adopt(
-    base: &EffectiveConfig,
-    stream: &GuestConfig,
-) -> Result<EffectiveConfig, PersonaError> {
+/// came after it, as 8.0.1's `x-pcie-err-unc-mask` for 7.2), and records
+/// where each adopted value was first set ([`origin`]).
+pub fn adopt(base: &EffectiveConfig, m: &Manifest) -> Result<EffectiveConfig, PersonaError> {
+    let stream = &m.config;
     let catalog = bconfig::catalog();
     let out =
         mconfig::adopt(base, stream, catalog).map_err(|e| PersonaError::Config(e.to_string()))?;
+    let mut origins = Vec::new();
     for d in out.diff(base) {
-        let Some(right) = d.left.as_ref() else {
+        let Some(adopted) = d.left.as_ref() else {
             continue;
         };
         if !matrix::settable(catalog, release(), &d.type_name, &d.property) {
@@ -533,10 +582,15 @@ pub fn adopt(
                 release: release().to_string(),
                 device: d.type_name.clone(),
                 property: d.property.clone(),
-                value: right.value.to_string(),
+                value: adopted.value.to_string(),
             });
         }
+        if let Some(pv) = stream.get(&d.type_name).and_then(|p| p.get(&d.property)) {
+            let o = origin_of(&pv.provenance, &m.source_release);
+            origins.push(((d.type_name.clone(), d.property.clone()), o));
+        }
     }
+    plock(&ORIGINS).extend(origins);
     Ok(out)
 }
 
@@ -607,6 +661,16 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("pc-99.0"), "{e}");
+    }
+
+    #[test]
+    fn origins_are_carried_along_a_chain() {
+        let first = origin_of("release 8.0 (erratum aer-uncor-mask)", "8.0");
+        assert_eq!(first, "release 8.0 (erratum aer-uncor-mask)");
+        assert_eq!(origin_of("-global", "8.0.1"), "-global on release 8.0.1");
+        let relayed = format!("{STREAM}{ORIGIN_SEP}{first}");
+        assert_eq!(origin_of(&relayed, "8.0.1"), first);
+        assert_eq!(origin_of("stream", "8.1"), "a stream, before release 8.1");
     }
 
     #[test]

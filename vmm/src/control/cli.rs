@@ -198,6 +198,9 @@ fn status_text(v: &serde_json::Value) -> String {
                 f("value"),
                 f("provenance")
             ));
+            if let Some(o) = p.get("origin").and_then(|x| x.as_str()) {
+                out.push_str(&format!("    first set by {o}\n"));
+            }
         }
     }
     out

@@ -125,6 +125,11 @@ pub struct PinnedProp {
     pub property: String,
     pub value: String,
     pub provenance: String,
+    /// For a value adopted from a stream: where it was first set, as far
+    /// back as the streams say (`-global on release 8.0.1`, `release 8.0
+    /// (erratum aer-uncor-mask)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 impl PinnedProp {
@@ -133,6 +138,7 @@ impl PinnedProp {
         crate::migration::config::pinned(cfg)
             .into_iter()
             .map(|(device, property, value, provenance)| PinnedProp {
+                origin: crate::persona::origin(&device, &property),
                 device,
                 property,
                 value,

@@ -386,7 +386,7 @@ impl<'a> MachineTarget<'a> {
         // As this build, or as `--as-release R` presents the machine type.
         let effective = if accepted.adopted {
             let base = crate::persona::base(machine).map_err(VmError::new)?;
-            crate::persona::adopt(&base, &m.config).map_err(VmError::new)?
+            crate::persona::adopt(&base, m).map_err(VmError::new)?
         } else {
             crate::persona::effective(machine.name, &overrides).map_err(VmError::new)?
         };
