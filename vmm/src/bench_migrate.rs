@@ -581,28 +581,56 @@ fn pick(mut s: Vec<Sample>) -> Option<Sample> {
     }
 }
 
-/// "CPU-bound" when a side's VMM threads used at least 85% of one core over
-/// the migration's wall time (a pegged migration thread); otherwise the time
-/// went to waiting on memory, the socket or the guest.
-pub fn bound(s: &Sample) -> &'static str {
-    let w = s.wall_s.max(1e-9);
-    let u = (s.src_cpu.vmm() / w).max(s.dst_cpu.vmm() / w);
-    if u >= 0.85 { "CPU" } else { "not CPU" }
+/// Online CPUs of this host.
+fn ncpus() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
 }
 
-fn row(vmm: &str, mib: u64, workload: &str, s: &Sample) -> String {
+/// Share of the whole host's CPU (all cores) the two processes used,
+/// vCPU threads included.
+pub fn host_busy(s: &Sample, cpus: f64) -> f64 {
+    (s.src_cpu.total + s.dst_cpu.total) / (s.wall_s.max(1e-9) * cpus.max(1.0))
+}
+
+/// Which resource limited the migration:
+/// - `CPU (VMM thread)`: one side's VMM threads used at least 85% of a core
+///   over the migration (a pegged migration/receive thread);
+/// - `CPU (host)`: both processes together kept at least 90% of all the
+///   host's cores busy (e.g. the guest's spinning vCPU plus both VMMs);
+/// - `memory`: the pages went at least at half this host's one-thread
+///   memcpy bandwidth;
+/// - `neither (waits)`: none of these; time went to waiting (polls,
+///   round trips, time-outs) rather than to work.
+pub fn bound(s: &Sample, cpus: f64, memcpy_bytes_s: f64) -> &'static str {
     let w = s.wall_s.max(1e-9);
+    let u = (s.src_cpu.vmm() / w).max(s.dst_cpu.vmm() / w);
+    if u >= 0.85 {
+        "CPU (VMM thread)"
+    } else if host_busy(s, cpus) >= 0.9 {
+        "CPU (host)"
+    } else if s.bytes as f64 / w >= memcpy_bytes_s / 2.0 {
+        "memory"
+    } else {
+        "neither (waits)"
+    }
+}
+
+fn row(vmm: &str, mib: u64, workload: &str, s: &Sample, memcpy_bytes_s: f64) -> String {
+    let w = s.wall_s.max(1e-9);
+    let cpus = ncpus();
     format!(
-        "| {vmm} | {mib} MiB {workload} | {:.0} | {:.1} | {} | {:.1} | {} | {:.0}% / {:.0}% | {} |",
+        "| {vmm} | {mib} MiB {workload} | {:.0} | {:.1} | {} | {:.1} | {:.0} | {} | {:.0}% / {:.0}% | {:.0}% | {} |",
         s.total_ms,
         s.downtime_ms,
         s.downtime_events_ms
             .map_or_else(|| "—".to_string(), |d| format!("{d:.1}")),
         s.bytes as f64 / (1 << 20) as f64,
+        s.bytes as f64 / (1 << 20) as f64 / (s.total_ms.max(1e-3) / 1e3),
         s.iterations,
         100.0 * s.src_cpu.vmm() / w,
         100.0 * s.dst_cpu.vmm() / w,
-        bound(s),
+        100.0 * host_busy(s, cpus),
+        bound(s, cpus, memcpy_bytes_s),
     )
 }
 
@@ -631,11 +659,17 @@ fn bench(args: &BenchMigrateArgs) -> Result<(), String> {
         }
     };
     let me = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
-    println!("memcpy (one thread): {:.1} GiB/s", memcpy_gib_s());
+    let memcpy = memcpy_gib_s();
+    let memcpy_bytes_s = memcpy * (1u64 << 30) as f64;
     println!(
-        "| VMM | guest | total ms | downtime ms (reported) | downtime ms (events) | MiB sent | iterations | VMM-thread CPU src / dst | bound |"
+        "memcpy (one thread): {memcpy:.1} GiB/s; {} CPUs; {} run(s) per case, median by downtime",
+        ncpus(),
+        args.runs
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| VMM | guest | total ms | downtime ms (reported) | downtime ms (events) | MiB sent | MiB/s | iterations | VMM-thread CPU src / dst | host CPU busy | bound |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
     for &mib in &args.sizes {
         for workload in &args.workloads {
@@ -644,7 +678,7 @@ fn bench(args: &BenchMigrateArgs) -> Result<(), String> {
                 ours.push(run_vmm(&me, kernel, mib, workload, args)?);
             }
             let Some(o) = pick(ours) else { continue };
-            println!("{}", row("vmm", mib, workload, &o));
+            println!("{}", row("vmm", mib, workload, &o, memcpy_bytes_s));
             if let Some(q) = &args.qemu {
                 let mut theirs = Vec::new();
                 for _ in 0..args.runs {
@@ -654,7 +688,7 @@ fn bench(args: &BenchMigrateArgs) -> Result<(), String> {
                     }
                 }
                 if let Some(r) = pick(theirs) {
-                    println!("{}", row("QEMU 7.2", mib, workload, &r));
+                    println!("{}", row("QEMU 7.2", mib, workload, &r, memcpy_bytes_s));
                     ratios.push((mib, workload.clone(), o, r));
                 }
             }
@@ -706,8 +740,13 @@ mod tests {
             ..Sample::default()
         };
         s.src_cpu.total = 0.95;
-        assert_eq!(bound(&s), "CPU");
+        assert_eq!(bound(&s, 2.0, 1e9), "CPU (VMM thread)");
         s.src_cpu.vcpu = 0.5;
-        assert_eq!(bound(&s), "not CPU");
+        assert_eq!(bound(&s, 2.0, 1e9), "neither (waits)");
+        s.dst_cpu.total = 0.9;
+        assert_eq!(bound(&s, 2.0, 1e9), "CPU (host)");
+        s.dst_cpu.total = 0.0;
+        s.bytes = 600_000_000;
+        assert_eq!(bound(&s, 2.0, 1e9), "memory");
     }
 }
