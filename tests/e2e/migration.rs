@@ -34,7 +34,10 @@ impl Drop for Scratch {
 
 /// Runs `vmm ARGS` to completion: (exit code, stdout, stderr).
 fn vmm(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(vmm_bin()).args(args).output().expect("run vmm");
+    let out = Command::new(vmm_bin())
+        .args(args)
+        .output()
+        .expect("run vmm");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -71,11 +74,20 @@ fn wait_stderr(v: &mut Vmm, prefix: &str, timeout: Duration) -> String {
 /// A destination `vmm run --incoming LISTEN EXTRA... --control SOCK`; returns
 /// it with the URI it listens on (tcp port 0 resolved).
 fn destination(listen: &str, sock: &Scratch, extra: &[&str]) -> (Vmm, String) {
-    let mut args = vec!["run", "--incoming", listen, "--control", &sock.0.to_str().unwrap()];
+    let mut args = vec![
+        "run",
+        "--incoming",
+        listen,
+        "--control",
+        &sock.0.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     let mut d = Vmm::spawn(&args);
     let l = wait_stderr(&mut d, "incoming: waiting on ", BOOT);
-    let uri = l.trim_start_matches("incoming: waiting on ").trim().to_string();
+    let uri = l
+        .trim_start_matches("incoming: waiting on ")
+        .trim()
+        .to_string();
     (d, uri)
 }
 
@@ -98,7 +110,9 @@ fn ab_range(v: &mut Vmm) -> vmm_guest::AbRange {
 /// Waits for `ab: pass=N` with N > `after`; returns N.
 fn pass_after(v: &mut Vmm, after: u64, what: &str) -> u64 {
     let l = v
-        .wait_line(BOOT, |l| vmm_guest::parse_ab_pass(l).is_some_and(|p| p > after))
+        .wait_line(BOOT, |l| {
+            vmm_guest::parse_ab_pass(l).is_some_and(|p| p > after)
+        })
         .unwrap_or_else(|| {
             panic!(
                 "{what}: no ab: pass= above {after}\n--- serial ---\n{}\n--- stderr ---\n{}",
@@ -112,7 +126,11 @@ fn pass_after(v: &mut Vmm, after: u64, what: &str) -> u64 {
 /// The highest pass a (now exited) source printed.
 fn last_pass(v: Vmm) -> u64 {
     let f = v.finish(Duration::from_secs(20));
-    assert!(f.status.success(), "source after hand-over: {}", f.transcript());
+    assert!(
+        f.status.success(),
+        "source after hand-over: {}",
+        f.transcript()
+    );
     f.lines
         .iter()
         .filter_map(|l| vmm_guest::parse_ab_pass(l))
@@ -161,7 +179,10 @@ fn ab_live(listen: &str) {
     pass_after(&mut src, 0, "source");
     let sum = migrate(&ssock, &uri);
     assert_eq!(sum["outcome"], "handover", "{sum}");
-    assert!(sum["pages_normal"].as_u64().unwrap_or(0) >= range.pages, "{sum}");
+    assert!(
+        sum["pages_normal"].as_u64().unwrap_or(0) >= range.pages,
+        "{sum}"
+    );
     wait_stderr(&mut dst, "incoming: running", MIGRATE);
     let last = last_pass(src);
     let n = pass_after(&mut dst, last, "destination");
@@ -220,7 +241,12 @@ fn disk_forever_data_before_and_after_migration_is_in_the_image() {
     let before = f.lines.iter().filter_map(|l| seq(l)).max().unwrap_or(0);
     let l = dst
         .wait_line(BOOT, |l| seq(l).is_some_and(|n| n > before))
-        .unwrap_or_else(|| panic!("destination: no disk: seq= above {before}\n{}", dst.stderr()));
+        .unwrap_or_else(|| {
+            panic!(
+                "destination: no disk: seq= above {before}\n{}",
+                dst.stderr()
+            )
+        });
     let after = seq(&l).unwrap_or(0);
     assert!(
         !dst.seen().iter().any(|l| l.contains("error")),
@@ -350,7 +376,9 @@ fn every_machine_type_migrates_and_presents_the_same_hardware() {
         pass_after(&mut src, 0, m);
         let src_report = report(src.seen());
         assert!(
-            src_report.iter().any(|l| l.starts_with("virtio-blk-config:")),
+            src_report
+                .iter()
+                .any(|l| l.starts_with("virtio-blk-config:")),
             "{m}: {src_report:?}"
         );
         let (mut dst, uri) = destination("tcp:127.0.0.1:0", &dsock, &["--drive", &drive]);
@@ -380,7 +408,11 @@ fn every_machine_type_migrates_and_presents_the_same_hardware() {
         args.extend(["--append".into(), "workload=report".into()]);
         let fresh = crate::common::run(&args, BOOT);
         fresh.assert_success();
-        assert_eq!(report(&fresh.lines), src_report, "{m}: hardware report differs");
+        assert_eq!(
+            report(&fresh.lines),
+            src_report,
+            "{m}: hardware report differs"
+        );
     }
 }
 

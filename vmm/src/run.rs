@@ -125,14 +125,14 @@ pub enum RunError {
     /// A bad `--incoming` URI or listening failed.
     #[error("--incoming: {0}")]
     #[diagnostic(code(vmm::run::incoming_uri))]
-    IncomingUri(#[source] TransportError),
+    IncomingUri(TransportError),
     /// The incoming migration failed; no guest was started.
     #[error("incoming migration failed: {0}")]
     #[diagnostic(
         code(vmm::run::incoming),
         help("nothing was started on this destination")
     )]
-    Incoming(#[from] IncomingError),
+    Incoming(IncomingError),
     /// The control socket.
     #[error(transparent)]
     #[diagnostic(code(vmm::run::control))]
@@ -149,6 +149,13 @@ pub enum RunError {
 
 /// `-M` when none is given.
 pub const DEFAULT_MACHINE: &str = "pc";
+
+impl From<IncomingError> for RunError {
+    fn from(e: IncomingError) -> Self {
+        // Not a `source`: the message already says it, once.
+        RunError::Incoming(e)
+    }
+}
 
 /// Parses `--smp N` or `--smp cpus=N[,...]`.
 fn parse_smp(s: &str) -> Result<u32, RunError> {
@@ -340,6 +347,16 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     };
     let mut generation = 0u64;
     if let Some(uri) = &incoming {
+        if let Uri::File(p) = uri {
+            // A snapshot must exist before anything is built.
+            std::fs::metadata(p).map_err(|source| {
+                RunError::IncomingUri(TransportError::Io {
+                    what: "cannot read snapshot",
+                    uri: format!("file:{}", p.display()),
+                    source,
+                })
+            })?;
+        }
         let listener = transport::listen(uri).map_err(RunError::IncomingUri)?;
         if let Ok(u) = listener.uri() {
             eprintln!("incoming: waiting on {u}");
