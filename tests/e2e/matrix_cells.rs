@@ -6,7 +6,9 @@
 //! prediction of the matrix library (`vmm::matrix`, the same code as
 //! `vmm compat matrix`) over the embedded release locks. A predicted success
 //! must migrate (the destination reports `running`, keeps counting, its
-//! memory passes `verify-ab`, `ctl status` names release B); a predicted
+//! memory passes `verify-ab`, `ctl status` names release B, and the guest
+//! rebooted there by `ctl system-reset` reports the same hardware as it did
+//! at boot on the source); a predicted
 //! failure must be refused from the manifest, before any RAM moves
 //! ("the destination refused the stream"), naming every differing property
 //! with both values, and the source guest must keep running.
@@ -109,6 +111,24 @@ pub fn flat(text: &str) -> String {
         out.push_str(l);
     }
     out
+}
+
+/// The guest's hardware report (every report line but the command line).
+pub fn hardware(lines: &[String]) -> Vec<String> {
+    const KEYS: [&str; 7] = [
+        "pvh:",
+        "memmap:",
+        "virtio:",
+        "virtio-blk",
+        "pci:",
+        "aer:",
+        "report:",
+    ];
+    lines
+        .iter()
+        .filter(|l| KEYS.iter().any(|k| l.starts_with(k)))
+        .cloned()
+        .collect()
 }
 
 fn pass_of(line: &str) -> Option<u64> {
@@ -252,7 +272,18 @@ fn run_cell(cell: &vmm::matrix::Cell) -> String {
     let ctx = format!("vmm-{a} -M {m} -> vmm-{b} -M {m}");
     let t0 = Instant::now();
     let mut src = Running::source(&["--as-release", a, "-M", m], AB, &ctx);
-    let (mut dst, uri) = Running::destination(&["--as-release", b, "-M", m, "-m", MEM], &ctx);
+    // After a reset, the destination's guest reports its hardware and halts.
+    let dst_args = [
+        "--as-release",
+        b,
+        "-M",
+        m,
+        "-m",
+        MEM,
+        "--append",
+        "workload=report after=halt",
+    ];
+    let (mut dst, uri) = Running::destination(&dst_args, &ctx);
     let mig = migrate(&src.sock, &uri);
     match &cell.verdict {
         Verdict::Works => {
@@ -276,6 +307,26 @@ fn run_cell(cell: &vmm::matrix::Cell) -> String {
             let st = dst.status(&ctx);
             assert_eq!(st["release"], b.as_str(), "{ctx}: {st}");
             assert_eq!(st["machine_type"], m.as_str(), "{ctx}: {st}");
+            // Same hardware: the guest rebooted on the destination reports
+            // what it reported at boot on the source.
+            let r = ctl(&dst.sock, &["system-reset"]);
+            assert!(r.status.success(), "{ctx}: reset\n{}", r.transcript());
+            let done = dst.vmm.wait_line(BOOT, |l| l == "report: done");
+            assert!(
+                done.is_some(),
+                "{ctx}: no report after the reset\n{}",
+                dst.vmm.stderr()
+            );
+            assert!(
+                hardware(&s.lines).iter().any(|l| l.starts_with("aer:")),
+                "{ctx}: the source's report\n{}",
+                s.transcript()
+            );
+            assert_eq!(
+                hardware(dst.vmm.seen()),
+                hardware(&s.lines),
+                "{ctx}: the hardware report changed"
+            );
             dst.quit(&ctx);
             format!("{ctx}: works ({:.1} s)", t0.elapsed().as_secs_f64())
         }
