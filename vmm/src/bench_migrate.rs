@@ -743,9 +743,12 @@ mod tests {
         assert_eq!(bound(&s, 2.0, 1e9), "CPU (VMM thread)");
         s.src_cpu.vcpu = 0.5;
         assert_eq!(bound(&s, 2.0, 1e9), "neither (waits)");
-        s.dst_cpu.total = 0.9;
+        s.dst_cpu = Cpu {
+            total: 0.9,
+            vcpu: 0.9,
+        };
         assert_eq!(bound(&s, 2.0, 1e9), "CPU (host)");
-        s.dst_cpu.total = 0.0;
+        s.dst_cpu = Cpu::default();
         s.bytes = 600_000_000;
         assert_eq!(bound(&s, 2.0, 1e9), "memory");
     }
