@@ -11,6 +11,15 @@
 //! test puts a byte-level proxy between two real processes that rewrites one
 //! section's `version_id` in the manifest (and the manifest's CRC): the
 //! destination sees exactly what a newer/older source build would send.
+//! (`vmm run --as-release R` exists, but every frozen release has the same
+//! section versions as this build, so it cannot produce the mismatch.)
+//!
+//! Damaged snapshots: a real snapshot (64 MiB guest, `ab` over 4 MiB, about
+//! 9.8 MB) truncated at every 4 KiB boundary of its first 256 KiB, every
+//! 16th boundary beyond, every boundary of its last 64 KiB and inside the
+//! end marker (~230 cuts), and with ~370 single-byte corruptions; each
+//! restore must exit non-zero by itself, without "panicked", without guest
+//! output, and with a peak RSS (`wait4`) under the manifest's RAM + 32 MiB.
 
 use crate::common::{self, Finished, TempFile, Vmm};
 use crate::require_kvm;
@@ -524,13 +533,89 @@ fn source_killed_mid_stream_leaves_no_half_started_guest() {
     assert!(!m.status.success(), "{}", m.transcript());
 }
 
-/// `vmm run --incoming file:PATH` on a damaged snapshot.
-fn restore_fails_cleanly(path: &Path, what: &str) {
-    let f = common::run(
-        ["run", "--incoming", &format!("file:{}", path.display())],
+/// A finished `vmm` run with its peak resident set (`getrusage` of the reaped child).
+struct Measured {
+    finished: Finished,
+    max_rss_kib: u64,
+}
+
+/// Runs `vmm ARGS` to completion (bounded by `timeout`, killed on
+/// timeout or panic), reaping it with `wait4` to learn its peak RSS.
+fn run_measured(args: &[String], timeout: Duration) -> Measured {
+    let out = common::temp_path("mf-out", "txt");
+    let err = common::temp_path("mf-err", "txt");
+    struct Guard(u32, [PathBuf; 2]);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            if self.0 != 0 {
+                // SAFETY: kill/waitpid on our own unreaped child.
+                unsafe {
+                    libc::kill(self.0 as i32, libc::SIGKILL);
+                    libc::waitpid(self.0 as i32, std::ptr::null_mut(), 0);
+                }
+            }
+            for p in &self.1 {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    }
+    let child = std::process::Command::new(common::vmm_bin())
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).expect("stdout file"))
+        .stderr(std::fs::File::create(&err).expect("stderr file"))
+        .spawn()
+        .expect("spawn vmm");
+    let mut g = Guard(child.id(), [out.clone(), err.clone()]);
+    let deadline = Instant::now() + timeout;
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: non-blocking wait4 on our own child with valid out-pointers.
+        let r = unsafe { libc::wait4(g.0 as i32, &mut status, libc::WNOHANG, &mut ru) };
+        if r == g.0 as i32 {
+            g.0 = 0;
+            break;
+        }
+        assert!(r == 0, "wait4: {}", std::io::Error::last_os_error());
+        assert!(
+            Instant::now() < deadline,
+            "vmm {args:?} did not exit within {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    use std::os::unix::process::ExitStatusExt;
+    let text = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
+    Measured {
+        finished: Finished {
+            status: std::process::ExitStatus::from_raw(status),
+            lines: text(&out).lines().map(str::to_string).collect(),
+            stderr: text(&err),
+        },
+        max_rss_kib: ru.ru_maxrss as u64,
+    }
+}
+
+/// `vmm run --incoming file:PATH` on a damaged snapshot: a clean failure,
+/// and never more resident memory than the manifest's RAM plus `slack_kib`.
+fn restore_fails_cleanly(path: &Path, what: &str, ram_kib: u64, slack_kib: u64) -> u64 {
+    let m = run_measured(
+        &[
+            "run".into(),
+            "--incoming".into(),
+            format!("file:{}", path.display()),
+        ],
         EXIT,
     );
-    assert_clean_failure(&f, what);
+    assert_clean_failure(&m.finished, what);
+    assert!(
+        m.max_rss_kib <= ram_kib + slack_kib,
+        "{what}: peak RSS {} KiB above the manifest's {ram_kib} KiB of RAM + {slack_kib} KiB\n{}",
+        m.max_rss_kib,
+        m.finished.transcript()
+    );
+    m.max_rss_kib
 }
 
 #[test]
@@ -598,6 +683,10 @@ fn damaged_snapshots_always_fail_cleanly() {
         flips.len()
     );
 
+    // Guest RAM from the manifest (64 MiB); the slack covers the debug
+    // binary, its libraries and heap.
+    const RAM_KIB: u64 = 64 << 10;
+    const SLACK_KIB: u64 = 32 << 10;
     let t0 = Instant::now();
     let halves = [(0usize, cuts.len() / 2), (cuts.len() / 2, cuts.len())];
     std::thread::scope(|sc| {
@@ -613,25 +702,42 @@ fn damaged_snapshots_always_fail_cleanly() {
                     .write(true)
                     .open(copy.path())
                     .expect("open copy");
+                let mut peak = 0u64;
                 for &c in cuts {
                     f.set_len(c).expect("truncate");
-                    restore_fails_cleanly(copy.path(), &format!("truncated at {c} of {len}"));
+                    let rss = restore_fails_cleanly(
+                        copy.path(),
+                        &format!("truncated at {c} of {len}"),
+                        RAM_KIB,
+                        SLACK_KIB,
+                    );
+                    peak = peak.max(rss);
                 }
                 std::fs::write(copy.path(), original).expect("copy");
                 use std::os::unix::fs::FileExt;
                 for &o in &flips {
                     let byte = original[o as usize];
                     f.write_all_at(&[byte ^ mask], o).expect("corrupt");
-                    restore_fails_cleanly(copy.path(), &format!("byte {o} of {len} xor {mask:#x}"));
+                    let rss = restore_fails_cleanly(
+                        copy.path(),
+                        &format!("byte {o} of {len} xor {mask:#x}"),
+                        RAM_KIB,
+                        SLACK_KIB,
+                    );
+                    peak = peak.max(rss);
                     f.write_all_at(&[byte], o).expect("repair");
                 }
+                peak
             }));
         }
+        let mut peak = 0;
         for w in workers {
-            if let Err(p) = w.join() {
-                std::panic::resume_unwind(p);
+            match w.join() {
+                Ok(p) => peak = peak.max(p),
+                Err(p) => std::panic::resume_unwind(p),
             }
         }
+        println!("peak RSS of a damaged restore: {peak} KiB (guest RAM {RAM_KIB} KiB)");
     });
     println!("damaged restores: {:?}", t0.elapsed());
 }
