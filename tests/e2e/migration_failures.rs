@@ -541,6 +541,8 @@ struct Measured {
 
 /// Runs `vmm ARGS` to completion (bounded by `timeout`, killed on
 /// timeout or panic), reaping it with `wait4` to learn its peak RSS.
+// The child is reaped with `wait4` (for its rusage), or killed and reaped by the guard.
+#[allow(clippy::zombie_processes)]
 fn run_measured(args: &[String], timeout: Duration) -> Measured {
     let out = common::temp_path("mf-out", "txt");
     let err = common::temp_path("mf-err", "txt");
