@@ -170,19 +170,23 @@ fn migrate(sock: &Path, uri: &str, extra: &[&str]) -> Finished {
 
 /// `vmm run ARGS --incoming tcp:127.0.0.1:PORT`, once it listens.
 fn destination(args: &[String]) -> (Vmm, String) {
-    let port = common::free_port();
-    let uri = format!("tcp:127.0.0.1:{port}");
-    let mut all = vec!["run".to_string()];
-    all.extend(args.iter().cloned());
-    all.extend(["--incoming".to_string(), uri.clone()]);
-    let mut d = Vmm::spawn(&all);
-    let ok = common::wait_until(BOOT, || common::tcp_listening(port) || !d.is_running());
-    assert!(
-        ok && d.is_running(),
-        "destination never listened on {uri}: {all:?}\n{}",
-        d.stderr()
-    );
-    (d, uri)
+    // A port found free can be taken by another test before the child binds
+    // it: then the child exits ("cannot listen"), and another port is tried.
+    let mut last = String::new();
+    for _ in 0..3 {
+        let port = common::free_port();
+        let uri = format!("tcp:127.0.0.1:{port}");
+        let mut all = vec!["run".to_string()];
+        all.extend(args.iter().cloned());
+        all.extend(["--incoming".to_string(), uri.clone()]);
+        let mut d = Vmm::spawn(&all);
+        let ok = common::wait_until(BOOT, || common::tcp_listening(port) || !d.is_running());
+        if ok && d.is_running() {
+            return (d, uri);
+        }
+        last = format!("{all:?}\n{}", d.stderr());
+    }
+    panic!("destination never listened: {last}");
 }
 
 /// A failed process: exited by itself with a non-zero code (not a signal),
