@@ -337,13 +337,18 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         Some(c) => c.serial.as_ref().map(|s| s.output.clone()),
         None => Some(req.serial.clone()),
     };
+    // The stdin thread starts once the first UART exists (input before
+    // that, e.g. while waiting for a stream, waits in the pipe).
     let stdin_slot: Option<SerialSlot> = match serial_output {
-        Some(SerialOutput::Stdio) => {
-            let slot = SerialSlot::default();
-            forward_stdin(slot.clone());
-            Some(slot)
-        }
+        Some(SerialOutput::Stdio) => Some(SerialSlot::default()),
         _ => None,
+    };
+    let mut stdin_started = false;
+    let mut start_stdin = |slot: &SerialSlot| {
+        if !stdin_started {
+            stdin_started = true;
+            forward_stdin(slot.clone());
+        }
     };
     let mut generation = 0u64;
     if let Some(uri) = &incoming {
@@ -386,6 +391,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         );
         if let Some(slot) = &stdin_slot {
             *lock(slot) = machine.devices().serial.clone();
+            start_stdin(slot);
         }
         forward_events(generation, rx, tx.clone());
         *shared.write() = Some(machine);
@@ -407,6 +413,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
             );
             if let Some(slot) = &stdin_slot {
                 *lock(slot) = machine.devices().serial.clone();
+                start_stdin(slot);
             }
             machine.start(vtx)?;
             forward_events(generation, vrx, tx.clone());

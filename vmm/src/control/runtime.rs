@@ -5,7 +5,7 @@
 //! (`quit`, a migration handed over to the destination) are sent to the
 //! main loop as [`RunEvent`]s.
 
-use super::protocol::{BadPage, MigrateRequest, PinnedProp, StatusInfo, VerifyAbResult};
+use super::protocol::{BadPage, MigrateRequest, PinnedProp, Request, StatusInfo, VerifyAbResult};
 use super::server::ControlHandler;
 use crate::builder::Machine;
 use crate::migration::ab::{AbViolation, check_ab};
@@ -174,8 +174,18 @@ impl ControlHandler for MachineHandler {
     }
 
     fn quit(&self) -> Result<(), VmError> {
-        self.0.send(RunEvent::Quit);
+        // The main loop is told in `answered`, once the client has its answer.
         Ok(())
+    }
+
+    fn answered(&self, req: &Request) {
+        match req {
+            Request::Quit => self.0.send(RunEvent::Quit),
+            Request::Migrate(_) if self.0.state() == RunState::Postmigrate => {
+                self.0.send(RunEvent::MigratedAway)
+            }
+            _ => {}
+        }
     }
 
     fn system_reset(&self) -> Result<(), VmError> {
@@ -222,10 +232,8 @@ impl ControlHandler for MachineHandler {
         match r {
             Ok(s) => {
                 match s.outcome {
-                    Outcome::Handover => {
-                        self.0.set_state(RunState::Postmigrate);
-                        self.0.send(RunEvent::MigratedAway);
-                    }
+                    // The process exits once the answer is written (`answered`).
+                    Outcome::Handover => self.0.set_state(RunState::Postmigrate),
                     Outcome::Snapshot => self.0.set_state(RunState::Paused),
                 }
                 Ok(s)

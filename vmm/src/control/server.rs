@@ -32,6 +32,12 @@ pub trait ControlHandler: Send + Sync {
         progress: &mut dyn FnMut(&Progress),
         cancel: &CancelToken,
     ) -> Result<Summary, VmError>;
+    /// Called once the successful answer to `req` was written (or the client
+    /// went away): the place to end the process after `quit` or a migration
+    /// handed over, without cutting the answer off.
+    fn answered(&self, req: &Request) {
+        let _ = req;
+    }
     /// Checks the a-b workload's memory image (`pages` pages from
     /// guest-physical `start`) on a stopped guest.
     fn verify_ab(&self, start: u64, pages: u64) -> Result<VerifyAbResult, VmError> {
@@ -150,10 +156,15 @@ fn connection(st: &State, conn: UnixStream) {
         if line.trim().is_empty() {
             continue;
         }
+        let mut answered = None;
         let resp = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => handle(st, req, &mut out),
+            Ok(req) => {
+                answered = Some(req.clone());
+                handle(st, req, &mut out)
+            }
             Err(e) => Err(format!("bad request: {e}")),
         };
+        let ok = resp.is_ok();
         let resp = match resp {
             Ok(result) => Response {
                 ok: true,
@@ -166,7 +177,12 @@ fn connection(st: &State, conn: UnixStream) {
                 error: Some(e),
             },
         };
-        if send(&mut out, &resp).is_err() {
+        let sent = send(&mut out, &resp);
+        if let Some(req) = answered.filter(|_| ok) {
+            // After the answer is on its way (or the client is gone).
+            st.handler.answered(&req);
+        }
+        if sent.is_err() {
             return;
         }
         if st.quitting.load(Ordering::SeqCst) {
