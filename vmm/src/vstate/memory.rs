@@ -44,10 +44,33 @@ pub fn create(size: u64) -> Result<GuestMemoryMmap, MemoryError> {
     if size == 0 || !size.is_multiple_of(PAGE_SIZE as u64) {
         return Err(MemoryError::BadSize(size));
     }
-    GuestMemoryMmap::from_ranges(&ram_ranges(size)).map_err(|e| MemoryError::Alloc {
+    let mem = GuestMemoryMmap::from_ranges(&ram_ranges(size)).map_err(|e| MemoryError::Alloc {
         size,
         reason: e.to_string(),
-    })
+    })?;
+    for region in mem.iter() {
+        advise_huge_pages(region);
+    }
+    Ok(mem)
+}
+
+/// Asks for transparent huge pages on a RAM region (hosts in THP `madvise`
+/// mode give them only on request). Untouched guest RAM then costs one fault
+/// per 2 MiB instead of per 4 KiB when migration scans it for zero pages.
+/// Advisory: a host that refuses keeps 4 KiB pages and nothing else changes.
+fn advise_huge_pages(region: &vm_memory::GuestRegionMmap<AtomicBitmap>) {
+    let ptr = region.as_ptr();
+    let len = region.len() as usize;
+    // SAFETY: `ptr..ptr+len` is exactly the anonymous mapping this region owns
+    // and keeps alive; MADV_HUGEPAGE only changes how the kernel backs it, not
+    // its contents or validity.
+    let rc = unsafe { libc::madvise(ptr.cast(), len, libc::MADV_HUGEPAGE) };
+    if rc != 0 {
+        tracing::debug!(
+            "madvise(MADV_HUGEPAGE) on guest RAM failed: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// Per region: (guest base, length, host address).
