@@ -170,12 +170,16 @@ fn ab_source(sock: &Scratch, mem: &str) -> Vmm {
     ])
 }
 
-fn ab_live(listen: &str) {
+fn ab_live(listen: &str, mib: u64) {
     let (ssock, dsock) = (Scratch::new("src"), Scratch::new("dst"));
-    let mut src = ab_source(&ssock, "256M");
+    let mut src = ab_source(&ssock, &format!("{mib}M"));
     let (mut dst, uri) = destination(listen, &dsock, &[]);
     let range = ab_range(&mut src);
-    assert_eq!(range.pages, 65249, "256 MiB guest");
+    assert_eq!(
+        range.pages,
+        ((mib << 20) - range.start) / 4096,
+        "the whole {mib} MiB guest above the image"
+    );
     pass_after(&mut src, 0, "source");
     let sum = migrate(&ssock, &uri);
     assert_eq!(sum["outcome"], "handover", "{sum}");
@@ -197,14 +201,20 @@ fn ab_live(listen: &str) {
 #[test]
 fn ab_256m_live_over_tcp_keeps_counting_and_stays_consistent() {
     require_kvm!();
-    ab_live("tcp:127.0.0.1:0");
+    ab_live("tcp:127.0.0.1:0", 256);
+}
+
+#[test]
+fn ab_1g_live_over_tcp_keeps_counting_and_stays_consistent() {
+    require_kvm!();
+    ab_live("tcp:127.0.0.1:0", 1024);
 }
 
 #[test]
 fn ab_256m_live_over_unix_keeps_counting_and_stays_consistent() {
     require_kvm!();
     let path = Scratch::new("mig");
-    ab_live(&format!("unix:{}", path.s()));
+    ab_live(&format!("unix:{}", path.s()), 256);
 }
 
 #[test]
