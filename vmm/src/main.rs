@@ -18,6 +18,10 @@ enum Command {
     Introspect(vmm::introspect::Command),
     /// Dump every VMState description as JSON (the reference's -dump-vmstate format).
     DumpVmstate(vmm::dump_vmstate::DumpVmstateArgs),
+    /// Send a command to a running vmm's control socket.
+    Ctl(vmm::control::cli::CtlArgs),
+    /// Migrate a running vmm's guest live (or snapshot it to file:PATH).
+    Migrate(vmm::control::cli::MigrateArgs),
     /// Run a VM on a versioned machine type until the guest powers off.
     Run(vmm::run::RunArgs),
     /// Write the embedded guest ELF to PATH (bootable by any PVH-capable VMM).
@@ -26,10 +30,6 @@ enum Command {
     BenchBoot(vmm::bench::BenchArgs),
     /// Measure live migration against the reference VMM (docs/bench-migrate.md).
     BenchMigrate(vmm::bench_migrate::BenchMigrateArgs),
-    /// Send a command to a running vmm's control socket.
-    Ctl(vmm::control::cli::CtlArgs),
-    /// Migrate a running vmm's guest live (or snapshot it to file:PATH).
-    Migrate(vmm::control::cli::MigrateArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,12 +38,12 @@ fn main() -> ExitCode {
         Command::Demo(args) => vmm::demo::main(&args),
         Command::Introspect(cmd) => vmm::introspect::main(cmd),
         Command::DumpVmstate(args) => vmm::dump_vmstate::main(&args),
+        Command::Ctl(args) => control_exit(vmm::control::cli::ctl(&args)),
+        Command::Migrate(args) => control_exit(vmm::control::cli::migrate(&args)),
         Command::Run(args) => vmm::run::main(args),
         Command::GuestElf { path } => vmm::run::guest_elf(&path),
         Command::BenchBoot(args) => vmm::bench::main(args),
         Command::BenchMigrate(args) => vmm::bench_migrate::main(args),
-        Command::Ctl(args) => control_exit(vmm::control::cli::ctl(&args)),
-        Command::Migrate(args) => control_exit(vmm::control::cli::migrate(&args)),
     }
 }
 
