@@ -85,48 +85,9 @@ pub fn migrate_options(catalog: &Catalog, given: &[(&str, bool)]) -> Result<(), 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use compat_runtime::table::{Family, Knobs, Lifecycle, MachineType};
-    use compat_runtime::version::MachineVersion;
-
-    const fn machine(name: &'static str, minor: u16, lifecycle: Lifecycle) -> MachineType {
-        MachineType {
-            name,
-            family: "pc",
-            version: MachineVersion::new(9, minor),
-            alias: None,
-            lifecycle,
-            introduced_in: "9.0",
-            knobs: Knobs {
-                max_cpus: 1,
-                default_cpus: 1,
-                memory_mib: 1,
-                devices: &[],
-            },
-        }
-    }
-
-    // A fixture catalog: compat/ has no deprecated or removed pc machine
-    // type yet, and history is not invented for a test.
-    static MACHINES: [MachineType; 3] = [
-        machine("pc-9.0", 0, Lifecycle::Removed { since: "9.2" }),
-        machine("pc-9.1", 1, Lifecycle::Deprecated { since: "9.2" }),
-        machine("pc-9.2", 2, Lifecycle::Supported),
-    ];
-    static FAMILIES: [Family; 1] = [Family {
-        name: "pc",
-        doc: "",
-        alias: Some("pc"),
-        series: &[],
-        machines: &MACHINES,
-        timelines: &[],
-    }];
-    static FIXTURE: Catalog = Catalog {
-        families: &FAMILIES,
-        device_types: &[],
-        deltas: &[],
-        releases: &[],
-        deprecations: &[],
-    };
+    // compat/ has no deprecated or removed pc machine type yet, and history
+    // is not invented for a test.
+    use compat_runtime::fixtures::LIFECYCLE as FIXTURE;
 
     #[test]
     fn deprecated_warns_removed_refuses_naming_the_replacement() {

@@ -84,52 +84,7 @@ impl Deprecation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::table::{Family, Knobs};
-    use crate::version::MachineVersion;
-
-    const fn machine(name: &'static str, minor: u16, lifecycle: Lifecycle) -> MachineType {
-        MachineType {
-            name,
-            family: "pc",
-            version: MachineVersion::new(9, minor),
-            alias: None,
-            lifecycle,
-            introduced_in: "9.0",
-            knobs: Knobs {
-                max_cpus: 1,
-                default_cpus: 1,
-                memory_mib: 1,
-                devices: &[],
-            },
-        }
-    }
-
-    static MACHINES: [MachineType; 3] = [
-        machine("pc-9.0", 0, Lifecycle::Removed { since: "9.2" }),
-        machine("pc-9.1", 1, Lifecycle::Deprecated { since: "9.2" }),
-        machine("pc-9.2", 2, Lifecycle::Supported),
-    ];
-    static FAMILIES: [Family; 1] = [Family {
-        name: "pc",
-        doc: "",
-        alias: Some("pc"),
-        series: &[],
-        machines: &MACHINES,
-        timelines: &[],
-    }];
-    static DEPRECATIONS: [Deprecation; 1] = [Deprecation {
-        id: "migrate-inc",
-        feature: "the `inc` option of the migrate command",
-        since: "8.2",
-        replacement: "blockdev-mirror over NBD",
-    }];
-    static CATALOG: Catalog = Catalog {
-        families: &FAMILIES,
-        device_types: &[],
-        deltas: &[],
-        releases: &[],
-        deprecations: &DEPRECATIONS,
-    };
+    use crate::fixtures::{LIFECYCLE as CATALOG, LIFECYCLE_MACHINES as MACHINES};
 
     #[test]
     fn machine_lifecycles() {

@@ -26,6 +26,8 @@
 #![forbid(unsafe_code)]
 
 pub mod deprecation;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
 pub mod overrides;
 pub mod props;
 pub mod release;
