@@ -3,34 +3,13 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
-struct TempTree(PathBuf);
-
-impl Drop for TempTree {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read_dir") {
-        let p = e.expect("entry").path();
-        let target = to.join(p.file_name().expect("name"));
-        if p.is_dir() {
-            copy_dir(&p, &target);
-        } else {
-            std::fs::copy(&p, &target).expect("copy");
-        }
-    }
-}
+use common::{TempTree, copy_dir};
+use std::path::Path;
 
 fn temp_copy(tag: &str) -> TempTree {
-    let dir = std::env::temp_dir().join(format!("compat-history-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    copy_dir(&common::repo().join("compat"), &dir);
-    TempTree(dir)
+    let t = TempTree::new(&format!("compat-history-{tag}"));
+    copy_dir(&common::repo().join("compat"), &t.0);
+    t
 }
 
 /// Replaces `from` (which must occur) by `to` in `file` of the tree.

@@ -4,34 +4,13 @@
 mod common;
 
 use codegen::report::effective_table;
-use std::path::{Path, PathBuf};
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read_dir") {
-        let p = e.expect("entry").path();
-        let target = to.join(p.file_name().expect("name"));
-        if p.is_dir() {
-            copy_dir(&p, &target);
-        } else {
-            std::fs::copy(&p, &target).expect("copy");
-        }
-    }
-}
-
-struct TempTree(PathBuf);
-
-impl Drop for TempTree {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::{TempTree, copy_dir};
+use std::path::Path;
 
 fn temp_copy(tag: &str) -> TempTree {
-    let dir = std::env::temp_dir().join(format!("compat-workflow-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    copy_dir(&common::repo().join("compat"), &dir.join("compat"));
-    TempTree(dir)
+    let t = TempTree::new(&format!("compat-workflow-{tag}"));
+    copy_dir(&common::repo().join("compat"), &t.0.join("compat"));
+    t
 }
 
 fn append(path: &Path, text: &str) {
