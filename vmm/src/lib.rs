@@ -1,7 +1,5 @@
 //! The VMM library behind the `vmm` binary; one module per concern.
 
-pub mod bench;
-pub mod bench_migrate;
 pub mod boot;
 pub mod builder;
 pub mod control;

@@ -26,10 +26,6 @@ enum Command {
     Run(vmm::run::RunArgs),
     /// Write the embedded guest ELF to PATH (bootable by any PVH-capable VMM).
     GuestElf { path: std::path::PathBuf },
-    /// Measure exec -> first serial line and memory overhead (docs/bench-boot.md).
-    BenchBoot(vmm::bench::BenchArgs),
-    /// Measure live migration against the reference VMM (docs/bench-migrate.md).
-    BenchMigrate(vmm::bench_migrate::BenchMigrateArgs),
 }
 
 fn main() -> ExitCode {
@@ -42,8 +38,6 @@ fn main() -> ExitCode {
         Command::Migrate(args) => control_exit(vmm::control::cli::migrate(&args)),
         Command::Run(args) => vmm::run::main(args),
         Command::GuestElf { path } => vmm::run::guest_elf(&path),
-        Command::BenchBoot(args) => vmm::bench::main(args),
-        Command::BenchMigrate(args) => vmm::bench_migrate::main(args),
     }
 }
 
