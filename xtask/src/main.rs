@@ -1,4 +1,4 @@
-//! Repository automation.
+//! Repository automation (`cargo xtask --help`).
 //!
 //! * `cargo xtask gen`: compile `compat/*.toml` into `devices/src/generated/`.
 //! * `cargo xtask gen --check`: fail (naming the files) if the committed
@@ -8,9 +8,10 @@
 //! * `cargo xtask bench-codegen`: compile synthetic 1x/4x/16x trees and report
 //!   the time of each size.
 
-mod bench;
+mod bench_codegen;
 mod release;
 
+use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -70,15 +71,38 @@ fn generate(check: bool) -> Result<(), String> {
     Ok(())
 }
 
+/// Repository automation for the vmm workspace.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compile compat/*.toml into devices/src/generated/ and the release-derived files.
+    Gen {
+        /// Write nothing; fail, naming the files, if the committed generated code is stale.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Freeze what release X.Y presents into compat/releases/X.Y.lock.toml (never rewritten).
+    Release {
+        /// The release: X.Y or X.Y.Z.
+        #[arg(value_name = "X.Y[.Z]")]
+        version: String,
+    },
+    /// Compile synthetic 1x/4x/16x compat trees and report the time of each size
+    /// (BENCH_SIZES=1,4 limits the sizes).
+    BenchCodegen,
+}
+
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let result = match args.as_slice() {
-        ["gen"] => generate(false),
-        ["gen", "--check"] => generate(true),
-        ["bench-codegen"] => bench::run(),
-        ["release", version] => release::freeze(&root(), version),
-        _ => Err("usage: cargo xtask gen [--check] | cargo xtask bench-codegen | cargo xtask release X.Y[.Z]".into()),
+    let result = match Cli::parse().command {
+        Command::Gen { check } => generate(check),
+        Command::Release { version } => release::freeze(&root(), &version),
+        Command::BenchCodegen => bench_codegen::run(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
