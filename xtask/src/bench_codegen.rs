@@ -158,11 +158,10 @@ pub fn synthetic(k: usize) -> Vec<SourceFile> {
 /// (Linux; `None` elsewhere). Unlike wall time it does not grow when other
 /// processes share the cores.
 fn cpu_time() -> Option<Duration> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
-    Some(Duration::from_millis(ticks * 10))
+    let (_, ticks) = crate::procfs::parse_stat(&std::fs::read_to_string("/proc/self/stat").ok()?)?;
+    Some(Duration::from_secs_f64(
+        ticks as f64 / crate::procfs::ticks_per_s(),
+    ))
 }
 
 fn ms(d: Duration) -> f64 {

@@ -7,8 +7,19 @@
 //!   `compat/releases/X.Y.lock.toml` (never rewritten).
 //! * `cargo xtask bench-codegen`: compile synthetic 1x/4x/16x trees and report
 //!   the time of each size.
+//! * `cargo xtask bench-boot`: time to the guest's first serial line and
+//!   memory beyond guest RAM, `vmm` against the reference VMM
+//!   (`docs/bench-boot.md`).
+//!
+//! The VMM benchmarks run the real `vmm` binary (`--vmm PATH`, default
+//! `target/release/vmm`, built first unless `--no-build`) as a process: xtask
+//! never depends on `vmm` or `devices`, so a broken generated file cannot stop
+//! `cargo xtask gen` from building.
 
+mod bench_boot;
 mod bench_codegen;
+mod bench_vmm;
+mod procfs;
 mod release;
 
 use clap::{Parser, Subcommand};
@@ -96,6 +107,9 @@ enum Command {
     /// Compile synthetic 1x/4x/16x compat trees and report the time of each size
     /// (BENCH_SIZES=1,4 limits the sizes).
     BenchCodegen,
+    /// Measure exec -> first serial line and memory overhead, vmm against the
+    /// reference VMM (docs/bench-boot.md).
+    BenchBoot(bench_boot::Args),
 }
 
 fn main() -> ExitCode {
@@ -103,6 +117,7 @@ fn main() -> ExitCode {
         Command::Gen { check } => generate(check),
         Command::Release { version } => release::freeze(&root(), &version),
         Command::BenchCodegen => bench_codegen::run(),
+        Command::BenchBoot(args) => bench_boot::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
