@@ -3,7 +3,7 @@
 //! and destination `vmm run --as-release B -M M --incoming ...`, on KVM.
 //!
 //! The expected outcome of each cell is not written here: it is the
-//! prediction of the matrix library (`vmm::matrix`, the same code as
+//! prediction of the matrix library (`vmm::release::matrix`, the same code as
 //! `vmm compat matrix`) over the embedded release locks. A predicted success
 //! must migrate (the destination reports `running`, keeps counting, its
 //! memory passes `verify-ab`, `ctl status` names release B, and the guest
@@ -40,12 +40,12 @@ fn s(p: &Path) -> String {
 
 /// The matrix library's verdicts for `machine` over `releases`, every
 /// ordered pair (source, destination).
-fn predictions(machine: &str, releases: &[&str]) -> Vec<vmm::matrix::Cell> {
+fn predictions(machine: &str, releases: &[&str]) -> Vec<vmm::release::matrix::Cell> {
     let catalog = vmm::builder::config::catalog();
-    let all = vmm::matrix::with_next(catalog).expect("embedded locks");
+    let all = vmm::release::matrix::with_next(catalog).expect("embedded locks");
     let names: Vec<String> = releases.iter().map(|r| r.to_string()).collect();
-    let locks = vmm::matrix::select(&all, &names).expect("releases");
-    vmm::matrix::matrix(&locks, &[machine.to_string()], catalog)
+    let locks = vmm::release::matrix::select(&all, &names).expect("releases");
+    vmm::release::matrix::matrix(&locks, &[machine.to_string()], catalog)
 }
 
 /// What a refusal must say for one predicted difference.
@@ -267,7 +267,7 @@ pub fn migrate(sock: &Sock, uri: &str) -> Finished {
 }
 
 /// One cell: runs it and checks it against the matrix's verdict.
-fn run_cell(cell: &vmm::matrix::Cell) -> String {
+fn run_cell(cell: &vmm::release::matrix::Cell) -> String {
     let (m, a, b) = (&cell.machine, &cell.source, &cell.destination);
     let ctx = format!("vmm-{a} -M {m} -> vmm-{b} -M {m}");
     let t0 = Instant::now();
@@ -380,7 +380,7 @@ fn run_cell(cell: &vmm::matrix::Cell) -> String {
 }
 
 /// Runs every cell, [`PARALLEL`] at a time; prints one line per cell.
-fn run_cells(cells: &[vmm::matrix::Cell]) {
+fn run_cells(cells: &[vmm::release::matrix::Cell]) {
     for chunk in cells.chunks(PARALLEL) {
         let done: Vec<String> = std::thread::scope(|sc| {
             let hs: Vec<_> = chunk
@@ -403,7 +403,7 @@ fn seed_cases_1_to_6_over_5_1_and_5_2() {
     require_kvm!();
     let p51 = predictions("pc-5.1", &["5.1", "5.2"]);
     let p52 = predictions("pc-5.2", &["5.1", "5.2"]);
-    let pick = |p: &[vmm::matrix::Cell], a: &str, b: &str| {
+    let pick = |p: &[vmm::release::matrix::Cell], a: &str, b: &str| {
         p.iter()
             .find(|c| c.source == a && c.destination == b)
             .cloned()

@@ -1,15 +1,19 @@
-//! The VMM library behind the `vmm` binary; one module per concern.
+//! The VMM library behind the `vmm` binary; one module per concern, in
+//! layers whose imports point one way (`docs/architecture.md`):
+//!
+//! 1. the KVM-independent migration core is its own crate, `migration`
+//!    (`vmm/migration/`);
+//! 2. the runtime: [`vstate`] (KVM), [`boot`], [`builder`];
+//! 3. [`release`]: what a release presents (the persona, the release matrix,
+//!    machine-type lifecycle), over the compat tables and `builder::config`;
+//! 4. [`migrate`]: the migration core's traits over a running machine;
+//! 5. [`control`]: the control socket and its handler over a running VM;
+//! 6. [`cli`]: the subcommands of the `vmm` binary.
 
 pub mod boot;
 pub mod builder;
+pub mod cli;
 pub mod control;
-pub mod demo;
-pub mod dump_vmstate;
-pub mod introspect;
-pub mod lifecycle;
-pub mod logger;
-pub mod matrix;
-pub mod migration;
-pub mod persona;
-pub mod run;
+pub mod migrate;
+pub mod release;
 pub mod vstate;

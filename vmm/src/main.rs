@@ -13,17 +13,17 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Live-migrate the embedded guest's `ab` workload between two local vmm processes and check its memory.
-    Demo(vmm::demo::DemoArgs),
+    Demo(vmm::cli::demo::DemoArgs),
     #[command(flatten)]
-    Introspect(vmm::introspect::Command),
+    Introspect(vmm::cli::introspect::Command),
     /// Dump every VMState description as JSON (the reference's -dump-vmstate format).
-    DumpVmstate(vmm::dump_vmstate::DumpVmstateArgs),
+    DumpVmstate(vmm::cli::dump_vmstate::DumpVmstateArgs),
     /// Send a command to a running vmm's control socket.
-    Ctl(vmm::control::cli::CtlArgs),
+    Ctl(vmm::cli::ctl::CtlArgs),
     /// Migrate a running vmm's guest live (or snapshot it to file:PATH).
-    Migrate(vmm::control::cli::MigrateArgs),
+    Migrate(vmm::cli::ctl::MigrateArgs),
     /// Run a VM on a versioned machine type until the guest powers off.
-    Run(vmm::run::RunArgs),
+    Run(vmm::cli::run::RunArgs),
     /// Write the embedded guest ELF to PATH (bootable by any PVH-capable VMM).
     GuestElf { path: std::path::PathBuf },
 }
@@ -31,13 +31,13 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Demo(args) => vmm::demo::main(&args),
-        Command::Introspect(cmd) => vmm::introspect::main(cmd),
-        Command::DumpVmstate(args) => vmm::dump_vmstate::main(&args),
-        Command::Ctl(args) => control_exit(vmm::control::cli::ctl(&args)),
-        Command::Migrate(args) => control_exit(vmm::control::cli::migrate(&args)),
-        Command::Run(args) => vmm::run::main(args),
-        Command::GuestElf { path } => vmm::run::guest_elf(&path),
+        Command::Demo(args) => vmm::cli::demo::main(&args),
+        Command::Introspect(cmd) => vmm::cli::introspect::main(cmd),
+        Command::DumpVmstate(args) => vmm::cli::dump_vmstate::main(&args),
+        Command::Ctl(args) => control_exit(vmm::cli::ctl::ctl(&args)),
+        Command::Migrate(args) => control_exit(vmm::cli::ctl::migrate(&args)),
+        Command::Run(args) => vmm::cli::run::main(args),
+        Command::GuestElf { path } => vmm::cli::run::guest_elf(&path),
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Instant;
 
 /// The embedded-locks module of `vmm compat matrix`.
-const LOCKS_RS: &str = "vmm/src/matrix/locks.rs";
+const LOCKS_RS: &str = "vmm/src/release/matrix/locks.rs";
 
 fn locks_rs(locks: &[codegen::SourceFile]) -> String {
     let mut s = String::from(
@@ -19,7 +19,7 @@ fn locks_rs(locks: &[codegen::SourceFile]) -> String {
         let file = l.name.trim_start_matches("releases/");
         let release = file.trim_end_matches(".lock.toml");
         s.push_str(&format!(
-            "    (\"{release}\", include_str!(\"../../../compat/releases/{file}\")),\n"
+            "    (\"{release}\", include_str!(\"../../../../compat/releases/{file}\")),\n"
         ));
     }
     s.push_str("];\n");
@@ -161,7 +161,9 @@ mod tests {
         assert!(lock.contains("name = \"pc-8.2\"") && !lock.contains("pc-9.0"));
         let list = std::fs::read_to_string(root.0.join(LOCKS_RS)).expect("locks.rs");
         assert!(
-            list.contains("(\"9.0\", include_str!(\"../../../compat/releases/9.0.lock.toml\")),")
+            list.contains(
+                "(\"9.0\", include_str!(\"../../../../compat/releases/9.0.lock.toml\")),"
+            )
         );
         assert!(freeze(&root.0, "9.0").is_err());
     }

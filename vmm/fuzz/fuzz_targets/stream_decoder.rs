@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vmm::migration::PAGE_SIZE;
-use vmm::migration::stream::{Decoder, Limits, Record};
+use migration::PAGE_SIZE;
+use migration::stream::{Decoder, Limits, Record};
 
 fuzz_target!(|data: &[u8]| {
     let limits = Limits {

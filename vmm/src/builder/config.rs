@@ -159,7 +159,15 @@ pub struct MachineConfig {
     pub blocks: Vec<BlockDevice>,
     /// The PCIe root port, if the machine type has one.
     pub root_port: Option<PcieRootPortConfig>,
+    /// Where each value adopted from a migration stream was first set
+    /// (empty unless adopted): travels with the guest until it powers off.
+    pub origins: Origins,
 }
+
+/// Values adopted from a stream: `(device type, property)` → where the
+/// value was first set (`-global on release 8.0.1`, `release 8.0 (erratum
+/// aer-uncor-mask)`), carried along a chain of migrations.
+pub type Origins = std::collections::BTreeMap<(String, String), String>;
 
 /// Memory limits of this VMM (not machine defaults: the default size comes
 /// from the machine type's knobs).
@@ -247,6 +255,7 @@ pub fn from_effective(
     };
 
     Ok(MachineConfig {
+        origins: Origins::new(),
         machine: effective.machine.clone(),
         effective: effective.clone(),
         vcpus,

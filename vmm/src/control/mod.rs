@@ -5,7 +5,6 @@
 //! [`server::ControlServer`]; `vmm ctl` and `vmm migrate` ([`cli`]) talk to it
 //! through [`client::Client`].
 
-pub mod cli;
 pub mod client;
 pub mod protocol;
 pub mod runtime;

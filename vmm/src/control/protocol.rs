@@ -4,7 +4,8 @@
 //! server answers each with zero or more event lines (only `migrate` sends
 //! any) followed by exactly one response line.
 
-use crate::migration::precopy::{Params, Progress};
+use crate::builder::config::Origins;
+use migration::precopy::{Params, Progress};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
@@ -134,11 +135,11 @@ pub struct PinnedProp {
 
 impl PinnedProp {
     /// The pinned properties of a running guest's configuration.
-    pub fn of(cfg: &compat_runtime::EffectiveConfig) -> Vec<PinnedProp> {
-        crate::migration::config::pinned(cfg)
+    pub fn of(cfg: &compat_runtime::EffectiveConfig, origins: &Origins) -> Vec<PinnedProp> {
+        migration::config::pinned(cfg)
             .into_iter()
             .map(|(device, property, value, provenance)| PinnedProp {
-                origin: crate::persona::origin(&device, &property),
+                origin: origins.get(&(device.clone(), property.clone())).cloned(),
                 device,
                 property,
                 value,

@@ -8,11 +8,12 @@
 use super::protocol::{BadPage, MigrateRequest, PinnedProp, Request, StatusInfo, VerifyAbResult};
 use super::server::ControlHandler;
 use crate::builder::Machine;
-use crate::migration::ab::{AbViolation, check_ab};
-use crate::migration::machine::MachineSource;
-use crate::migration::precopy::{self, CancelToken, Outcome, Progress, Summary};
-use crate::migration::transport::Uri;
-use crate::migration::vm::VmError;
+use crate::release::persona::Persona;
+use migration::ab::{AbViolation, check_ab};
+use crate::migrate::MachineSource;
+use migration::precopy::{self, CancelToken, Outcome, Progress, Summary};
+use migration::transport::Uri;
+use migration::vm::VmError;
 use crate::vstate::vcpu::VmEvent;
 use std::sync::mpsc::Sender;
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -62,6 +63,7 @@ impl RunState {
 
 /// State shared by `vmm run`'s main loop and the control handler.
 pub struct RunShared {
+    persona: Persona,
     machine: RwLock<Option<Machine>>,
     state: Mutex<RunState>,
     progress: Mutex<Option<Progress>>,
@@ -73,9 +75,11 @@ fn plock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl RunShared {
-    /// An empty slot; `events` goes to the main loop.
-    pub fn new(state: RunState, events: Sender<RunEvent>) -> Self {
+    /// An empty slot; `events` goes to the main loop; `persona` is what
+    /// this process presents (in `status` and in outgoing manifests).
+    pub fn new(state: RunState, events: Sender<RunEvent>, persona: Persona) -> Self {
         Self {
+            persona,
             machine: RwLock::new(None),
             state: Mutex::new(state),
             progress: Mutex::new(None),
@@ -126,14 +130,14 @@ impl ControlHandler for MachineHandler {
         let (machine_type, pinned) = match guard.as_ref() {
             Some(m) => (
                 m.config().machine.clone(),
-                PinnedProp::of(&m.config().effective),
+                PinnedProp::of(&m.config().effective, &m.config().origins),
             ),
             None => (String::new(), Vec::new()),
         };
         Ok(StatusInfo {
             state: state.name().into(),
             machine_type,
-            release: crate::persona::release().into(),
+            release: self.0.persona.release().into(),
             pinned,
             migration: if state == RunState::Migrating {
                 migration
@@ -226,7 +230,7 @@ impl ControlHandler for MachineHandler {
             *plock(&shared.progress) = Some(p.clone());
             progress(p);
         };
-        let mut src = MachineSource::new(m);
+        let mut src = MachineSource::new(m, &self.0.persona);
         let r = precopy::migrate_to(&mut src, &uri, &req.params(), &mut on_progress, cancel);
         *plock(&self.0.progress) = None;
         match r {
@@ -255,7 +259,7 @@ impl ControlHandler for MachineHandler {
         let g = self.0.read();
         let m = g.as_ref().ok_or_else(no_machine)?;
         let mem = m.vm().memory();
-        let page = crate::migration::PAGE_SIZE as u64;
+        let page = migration::PAGE_SIZE as u64;
         if !start.is_multiple_of(page) {
             return Err(VmError::new(format!(
                 "start {start:#x} is not page-aligned"

@@ -2,8 +2,8 @@
 
 use super::ControlError;
 use super::protocol::{Event, MigrateRequest, Request, Response, StatusInfo, VerifyAbResult};
-use crate::migration::precopy::{CancelToken, Progress, Summary};
-use crate::migration::vm::VmError;
+use migration::precopy::{CancelToken, Progress, Summary};
+use migration::vm::VmError;
 use std::fs::{self, DirBuilder, Permissions};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};

@@ -1,6 +1,6 @@
 use super::*;
 use crate::control::client::Client;
-use crate::migration::precopy::{Outcome, Phase};
+use migration::precopy::{Outcome, Phase};
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
@@ -195,7 +195,7 @@ fn quit_stops_the_server_and_removes_the_socket() {
 /// The recipe the runtime follows: a handler around the VM whose `migrate`
 /// is `precopy::migrate_to`. Here the VM is the migration tests' fake.
 struct VmHandler {
-    vm: Mutex<crate::migration::fake::FakeSource>,
+    vm: Mutex<migration::fake::FakeSource>,
 }
 
 impl ControlHandler for VmHandler {
@@ -210,11 +210,11 @@ impl ControlHandler for VmHandler {
         })
     }
     fn stop(&self) -> Result<(), VmError> {
-        use crate::migration::vm::MigrationSource;
+        use migration::vm::MigrationSource;
         self.vm.lock().map_err(VmError::new)?.pause()
     }
     fn cont(&self) -> Result<(), VmError> {
-        use crate::migration::vm::MigrationSource;
+        use migration::vm::MigrationSource;
         self.vm.lock().map_err(VmError::new)?.resume()
     }
     fn quit(&self) -> Result<(), VmError> {
@@ -228,15 +228,15 @@ impl ControlHandler for VmHandler {
     ) -> Result<Summary, VmError> {
         let uri = req.uri.parse().map_err(VmError::new)?;
         let mut vm = self.vm.lock().map_err(VmError::new)?;
-        crate::migration::precopy::migrate_to(&mut *vm, &uri, &req.params(), progress, cancel)
+        migration::precopy::migrate_to(&mut *vm, &uri, &req.params(), progress, cancel)
             .map_err(VmError::new)
     }
 }
 
 #[test]
 fn migrate_a_fake_vm_through_the_control_socket() {
-    use crate::migration::fake::{FakeSource, FakeTarget, GuestSpec, IMAGE_PAGES};
-    use crate::migration::{PAGE_SIZE, ab, incoming, transport};
+    use migration::fake::{FakeSource, FakeTarget, GuestSpec, IMAGE_PAGES};
+    use migration::{PAGE_SIZE, ab, incoming, transport};
     let pages = 1024;
     let p = socket("vm");
     let handler = Arc::new(VmHandler {
@@ -277,7 +277,7 @@ fn migrate_a_fake_vm_through_the_control_socket() {
     let mut events = 0;
     let sum = c.call(&req, &mut |_| events += 1).unwrap();
     let sum: Summary = serde_json::from_value(sum).unwrap();
-    assert_eq!(sum.outcome, crate::migration::precopy::Outcome::Handover);
+    assert_eq!(sum.outcome, migration::precopy::Outcome::Handover);
     assert!(events >= 2, "{events} events");
     let t = dest.join().unwrap().unwrap();
     let range = &t.ram[IMAGE_PAGES as usize * PAGE_SIZE..];

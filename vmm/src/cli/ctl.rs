@@ -1,0 +1,347 @@
+//! `vmm ctl ...` and `vmm migrate ...`: the control socket's command line.
+
+use crate::control::ControlError;
+use crate::control::client::Client;
+use crate::control::protocol::{
+    DEFAULT_DOWNTIME_LIMIT_MS, Event, MigrateRequest, Request, VerifyAbRequest, VerifyAbResult,
+};
+use migration::precopy::{Outcome, Phase, Progress, Summary};
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+/// `vmm ctl --control PATH COMMAND`
+#[derive(clap::Args, Debug)]
+pub struct CtlArgs {
+    /// The running vmm's control socket.
+    #[arg(long, value_name = "PATH")]
+    pub control: PathBuf,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+/// What `vmm ctl` asks.
+#[derive(clap::Subcommand, Debug, Clone, Copy)]
+pub enum CtlCommand {
+    /// Pause the guest's vCPUs.
+    Stop,
+    /// Resume the guest's vCPUs.
+    Cont,
+    /// Show the VM's state, machine type and pinned properties.
+    Status {
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shut the VM down and exit.
+    Quit,
+    /// Cancel the outgoing migration; the guest keeps running here.
+    MigrateCancel,
+    /// Reset the guest (like its own reset through port 0xcf9): it reboots
+    /// in this process with the same configuration, pinned properties kept.
+    SystemReset,
+    /// Check the `ab` workload's memory image on the stopped guest (DESIGN.md §4).
+    VerifyAb {
+        /// Guest-physical start of the range (the guest's `ab: start=0x...`).
+        #[arg(long, value_parser = parse_addr)]
+        start: u64,
+        /// Number of pages (the guest's `ab: ... pages=N`).
+        #[arg(long)]
+        pages: u64,
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses `0x11f000` or a decimal number.
+pub fn parse_addr(s: &str) -> Result<u64, String> {
+    let r = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|_| format!("`{s}` is not an address (e.g. 0x11f000)"))
+}
+
+/// `vmm migrate --control PATH URI`
+#[derive(clap::Args, Debug)]
+pub struct MigrateArgs {
+    /// The source vmm's control socket.
+    #[arg(long, value_name = "PATH")]
+    pub control: PathBuf,
+    /// Destination: tcp:HOST:PORT, unix:PATH or file:PATH (a snapshot).
+    pub uri: String,
+    /// Upper bound on the guest's downtime, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = DEFAULT_DOWNTIME_LIMIT_MS)]
+    pub downtime_limit: u64,
+    /// Cap on the bandwidth, in bytes per second (K, M, G suffixes: powers of 1024).
+    #[arg(long, value_name = "BYTES", value_parser = parse_bytes)]
+    pub max_bandwidth: Option<u64>,
+    /// Print progress events and the summary as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Deprecated in the reference (8.2), never implemented here: prints the
+    /// replacement (`compat/deprecations.toml`) and refuses.
+    #[arg(long, hide = true)]
+    pub inc: bool,
+    /// Deprecated in the reference (8.2), never implemented here: refused.
+    #[arg(long, hide = true)]
+    pub blk: bool,
+    /// The reference's old compression, deprecated in 8.2: refused.
+    #[arg(long, hide = true)]
+    pub compress: bool,
+}
+
+/// Parses `1000`, `64K`, `100M`, `1G`.
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let (num, shift) = match s.char_indices().last() {
+        Some((i, 'k' | 'K')) => (&s[..i], 10),
+        Some((i, 'm' | 'M')) => (&s[..i], 20),
+        Some((i, 'g' | 'G')) => (&s[..i], 30),
+        _ => (s, 0),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("`{s}` is not a positive byte count (e.g. 1000, 64K, 100M, 1G)"))
+}
+
+/// Runs `vmm ctl`.
+pub fn ctl(args: &CtlArgs) -> Result<(), ControlError> {
+    let mut c = Client::connect(&args.control)?;
+    let req = match args.command {
+        CtlCommand::Stop => Request::Stop,
+        CtlCommand::Cont => Request::Cont,
+        CtlCommand::Status { .. } => Request::Status,
+        CtlCommand::Quit => Request::Quit,
+        CtlCommand::MigrateCancel => Request::MigrateCancel,
+        CtlCommand::SystemReset => Request::SystemReset,
+        CtlCommand::VerifyAb { start, pages, .. } => {
+            Request::VerifyAb(VerifyAbRequest { start, pages })
+        }
+    };
+    let v = c.call(&req, &mut |_| {})?;
+    if let CtlCommand::VerifyAb { json, .. } = args.command {
+        let r: VerifyAbResult =
+            serde_json::from_value(v.clone()).map_err(|e| ControlError::Protocol(e.to_string()))?;
+        if json {
+            println!("{v}");
+        } else {
+            print!("{}", verify_text(&r));
+        }
+        if !r.consistent {
+            return Err(ControlError::Remote(format!(
+                "the a-b memory image is inconsistent: {}",
+                r.violation.as_deref().unwrap_or("?")
+            )));
+        }
+        return Ok(());
+    }
+    if let CtlCommand::Status { json } = args.command {
+        if json {
+            println!("{v}");
+        } else {
+            print!("{}", status_text(&v));
+        }
+    }
+    Ok(())
+}
+
+/// The `verify-ab` answer as text.
+pub fn verify_text(r: &VerifyAbResult) -> String {
+    let mut s = format!(
+        "verify-ab: pages={} verdict={} first={:#04x}",
+        r.pages,
+        if r.consistent {
+            "consistent"
+        } else {
+            "INCONSISTENT"
+        },
+        r.first
+    );
+    if let Some(p) = r.step_at {
+        s.push_str(&format!(" step_at={p}"));
+    }
+    s.push('\n');
+    if let Some(v) = &r.violation {
+        s.push_str(&format!("violation: {v}\n"));
+    }
+    for b in &r.bad_pages {
+        s.push_str(&format!(
+            "  bad page {} at {:#x}: {:#04x} after {:#04x}\n",
+            b.page, b.addr, b.value, b.prev
+        ));
+    }
+    s
+}
+
+fn status_text(v: &serde_json::Value) -> String {
+    let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("?").to_string();
+    let mut out = format!(
+        "state: {}\nmachine: {}\nrelease: {}\n",
+        s("state"),
+        s("machine_type"),
+        s("release")
+    );
+    if let Some(pinned) = v
+        .get("pinned")
+        .and_then(|p| p.as_array())
+        .filter(|p| !p.is_empty())
+    {
+        out.push_str("pinned properties:\n");
+        for p in pinned {
+            let f = |k: &str| p.get(k).and_then(|x| x.as_str()).unwrap_or("?");
+            out.push_str(&format!(
+                "  {}.{}={} (from {})\n",
+                f("device"),
+                f("property"),
+                f("value"),
+                f("provenance")
+            ));
+            if let Some(o) = p.get("origin").and_then(|x| x.as_str()) {
+                out.push_str(&format!("    first set by {o}\n"));
+            }
+        }
+    }
+    out
+}
+
+/// Runs `vmm migrate`: progress on a terminal (or JSON lines), then the summary.
+pub fn migrate(args: &MigrateArgs) -> Result<(), ControlError> {
+    let deprecated = [
+        ("inc", args.inc),
+        ("blk", args.blk),
+        ("compress", args.compress),
+    ];
+    crate::release::lifecycle::migrate_options(crate::builder::config::catalog(), &deprecated)
+        .map_err(|e| ControlError::Remote(e.to_string()))?;
+    let mut c = Client::connect(&args.control)?;
+    let req = Request::Migrate(MigrateRequest {
+        uri: args.uri.clone(),
+        downtime_limit: args.downtime_limit,
+        max_bandwidth: args.max_bandwidth,
+    });
+    let tty = std::io::stderr().is_terminal();
+    let json = args.json;
+    let mut on_event = |e: &Event| {
+        let Event::Progress(p) = e;
+        if json {
+            if let Ok(s) = serde_json::to_string(e) {
+                println!("{s}");
+            }
+        } else if tty {
+            eprint!("\r\x1b[K{}", progress_text(p));
+            let _ = std::io::stderr().flush();
+        }
+    };
+    let r = c.call(&req, &mut on_event);
+    if tty && !json {
+        eprintln!();
+    }
+    let v = r?;
+    if json {
+        println!("{}", serde_json::json!({ "summary": v }));
+        return Ok(());
+    }
+    let sum: Summary =
+        serde_json::from_value(v).map_err(|e| ControlError::Protocol(e.to_string()))?;
+    print!("{}", summary_text(&sum));
+    Ok(())
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / f64::from(1 << 20)
+}
+
+/// One progress line.
+pub fn progress_text(p: &Progress) -> String {
+    let phase = match p.phase {
+        Phase::Precopy => "pre-copy",
+        Phase::Stopped => "stopped",
+    };
+    let expected = if p.bandwidth == 0 {
+        "not measured yet".to_string()
+    } else {
+        format!("{:.1} ms", p.expected_downtime_ms)
+    };
+    let mut s = format!(
+        "{phase} iteration {}: {:.1} MiB sent, pages {} zero / {} normal, {} dirty, {:.0} MiB/s, expected downtime {expected}",
+        p.iteration,
+        mib(p.bytes),
+        p.pages_zero,
+        p.pages_normal,
+        p.dirty_pages,
+        mib(p.bandwidth),
+    );
+    if p.throttle > 0 {
+        s.push_str(&format!(", vCPUs throttled {}%", p.throttle));
+    }
+    s
+}
+
+/// The final summary, one fact per line.
+pub fn summary_text(s: &Summary) -> String {
+    let what = match s.outcome {
+        Outcome::Handover => "migration completed: the guest runs on the destination",
+        Outcome::Snapshot => {
+            "snapshot written: the guest is stopped here (`vmm ctl cont` resumes it)"
+        }
+    };
+    format!(
+        "{what}\ntotal time: {:.1} ms\ndowntime: {:.1} ms\nbytes sent: {} ({:.1} MiB)\npages: {} zero, {} normal\niterations: {}\n{}",
+        s.total_ms,
+        s.downtime_ms,
+        s.bytes,
+        mib(s.bytes),
+        s.pages_zero,
+        s.pages_normal,
+        s.iterations,
+        if s.max_throttle > 0 {
+            format!("auto-converge: vCPUs throttled up to {}%\n", s.max_throttle)
+        } else {
+            String::new()
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_counts() {
+        assert_eq!(parse_bytes("1000"), Ok(1000));
+        assert_eq!(parse_bytes("64K"), Ok(64 << 10));
+        assert_eq!(parse_bytes("100m"), Ok(100 << 20));
+        assert_eq!(parse_bytes("1G"), Ok(1 << 30));
+        for bad in ["", "0", "x", "1T", "-1", "99999999999999999999G"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn texts() {
+        let s = Summary {
+            outcome: Outcome::Handover,
+            total_ms: 812.25,
+            downtime_ms: 4.5,
+            bytes: 3 << 20,
+            pages_zero: 10,
+            pages_normal: 700,
+            iterations: 4,
+            max_throttle: 30,
+        };
+        let t = summary_text(&s);
+        assert!(
+            t.contains("downtime: 4.5 ms") && t.contains("iterations: 4") && t.contains("30%"),
+            "{t}"
+        );
+        let v = serde_json::json!({"state": "running", "machine_type": "pc-7.2", "release": "8.0.1",
+            "pinned": [{"device": "pci-device", "property": "x-pcie-err-unc-mask", "value": "on", "provenance": "stream"}]});
+        let t = status_text(&v);
+        assert!(
+            t.contains("pci-device.x-pcie-err-unc-mask=on (from stream)"),
+            "{t}"
+        );
+    }
+}

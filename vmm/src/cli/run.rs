@@ -1,0 +1,504 @@
+//! `vmm run`: build a VM from a versioned machine type and run it until the
+//! guest powers off (exit 0), crashes (non-zero, with the KVM exit and
+//! registers), or an error occurs. A guest reset rebuilds and reboots the VM
+//! in the same process with the same configuration.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use devices::bus::lock;
+use devices::serial::Serial;
+
+use compat_runtime::Override;
+use devices::serial::SerialOutput;
+use miette::Diagnostic;
+
+use crate::builder::config::{self, ConfigError, DriveSpec, RunRequest};
+use crate::builder::{BuildError, Machine};
+use crate::control::ControlError;
+use crate::release::persona::{Persona, PersonaError};
+use crate::control::runtime::{MachineHandler, RunEvent, RunShared, RunState};
+use crate::control::server::ControlServer;
+use migration::incoming::{self, IncomingError};
+use crate::migrate::{IncomingSettings, MachineTarget};
+use migration::transport::{self, TransportError, Uri};
+use crate::vstate::vcpu::VmEvent;
+
+/// Arguments of `vmm run`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Machine type: versioned name (`pc-7.2`) or alias (`pc`); default `pc`
+    /// (with `--incoming` alone: the stream's).
+    #[arg(short = 'M', long = "machine")]
+    pub machine: Option<String>,
+    /// Number of vCPUs (`N` or `cpus=N`); default: the machine type's.
+    #[arg(long)]
+    pub smp: Option<String>,
+    /// Guest RAM (`256M`, `1G`; a bare number is MiB); default: the machine type's.
+    #[arg(short = 'm', long = "memory")]
+    pub memory: Option<String>,
+    /// A raw disk image as a virtio-blk device: `file=PATH[,readonly=on][,serial=S]`.
+    #[arg(long)]
+    pub drive: Vec<String>,
+    /// Property override for one device type: `TYPE,prop=val[,...]`.
+    #[arg(long)]
+    pub device: Vec<String>,
+    /// Property override for a type and its subtypes: `TYPE.prop=val`.
+    #[arg(long)]
+    pub global: Vec<String>,
+    /// PVH ELF to boot (default: the embedded guest).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Appended to the command line the VMM builds.
+    #[arg(long)]
+    pub append: Option<String>,
+    /// Serial output: `stdio` or `file:PATH`.
+    #[arg(long, default_value = "stdio")]
+    pub serial: String,
+    /// Control socket (mode 0600) for `vmm ctl` and `vmm migrate`.
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Wait for a migration stream (`tcp:HOST:PORT`, `unix:PATH`) or restore
+    /// a snapshot (`file:PATH`) instead of booting. Alone, it adopts the
+    /// stream's machine type and configuration; with `-M`/`--device`/`--global`
+    /// those must not contradict the stream.
+    #[arg(long, value_name = "URI")]
+    pub incoming: Option<String>,
+    /// Act as frozen release R (`compat/releases/R.lock.toml`): its property
+    /// values, section versions, stream format, and R in the manifest.
+    #[arg(long = "as-release", value_name = "R")]
+    pub as_release: Option<String>,
+}
+
+/// Why `vmm run` failed.
+#[derive(Debug, thiserror::Error, Diagnostic)]
+pub enum RunError {
+    /// Bad `-m`.
+    #[error("invalid memory size `{0}`")]
+    #[diagnostic(code(vmm::cli::run::memory), help("use a size like 256M, 1G or 65536K"))]
+    Memory(String),
+    /// Bad `--smp`.
+    #[error("invalid --smp `{0}`")]
+    #[diagnostic(code(vmm::cli::run::smp), help("use a number of vCPUs, e.g. --smp 2"))]
+    Smp(String),
+    /// Bad `--serial`.
+    #[error("invalid --serial `{0}`")]
+    #[diagnostic(code(vmm::cli::run::serial), help("use stdio or file:PATH"))]
+    Serial(String),
+    /// Machine type, overrides, drives.
+    #[error(transparent)]
+    #[diagnostic(code(vmm::cli::run::config))]
+    Config(#[from] ConfigError),
+    /// A `--drive` image does not exist.
+    #[error("disk image {0} does not exist")]
+    #[diagnostic(
+        code(vmm::cli::run::drive),
+        help("create it first, e.g. truncate -s 64M IMAGE")
+    )]
+    MissingImage(PathBuf),
+    /// `--kernel` unreadable.
+    #[error("cannot read kernel {path}: {source}")]
+    #[diagnostic(code(vmm::cli::run::kernel))]
+    Kernel {
+        /// Path.
+        path: PathBuf,
+        /// OS error.
+        source: std::io::Error,
+    },
+    /// Building the VM failed.
+    #[error(transparent)]
+    #[diagnostic(code(vmm::cli::run::build))]
+    Build(#[from] BuildError),
+    /// The guest crashed.
+    #[error("guest crashed on vCPU {vcpu}: {exit}\n  registers: {regs}")]
+    #[diagnostic(code(vmm::cli::run::guest_crash))]
+    GuestCrash {
+        /// vCPU.
+        vcpu: u8,
+        /// Exit description.
+        exit: String,
+        /// Registers.
+        regs: String,
+    },
+    /// A bad `--incoming` URI or listening failed.
+    #[error("--incoming: {0}")]
+    #[diagnostic(code(vmm::cli::run::incoming_uri))]
+    IncomingUri(TransportError),
+    /// The incoming migration failed; no guest was started.
+    #[error("incoming migration failed: {0}")]
+    #[diagnostic(
+        code(vmm::cli::run::incoming),
+        help("nothing was started on this destination")
+    )]
+    Incoming(IncomingError),
+    /// The control socket.
+    #[error(transparent)]
+    #[diagnostic(code(vmm::cli::run::control))]
+    Control(#[from] ControlError),
+    /// `--as-release`, or the machine type's lifecycle.
+    #[error(transparent)]
+    #[diagnostic(transparent)]
+    Persona(Box<PersonaError>),
+    /// All vCPU threads ended without a power-off.
+    #[error("all vCPUs stopped without a power-off")]
+    #[diagnostic(code(vmm::cli::run::vcpus_gone))]
+    VcpusGone,
+}
+
+/// `-M` when none is given.
+pub const DEFAULT_MACHINE: &str = "pc";
+
+impl From<PersonaError> for RunError {
+    fn from(e: PersonaError) -> Self {
+        RunError::Persona(Box::new(e))
+    }
+}
+
+impl From<IncomingError> for RunError {
+    fn from(e: IncomingError) -> Self {
+        // Not a `source`: the message already says it, once.
+        RunError::Incoming(e)
+    }
+}
+
+/// Parses `--smp N` or `--smp cpus=N[,...]`.
+fn parse_smp(s: &str) -> Result<u32, RunError> {
+    let v = s
+        .split(',')
+        .find_map(|kv| match kv.split_once('=') {
+            Some(("cpus", v)) => Some(v),
+            None => Some(kv),
+            _ => None,
+        })
+        .unwrap_or(s);
+    v.trim().parse().map_err(|_| RunError::Smp(s.to_string()))
+}
+
+fn parse_serial(s: &str) -> Result<SerialOutput, RunError> {
+    match s {
+        "stdio" => Ok(SerialOutput::Stdio),
+        _ => match s.strip_prefix("file:") {
+            Some(p) if !p.is_empty() => Ok(SerialOutput::File(PathBuf::from(p))),
+            _ => Err(RunError::Serial(s.to_string())),
+        },
+    }
+}
+
+/// Turns CLI arguments into a request (no KVM involved).
+pub fn request(args: &RunArgs) -> Result<RunRequest, RunError> {
+    let mem_bytes = match &args.memory {
+        Some(m) => Some(config::parse_size(m).ok_or_else(|| RunError::Memory(m.clone()))?),
+        None => None,
+    };
+    let cpus = args.smp.as_deref().map(parse_smp).transpose()?;
+    let drives = args
+        .drive
+        .iter()
+        .map(|d| DriveSpec::parse(d))
+        .collect::<Result<Vec<_>, _>>()?;
+    for d in &drives {
+        if !d.file.exists() {
+            return Err(RunError::MissingImage(d.file.clone()));
+        }
+    }
+    let mut overrides = Vec::new();
+    for g in &args.global {
+        overrides.push(Override::parse_global(g).map_err(ConfigError::from)?);
+    }
+    for d in &args.device {
+        overrides.push(Override::parse_device(d).map_err(ConfigError::from)?);
+    }
+    Ok(RunRequest {
+        machine: args
+            .machine
+            .clone()
+            .unwrap_or_else(|| DEFAULT_MACHINE.to_string()),
+        cpus,
+        mem_bytes,
+        drives,
+        overrides,
+        serial: parse_serial(&args.serial)?,
+    })
+}
+
+fn load_kernel(path: Option<&Path>) -> Result<Vec<u8>, RunError> {
+    match path {
+        Some(p) => std::fs::read(p).map_err(|source| RunError::Kernel {
+            path: p.to_path_buf(),
+            source,
+        }),
+        None => Ok(vmm_guest::ELF.to_vec()),
+    }
+}
+
+type SerialSlot = Arc<Mutex<Option<Arc<Mutex<Serial>>>>>;
+
+/// Forwards the VMM's stdin to the current VM's UART (the VM is rebuilt on
+/// reset, hence the slot). Ends at EOF (e.g. stdin is /dev/null).
+fn forward_stdin(slot: SerialSlot) {
+    let spawned = std::thread::Builder::new()
+        .name("serial-stdin".into())
+        .spawn(move || {
+            let mut buf = [0u8; 64];
+            let mut stdin = std::io::stdin().lock();
+            loop {
+                let n = match stdin.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                let mut pending = &buf[..n];
+                while !pending.is_empty() {
+                    let serial = lock(&slot).clone();
+                    let Some(serial) = serial else { return };
+                    let sent = lock(&serial).enqueue_input(pending);
+                    pending = &pending[sent..];
+                    if sent == 0 {
+                        // The guest has not drained its receive FIFO yet.
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("serial input disabled: cannot spawn stdin thread: {e}");
+    }
+}
+
+/// Forwards machine `generation`'s events to the main loop.
+fn forward_events(generation: u64, rx: mpsc::Receiver<VmEvent>, tx: mpsc::Sender<RunEvent>) {
+    let spawned = std::thread::Builder::new()
+        .name("vm-events".into())
+        .spawn(move || {
+            while let Ok(e) = rx.recv() {
+                if tx.send(RunEvent::Vm(generation, e)).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(RunEvent::VcpusGone(generation));
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot spawn the VM event thread: {e}");
+    }
+}
+
+/// The destination's settings from the command line.
+fn incoming_settings(args: &RunArgs, req: &RunRequest) -> IncomingSettings {
+    IncomingSettings {
+        machine: args.machine.clone(),
+        overrides: req.overrides.clone(),
+        cpus: req.cpus,
+        mem_bytes: req.mem_bytes,
+        base: req.clone(),
+    }
+}
+
+/// Removes the control socket when the run ends (the server thread never returns).
+struct SocketGuard(Option<PathBuf>);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        if let Some(p) = &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Runs the VM until power-off (Ok) or a crash/error.
+pub fn run(args: &RunArgs) -> Result<(), RunError> {
+    let req = request(args)?;
+    let persona = Persona::from_arg(args.as_release.as_deref())?;
+    persona.check_machine(args.machine.as_deref())?;
+    let incoming = match &args.incoming {
+        Some(u) => Some(u.parse::<Uri>().map_err(RunError::IncomingUri)?),
+        None => None,
+    };
+    // A destination resolves its configuration from the stream.
+    let mut cfg = match incoming {
+        Some(_) => None,
+        None => Some(persona.start(&req)?),
+    };
+    let kernel = load_kernel(args.kernel.as_deref())?;
+    let (tx, main_rx) = mpsc::channel();
+    let shared = Arc::new(RunShared::new(
+        if incoming.is_some() {
+            RunState::Incoming
+        } else {
+            RunState::Running
+        },
+        tx.clone(),
+        persona.clone(),
+    ));
+    let _socket = SocketGuard(args.control.clone());
+    if let Some(path) = &args.control {
+        ControlServer::bind(path)?.spawn(Arc::new(MachineHandler(shared.clone())));
+    }
+    let serial_output = match &cfg {
+        Some(c) => c.serial.as_ref().map(|s| s.output.clone()),
+        None => Some(req.serial.clone()),
+    };
+    // The stdin thread starts once the first UART exists (input before
+    // that, e.g. while waiting for a stream, waits in the pipe).
+    let stdin_slot: Option<SerialSlot> = match serial_output {
+        Some(SerialOutput::Stdio) => Some(SerialSlot::default()),
+        _ => None,
+    };
+    let mut stdin_started = false;
+    let mut start_stdin = |slot: &SerialSlot| {
+        if !stdin_started {
+            stdin_started = true;
+            forward_stdin(slot.clone());
+        }
+    };
+    let mut generation = 0u64;
+    if let Some(uri) = &incoming {
+        if let Uri::File(p) = uri {
+            // A snapshot must exist before anything is built.
+            std::fs::metadata(p).map_err(|source| {
+                RunError::IncomingUri(TransportError::Io {
+                    what: "cannot read snapshot",
+                    uri: format!("file:{}", p.display()),
+                    source,
+                })
+            })?;
+        }
+        let listener = transport::listen(uri).map_err(RunError::IncomingUri)?;
+        if let Ok(u) = listener.uri() {
+            eprintln!("incoming: waiting on {u}");
+        }
+        let mut target = MachineTarget::new(
+            incoming_settings(args, &req),
+            &persona,
+            &kernel,
+            args.append.as_deref(),
+        );
+        let summary = incoming::receive_on(&listener, &mut target)?;
+        let adopted = target.adopted();
+        cfg = target.config().cloned();
+        let (machine, rx) = target.into_machine().ok_or(RunError::VcpusGone)?;
+        tracing::info!(
+            "incoming: {} from release {}, {} bytes, {} zero / {} normal pages in {:.1} ms{}",
+            summary.manifest.machine_type,
+            summary.manifest.source_release,
+            summary.bytes,
+            summary.pages_zero,
+            summary.pages_normal,
+            summary.elapsed.as_secs_f64() * 1000.0,
+            if adopted {
+                " (configuration adopted from the stream)"
+            } else {
+                ""
+            }
+        );
+        if let Some(slot) = &stdin_slot {
+            *lock(slot) = machine.devices().serial.clone();
+            start_stdin(slot);
+        }
+        forward_events(generation, rx, tx.clone());
+        *shared.write() = Some(machine);
+        shared.set_state(RunState::Running);
+        eprintln!("incoming: running");
+    }
+    let cfg = cfg.ok_or(RunError::VcpusGone)?;
+    let mut first = true;
+    loop {
+        if shared.read().is_none() {
+            let (vtx, vrx) = mpsc::channel();
+            let mut machine = Machine::build(&cfg, &kernel, args.append.as_deref(), first)?;
+            tracing::info!(
+                "{}: {} vCPUs, {} MiB, cmdline `{}`",
+                cfg.machine,
+                cfg.vcpus,
+                cfg.mem_bytes >> 20,
+                machine.cmdline()
+            );
+            if let Some(slot) = &stdin_slot {
+                *lock(slot) = machine.devices().serial.clone();
+                start_stdin(slot);
+            }
+            machine.start(vtx)?;
+            forward_events(generation, vrx, tx.clone());
+            *shared.write() = Some(machine);
+            shared.set_state(RunState::Running);
+        }
+        let ev = main_rx.recv();
+        let stop = || {
+            if let Some(mut m) = shared.write().take() {
+                m.stop();
+            }
+        };
+        match ev {
+            Ok(RunEvent::Vm(g, _) | RunEvent::VcpusGone(g)) if g != generation => {}
+            Ok(RunEvent::Vm(_, VmEvent::PowerOff)) | Ok(RunEvent::Quit) => {
+                stop();
+                return Ok(());
+            }
+            Ok(RunEvent::MigratedAway) => {
+                stop();
+                tracing::info!("migrated: the guest runs on the destination");
+                return Ok(());
+            }
+            Ok(RunEvent::Vm(_, VmEvent::Reset) | RunEvent::Reset) => {
+                tracing::info!("guest reset: rebooting");
+                stop();
+                first = false;
+                generation += 1;
+            }
+            Ok(RunEvent::Vm(_, VmEvent::Crash { vcpu, exit, regs })) => {
+                stop();
+                return Err(RunError::GuestCrash { vcpu, exit, regs });
+            }
+            Ok(RunEvent::VcpusGone(_)) | Err(_) => {
+                stop();
+                return Err(RunError::VcpusGone);
+            }
+        }
+    }
+}
+
+/// Entry point of `vmm run`: exit code 0 on guest power-off, 1 otherwise.
+pub fn main(args: RunArgs) -> ExitCode {
+    crate::cli::logger::init();
+    // One line per message: scripts and tests grep these.
+    let _ = miette::set_hook(Box::new(|_| {
+        Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
+    }));
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{:?}", miette::Report::new(e));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Entry point of `vmm guest-elf PATH`: writes the embedded guest ELF.
+pub fn guest_elf(path: &Path) -> ExitCode {
+    match std::fs::write(path, vmm_guest::ELF) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vmm: cannot write {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn smp_and_serial() {
+        assert_eq!(parse_smp("2").unwrap(), 2);
+        assert_eq!(parse_smp("cpus=4,sockets=1").unwrap(), 4);
+        assert!(parse_smp("two").is_err());
+        assert_eq!(
+            parse_serial("file:/x").unwrap(),
+            SerialOutput::File("/x".into())
+        );
+        assert!(parse_serial("file:").is_err());
+        assert!(parse_serial("tcp:1").is_err());
+    }
+}

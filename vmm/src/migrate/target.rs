@@ -1,0 +1,322 @@
+//! The destination machine, built paused from a stream's manifest.
+
+use super::kvm_vm::{KVM_VM_DESC, KVM_VM_SECTION, decode_vm_state};
+use super::sections::{section_infos, vm_err, with_devices};
+use super::vcpu_codec;
+use crate::builder::config::{self as bconfig, MachineConfig, RunRequest};
+use crate::builder::Machine;
+use crate::release::lifecycle;
+use crate::release::persona::Persona;
+use crate::vstate::vcpu::VmEvent;
+use compat_runtime::Override;
+use compat_runtime::deprecation::MachineUse;
+use devices::persist;
+use migration::PAGE_SIZE;
+use migration::compat_check::{self, IncomingConfig};
+use migration::config as mconfig;
+use migration::manifest::Manifest;
+use migration::stream::{Section, VcpuRecord};
+use migration::vm::{MigrationTarget, VmError};
+use std::sync::mpsc::{Receiver, channel};
+
+/// How the destination was configured on its command line.
+#[derive(Clone, Debug)]
+pub struct IncomingSettings {
+    /// `-M` if given.
+    pub machine: Option<String>,
+    /// `--global`/`--device` overrides (empty and no `-M`: adopt the stream's).
+    pub overrides: Vec<Override>,
+    /// `--smp`/`-m` if given: must match the stream's.
+    pub cpus: Option<u32>,
+    /// `-m` in bytes if given.
+    pub mem_bytes: Option<u64>,
+    /// The rest of the request (drives, serial) used to build the machine.
+    pub base: RunRequest,
+}
+
+impl IncomingSettings {
+    /// True when only `--incoming` (plus host resources) was given: adopt the stream.
+    pub fn adopts(&self) -> bool {
+        self.machine.is_none() && self.overrides.is_empty()
+    }
+}
+
+/// The destination machine being built from a stream.
+pub struct MachineTarget<'a> {
+    settings: IncomingSettings,
+    persona: &'a Persona,
+    kernel: &'a [u8],
+    append: Option<&'a str>,
+    machine: Option<Machine>,
+    events: Option<Receiver<VmEvent>>,
+    config: Option<MachineConfig>,
+    adopted: bool,
+}
+
+impl<'a> MachineTarget<'a> {
+    /// A target that will build its machine with `kernel` (overwritten by the
+    /// stream's RAM; only the device layout and the vCPUs matter).
+    /// `persona` is what this destination presents (`--as-release R` or this build).
+    pub fn new(
+        settings: IncomingSettings,
+        persona: &'a Persona,
+        kernel: &'a [u8],
+        append: Option<&'a str>,
+    ) -> Self {
+        Self {
+            settings,
+            persona,
+            kernel,
+            append,
+            machine: None,
+            events: None,
+            config: None,
+            adopted: false,
+        }
+    }
+
+    /// Whether the configuration was adopted from the stream.
+    pub fn adopted(&self) -> bool {
+        self.adopted
+    }
+
+    /// The configuration the machine was built with (after `validate`).
+    pub fn config(&self) -> Option<&MachineConfig> {
+        self.config.as_ref()
+    }
+
+    /// The started machine and its event channel (after `start`).
+    pub fn into_machine(self) -> Option<(Machine, Receiver<VmEvent>)> {
+        Some((self.machine?, self.events?))
+    }
+
+    fn machine(&self) -> Result<&Machine, VmError> {
+        self.machine
+            .as_ref()
+            .ok_or_else(|| VmError::new("no machine was built (manifest not validated)"))
+    }
+
+    fn resolve_config(&mut self, m: &Manifest) -> Result<MachineConfig, VmError> {
+        let catalog = bconfig::catalog();
+        let persona = self.persona;
+        let local = persona.local_release(&[&KVM_VM_DESC]);
+        let overrides = self.settings.overrides.clone();
+        let resolve = |mt: &str| -> Result<_, String> {
+            persona.effective(mt, &overrides)
+                .map(|e| mconfig::from_effective(&e))
+                .map_err(|e| e.to_string())
+        };
+        let how = if self.settings.adopts() {
+            IncomingConfig::Adopt
+        } else {
+            IncomingConfig::Explicit {
+                machine_type: self
+                    .settings
+                    .machine
+                    .as_deref()
+                    .map(|n| persona.machine_name(n).map(str::to_string))
+                    .transpose()
+                    .map_err(|e| VmError::new(format!("-M: {e}")))?,
+                resolve: &resolve,
+            }
+        };
+        let accepted = compat_check::check(m, &local, &how).map_err(VmError::new)?;
+        let mut problems = Vec::new();
+        if let Some(c) = self.settings.cpus.filter(|c| *c != m.vcpus) {
+            problems.push(format!(
+                "the stream's guest has {} vCPUs, this destination was started with --smp {c}",
+                m.vcpus
+            ));
+        }
+        if let Some(b) = self.settings.mem_bytes.filter(|b| *b != m.ram_size) {
+            problems.push(format!(
+                "the stream's guest has {} bytes of RAM, this destination was started with -m of {b} bytes",
+                m.ram_size
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(VmError::new(format!(
+                "incompatible migration stream: {}",
+                problems.join("; ")
+            )));
+        }
+        let machine = catalog
+            .machine_or_err(&accepted.machine_type)
+            .map_err(VmError::new)?;
+        lifecycle::admit(catalog, machine.name, MachineUse::Incoming)
+            .map_err(VmError::new)?;
+        // As this build, or as `--as-release R` presents the machine type.
+        let (effective, origins) = if accepted.adopted {
+            let base = persona.base(machine).map_err(VmError::new)?;
+            persona.adopt(&base, m).map_err(VmError::new)?
+        } else {
+            let e = persona.effective(machine.name, &overrides);
+            (e.map_err(VmError::new)?, Default::default())
+        };
+        let knobs = persona.knobs(machine).map_err(VmError::new)?;
+        let req = RunRequest {
+            machine: machine.name.to_string(),
+            cpus: Some(m.vcpus),
+            mem_bytes: Some(m.ram_size),
+            overrides: overrides.clone(),
+            ..self.settings.base.clone()
+        };
+        let mut cfg = bconfig::from_effective(&effective, &knobs, &req)
+            .map_err(|e| VmError::new(format!("configuring the destination: {e}")))?;
+        cfg.origins = origins;
+        self.adopted = accepted.adopted;
+        Ok(cfg)
+    }
+}
+
+impl MigrationTarget for MachineTarget<'_> {
+    fn validate(&mut self, m: &Manifest) -> Result<(), VmError> {
+        let cfg = self.resolve_config(m)?;
+        // Host resources: the stream's virtio-mmio devices need as many --drive.
+        let streamed = m
+            .sections
+            .iter()
+            .filter(|s| persist::base_name(&s.name) == "virtio-mmio")
+            .count();
+        if streamed != cfg.blocks.len() {
+            return Err(VmError::new(format!(
+                "the stream's guest has {streamed} virtio-blk device(s) (sections virtio-mmio/N), this destination has {} --drive",
+                cfg.blocks.len()
+            )));
+        }
+        let mut machine = Machine::build(&cfg, self.kernel, self.append, true)
+            .map_err(|e| vm_err("building the destination VM")(&e))?;
+        let ram = machine.vm().ram_pages() * PAGE_SIZE as u64;
+        if ram != m.ram_size {
+            return Err(VmError::new(format!(
+                "the destination VM has {ram} bytes of RAM, the stream {}",
+                m.ram_size
+            )));
+        }
+        // Every section the stream lists must have an owner here, and every
+        // section this machine needs must be in the stream.
+        let local = section_infos(machine.devices())?;
+        for s in &m.sections {
+            if !local.iter().any(|l| l.name == s.name) {
+                return Err(VmError::new(format!(
+                    "section `{}` has no device on this destination",
+                    s.name
+                )));
+            }
+        }
+        for l in &local {
+            if m.section(&l.name).is_none() {
+                return Err(VmError::new(format!(
+                    "section `{}` is missing from the stream",
+                    l.name
+                )));
+            }
+        }
+        let (tx, rx) = channel();
+        machine
+            .start_paused(tx)
+            .map_err(|e| vm_err("starting the destination vCPUs paused")(&e))?;
+        self.machine = Some(machine);
+        self.events = Some(rx);
+        self.config = Some(cfg);
+        Ok(())
+    }
+
+    fn write_pages(&mut self, first_page: u64, data: &[u8]) -> Result<(), VmError> {
+        self.machine()?
+            .vm()
+            .write_pages(first_page, data)
+            .map_err(|e| vm_err("writing guest RAM")(&e))
+    }
+
+    fn write_zero_pages(&mut self, first_page: u64, count: u64) -> Result<(), VmError> {
+        self.machine()?
+            .vm()
+            .zero_pages(first_page, count)
+            .map_err(|e| vm_err("zeroing guest RAM")(&e))
+    }
+
+    fn load_devices(&mut self, sections: Vec<Section>) -> Result<(), VmError> {
+        let m = self.machine()?;
+        let mut vm_state = None;
+        let mut by_device: Vec<Vec<persist::Section>> = Vec::new();
+        // Route every section to its device (by name and instance).
+        let mut routed = vec![false; sections.len()];
+        with_devices(m.devices(), |inst, p| {
+            let mine: Vec<persist::Section> = sections
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| {
+                    let (base, i) = match s.name.split_once('/') {
+                        Some((b, i)) => (b, Some(i)),
+                        None => (s.name.as_str(), None),
+                    };
+                    let want = inst.map(|n| n.to_string());
+                    p.owns(base) && i.map(str::to_string) == want
+                })
+                .map(|(k, s)| {
+                    routed[k] = true;
+                    persist::Section {
+                        name: s.name.clone(),
+                        version_id: s.version_id,
+                        data: s.data.clone(),
+                    }
+                })
+                .collect();
+            by_device.push(mine);
+            Ok(())
+        })?;
+        for (k, s) in sections.iter().enumerate() {
+            if s.name == KVM_VM_SECTION {
+                vm_state = Some(decode_vm_state(&s.data)?);
+            } else if !routed[k] {
+                return Err(VmError::new(format!(
+                    "section `{}` has no device on this destination",
+                    s.name
+                )));
+            }
+        }
+        let vm_state = vm_state
+            .ok_or_else(|| VmError::new(format!("section `{KVM_VM_SECTION}` is missing")))?;
+        let mut it = by_device.into_iter();
+        with_devices(m.devices(), |inst, p| {
+            let secs = it.next().unwrap_or_default();
+            p.restore_sections(&secs).map_err(|e| match inst {
+                Some(i) => VmError::new(format!("restoring device instance {i}: {e}")),
+                None => VmError::new(format!("restoring device state: {e}")),
+            })
+        })?;
+        m.vm()
+            .restore_state(&vm_state)
+            .map_err(|e| vm_err("restoring irqchip/PIT/clock")(&e))
+    }
+
+    fn load_vcpus(&mut self, vcpus: Vec<VcpuRecord>) -> Result<(), VmError> {
+        let m = self.machine()?;
+        let set = m
+            .vcpus()
+            .ok_or_else(|| VmError::new("the destination vCPUs were not created"))?;
+        if vcpus.len() != set.len() {
+            return Err(VmError::new(format!(
+                "the stream has {} vCPU records, this destination {} vCPUs",
+                vcpus.len(),
+                set.len()
+            )));
+        }
+        let states = vcpus
+            .iter()
+            .map(|v| {
+                vcpu_codec::decode_vcpu(&v.data)
+                    .map_err(|e| VmError::new(format!("vCPU {}: {e}", v.index)))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        set.restore_states(&states)
+            .map_err(|e| vm_err("restoring vCPU state")(&e))
+    }
+
+    fn start(&mut self) -> Result<(), VmError> {
+        self.machine()?.resume();
+        Ok(())
+    }
+}
+
