@@ -146,29 +146,29 @@ pub fn pinned(e: &EffectiveConfig) -> Vec<(String, String, String, String)> {
 }
 
 impl LocalRelease {
-/// What a build of `catalog` accepts as `release`: its machine types and
-/// the VMState descriptions of its device types plus `extra` ones (CPU,
-/// machine-level sections).
-pub fn of_catalog(release: &str, catalog: &Catalog, extra: &[&VmStateDesc]) -> LocalRelease {
-    let descs = catalog
-        .device_types
-        .iter()
-        .filter_map(|d| d.vmstate)
-        .chain(extra.iter().copied());
-    LocalRelease {
-        release: release.to_string(),
-        machine_types: catalog.machines().map(|m| m.name.to_string()).collect(),
-        sections: descs
-            .map(|d| {
-                let s = SectionSupport {
-                    version_id: d.version_id,
-                    minimum_version_id: d.minimum_version_id,
-                };
-                (d.name.to_string(), s)
-            })
-            .collect(),
+    /// What a build of `catalog` accepts as `release`: its machine types and
+    /// the VMState descriptions of its device types plus `extra` ones (CPU,
+    /// machine-level sections).
+    pub fn of_catalog(release: &str, catalog: &Catalog, extra: &[&VmStateDesc]) -> LocalRelease {
+        let descs = catalog
+            .device_types
+            .iter()
+            .filter_map(|d| d.vmstate)
+            .chain(extra.iter().copied());
+        LocalRelease {
+            release: release.to_string(),
+            machine_types: catalog.machines().map(|m| m.name.to_string()).collect(),
+            sections: descs
+                .map(|d| {
+                    let s = SectionSupport {
+                        version_id: d.version_id,
+                        minimum_version_id: d.minimum_version_id,
+                    };
+                    (d.name.to_string(), s)
+                })
+                .collect(),
+        }
     }
-}
 }
 
 #[cfg(test)]

@@ -290,8 +290,7 @@ mod tests {
     /// state, KVM dirty log and the VMM dirty bitmap, resume, stop.
     #[test]
     fn pause_save_resume_with_running_guest() {
-        if !std::path::Path::new("/dev/kvm").exists() {
-            eprintln!("skipped: no /dev/kvm");
+        if !crate::vstate::testing::kvm_or_skip() {
             return;
         }
         let out =
@@ -390,8 +389,7 @@ mod tests {
 
     #[test]
     fn start_paused_runs_nothing_until_resume() {
-        if !std::path::Path::new("/dev/kvm").exists() {
-            eprintln!("skipped: no /dev/kvm");
+        if !crate::vstate::testing::kvm_or_skip() {
             return;
         }
         let out =

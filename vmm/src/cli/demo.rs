@@ -5,14 +5,14 @@
 //! on an error (a guard kills them on drop). Ctrl-C on a terminal reaches the
 //! whole foreground process group, so the children stop with the demo.
 
-use crate::control::ControlError;
 use crate::cli::ctl::{progress_text, summary_text, verify_text};
+use crate::control::ControlError;
 use crate::control::client::Client;
 use crate::control::protocol::{
     DEFAULT_DOWNTIME_LIMIT_MS, Event, MigrateRequest, Request, VerifyAbRequest, VerifyAbResult,
 };
-use migration::precopy::Summary;
 use miette::Diagnostic;
+use migration::precopy::Summary;
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};

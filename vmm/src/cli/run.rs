@@ -19,13 +19,13 @@ use miette::Diagnostic;
 use crate::builder::config::{self, ConfigError, DriveSpec, RunRequest};
 use crate::builder::{BuildError, Machine};
 use crate::control::ControlError;
-use crate::release::persona::{Persona, PersonaError};
 use crate::control::runtime::{MachineHandler, RunEvent, RunShared, RunState};
 use crate::control::server::ControlServer;
-use migration::incoming::{self, IncomingError};
 use crate::migrate::{IncomingSettings, MachineTarget};
-use migration::transport::{self, TransportError, Uri};
+use crate::release::persona::{Persona, PersonaError};
 use crate::vstate::vcpu::VmEvent;
+use migration::incoming::{self, IncomingError};
+use migration::transport::{self, TransportError, Uri};
 
 /// Arguments of `vmm run`.
 #[derive(clap::Args, Debug, Clone)]
@@ -78,7 +78,10 @@ pub struct RunArgs {
 pub enum RunError {
     /// Bad `-m`.
     #[error("invalid memory size `{0}`")]
-    #[diagnostic(code(vmm::cli::run::memory), help("use a size like 256M, 1G or 65536K"))]
+    #[diagnostic(
+        code(vmm::cli::run::memory),
+        help("use a size like 256M, 1G or 65536K")
+    )]
     Memory(String),
     /// Bad `--smp`.
     #[error("invalid --smp `{0}`")]

@@ -8,13 +8,13 @@
 use super::protocol::{BadPage, MigrateRequest, PinnedProp, Request, StatusInfo, VerifyAbResult};
 use super::server::ControlHandler;
 use crate::builder::Machine;
-use crate::release::persona::Persona;
-use migration::ab::{AbViolation, check_ab};
 use crate::migrate::MachineSource;
+use crate::release::persona::Persona;
+use crate::vstate::vcpu::VmEvent;
+use migration::ab::{AbViolation, check_ab};
 use migration::precopy::{self, CancelToken, Outcome, Progress, Summary};
 use migration::transport::Uri;
 use migration::vm::VmError;
-use crate::vstate::vcpu::VmEvent;
 use std::sync::mpsc::Sender;
 use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use vm_memory::{Bytes, GuestAddress};

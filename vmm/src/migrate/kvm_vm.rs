@@ -96,6 +96,11 @@ mod tests {
 
     #[test]
     fn the_local_release_knows_the_kvm_vm_section() {
-        assert!(crate::release::persona::Persona::current().local_release(&[&KVM_VM_DESC]).sections.contains_key(KVM_VM_SECTION));
+        assert!(
+            crate::release::persona::Persona::current()
+                .local_release(&[&KVM_VM_DESC])
+                .sections
+                .contains_key(KVM_VM_SECTION)
+        );
     }
 }

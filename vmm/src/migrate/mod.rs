@@ -24,3 +24,6 @@ pub mod vcpu_codec;
 pub use kvm_vm::{KVM_VM_DESC, KVM_VM_SECTION};
 pub use source::MachineSource;
 pub use target::{IncomingSettings, MachineTarget};
+
+#[cfg(test)]
+mod tests;

@@ -59,4 +59,3 @@ pub fn section_infos(d: &Devices) -> Result<Vec<SectionInfo>, VmError> {
 pub(super) fn vm_err(what: &str) -> impl Fn(&dyn std::fmt::Display) -> VmError + '_ {
     move |e| VmError::new(format!("{what}: {e}"))
 }
-

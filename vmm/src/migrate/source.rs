@@ -131,4 +131,3 @@ impl MigrationSource for MachineSource<'_> {
             .collect())
     }
 }
-

@@ -3,8 +3,8 @@
 use super::kvm_vm::{KVM_VM_DESC, KVM_VM_SECTION, decode_vm_state};
 use super::sections::{section_infos, vm_err, with_devices};
 use super::vcpu_codec;
-use crate::builder::config::{self as bconfig, MachineConfig, RunRequest};
 use crate::builder::Machine;
+use crate::builder::config::{self as bconfig, MachineConfig, RunRequest};
 use crate::release::lifecycle;
 use crate::release::persona::Persona;
 use crate::vstate::vcpu::VmEvent;
@@ -102,7 +102,8 @@ impl<'a> MachineTarget<'a> {
         let local = persona.local_release(&[&KVM_VM_DESC]);
         let overrides = self.settings.overrides.clone();
         let resolve = |mt: &str| -> Result<_, String> {
-            persona.effective(mt, &overrides)
+            persona
+                .effective(mt, &overrides)
                 .map(|e| mconfig::from_effective(&e))
                 .map_err(|e| e.to_string())
         };
@@ -143,8 +144,7 @@ impl<'a> MachineTarget<'a> {
         let machine = catalog
             .machine_or_err(&accepted.machine_type)
             .map_err(VmError::new)?;
-        lifecycle::admit(catalog, machine.name, MachineUse::Incoming)
-            .map_err(VmError::new)?;
+        lifecycle::admit(catalog, machine.name, MachineUse::Incoming).map_err(VmError::new)?;
         // As this build, or as `--as-release R` presents the machine type.
         let (effective, origins) = if accepted.adopted {
             let base = persona.base(machine).map_err(VmError::new)?;
@@ -319,4 +319,3 @@ impl MigrationTarget for MachineTarget<'_> {
         Ok(())
     }
 }
-

@@ -18,3 +18,6 @@ pub mod cpuid;
 pub mod memory;
 pub mod vcpu;
 pub mod vm;
+
+#[cfg(test)]
+pub(crate) mod testing;

@@ -1,11 +1,11 @@
 //! The KVM VM: memory slots, in-kernel irqchip + PIT, irqfds, VM-wide state.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use kvm_bindings::{
     CpuId, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
-    KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY, kvm_clock_data,
-    kvm_irqchip, kvm_pit_config, kvm_pit_state2, kvm_userspace_memory_region,
+    KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY, Msrs, kvm_clock_data,
+    kvm_irqchip, kvm_msr_entry, kvm_pit_config, kvm_pit_state2, kvm_userspace_memory_region,
 };
 use kvm_ioctls::{Kvm, VmFd};
 use vm_memory::{Address, Bytes, GuestAddress};
@@ -81,7 +81,11 @@ pub struct Vm {
     memory: Arc<GuestMemoryMmap>,
     slots: Vec<MemorySlot>,
     cpuid: CpuId,
-    msr_index: Arc<[u32]>,
+    /// `KVM_GET_MSR_INDEX_LIST`: the MSRs KVM may save.
+    msr_candidates: Vec<u32>,
+    /// Those of them a vCPU of this VM can read: what every vCPU state holds
+    /// (found with the first vCPU, [`Vm::create_vcpu`]).
+    msr_index: OnceLock<Arc<[u32]>>,
 }
 
 impl Vm {
@@ -102,11 +106,11 @@ impl Vm {
         let cpuid = kvm
             .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
             .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
-        let msr_index: Arc<[u32]> = kvm
+        let msr_candidates = kvm
             .get_msr_index_list()
             .map_err(kvm_err("KVM_GET_MSR_INDEX_LIST"))?
             .as_slice()
-            .into();
+            .to_vec();
         let slots = memory::regions(&memory)
             .into_iter()
             .enumerate()
@@ -123,7 +127,8 @@ impl Vm {
             memory,
             slots,
             cpuid,
-            msr_index,
+            msr_candidates,
+            msr_index: OnceLock::new(),
         };
         for s in &vm.slots {
             vm.set_slot(s, false)?;
@@ -175,9 +180,40 @@ impl Vm {
         &self.cpuid
     }
 
-    /// `KVM_GET_MSR_INDEX_LIST`: the MSRs saved in a [`super::vcpu::VcpuState`].
-    pub fn msr_index_list(&self) -> &Arc<[u32]> {
-        &self.msr_index
+    /// The MSRs saved in every [`super::vcpu::VcpuState`]: those of
+    /// `KVM_GET_MSR_INDEX_LIST` a vCPU can read (empty before the first vCPU).
+    pub fn msr_index_list(&self) -> &[u32] {
+        self.msr_index.get().map_or(&[], |l| l)
+    }
+
+    /// Finds (once per VM) which listed MSRs a vCPU can read: KVM lists some
+    /// it then refuses (features this host or backend lacks), and
+    /// `KVM_GET_MSRS` stops at the first refused one. Probing one by one
+    /// keeps every readable MSR, so a state save can demand all of them.
+    fn savable_msrs(&self, fd: &kvm_ioctls::VcpuFd) -> Result<Arc<[u32]>, VmError> {
+        if let Some(l) = self.msr_index.get() {
+            return Ok(l.clone());
+        }
+        let mut keep = Vec::with_capacity(self.msr_candidates.len());
+        for &index in &self.msr_candidates {
+            let entry = kvm_msr_entry {
+                index,
+                ..Default::default()
+            };
+            let mut one = Msrs::from_entries(&[entry]).map_err(|_| VmError::Kvm {
+                what: "building an MSR list",
+                source: kvm_ioctls::Error::new(libc::ENOMEM),
+            })?;
+            if fd.get_msrs(&mut one).map_err(kvm_err("KVM_GET_MSRS"))? == 1 {
+                keep.push(index);
+            }
+        }
+        tracing::debug!(
+            "{} of {} listed MSRs are readable and saved with every vCPU",
+            keep.len(),
+            self.msr_candidates.len()
+        );
+        Ok(self.msr_index.get_or_init(|| keep.into()).clone())
     }
 
     /// Routes `evt` to GSI `gsi` (irqfd).
@@ -193,7 +229,8 @@ impl Vm {
             .fd
             .create_vcpu(u64::from(index))
             .map_err(kvm_err("KVM_CREATE_VCPU"))?;
-        let vcpu = Vcpu::new(fd, index, self.msr_index.clone());
+        let msrs = self.savable_msrs(&fd)?;
+        let vcpu = Vcpu::new(fd, index, msrs);
         vcpu.configure_cpuid(&self.cpuid, count)?;
         Ok(vcpu)
     }
@@ -415,14 +452,9 @@ impl Vm {
 mod tests {
     use super::*;
 
-    fn kvm_ok() -> bool {
-        std::path::Path::new("/dev/kvm").exists()
-    }
-
     #[test]
     fn vm_state_roundtrip_and_dirty_log() {
-        if !kvm_ok() {
-            eprintln!("skipped: no /dev/kvm");
+        if !crate::vstate::testing::kvm_or_skip() {
             return;
         }
         let mem = Arc::new(memory::create(4 << 20).unwrap());
@@ -439,8 +471,7 @@ mod tests {
 
     #[test]
     fn pages_across_slots_and_dirty_tracking() {
-        if !kvm_ok() {
-            eprintln!("skipped: no /dev/kvm");
+        if !crate::vstate::testing::kvm_or_skip() {
             return;
         }
         // 3 GiB + 8 KiB: slot 0 below the hole, 2 pages at 4 GiB.

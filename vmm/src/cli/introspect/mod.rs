@@ -69,7 +69,9 @@ pub fn run(catalog: &Catalog, cmd: Command, out: &mut String) -> Result<(), Erro
         Command::Machines(a) => machines::run(catalog, &a, out),
         Command::Props(a) => props::run(catalog, &a, out),
         Command::Compat(CompatCommand::Diff(a)) => diff::run(catalog, &a, out),
-        Command::Compat(CompatCommand::Matrix(a)) => Ok(crate::release::matrix::run(&a, catalog, out)?),
+        Command::Compat(CompatCommand::Matrix(a)) => {
+            Ok(crate::release::matrix::run(&a, catalog, out)?)
+        }
     }
 }
 
