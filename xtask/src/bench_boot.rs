@@ -3,8 +3,7 @@
 //! the reference VMM (`qemu-system-x86_64 -M microvm -enable-kvm -kernel <same ELF>`).
 //! Method and results: `docs/bench-boot.md`.
 
-use crate::bench_vmm::{Guest, Proc, VmmArgs, reference_qemu, vmm_run};
-use std::path::PathBuf;
+use crate::bench_vmm::{Proc, VmmArgs, reference_qemu, vmm_run};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -17,14 +16,8 @@ pub struct Args {
     /// Guest RAM in MiB.
     #[arg(long, default_value_t = 64)]
     pub mem_mib: u64,
-    /// The reference VMM (e.g. the wrapper printed by scripts/reference-qemu.sh).
-    #[arg(long)]
-    pub qemu: Option<PathBuf>,
-    /// Guest ELF for both VMMs (default: vmm's embedded guest, written to a temp file).
-    #[arg(long)]
-    pub kernel: Option<PathBuf>,
     #[command(flatten)]
-    pub vmm: VmmArgs,
+    pub vmms: VmmArgs,
 }
 
 /// One boot's measurements.
@@ -133,11 +126,11 @@ fn boots(label: &str, args: &Args, mut cmd: impl FnMut() -> Command) -> Result<S
 }
 
 fn bench(args: &Args) -> Result<(), String> {
-    let vmm = args.vmm.binary()?;
-    let guest = Guest::new(args.kernel.as_deref(), &vmm, "boot")?;
+    let vmm = args.vmms.binary()?;
+    let guest = args.vmms.guest(&vmm, "boot")?;
     let kernel = guest.path();
     let o = boots("vmm:", args, || vmm_run(&vmm, kernel, args.mem_mib, "idle"))?;
-    if let Some(q) = &args.qemu {
+    if let Some(q) = &args.vmms.qemu {
         let r = boots("reference:", args, || {
             reference_qemu(q, kernel, args.mem_mib, "idle", &[])
         })?;
@@ -192,9 +185,9 @@ Rss: 300 kB
         let args = Args {
             runs: 2,
             mem_mib: 64,
-            qemu: Some(fake.clone()),
-            kernel: None,
-            vmm: VmmArgs {
+            vmms: VmmArgs {
+                qemu: Some(fake.clone()),
+                kernel: None,
                 vmm: Some(fake),
                 no_build: true,
             },

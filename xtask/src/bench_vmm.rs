@@ -9,9 +9,15 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-/// Which `vmm` binary to measure.
+/// The VMMs to measure and the guest both boot.
 #[derive(clap::Args, Debug, Clone)]
 pub struct VmmArgs {
+    /// The reference VMM (e.g. the wrapper printed by scripts/reference-qemu.sh).
+    #[arg(long)]
+    pub qemu: Option<PathBuf>,
+    /// Guest ELF for both VMMs (default: vmm's embedded guest, written to a temp file).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
     /// The vmm binary to measure [default: target/release/vmm, built first
     /// with `cargo build --release -p vmm`].
     #[arg(long, value_name = "PATH")]
@@ -65,6 +71,12 @@ impl VmmArgs {
             Err(format!("{} missing after the build", path.display()))
         }
     }
+
+    /// The guest ELF both VMMs boot (`--kernel`, or `vmm`'s own); `tag`
+    /// names the temporary file.
+    pub fn guest(&self, vmm: &Path, tag: &str) -> Result<Guest, String> {
+        Guest::new(self.kernel.as_deref(), vmm, tag)
+    }
 }
 
 /// The guest ELF both VMMs boot: `--kernel`, or the `vmm` binary's embedded
@@ -77,7 +89,7 @@ pub struct Guest {
 impl Guest {
     /// `kernel` if given, else the embedded guest of `vmm`; `tag` names the
     /// temporary file.
-    pub fn new(kernel: Option<&Path>, vmm: &Path, tag: &str) -> Result<Self, String> {
+    fn new(kernel: Option<&Path>, vmm: &Path, tag: &str) -> Result<Self, String> {
         if let Some(k) = kernel {
             return Ok(Self {
                 path: k.to_path_buf(),
@@ -236,5 +248,33 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    /// A command line as text.
+    pub fn line(c: &Command) -> String {
+        let args: Vec<String> = c
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        format!("{} {}", c.get_program().to_string_lossy(), args.join(" "))
+    }
+
+    #[test]
+    fn both_vmms_boot_the_same_elf_with_the_same_workload() {
+        let (elf, vmm, qemu) = (Path::new("g.elf"), Path::new("vmm"), Path::new("qemu"));
+        assert_eq!(
+            line(&vmm_run(vmm, elf, 64, "idle")),
+            "vmm run -m 64M --kernel g.elf --append workload=idle"
+        );
+        assert_eq!(
+            line(&reference_qemu(qemu, elf, 64, "idle", &[])),
+            "qemu -M microvm -enable-kvm -m 64 -no-reboot -display none -monitor none \
+             -nodefaults -serial stdio -kernel g.elf -append workload=idle"
+        );
     }
 }

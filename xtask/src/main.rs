@@ -10,6 +10,9 @@
 //! * `cargo xtask bench-boot`: time to the guest's first serial line and
 //!   memory beyond guest RAM, `vmm` against the reference VMM
 //!   (`docs/bench-boot.md`).
+//! * `cargo xtask bench-migrate`: live migration over loopback TCP (total
+//!   time, downtime, bytes, CPU), `vmm` against the reference VMM
+//!   (`docs/bench-migrate.md`).
 //!
 //! The VMM benchmarks run the real `vmm` binary (`--vmm PATH`, default
 //! `target/release/vmm`, built first unless `--no-build`) as a process: xtask
@@ -18,6 +21,7 @@
 
 mod bench_boot;
 mod bench_codegen;
+mod bench_migrate;
 mod bench_vmm;
 mod procfs;
 mod release;
@@ -110,6 +114,8 @@ enum Command {
     /// Measure exec -> first serial line and memory overhead, vmm against the
     /// reference VMM (docs/bench-boot.md).
     BenchBoot(bench_boot::Args),
+    /// Measure live migration, vmm against the reference VMM (docs/bench-migrate.md).
+    BenchMigrate(bench_migrate::Args),
 }
 
 fn main() -> ExitCode {
@@ -118,6 +124,7 @@ fn main() -> ExitCode {
         Command::Release { version } => release::freeze(&root(), &version),
         Command::BenchCodegen => bench_codegen::run(),
         Command::BenchBoot(args) => bench_boot::run(&args),
+        Command::BenchMigrate(args) => bench_migrate::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
