@@ -1,7 +1,9 @@
 //! `vmm`: run, introspect and migrate guests on versioned machine types.
 
 use clap::{Parser, Subcommand};
+use miette::IntoDiagnostic;
 use std::process::ExitCode;
+use vmm::cli::exit_with;
 
 #[derive(Parser)]
 #[command(name = "vmm", version, about)]
@@ -34,20 +36,9 @@ fn main() -> ExitCode {
         Command::Demo(args) => vmm::cli::demo::main(&args),
         Command::Introspect(cmd) => vmm::cli::introspect::main(cmd),
         Command::DumpVmstate(args) => vmm::cli::dump_vmstate::main(&args),
-        Command::Ctl(args) => control_exit(vmm::cli::ctl::ctl(&args)),
-        Command::Migrate(args) => control_exit(vmm::cli::ctl::migrate(&args)),
+        Command::Ctl(args) => exit_with(vmm::cli::ctl::ctl(&args).into_diagnostic()),
+        Command::Migrate(args) => exit_with(vmm::cli::ctl::migrate(&args).into_diagnostic()),
         Command::Run(args) => vmm::cli::run::main(args),
         Command::GuestElf { path } => vmm::cli::run::guest_elf(&path),
-    }
-}
-
-/// Prints a control-socket failure as a diagnostic.
-fn control_exit(r: Result<(), vmm::control::ControlError>) -> ExitCode {
-    match miette::IntoDiagnostic::into_diagnostic(r) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{e:?}");
-            ExitCode::FAILURE
-        }
     }
 }

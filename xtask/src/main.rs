@@ -14,6 +14,10 @@
 //!   time, downtime, bytes, CPU), `vmm` against the reference VMM
 //!   (`docs/bench-migrate.md`).
 //!
+//! `cargo test -p xtask` also runs the tidy checks (`tidy.rs`): the layers
+//! of `docs/architecture.md`, no import cycles, no KVM in the migration
+//! core, no hand-written source file over 600 lines.
+//!
 //! The VMM benchmarks run the real `vmm` binary (`--vmm PATH`, default
 //! `target/release/vmm`, built first unless `--no-build`) as a process: xtask
 //! never depends on `vmm` or `devices`, so a broken generated file cannot stop
@@ -25,6 +29,8 @@ mod bench_migrate;
 mod bench_vmm;
 mod procfs;
 mod release;
+#[cfg(test)]
+mod tidy;
 
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};

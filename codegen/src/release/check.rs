@@ -3,6 +3,7 @@
 //! and machine knobs (errata of that release excepted), and a VMState
 //! layout the release can load and send ([`super::vmstate_check`]).
 
+use super::LockRef;
 use super::findings::{Findings, range};
 use super::present::{MachineView, Source, present};
 use super::spans::{Spans, at, find};
@@ -13,14 +14,6 @@ use compat_runtime::version::cmp_release;
 use compat_runtime::{Lock, MachineVersion};
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
-
-/// A parsed lock and the index of its file in the combined source list.
-pub struct LockRef<'a> {
-    pub file: usize,
-    pub lock: &'a Lock,
-    /// Every machine type any lock knows.
-    pub all_machines: &'a [String],
-}
 
 /// Machines that would change for one cause.
 struct Group {

@@ -15,6 +15,14 @@ use compat_runtime::Lock;
 use compat_runtime::version::cmp_release;
 use std::path::Path;
 
+/// A parsed lock and the index of its file in the combined source list.
+pub struct LockRef<'a> {
+    pub file: usize,
+    pub lock: &'a Lock,
+    /// Every machine type any lock knows.
+    pub all_machines: &'a [String],
+}
+
 /// Folder of the lock files, relative to `compat/`.
 pub const LOCK_DIR: &str = "releases";
 
@@ -126,9 +134,9 @@ pub fn check_locks(model: &Model, sources: &[SourceFile], locks: Vec<SourceFile>
             }
         }
     }
-    let refs: Vec<check::LockRef> = parsed
+    let refs: Vec<LockRef> = parsed
         .iter()
-        .map(|(file, lock)| check::LockRef {
+        .map(|(file, lock)| LockRef {
             file: *file,
             lock,
             all_machines: &all_machines,

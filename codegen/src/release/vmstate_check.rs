@@ -4,7 +4,7 @@
 //! with a `since` above its version, new subsections only behind a gate that
 //! is off for every machine type it knows.
 
-use super::check::LockRef;
+use super::LockRef;
 use super::findings::{Findings, range};
 use super::present::MachineView;
 use super::spans::{Spans, at, find};

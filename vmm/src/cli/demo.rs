@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
 use std::time::{Duration, Instant};
+use vmm_guest::parse_ab_pass;
 
 /// Arguments of `vmm demo`.
 #[derive(clap::Args, Debug, Clone)]
@@ -217,10 +218,6 @@ impl Drop for TmpDir {
     }
 }
 
-fn pass_of(line: &str) -> Option<u64> {
-    vmm_guest::parse_ab_pass(line)
-}
-
 fn client(path: &Path) -> Result<Client, DemoError> {
     Ok(Client::connect(path)?)
 }
@@ -283,7 +280,7 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
     })?;
     println!("source guest: {start_line}");
     let range = vmm_guest::parse_ab_start(&start_line);
-    let first_pass = src.wait(true, "ab: pass=", BOOT_WAIT, |l| pass_of(l).is_some())?;
+    let first_pass = src.wait(true, "ab: pass=", BOOT_WAIT, |l| parse_ab_pass(l).is_some())?;
     println!("source guest: {first_pass}");
 
     println!(
@@ -315,9 +312,9 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
         l == "incoming: running"
     })?;
     // The last pass the source printed (drain what it wrote before stopping).
-    let mut last_src = pass_of(&first_pass).unwrap_or(0);
+    let mut last_src = parse_ab_pass(&first_pass).unwrap_or(0);
     while let Ok(l) = src.out.recv_timeout(Duration::from_millis(200)) {
-        if let Some(p) = pass_of(&l) {
+        if let Some(p) = parse_ab_pass(&l) {
             last_src = last_src.max(p);
         }
     }
@@ -326,7 +323,7 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
         true,
         &format!("ab: pass=N with N > {last_src}"),
         CONTINUE_WAIT,
-        |l| pass_of(l).is_some_and(|p| p > last_src),
+        |l| parse_ab_pass(l).is_some_and(|p| p > last_src),
     )?;
     println!(
         "destination guest: {later} (the source's last was pass={last_src}; source exited: {})",
@@ -371,14 +368,5 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
 
 /// Entry point of `vmm demo`: exit 0 only when the image is consistent.
 pub fn main(args: &DemoArgs) -> ExitCode {
-    let _ = miette::set_hook(Box::new(|_| {
-        Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
-    }));
-    match run(args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{:?}", miette::Report::new(e));
-            ExitCode::FAILURE
-        }
-    }
+    super::exit_with(run(args).map_err(miette::Report::new))
 }

@@ -464,17 +464,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
 /// Entry point of `vmm run`: exit code 0 on guest power-off, 1 otherwise.
 pub fn main(args: RunArgs) -> ExitCode {
     crate::cli::logger::init();
-    // One line per message: scripts and tests grep these.
-    let _ = miette::set_hook(Box::new(|_| {
-        Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
-    }));
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{:?}", miette::Report::new(e));
-            ExitCode::FAILURE
-        }
-    }
+    super::exit_with(run(&args).map_err(miette::Report::new))
 }
 
 /// Entry point of `vmm guest-elf PATH`: writes the embedded guest ELF.

@@ -3,10 +3,11 @@
 //! - [`boot`]: the PVH entry registers (32-bit protected mode, boot MSRs, LAPIC LINT0/1);
 //! - [`state`]: the complete architectural state, read and written whole or not at all;
 //! - [`run`]: the run loop on each vCPU thread and the dispatch of KVM exits;
-//! - [`set`]: the set of vCPU threads: start, pause/resume (signal kick +
+//! - [`set`]: the set of vCPU threads (what they are told: `directive`): start, pause/resume (signal kick +
 //!   `immediate_exit`, [`kick`]), throttle, stop.
 
 pub mod boot;
+mod directive;
 pub mod kick;
 pub mod run;
 pub mod set;

@@ -10,8 +10,8 @@ use kvm_ioctls::VcpuExit;
 use devices::bus::{Bus, lock};
 
 use super::Vcpu;
+use super::directive::{Control, Directive};
 use super::kick;
-use super::set::{Control, Directive};
 
 /// Why the guest stopped running.
 #[derive(Debug, Clone, PartialEq, Eq)]

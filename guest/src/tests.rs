@@ -1,0 +1,228 @@
+use super::*;
+
+fn u16le(b: &[u8], o: usize) -> u16 {
+    u16::from_le_bytes(b[o..o + 2].try_into().unwrap())
+}
+fn u32le(b: &[u8], o: usize) -> u32 {
+    u32::from_le_bytes(b[o..o + 4].try_into().unwrap())
+}
+fn u64le(b: &[u8], o: usize) -> u64 {
+    u64::from_le_bytes(b[o..o + 8].try_into().unwrap())
+}
+
+/// (p_type, p_offset, p_paddr, p_filesz, p_memsz, p_align) of each program header.
+fn phdrs(elf: &[u8]) -> Vec<(u32, u64, u64, u64, u64, u64)> {
+    let (phoff, phentsize, phnum) = (
+        u64le(elf, 0x20) as usize,
+        u16le(elf, 0x36) as usize,
+        u16le(elf, 0x38) as usize,
+    );
+    (0..phnum)
+        .map(|i| {
+            let p = phoff + i * phentsize;
+            (
+                u32le(elf, p),
+                u64le(elf, p + 8),
+                u64le(elf, p + 0x18),
+                u64le(elf, p + 0x20),
+                u64le(elf, p + 0x28),
+                u64le(elf, p + 0x30),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn elf_is_x86_64_exec() {
+    assert_eq!(&ELF[..4], b"\x7fELF");
+    assert_eq!(ELF[4], 2, "ELFCLASS64");
+    assert_eq!(u16le(ELF, 0x10), 2, "ET_EXEC");
+    assert_eq!(u16le(ELF, 0x12), 62, "EM_X86_64");
+    assert!(ELF.len() < 128 * 1024, "guest grew to {} bytes", ELF.len());
+}
+
+#[test]
+fn elf_loads_at_1mib() {
+    let loads: Vec<_> = phdrs(ELF).into_iter().filter(|p| p.0 == 1).collect();
+    assert_eq!(loads.len(), 1);
+    let (_, off, paddr, filesz, memsz, _) = loads[0];
+    assert_eq!(paddr, LOAD_ADDR);
+    assert!(memsz >= filesz);
+    assert!((off + filesz) as usize <= ELF.len());
+}
+
+#[test]
+fn elf_has_pvh_note_pointing_into_the_image() {
+    let notes: Vec<_> = phdrs(ELF).into_iter().filter(|p| p.0 == 4).collect();
+    assert_eq!(notes.len(), 1);
+    let (_, off, _, filesz, _, align) = notes[0];
+    assert_eq!(align, 4, "QEMU aligns the note name to p_align");
+    let note = &ELF[off as usize..(off + filesz) as usize];
+    let (namesz, descsz, ty) = (u32le(note, 0), u32le(note, 4), u32le(note, 8));
+    assert_eq!((namesz, descsz, ty), (4, 4, 18), "XEN_ELFNOTE_PHYS32_ENTRY");
+    assert_eq!(&note[12..16], b"Xen\0");
+    let entry = u64::from(u32le(note, 16));
+    let (_, _, paddr, filesz, _, _) = phdrs(ELF).into_iter().find(|p| p.0 == 1).expect("PT_LOAD");
+    assert!(entry >= paddr && entry < paddr + filesz, "entry {entry:#x}");
+    assert_eq!(entry, u64le(ELF, 0x18), "e_entry is the PVH entry too");
+}
+
+const SAMPLE: &str = "\
+boot: ok
+pvh: magic=ok version=1 memmap_entries=2
+cmdline: workload=report virtio_mmio.device=512@0xfeb02e00:39 pci.ecam=0xe0000000
+memmap: addr=0x0 size=0x9fc00 type=1
+memmap: addr=0x100000 size=0x3f00000 type=1
+virtio: index=0 addr=0xfeb02e00 size=0x200 irq=39 magic=0x74726976 version=2 device=2 vendor=0x554d4551
+virtio-blk: index=0 features=0x10130007e54 version_1=1 ring_reset=1 mq=1 flush=1 config_wce=1 discard=1 write_zeroes=1 ro=0
+virtio-blk-config: index=0 capacity=8 size_max=0 seg_max=254 blk_size=512 writeback=1 num_queues=3 max_discard_sectors=4194303 max_discard_seg=1 discard_sector_alignment=1 max_write_zeroes_sectors=4194303 max_write_zeroes_seg=1
+virtio-blk-queue: index=0 queue=0 max=1024
+virtio-blk-queue: index=0 queue=1 max=1024
+virtio-blk-queue: index=0 queue=2 max=1024
+pci: bdf=00:00.0 vendor=0x1b36 device=0x8 class=0x60000 header=0x0
+pci: bdf=00:01.0 vendor=0x1b36 device=0xc class=0x60400 header=0x1
+aer: bdf=00:01.0 cap=0x100 uncor_mask=0x0 uncor_sever=0x462030
+report: done
+pci: bdf=00:1f.0 vendor=0x1 device=0x1 class=0x0 header=0x0
+";
+
+#[test]
+fn parses_a_report() {
+    let r = parse_report(SAMPLE);
+    assert!(r.boot_ok && r.pvh_ok && r.done);
+    assert_eq!(
+        r.cmdline.as_deref(),
+        Some("workload=report virtio_mmio.device=512@0xfeb02e00:39 pci.ecam=0xe0000000")
+    );
+    assert_eq!(r.memmap.len(), 2);
+    assert_eq!(
+        r.memmap[1],
+        MemmapEntry {
+            addr: 0x100000,
+            size: 0x3f00000,
+            kind: 1
+        }
+    );
+    assert_eq!(r.virtio.len(), 1);
+    assert_eq!(r.virtio[0].addr, 0xfeb0_2e00);
+    assert_eq!(r.virtio[0].device_id, 2);
+    assert_eq!(r.virtio[0].version, 2);
+    let b = r.blk(0).unwrap();
+    assert!(b.ring_reset && b.mq && b.flush && !b.ro);
+    assert_eq!(b.features >> 40 & 1, 1);
+    assert_eq!(b.num_queues(), Some(3));
+    assert_eq!(b.config("capacity"), Some(8));
+    assert_eq!(b.config("max_discard_sectors"), Some(4194303));
+    assert_eq!(b.queue_max, vec![1024, 1024, 1024]);
+    assert_eq!(r.pci.len(), 2, "lines after `report: done` are ignored");
+    assert_eq!(r.pci[1].class, 0x060400);
+    let (f, aer) = r.first_aer().unwrap();
+    assert_eq!(f.bdf, "00:01.0");
+    assert_eq!(
+        aer,
+        Aer {
+            cap: 0x100,
+            uncor_mask: 0,
+            uncor_sever: 0x462030
+        }
+    );
+}
+
+#[test]
+fn parses_lines() {
+    assert_eq!(parse_line(""), None);
+    assert_eq!(parse_line("garbage without colon"), None);
+    let l = parse_line("report: done\r\n").unwrap();
+    assert_eq!((l.key, l.rest), ("report", "done"));
+    assert_eq!(parse_line("idle: halted").unwrap().key, "idle");
+    assert_eq!(parse_num("0x1f"), Some(31));
+    assert_eq!(parse_num("31"), Some(31));
+    assert_eq!(parse_num("x"), None);
+    assert_eq!(
+        virtio_mmio_arg(0x1000, 0xd000_0000, 5),
+        "virtio_mmio.device=0x1000@0xd0000000:5"
+    );
+}
+
+#[test]
+fn parses_workload_lines() {
+    assert_eq!(
+        parse_ab_start("ab: start=0x11f000 pages=4096"),
+        Some(AbRange {
+            start: 0x11f000,
+            pages: 4096
+        })
+    );
+    assert_eq!(parse_ab_pass("ab: pass=13722"), Some(13722));
+    assert_eq!(parse_ab_pass("ab: start=0x11f000 pages=4096"), None);
+    assert_eq!(
+        parse_disk_result(
+            "disk: sectors=64 checksum=0x59769084bd73ffc7 verify=ok mismatches=0 flush=ok"
+        ),
+        Some(DiskResult {
+            sectors: 64,
+            checksum: 0x59769084bd73ffc7,
+            verify_ok: true,
+            mismatches: 0,
+            flush: "ok".into()
+        })
+    );
+    let bad =
+        parse_bad_request("disk: bad-request kind=short-header status=none device_status=0x4f")
+            .unwrap();
+    assert_eq!(
+        (bad.kind.as_str(), bad.status, bad.device_status),
+        ("short-header", None, 0x4f)
+    );
+    let bad =
+        parse_bad_request("disk: bad-request kind=outside-ram status=1 device_status=0xf").unwrap();
+    assert_eq!(bad.status, Some(1));
+    assert_eq!(
+        parse_panic("panic: vector=6 rip=0x100646 err=0x0 cr2=0x0 cs=0x23"),
+        Some(Panic {
+            vector: 6,
+            rip: 0x100646,
+            err: 0,
+            cr2: 0,
+            cs: 0x23
+        })
+    );
+}
+
+#[test]
+fn sector_pattern_matches_the_guest() {
+    let s = sector_pattern(0, 0);
+    assert!(s.starts_with(b"vmmguest seq=0 sector=0\n"));
+    assert_eq!(s[24], 24);
+    assert_eq!(s[511], 255);
+    assert_eq!(check_sector(&s), Some((0, 0)));
+    let s = sector_pattern(70000, 12);
+    assert_eq!(check_sector(&s), Some((70000, 12)));
+    let mut t = s;
+    t[300] ^= 1;
+    assert_eq!(check_sector(&t), None);
+    // Values printed by the guest under QEMU (8 MiB and 4 KiB disks).
+    assert_eq!(expected_disk_checksum(64, 0, 16384), 0x59769084bd73ffc7);
+    assert_eq!(expected_disk_checksum(100, 0, 8), 0x5969ddfef300c52d);
+}
+
+#[test]
+fn ab_checker() {
+    let range = AbRange {
+        start: 0x1000,
+        pages: 4,
+    };
+    let mut mem = vec![0u8; 0x5000];
+    let mut set = |vals: [u8; 4]| {
+        for (i, v) in vals.iter().enumerate() {
+            mem[0x1000 + i * 4096] = *v;
+        }
+        check_ab(&mem, 0, range)
+    };
+    assert!(set([5, 5, 5, 5]).is_ok());
+    assert!(set([6, 6, 5, 5]).is_ok());
+    assert!(set([0, 255, 255, 255]).is_ok());
+    assert!(set([6, 5, 5, 4]).is_err());
+    assert!(set([5, 6, 6, 6]).is_err());
+    assert!(set([7, 5, 5, 5]).is_err());
+}
