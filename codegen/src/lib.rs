@@ -16,6 +16,7 @@ pub mod parse;
 pub mod release;
 pub mod report;
 pub mod resolve;
+pub mod scratch;
 pub mod validate;
 
 pub use diag::{CompatDiagnostic, Diag, SourceFile, render_plain};

@@ -350,14 +350,7 @@ mod tests {
     fn devices() -> (Serial, Ecam) {
         let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         let serial = Serial::new(Box::new(std::io::sink()), &evt).unwrap();
-        let ecam = Ecam::new(&PcieRootPortConfig {
-            device: 1,
-            slot: 0,
-            chassis: 0,
-            err_unc_mask: true,
-            ext_tag: true,
-            ari_nextfn_1: false,
-        });
+        let ecam = Ecam::new(&PcieRootPortConfig::for_test(1, 0, 0, true));
         (serial, ecam)
     }
 

@@ -118,34 +118,13 @@ pub fn freeze(root: &Path, release: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::path::PathBuf;
-
-    fn copy_dir(from: &Path, to: &Path) {
-        std::fs::create_dir_all(to).expect("mkdir");
-        for e in std::fs::read_dir(from).expect("read_dir") {
-            let p = e.expect("entry").path();
-            let target = to.join(p.file_name().expect("name"));
-            if p.is_dir() {
-                copy_dir(&p, &target);
-            } else {
-                std::fs::copy(&p, &target).expect("copy");
-            }
-        }
-    }
-
-    struct Temp(PathBuf);
-    impl Drop for Temp {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    use codegen::scratch::{ScratchTree, copy_dir};
 
     #[test]
     fn freezing_refuses_to_rewrite_and_adds_new_releases() {
-        let root = Temp(std::env::temp_dir().join(format!("xtask-release-{}", std::process::id())));
-        let _ = std::fs::remove_dir_all(&root.0);
+        let root = ScratchTree::new("xtask-release");
         let repo = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        copy_dir(&repo.join("compat"), &root.0.join("compat"));
+        copy_dir(&repo.join("compat"), &root.0.join("compat")).expect("copy compat/");
         let e = freeze(&root.0, "8.2").unwrap_err();
         assert!(e.contains("never rewritten"), "{e}");
         let e = freeze(&root.0, "9.0").unwrap_err();

@@ -33,11 +33,11 @@ pub fn prop_type(t: &PropType) -> TokenStream {
     match t {
         PropType::Bool => quote!(PropType::Bool),
         PropType::Uint {
+            power_of_two,
+            auto,
             bits,
             min,
             max,
-            auto,
-            power_of_two,
         } => {
             let (bits, min, max) = (num(*bits), num(*min), num(*max));
             quote!(PropType::uint(#bits, #min, #max, #auto, #power_of_two))

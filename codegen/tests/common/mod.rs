@@ -37,34 +37,10 @@ pub fn render(sources: &[SourceFile]) -> String {
     codegen::render_plain(&diags, sources)
 }
 
-/// A scratch directory, removed on drop.
-pub struct TempTree(pub PathBuf);
-
-impl TempTree {
-    /// A fresh (emptied) scratch directory named after `name` and this process.
-    pub fn new(name: &str) -> TempTree {
-        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempTree(dir)
-    }
-}
-
-impl Drop for TempTree {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[allow(unused_imports)]
+pub use codegen::scratch::ScratchTree as TempTree;
 
 /// Copies a directory tree.
 pub fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).expect("mkdir");
-    for e in std::fs::read_dir(from).expect("read_dir") {
-        let p = e.expect("entry").path();
-        let target = to.join(p.file_name().expect("name"));
-        if p.is_dir() {
-            copy_dir(&p, &target);
-        } else {
-            std::fs::copy(&p, &target).expect("copy");
-        }
-    }
+    codegen::scratch::copy_dir(from, to).expect("copy the tree");
 }

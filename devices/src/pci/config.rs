@@ -24,3 +24,18 @@ pub struct PciHostConfig {
     /// Guest-physical base of the ECAM window (bus 0 only).
     pub ecam_base: u64,
 }
+
+#[cfg(test)]
+impl PcieRootPortConfig {
+    /// A root port as the tests use it: extended tags on, `ari_nextfn_1` off.
+    pub(crate) fn for_test(device: u8, slot: u16, chassis: u8, err_unc_mask: bool) -> Self {
+        Self {
+            device,
+            slot,
+            chassis,
+            err_unc_mask,
+            ext_tag: true,
+            ari_nextfn_1: false,
+        }
+    }
+}

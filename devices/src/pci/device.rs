@@ -189,25 +189,11 @@ mod tests {
 
     #[test]
     fn aer_mask_follows_property() {
-        let mut on = Ecam::new(&PcieRootPortConfig {
-            device: 1,
-            slot: 0,
-            chassis: 0,
-            err_unc_mask: true,
-            ext_tag: true,
-            ari_nextfn_1: false,
-        });
+        let mut on = Ecam::new(&PcieRootPortConfig::for_test(1, 0, 0, true));
         assert_eq!(read32(&mut on, mask_off(1)), 0x0240_0000);
         on.write(mask_off(1), &0x0000_0010u32.to_le_bytes());
         assert_eq!(read32(&mut on, mask_off(1)), 0x10);
-        let mut off = Ecam::new(&PcieRootPortConfig {
-            device: 1,
-            slot: 0,
-            chassis: 0,
-            err_unc_mask: false,
-            ext_tag: true,
-            ari_nextfn_1: false,
-        });
+        let mut off = Ecam::new(&PcieRootPortConfig::for_test(1, 0, 0, false));
         assert_eq!(read32(&mut off, mask_off(1)), 0);
         off.write(mask_off(1), &0xffff_ffffu32.to_le_bytes());
         assert_eq!(read32(&mut off, mask_off(1)), 0);
@@ -218,14 +204,7 @@ mod tests {
 
     #[test]
     fn w1c_status() {
-        let mut e = Ecam::new(&PcieRootPortConfig {
-            device: 1,
-            slot: 0,
-            chassis: 0,
-            err_unc_mask: true,
-            ext_tag: true,
-            ari_nextfn_1: false,
-        });
+        let mut e = Ecam::new(&PcieRootPortConfig::for_test(1, 0, 0, true));
         let st = (1u64 << 15) + 0x104;
         e.functions[1].cfg.set_u32(0x104, 0x30);
         e.write(st, &0x10u32.to_le_bytes());
@@ -235,14 +214,7 @@ mod tests {
     /// Random config-space traffic never panics and the IDs stay read-only.
     #[test]
     fn random_ecam_traffic_never_panics() {
-        let mut e = Ecam::new(&PcieRootPortConfig {
-            device: 1,
-            slot: 3,
-            chassis: 1,
-            err_unc_mask: true,
-            ext_tag: true,
-            ari_nextfn_1: false,
-        });
+        let mut e = Ecam::new(&PcieRootPortConfig::for_test(1, 3, 1, true));
         let mut x: u64 = 0x0bad_cafe_dead_beef;
         let mut rnd = move || {
             x ^= x << 13;

@@ -129,14 +129,7 @@ mod tests {
     use crate::persist::testing::{hostile_bytes, with_version};
 
     fn ecam(err_unc_mask: bool) -> Ecam {
-        Ecam::new(&PcieRootPortConfig {
-            device: 1,
-            slot: 3,
-            chassis: 1,
-            err_unc_mask,
-            ext_tag: true,
-            ari_nextfn_1: false,
-        })
+        Ecam::new(&PcieRootPortConfig::for_test(1, 3, 1, err_unc_mask))
     }
 
     fn w32(e: &mut Ecam, off: usize, v: u32) {
@@ -261,28 +254,14 @@ mod tests {
         let msg = ecam(true).restore_sections(&[s]).unwrap_err().to_string();
         assert!(msg.contains("config[0x0]"), "{msg}");
         // a different `slot` property shows in the slot capabilities
-        let other = Ecam::new(&PcieRootPortConfig {
-            device: 1,
-            slot: 4,
-            chassis: 1,
-            err_unc_mask: true,
-            ext_tag: true,
-            ari_nextfn_1: false,
-        });
+        let other = Ecam::new(&PcieRootPortConfig::for_test(1, 4, 1, true));
         let msg = { other }.restore_sections(&saved).unwrap_err().to_string();
         assert!(msg.contains("config[0x56]"), "{msg}");
     }
 
     #[test]
     fn no_root_port_no_section() {
-        let mut e = Ecam::new(&PcieRootPortConfig {
-            device: 0,
-            slot: 0,
-            chassis: 0,
-            err_unc_mask: true,
-            ext_tag: true,
-            ari_nextfn_1: false,
-        });
+        let mut e = Ecam::new(&PcieRootPortConfig::for_test(0, 0, 0, true));
         assert!(e.save_sections().unwrap().is_empty());
         e.restore_sections(&[]).unwrap();
         let saved = busy(true).save_sections().unwrap();

@@ -394,18 +394,20 @@ impl BusDevice for MmioTransport {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::virtio::block::{Block, BlockConfig};
     use vm_memory::GuestAddress;
 
-    fn rd(t: &mut MmioTransport, off: u64) -> u32 {
+    /// Reads a 32-bit transport register (as the guest does).
+    pub(crate) fn rd(t: &mut MmioTransport, off: u64) -> u32 {
         let mut b = [0u8; 4];
         t.read(off, &mut b);
         u32::from_le_bytes(b)
     }
 
-    fn wr(t: &mut MmioTransport, off: u64, v: u32) {
+    /// Writes a 32-bit transport register.
+    pub(crate) fn wr(t: &mut MmioTransport, off: u64, v: u32) {
         t.write(off, &v.to_le_bytes());
     }
 

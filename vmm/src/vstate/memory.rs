@@ -86,17 +86,7 @@ pub fn regions(mem: &GuestMemoryMmap) -> Vec<(GuestAddress, u64, u64)> {
         .collect()
 }
 
-/// Returns and clears the pages the VMM (devices, loader) wrote since the
-/// last call: one `Vec<u64>` bitmap per region, bit *i* = page *i* of the
-/// region (same layout as KVM's dirty log).
-pub fn take_vmm_dirty(mem: &GuestMemoryMmap) -> Vec<Vec<u64>> {
-    mem.iter()
-        .map(|r| {
-            let bm: &AtomicBitmap = vm_memory::MmapRegion::bitmap(r);
-            bm.get_and_reset()
-        })
-        .collect()
-}
+pub use migration::guest_ram::take_vmm_dirty;
 
 /// The last guest-physical address + 1 of RAM.
 pub fn ram_end(mem: &GuestMemoryMmap) -> u64 {

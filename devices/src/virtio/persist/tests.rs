@@ -3,6 +3,7 @@ use crate::GuestMemoryMmap;
 use crate::bus::BusDevice;
 use crate::persist::testing::{hostile_bytes, with_version};
 use crate::virtio::block::{Block, BlockConfig};
+use crate::virtio::mmio::tests::{rd, wr};
 use std::sync::Arc;
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
@@ -63,16 +64,6 @@ impl Drop for Rig {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.disk);
     }
-}
-
-fn rd(t: &mut MmioTransport, off: u64) -> u32 {
-    let mut b = [0u8; 4];
-    t.read(off, &mut b);
-    u32::from_le_bytes(b)
-}
-
-fn wr(t: &mut MmioTransport, off: u64, v: u32) {
-    t.write(off, &v.to_le_bytes());
 }
 
 /// Everything a driver can read: registers for every queue selection and

@@ -49,14 +49,14 @@ impl ControlHandler for Fake {
     }
     fn migrate(
         &self,
-        req: &MigrateRequest,
+        request: &MigrateRequest,
         progress_cb: &mut dyn FnMut(&Progress),
         cancel: &CancelToken,
     ) -> Result<Summary, VmError> {
         for i in 1..=3 {
             progress_cb(&progress(i));
         }
-        if req.uri == "tcp:wait:1" {
+        if request.uri == "tcp:wait:1" {
             for _ in 0..500 {
                 if cancel.is_cancelled() {
                     return Err(VmError::new("cancelled"));
