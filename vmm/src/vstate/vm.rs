@@ -8,7 +8,8 @@ use kvm_bindings::{
     kvm_irqchip, kvm_msr_entry, kvm_pit_config, kvm_pit_state2, kvm_userspace_memory_region,
 };
 use kvm_ioctls::{Kvm, VmFd};
-use vm_memory::{Address, Bytes, GuestAddress};
+use migration::guest_ram::{self, RamLayout};
+use vm_memory::Address;
 use vmm_sys_util::eventfd::EventFd;
 
 use super::memory::{self, GuestMemoryMmap};
@@ -40,6 +41,10 @@ pub enum VmError {
     /// A page range outside guest RAM, or a guest-memory access failure.
     #[error("guest RAM: {0}")]
     Memory(String),
+}
+
+fn ram_err(e: migration::vm::VmError) -> VmError {
+    VmError::Memory(e.to_string())
 }
 
 fn kvm_err(what: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
@@ -80,6 +85,8 @@ pub struct Vm {
     fd: VmFd,
     memory: Arc<GuestMemoryMmap>,
     slots: Vec<MemorySlot>,
+    /// Page index → guest-physical address (the slots in order).
+    layout: RamLayout,
     cpuid: CpuId,
     /// `KVM_GET_MSR_INDEX_LIST`: the MSRs KVM may save.
     msr_candidates: Vec<u32>,
@@ -124,6 +131,7 @@ impl Vm {
         let vm = Self {
             kvm,
             fd,
+            layout: RamLayout::of(&memory),
             memory,
             slots,
             cpuid,
@@ -275,79 +283,23 @@ impl Vm {
     /// Guest RAM in 4 KiB pages: the concatenation of every slot, in
     /// guest-physical order (the page index space of migration).
     pub fn ram_pages(&self) -> u64 {
-        self.slots.iter().map(|s| s.size / PAGE).sum()
-    }
-
-    /// Splits `count` pages from page index `first` into per-slot runs of
-    /// (guest address, pages).
-    fn page_runs(&self, first: u64, count: u64) -> Result<Vec<(GuestAddress, u64)>, VmError> {
-        let end = first
-            .checked_add(count)
-            .filter(|&e| e <= self.ram_pages())
-            .ok_or_else(|| {
-                VmError::Memory(format!(
-                    "pages {first}+{count} beyond {} pages of RAM",
-                    self.ram_pages()
-                ))
-            })?;
-        let mut runs = Vec::new();
-        let mut base = 0;
-        for s in &self.slots {
-            let pages = s.size / PAGE;
-            let (lo, hi) = (first.max(base), end.min(base + pages));
-            if lo < hi {
-                runs.push((GuestAddress(s.guest_addr + (lo - base) * PAGE), hi - lo));
-            }
-            base += pages;
-        }
-        Ok(runs)
+        self.layout.pages()
     }
 
     /// Copies `buf.len() / 4096` pages starting at page index `first_page` into `buf`.
     pub fn read_pages(&self, first_page: u64, buf: &mut [u8]) -> Result<(), VmError> {
-        let mut off = 0usize;
-        for (addr, pages) in self.page_runs(first_page, buf.len() as u64 / PAGE)? {
-            let n = (pages * PAGE) as usize;
-            self.memory
-                .read_slice(&mut buf[off..off + n], addr)
-                .map_err(|e| VmError::Memory(e.to_string()))?;
-            off += n;
-        }
-        Ok(())
+        guest_ram::read_pages(&self.memory, &self.layout, first_page, buf).map_err(ram_err)
     }
 
     /// Writes `data.len() / 4096` pages starting at page index `first_page`.
     pub fn write_pages(&self, first_page: u64, data: &[u8]) -> Result<(), VmError> {
-        let mut off = 0usize;
-        for (addr, pages) in self.page_runs(first_page, data.len() as u64 / PAGE)? {
-            let n = (pages * PAGE) as usize;
-            self.memory
-                .write_slice(&data[off..off + n], addr)
-                .map_err(|e| VmError::Memory(e.to_string()))?;
-            off += n;
-        }
-        Ok(())
+        guest_ram::write_pages(&self.memory, &self.layout, first_page, data).map_err(ram_err)
     }
 
     /// Makes `count` pages from page index `first_page` read as zero. Pages
     /// that already are zero are left alone (never touched: no RSS growth).
     pub fn zero_pages(&self, first_page: u64, count: u64) -> Result<(), VmError> {
-        let zero = [0u8; PAGE as usize];
-        let mut page = [0u8; PAGE as usize];
-        for (addr, pages) in self.page_runs(first_page, count)? {
-            for i in 0..pages {
-                let a = GuestAddress(addr.0 + i * PAGE);
-                self.memory
-                    .read_slice(&mut page, a)
-                    .map_err(|e| VmError::Memory(e.to_string()))?;
-                if page != zero {
-                    self.memory
-                        .write_slice(&zero, a)
-                        .map_err(|e| VmError::Memory(e.to_string()))?;
-                }
-            }
-        }
-        Ok(())
+        guest_ram::write_zero_pages(&self.memory, &self.layout, first_page, count).map_err(ram_err)
     }
 
     /// Starts dirty-page tracking: KVM's dirty log on for every slot, the
@@ -451,6 +403,7 @@ impl Vm {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vm_memory::{Bytes, GuestAddress};
 
     #[test]
     fn vm_state_roundtrip_and_dirty_log() {
