@@ -1,23 +1,16 @@
 //! `vmm machines`, `vmm props`, `vmm compat diff`: the real binary, text and
 //! JSON, good and bad input.
 
-use std::process::{Command, Output};
+use crate::common::{EXIT, Finished, run};
 
-fn vmm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vmm"))
-        .args(args)
-        .output()
-        .expect("run vmm")
+fn vmm(args: &[&str]) -> Finished {
+    run(args, EXIT)
 }
 
 fn ok(args: &[&str]) -> String {
-    let o = vmm(args);
-    assert!(
-        o.status.success(),
-        "vmm {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).expect("utf-8")
+    let f = vmm(args);
+    assert!(f.status.success(), "vmm {args:?}\n{}", f.transcript());
+    f.stdout()
 }
 
 fn json(args: &[&str]) -> serde_json::Value {
@@ -26,9 +19,9 @@ fn json(args: &[&str]) -> serde_json::Value {
 
 /// Runs a bad command: exit status 2, exactly one line on stderr, no panic.
 fn bad(args: &[&str]) -> String {
-    let o = vmm(args);
-    assert_eq!(o.status.code(), Some(2), "vmm {args:?}");
-    let err = String::from_utf8(o.stderr).expect("utf-8");
+    let f = vmm(args);
+    assert_eq!(f.status.code(), Some(2), "vmm {args:?}\n{}", f.transcript());
+    let err = f.stderr;
     assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
     assert!(
         !err.contains("panicked") && !err.contains("backtrace"),
@@ -37,13 +30,17 @@ fn bad(args: &[&str]) -> String {
     err
 }
 
-fn prop<'a>(j: &'a serde_json::Value, ty: &str, p: &str) -> &'a serde_json::Value {
-    j["devices"]
+/// `value` and `source` of `ty.p` in the JSON answer of `vmm ARGS`.
+fn value_source(args: &[&str], ty: &str, p: &str) -> (String, String) {
+    let j = json(args);
+    let x = j["devices"]
         .as_array()
         .and_then(|d| d.iter().find(|d| d["type"] == ty))
         .and_then(|d| d["props"].as_array())
         .and_then(|ps| ps.iter().find(|x| x["name"] == p))
-        .unwrap_or_else(|| panic!("{ty}.{p} missing"))
+        .unwrap_or_else(|| panic!("{ty}.{p} missing: {j}"));
+    let s = |k: &str| x[k].as_str().unwrap_or_default().to_string();
+    (s("value"), s("source"))
 }
 
 #[test]
@@ -72,13 +69,9 @@ fn machines_lists_every_version_and_alias() {
 #[test]
 fn props_seed_facts() {
     let q = |m: &str, t: &str, p: &str| {
-        let j = json(&["props", "-M", m, t, "--json"]);
-        assert_eq!(j["machine"], m);
-        let x = prop(&j, t, p);
-        (
-            x["value"].as_str().unwrap_or_default().to_string(),
-            x["source"].as_str().unwrap_or_default().to_string(),
-        )
+        let args = ["props", "-M", m, t, "--json"];
+        assert_eq!(json(&args)["machine"], m);
+        value_source(&args, t, p)
     };
     assert_eq!(
         q("pc-5.1", "virtio-blk-device", "num-queues"),
@@ -114,23 +107,14 @@ fn props_precedence_global_then_device() {
         &["--global", "pci-device.x-pcie-err-unc-mask=on"],
     ]
     .concat();
-    let j = json(&g);
-    let x = prop(&j, "pcie-root-port", "x-pcie-err-unc-mask");
-    assert_eq!(
-        (&x["value"], &x["source"]),
-        (&"on".into(), &"-global".into())
-    );
+    let mask = |args: &[&str]| value_source(args, "pcie-root-port", "x-pcie-err-unc-mask");
+    assert_eq!(mask(&g), ("on".into(), "-global".into()));
     let gd = [
         &g[..],
         &["--device", "pcie-root-port,x-pcie-err-unc-mask=off"],
     ]
     .concat();
-    let j = json(&gd);
-    let x = prop(&j, "pcie-root-port", "x-pcie-err-unc-mask");
-    assert_eq!(
-        (&x["value"], &x["source"]),
-        (&"off".into(), &"-device".into())
-    );
+    assert_eq!(mask(&gd), ("off".into(), "-device".into()));
     let text = ok(&["props", "-M", "pc-5.1", "virtio-blk-device"]);
     assert!(
         text.lines()

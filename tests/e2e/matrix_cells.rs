@@ -14,29 +14,19 @@
 //! with both values, and the source guest must keep running.
 //!
 //! Guests are small (64 MiB, `ab.mib=1`) so one cell takes a few seconds;
-//! cells run two at a time. Every child is a [`Vmm`] guard (killed on drop);
-//! every wait is bounded.
+//! cells run two at a time. Every child is a [`crate::common::Vmm`] guard
+//! (killed on drop); every wait is bounded.
 
-use crate::common::{self, Finished, Vmm};
+use crate::common::{self, EXIT, Running, flat, hardware_report};
 use crate::require_kvm;
 use compat_runtime::release::{Difference, Verdict};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-const BOOT: Duration = Duration::from_secs(30);
-const MIGRATE: Duration = Duration::from_secs(60);
-const EXIT: Duration = Duration::from_secs(30);
-/// A running `ab` guest prints a `pass=` line every 0.3–0.5 s.
-const COUNTING: Duration = Duration::from_secs(10);
 /// The guest's workload: a 1 MiB a-b range keeps pre-copy short.
 const AB: &str = "workload=ab ab.mib=1";
 const MEM: &str = "64M";
 /// Cells run concurrently (the development machine has 2 cores).
 const PARALLEL: usize = 2;
-
-fn s(p: &Path) -> String {
-    p.display().to_string()
-}
 
 /// The matrix library's verdicts for `machine` over `releases`, every
 /// ordered pair (source, destination).
@@ -72,206 +62,13 @@ fn expected_reason(d: &Difference) -> Vec<String> {
     }
 }
 
-/// A unique control socket path, removed on drop.
-pub struct Sock(pub PathBuf);
-
-impl Sock {
-    fn new(tag: &str) -> Self {
-        Sock(common::temp_path(tag, "sock"))
-    }
-}
-
-impl Drop for Sock {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn ctl(sock: &Sock, args: &[&str]) -> Finished {
-    let mut all = vec!["ctl".to_string(), "--control".into(), s(&sock.0)];
-    all.extend(args.iter().map(|a| a.to_string()));
-    common::run(&all, EXIT)
-}
-
-/// Stderr as one line: miette's wrapped, framed lines (`  │ ...`) joined
-/// (a line broken after a hyphen is joined without a space).
-pub fn flat(text: &str) -> String {
-    let mut out = String::new();
-    for l in text.lines() {
-        let l = l
-            .trim()
-            .trim_start_matches(['│', '×', '╰', '─', '▶'])
-            .trim();
-        if l.is_empty() {
-            continue;
-        }
-        if !out.is_empty() && !out.ends_with('-') {
-            out.push(' ');
-        }
-        out.push_str(l);
-    }
-    out
-}
-
-/// The guest's hardware report (every report line but the command line).
-pub fn hardware(lines: &[String]) -> Vec<String> {
-    const KEYS: [&str; 7] = [
-        "pvh:",
-        "memmap:",
-        "virtio:",
-        "virtio-blk",
-        "pci:",
-        "aer:",
-        "report:",
-    ];
-    lines
-        .iter()
-        .filter(|l| KEYS.iter().any(|k| l.starts_with(k)))
-        .cloned()
-        .collect()
-}
-
-fn pass_of(line: &str) -> Option<u64> {
-    common::parse_fact(line, "ab")?.get("pass")?.parse().ok()
-}
-
-fn max_pass(lines: &[String]) -> u64 {
-    lines.iter().filter_map(|l| pass_of(l)).max().unwrap_or(0)
-}
-
-/// A running `vmm run` with a control socket.
-pub struct Running {
-    pub vmm: Vmm,
-    pub sock: Sock,
-    /// The guest's `ab: start=` range (`start`, `pages`), when known.
-    pub ab: Option<(String, String)>,
-}
-
-impl Running {
-    /// `vmm run ARGS --control SOCK` whose guest runs `append`; waits for
-    /// the first `ab: pass=` line and the socket.
-    pub fn source(args: &[&str], append: &str, ctx: &str) -> Self {
-        let sock = Sock::new("cell-src");
-        let mut all: Vec<String> = vec!["run".into()];
-        all.extend(args.iter().map(|a| a.to_string()));
-        all.extend(["-m".into(), MEM.into(), "--append".into(), append.into()]);
-        all.extend(["--control".into(), s(&sock.0)]);
-        let mut vmm = Vmm::spawn(&all);
-        let start = vmm.wait_line(BOOT, |l| l.starts_with("ab: start="));
-        let pass = vmm.wait_line(BOOT, |l| l.starts_with("ab: pass="));
-        assert!(
-            start.is_some() && pass.is_some(),
-            "{ctx}: the source never counted: {all:?}\n{}\n{}",
-            vmm.seen().join("\n"),
-            vmm.stderr()
-        );
-        let ab = start
-            .as_deref()
-            .and_then(|l| common::parse_fact(l, "ab"))
-            .and_then(|f| Some((f.get("start")?.clone(), f.get("pages")?.clone())));
-        assert!(
-            common::wait_until(BOOT, || sock.0.exists()),
-            "{ctx}: no control socket\n{}",
-            vmm.stderr()
-        );
-        Self { vmm, sock, ab }
-    }
-
-    /// `vmm run ARGS --control SOCK --incoming tcp:127.0.0.1:PORT`, once it
-    /// listens; returns it and the URI.
-    pub fn destination(args: &[&str], ctx: &str) -> (Self, String) {
-        let sock = Sock::new("cell-dst");
-        let port = common::free_port();
-        let uri = format!("tcp:127.0.0.1:{port}");
-        let mut all: Vec<String> = vec!["run".into()];
-        all.extend(args.iter().map(|a| a.to_string()));
-        all.extend([
-            "--control".into(),
-            s(&sock.0),
-            "--incoming".into(),
-            uri.clone(),
-        ]);
-        let mut vmm = Vmm::spawn(&all);
-        let listening = vmm.wait_stderr(BOOT, "incoming: waiting");
-        assert!(
-            listening && vmm.is_running(),
-            "{ctx}: the destination never listened: {all:?}\n{}",
-            vmm.stderr()
-        );
-        let d = Self {
-            vmm,
-            sock,
-            ab: None,
-        };
-        (d, uri)
-    }
-
-    /// Asserts the guest counts on: a `pass=` line above every one so far.
-    pub fn assert_counting(&mut self, ctx: &str) {
-        self.vmm.wait_line(Duration::from_millis(100), |_| false);
-        let before = max_pass(self.vmm.seen());
-        let next = self
-            .vmm
-            .wait_line(COUNTING, |l| pass_of(l).is_some_and(|p| p > before));
-        assert!(
-            next.is_some(),
-            "{ctx}: the guest stopped counting at pass {before}\n{}\n--- stderr ---\n{}",
-            self.vmm.seen().join("\n"),
-            self.vmm.stderr()
-        );
-    }
-
-    /// `ctl status --json`, parsed.
-    pub fn status(&self, ctx: &str) -> serde_json::Value {
-        let st = ctl(&self.sock, &["status", "--json"]);
-        assert!(
-            st.status.success(),
-            "{ctx}: ctl status\n{}",
-            st.transcript()
-        );
-        let line = st.lines.iter().find(|l| l.starts_with('{'));
-        serde_json::from_str(line.map_or("", String::as_str))
-            .unwrap_or_else(|e| panic!("{ctx}: status is not JSON ({e})\n{}", st.transcript()))
-    }
-
-    /// Stops the guest, checks the `ab` image with `verify-ab`, resumes it.
-    pub fn verify_ab(&self, ab: &(String, String), ctx: &str) {
-        let stop = ctl(&self.sock, &["stop"]);
-        assert!(stop.status.success(), "{ctx}: stop\n{}", stop.transcript());
-        let v = ctl(
-            &self.sock,
-            &["verify-ab", "--start", &ab.0, "--pages", &ab.1],
-        );
-        assert!(
-            v.status.success() && v.lines.iter().any(|l| l.contains("consistent")),
-            "{ctx}: verify-ab\n{}",
-            v.transcript()
-        );
-        let cont = ctl(&self.sock, &["cont"]);
-        assert!(cont.status.success(), "{ctx}: cont\n{}", cont.transcript());
-    }
-
-    /// `ctl quit`, then the process must exit 0.
-    pub fn quit(self, ctx: &str) -> Finished {
-        let q = ctl(&self.sock, &["quit"]);
-        assert!(q.status.success(), "{ctx}: quit\n{}", q.transcript());
-        let f = self.vmm.finish(EXIT);
-        assert!(f.status.success(), "{ctx}: exit\n{}", f.transcript());
-        f
-    }
-}
-
-/// `vmm migrate --control SOCK URI`.
-pub fn migrate(sock: &Sock, uri: &str) -> Finished {
-    common::run(["migrate", "--control", &s(&sock.0), uri], MIGRATE)
-}
-
 /// One cell: runs it and checks it against the matrix's verdict.
 fn run_cell(cell: &vmm::release::matrix::Cell) -> String {
     let (m, a, b) = (&cell.machine, &cell.source, &cell.destination);
     let ctx = format!("vmm-{a} -M {m} -> vmm-{b} -M {m}");
     let t0 = Instant::now();
-    let mut src = Running::source(&["--as-release", a, "-M", m], AB, &ctx);
+    let src_args = ["--as-release", a, "-M", m, "-m", MEM, "--append", AB];
+    let mut src = Running::ab_source(&src_args, &ctx);
     // After a reset, the destination's guest reports its hardware and halts.
     let dst_args = [
         "--as-release",
@@ -284,7 +81,7 @@ fn run_cell(cell: &vmm::release::matrix::Cell) -> String {
         "workload=report after=halt",
     ];
     let (mut dst, uri) = Running::destination(&dst_args, &ctx);
-    let mig = migrate(&src.sock, &uri);
+    let mig = src.migrate(&uri);
     match &cell.verdict {
         Verdict::Works => {
             assert!(
@@ -292,39 +89,29 @@ fn run_cell(cell: &vmm::release::matrix::Cell) -> String {
                 "{ctx}: predicted to work\n{}",
                 mig.transcript()
             );
-            let s = src.vmm.finish(EXIT);
-            assert!(s.status.success(), "{ctx}: source exit\n{}", s.transcript());
-            assert!(
-                dst.vmm.wait_stderr(BOOT, "incoming: running"),
-                "{ctx}: destination\n{}",
-                dst.vmm.stderr()
-            );
+            let s = src.handed_over(&mut dst, &ctx);
             dst.assert_counting(&ctx);
             dst.assert_counting(&ctx);
-            let ab = src.ab.clone().expect("ab range");
-            dst.verify_ab(&ab, &ctx);
+            let ab = dst.ab.expect("ab range");
+            dst.verify_ab(ab, &ctx);
+            dst.ctl_ok(&["cont"], &ctx);
             dst.assert_counting(&format!("{ctx} (after verify-ab)"));
             let st = dst.status(&ctx);
             assert_eq!(st["release"], b.as_str(), "{ctx}: {st}");
             assert_eq!(st["machine_type"], m.as_str(), "{ctx}: {st}");
             // Same hardware: the guest rebooted on the destination reports
             // what it reported at boot on the source.
-            let r = ctl(&dst.sock, &["system-reset"]);
-            assert!(r.status.success(), "{ctx}: reset\n{}", r.transcript());
-            let done = dst.vmm.wait_line(BOOT, |l| l == "report: done");
+            dst.reset_and_report(&format!("{ctx}: reset"));
             assert!(
-                done.is_some(),
-                "{ctx}: no report after the reset\n{}",
-                dst.vmm.stderr()
-            );
-            assert!(
-                hardware(&s.lines).iter().any(|l| l.starts_with("aer:")),
+                hardware_report(&s.lines)
+                    .iter()
+                    .any(|l| l.starts_with("aer:")),
                 "{ctx}: the source's report\n{}",
                 s.transcript()
             );
             assert_eq!(
-                hardware(dst.vmm.seen()),
-                hardware(&s.lines),
+                hardware_report(dst.vmm.seen()),
+                hardware_report(&s.lines),
                 "{ctx}: the hardware report changed"
             );
             dst.quit(&ctx);
@@ -421,8 +208,7 @@ fn seed_cases_1_to_6_over_5_1_and_5_2() {
         let f = common::run(&args, EXIT);
         assert!(
             !f.status.success()
-                && f.stderr
-                    .contains("release 5.1 does not know machine type `pc-5.2`")
+                && flat(&f.stderr).contains("release 5.1 does not know machine type `pc-5.2`")
                 && f.lines.iter().all(|l| l.trim().is_empty()),
             "case 4 {args:?}\n{}",
             f.transcript()
@@ -489,7 +275,7 @@ fn as_release_presents_the_locks_register_values() {
     assert_eq!(aer(&["--as-release", "8.0", "-M", "pc-8.0"]), r80);
     let f = common::run(["run", "--as-release", "9.9", "-M", "pc-7.2"], EXIT);
     assert!(
-        !f.status.success() && f.stderr.contains("release `9.9` has no lock"),
+        !f.status.success() && flat(&f.stderr).contains("release `9.9` has no lock"),
         "{}",
         f.transcript()
     );

@@ -21,18 +21,12 @@
 //! restore must exit non-zero by itself, without "panicked", without guest
 //! output, and with a peak RSS (`wait4`) under the manifest's RAM + 32 MiB.
 
-use crate::common::{self, Finished, TempFile, Vmm};
+use crate::common::{BOOT, EXIT, Finished, MIGRATE, Running, TempPath, Vmm, flat};
 use crate::require_kvm;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-const BOOT: Duration = Duration::from_secs(30);
-const MIGRATE: Duration = Duration::from_secs(90);
-const EXIT: Duration = Duration::from_secs(30);
-/// A running `ab` guest prints a `pass=` line every 0.3–0.5 s.
-const COUNTING: Duration = Duration::from_secs(10);
 
 /// A small deterministic generator (xorshift64*), seeded from
 /// `VMM_E2E_SEED` or the clock; the seed is printed.
@@ -66,127 +60,29 @@ impl Rng {
     }
 }
 
-fn s(p: &Path) -> String {
-    p.display().to_string()
+/// A source `vmm run -M MACHINE -m MEM --append APPEND EXTRA... --control
+/// SOCK` whose guest runs the `ab` workload, once it counts.
+fn source(machine: &str, mem: &str, append: &str, extra: &[&str]) -> Running {
+    let mut args = vec!["-M", machine, "-m", mem, "--append", append];
+    args.extend_from_slice(extra);
+    Running::ab_source(&args, "source")
 }
 
-/// A source `vmm run ... --control SOCK` whose guest runs the `ab` workload.
-struct Source {
-    vmm: Vmm,
-    sock: PathBuf,
+/// A destination `vmm run ARGS --incoming tcp:127.0.0.1:PORT`, once it listens.
+fn destination(args: &[&str]) -> (Running, String) {
+    Running::destination(args, "destination")
 }
 
-impl Source {
-    fn start(machine: &str, mem: &str, append: &str, extra: &[String]) -> Self {
-        let sock = common::temp_path("src", "sock");
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "-M".into(),
-            machine.into(),
-            "-m".into(),
-            mem.into(),
-            "--append".into(),
-            append.into(),
-            "--control".into(),
-            s(&sock),
-        ];
-        args.extend(extra.iter().cloned());
-        let mut vmm = Vmm::spawn(&args);
-        let pass = vmm.wait_line(BOOT, |l| l.starts_with("ab: pass="));
-        assert!(
-            pass.is_some(),
-            "source never counted: {args:?}\n{}\n{}",
-            vmm.seen().join("\n"),
-            vmm.stderr()
-        );
-        assert!(
-            common::wait_until(BOOT, || sock.exists()),
-            "no control socket {}\n{}",
-            sock.display(),
-            vmm.stderr()
-        );
-        Self { vmm, sock }
-    }
-
-    /// The `ab` range (`start`, `pages`) from the guest's `ab: start=` line.
-    fn ab_range(&self) -> (String, String) {
-        let f = common::facts(self.vmm.seen(), "ab")
-            .into_iter()
-            .find(|f| f.contains_key("start"))
-            .expect("an `ab: start=` line");
-        (f["start"].clone(), f["pages"].clone())
-    }
-
-    /// Asserts the guest is still counting now: drains what is already
-    /// printed, then waits for an `ab: pass=` line with a higher count.
-    fn assert_counting(&mut self, ctx: &str) {
-        self.vmm.wait_line(Duration::from_millis(150), |_| false);
-        let before = max_pass(self.vmm.seen());
-        let next = self
-            .vmm
-            .wait_line(COUNTING, |l| pass_of(l).is_some_and(|p| p > before));
-        assert!(
-            next.is_some(),
-            "{ctx}: the source guest stopped counting at pass {before}\n--- stderr ---\n{}",
-            self.vmm.stderr()
-        );
-        let st = ctl(&self.sock, "status");
-        assert!(
-            st.status.success(),
-            "{ctx}: ctl status\n{}",
-            st.transcript()
-        );
-    }
-}
-
-impl Drop for Source {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.sock);
-    }
-}
-
-fn pass_of(line: &str) -> Option<u64> {
-    common::parse_fact(line, "ab")?.get("pass")?.parse().ok()
-}
-
-fn max_pass(lines: &[String]) -> u64 {
-    lines.iter().filter_map(|l| pass_of(l)).max().unwrap_or(0)
-}
-
-fn ctl(sock: &Path, cmd: &str) -> Finished {
-    common::run(["ctl", "--control", &s(sock), cmd], EXIT)
-}
-
-fn migrate(sock: &Path, uri: &str, extra: &[&str]) -> Finished {
-    let mut args = vec![
-        "migrate".to_string(),
-        "--control".into(),
-        s(sock),
-        uri.into(),
-    ];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    common::run(&args, MIGRATE)
-}
-
-/// `vmm run ARGS --incoming tcp:127.0.0.1:PORT`, once it listens.
-fn destination(args: &[String]) -> (Vmm, String) {
-    // A port found free can be taken by another test before the child binds
-    // it: then the child exits ("cannot listen"), and another port is tried.
-    let mut last = String::new();
-    for _ in 0..3 {
-        let port = common::free_port();
-        let uri = format!("tcp:127.0.0.1:{port}");
-        let mut all = vec!["run".to_string()];
-        all.extend(args.iter().cloned());
-        all.extend(["--incoming".to_string(), uri.clone()]);
-        let mut d = Vmm::spawn(&all);
-        let ok = common::wait_until(BOOT, || common::tcp_listening(port) || !d.is_running());
-        if ok && d.is_running() {
-            return (d, uri);
-        }
-        last = format!("{all:?}\n{}", d.stderr());
-    }
-    panic!("destination never listened: {last}");
+/// `vmm migrate` of `src` to `uri` at 64 MiB/s, in the background.
+fn slow_migration(src: &Running, uri: &str) -> Vmm {
+    Vmm::spawn([
+        "migrate",
+        "--control",
+        &src.sock.arg(),
+        uri,
+        "--max-bandwidth",
+        "64M",
+    ])
 }
 
 /// A failed process: exited by itself with a non-zero code (not a signal),
@@ -215,14 +111,6 @@ fn assert_clean_failure(f: &Finished, what: &str) {
     );
 }
 
-/// A diagnostic as one line: miette's wrapping and box drawing removed.
-fn flat(text: &str) -> String {
-    text.split(|c: char| c.is_whitespace() || "│╰─▶×".contains(c))
-        .filter(|w| !w.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 fn has_all(text: &str, words: &[&str]) -> bool {
     let text = flat(text);
     words.iter().all(|w| text.contains(w))
@@ -231,10 +119,10 @@ fn has_all(text: &str, words: &[&str]) -> bool {
 #[test]
 fn different_machine_type_is_refused_from_the_manifest() {
     require_kvm!();
-    let mut src = Source::start("pc-7.1", "64M", "workload=ab", &[]);
-    let (dst, uri) = destination(&["-M".into(), "pc-7.2".into(), "-m".into(), "64M".into()]);
+    let mut src = source("pc-7.1", "64M", "workload=ab", &[]);
+    let (dst, uri) = destination(&["-M", "pc-7.2", "-m", "64M"]);
     let t0 = Instant::now();
-    let m = migrate(&src.sock, &uri, &[]);
+    let m = src.migrate(&uri);
     println!("refused after {:?}: {}", t0.elapsed(), m.stderr.trim());
     assert!(
         !m.status.success(),
@@ -246,7 +134,7 @@ fn different_machine_type_is_refused_from_the_manifest() {
         "the source's report must name both machine types\n{}",
         m.transcript()
     );
-    let d = dst.finish(EXIT);
+    let d = dst.vmm.finish(EXIT);
     assert_clean_failure(&d, "destination");
     assert!(
         has_all(&d.stderr, &["pc-7.1", "pc-7.2"]),
@@ -259,30 +147,30 @@ fn different_machine_type_is_refused_from_the_manifest() {
 #[test]
 fn differing_property_is_refused_naming_device_property_and_values() {
     require_kvm!();
-    let a = TempFile::sized("mf-prop-a", 1 << 20);
-    let b = TempFile::sized("mf-prop-b", 1 << 20);
-    let mut src = Source::start(
+    let a = TempPath::sized("mf-prop-a", 1 << 20);
+    let b = TempPath::sized("mf-prop-b", 1 << 20);
+    let mut src = source(
         "pc-7.2",
         "64M",
         "workload=ab",
         &[
-            "--drive".into(),
-            a.drive(),
-            "--device".into(),
-            "virtio-blk-device,num-queues=1".into(),
+            "--drive",
+            &a.drive(),
+            "--device",
+            "virtio-blk-device,num-queues=1",
         ],
     );
     let (dst, uri) = destination(&[
-        "-M".into(),
-        "pc-7.2".into(),
-        "-m".into(),
-        "64M".into(),
-        "--drive".into(),
-        b.drive(),
-        "--device".into(),
-        "virtio-blk-device,num-queues=2".into(),
+        "-M",
+        "pc-7.2",
+        "-m",
+        "64M",
+        "--drive",
+        &b.drive(),
+        "--device",
+        "virtio-blk-device,num-queues=2",
     ]);
-    let m = migrate(&src.sock, &uri, &[]);
+    let m = src.migrate(&uri);
     println!("refused: {}", m.stderr.trim());
     assert!(
         !m.status.success(),
@@ -301,7 +189,7 @@ fn differing_property_is_refused_naming_device_property_and_values() {
         "the source's report must name virtio-blk-device, num-queues, 1 and 2\n{}",
         m.transcript()
     );
-    let d = dst.finish(EXIT);
+    let d = dst.vmm.finish(EXIT);
     assert_clean_failure(&d, "destination");
     assert!(
         names(&d.stderr),
@@ -375,12 +263,12 @@ fn manifest_rewriting_proxy(
 }
 
 fn section_version_refused(version_id: u64, words: &[&str]) {
-    let mut src = Source::start("pc-7.2", "64M", "workload=ab", &[]);
-    let (dst, dst_uri) = destination(&["-M".into(), "pc-7.2".into(), "-m".into(), "64M".into()]);
+    let mut src = source("pc-7.2", "64M", "workload=ab", &[]);
+    let (dst, dst_uri) = destination(&["-M", "pc-7.2", "-m", "64M"]);
     let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
     let proxy_uri = format!("tcp:{}", listener.local_addr().expect("addr"));
     let proxy = manifest_rewriting_proxy(listener, dst_uri, "serial", version_id);
-    let m = migrate(&src.sock, &proxy_uri, &[]);
+    let m = src.migrate(&proxy_uri);
     println!("serial version {version_id}: {}", m.stderr.trim());
     let original = proxy.join().expect("proxy thread").expect("proxy");
     assert!(
@@ -397,7 +285,7 @@ fn section_version_refused(version_id: u64, words: &[&str]) {
         "the source's report must contain {words:?}\n{}",
         m.transcript()
     );
-    let d = dst.finish(EXIT);
+    let d = dst.vmm.finish(EXIT);
     assert_clean_failure(&d, "destination");
     assert!(
         has_all(&d.stderr, words),
@@ -426,22 +314,15 @@ fn destination_killed_mid_stream_ten_times_then_a_healthy_migration() {
     let mut rng = Rng::new("destination_killed_mid_stream");
     // 128 MiB all dirtied by `ab`, sent at 64 MiB/s: the first pass alone
     // takes about 2 s, so every kill point below lands mid-stream.
-    let mut src = Source::start("pc-7.2", "128M", "workload=ab", &[]);
+    let mut src = source("pc-7.2", "128M", "workload=ab", &[]);
     for round in 1..=10 {
         let (mut dst, uri) = destination(&[]);
         let delay = Duration::from_millis(150 + rng.below(1350));
-        let mig = Vmm::spawn([
-            "migrate",
-            "--control",
-            &s(&src.sock),
-            &uri,
-            "--max-bandwidth",
-            "64M",
-        ]);
+        let mig = slow_migration(&src, &uri);
         // The randomized kill point (the thing under test, not a wait for a condition).
         std::thread::sleep(delay);
-        dst.kill_now();
-        let d = dst.finish(EXIT);
+        dst.vmm.kill_now();
+        let d = dst.vmm.finish(EXIT);
         assert!(
             d.status.code().is_none(),
             "round {round}: the destination finished before the kill at {delay:?}\n{}",
@@ -460,68 +341,31 @@ fn destination_killed_mid_stream_ten_times_then_a_healthy_migration() {
         src.assert_counting(&format!("round {round}"));
     }
     // A healthy destination now: the source can still migrate.
-    let dsock = common::temp_path("dst", "sock");
-    let (mut dst, uri) = destination(&["--control".into(), s(&dsock)]);
-    let m = migrate(&src.sock, &uri, &[]);
+    let ctx = "the final migration";
+    let (mut dst, uri) = destination(&[]);
+    let m = src.migrate(&uri);
     println!("final migration: {}", m.lines.join(" "));
     m.assert_success();
-    assert!(
-        dst.wait_stderr(BOOT, "incoming: running"),
-        "destination never ran\n{}",
-        dst.stderr()
-    );
-    assert!(
-        dst.wait_line(COUNTING, |l| l.starts_with("ab: pass="))
-            .is_some(),
-        "the destination's guest is not counting\n{}",
-        dst.stderr()
-    );
-    let stop = ctl(&dsock, "stop");
-    stop.assert_success();
-    let (start, pages) = src.ab_range();
-    let v = common::run(
-        [
-            "ctl",
-            "--control",
-            &s(&dsock),
-            "verify-ab",
-            "--start",
-            &start,
-            "--pages",
-            &pages,
-        ],
-        EXIT,
-    );
-    println!("verify-ab: {} {}", v.lines.join(" "), v.stderr.trim());
-    v.assert_success();
-    assert!(
-        v.lines.iter().any(|l| l.contains("verdict=consistent")),
-        "{}",
-        v.transcript()
-    );
-    let _ = ctl(&dsock, "quit");
-    let _ = std::fs::remove_file(&dsock);
+    let range = src.ab.expect("ab range");
+    src.handed_over(&mut dst, ctx);
+    dst.assert_counting(ctx);
+    let v = dst.verify_ab(range, ctx);
+    println!("verify-ab: {v}");
+    dst.quit(ctx);
 }
 
 #[test]
 fn source_killed_mid_stream_leaves_no_half_started_guest() {
     require_kvm!();
     let mut rng = Rng::new("source_killed_mid_stream");
-    let mut src = Source::start("pc-7.2", "128M", "workload=ab", &[]);
+    let mut src = source("pc-7.2", "128M", "workload=ab", &[]);
     let (dst, uri) = destination(&[]);
-    let mig = Vmm::spawn([
-        "migrate",
-        "--control",
-        &s(&src.sock),
-        &uri,
-        "--max-bandwidth",
-        "64M",
-    ]);
+    let mig = slow_migration(&src, &uri);
     let delay = Duration::from_millis(200 + rng.below(1200));
     // The randomized kill point.
     std::thread::sleep(delay);
     src.vmm.kill_now();
-    let d = dst.finish(Duration::from_secs(90));
+    let d = dst.vmm.finish(Duration::from_secs(90));
     println!(
         "source killed after {delay:?}; destination: {:?} {}",
         d.status,
@@ -537,91 +381,18 @@ fn source_killed_mid_stream_leaves_no_half_started_guest() {
     assert!(!m.status.success(), "{}", m.transcript());
 }
 
-/// A finished `vmm` run with its peak resident set (`getrusage` of the reaped child).
-struct Measured {
-    finished: Finished,
-    max_rss_kib: u64,
-}
-
-/// Runs `vmm ARGS` to completion (bounded by `timeout`, killed on
-/// timeout or panic), reaping it with `wait4` to learn its peak RSS.
-// The child is reaped with `wait4` (for its rusage), or killed and reaped by the guard.
-#[allow(clippy::zombie_processes)]
-fn run_measured(args: &[String], timeout: Duration) -> Measured {
-    let out = common::temp_path("mf-out", "txt");
-    let err = common::temp_path("mf-err", "txt");
-    struct Guard(u32, [PathBuf; 2]);
-    impl Drop for Guard {
-        fn drop(&mut self) {
-            if self.0 != 0 {
-                // SAFETY: kill/waitpid on our own unreaped child.
-                unsafe {
-                    libc::kill(self.0 as i32, libc::SIGKILL);
-                    libc::waitpid(self.0 as i32, std::ptr::null_mut(), 0);
-                }
-            }
-            for p in &self.1 {
-                let _ = std::fs::remove_file(p);
-            }
-        }
-    }
-    let child = std::process::Command::new(common::vmm_bin())
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(&out).expect("stdout file"))
-        .stderr(std::fs::File::create(&err).expect("stderr file"))
-        .spawn()
-        .expect("spawn vmm");
-    let mut g = Guard(child.id(), [out.clone(), err.clone()]);
-    let deadline = Instant::now() + timeout;
-    let mut status = 0;
-    // SAFETY: zeroed rusage is a valid out-parameter.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    loop {
-        // SAFETY: non-blocking wait4 on our own child with valid out-pointers.
-        let r = unsafe { libc::wait4(g.0 as i32, &mut status, libc::WNOHANG, &mut ru) };
-        if r == g.0 as i32 {
-            g.0 = 0;
-            break;
-        }
-        assert!(r == 0, "wait4: {}", std::io::Error::last_os_error());
-        assert!(
-            Instant::now() < deadline,
-            "vmm {args:?} did not exit within {timeout:?}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    use std::os::unix::process::ExitStatusExt;
-    let text = |p: &Path| std::fs::read_to_string(p).unwrap_or_default();
-    Measured {
-        finished: Finished {
-            status: std::process::ExitStatus::from_raw(status),
-            lines: text(&out).lines().map(str::to_string).collect(),
-            stderr: text(&err),
-        },
-        max_rss_kib: ru.ru_maxrss as u64,
-    }
-}
-
 /// `vmm run --incoming file:PATH` on a damaged snapshot: a clean failure,
 /// and never more resident memory than the manifest's RAM plus `slack_kib`.
 fn restore_fails_cleanly(path: &Path, what: &str, ram_kib: u64, slack_kib: u64) -> u64 {
-    let m = run_measured(
-        &[
-            "run".into(),
-            "--incoming".into(),
-            format!("file:{}", path.display()),
-        ],
-        EXIT,
-    );
-    assert_clean_failure(&m.finished, what);
+    let uri = format!("file:{}", path.display());
+    let (f, max_rss_kib) = Vmm::spawn(["run", "--incoming", &uri]).finish_measured(EXIT);
+    assert_clean_failure(&f, what);
     assert!(
-        m.max_rss_kib <= ram_kib + slack_kib,
-        "{what}: peak RSS {} KiB above the manifest's {ram_kib} KiB of RAM + {slack_kib} KiB\n{}",
-        m.max_rss_kib,
-        m.finished.transcript()
+        max_rss_kib <= ram_kib + slack_kib,
+        "{what}: peak RSS {max_rss_kib} KiB above the manifest's {ram_kib} KiB of RAM + {slack_kib} KiB\n{}",
+        f.transcript()
     );
-    m.max_rss_kib
+    max_rss_kib
 }
 
 #[test]
@@ -630,12 +401,11 @@ fn damaged_snapshots_always_fail_cleanly() {
     let mut rng = Rng::new("damaged_snapshots");
     // A 64 MiB guest whose `ab` range is 4 MiB: a snapshot of about 4 MiB
     // of page data plus zero runs, state sections, vCPUs and the end marker.
-    let src = Source::start("pc-7.2", "64M", "workload=ab ab.mib=4", &[]);
-    let snap = TempFile(common::temp_path("mf-snap", "snap"));
-    let uri = format!("file:{}", snap.path().display());
-    let m = migrate(&src.sock, &uri, &[]);
-    m.assert_success();
-    let _ = ctl(&src.sock, "quit");
+    let src = source("pc-7.2", "64M", "workload=ab ab.mib=4", &[]);
+    let snap = TempPath::new("mf-snap", "snap");
+    let uri = snap.uri("file");
+    src.migrate(&uri).assert_success();
+    let _ = src.ctl(&["quit"]);
     drop(src);
     let original = std::fs::read(snap.path()).expect("read snapshot");
     let len = original.len() as u64;
@@ -644,11 +414,7 @@ fn damaged_snapshots_always_fail_cleanly() {
     // The intact snapshot restores (so the failures below are the damage's).
     {
         let mut ok = Vmm::spawn(["run", "--incoming", &uri]);
-        assert!(
-            ok.wait_line(BOOT, |l| l.starts_with("ab: pass=")).is_some(),
-            "the intact snapshot does not restore\n{}",
-            ok.stderr()
-        );
+        ok.wait_pass_above(0, BOOT, "the intact snapshot does not restore");
     }
 
     // Truncations: every 4 KiB boundary of the first 256 KiB, every 16th
@@ -702,35 +468,27 @@ fn damaged_snapshots_always_fail_cleanly() {
             let flips: Vec<u64> = flips.iter().copied().skip(w).step_by(2).collect();
             let original = &original;
             workers.push(sc.spawn(move || {
-                let copy = TempFile::sized(&format!("mf-damaged{w}"), 0);
+                let copy = TempPath::sized(&format!("mf-damaged{w}"), 0);
                 std::fs::write(copy.path(), original).expect("copy");
                 let f = std::fs::OpenOptions::new()
                     .write(true)
                     .open(copy.path())
                     .expect("open copy");
                 let mut peak = 0u64;
+                let mut restore = |what: String| {
+                    let rss = restore_fails_cleanly(copy.path(), &what, RAM_KIB, SLACK_KIB);
+                    peak = peak.max(rss);
+                };
                 for &c in cuts {
                     f.set_len(c).expect("truncate");
-                    let rss = restore_fails_cleanly(
-                        copy.path(),
-                        &format!("truncated at {c} of {len}"),
-                        RAM_KIB,
-                        SLACK_KIB,
-                    );
-                    peak = peak.max(rss);
+                    restore(format!("truncated at {c} of {len}"));
                 }
                 std::fs::write(copy.path(), original).expect("copy");
                 use std::os::unix::fs::FileExt;
                 for &o in &flips {
                     let byte = original[o as usize];
                     f.write_all_at(&[byte ^ mask], o).expect("corrupt");
-                    let rss = restore_fails_cleanly(
-                        copy.path(),
-                        &format!("byte {o} of {len} xor {mask:#x}"),
-                        RAM_KIB,
-                        SLACK_KIB,
-                    );
-                    peak = peak.max(rss);
+                    restore(format!("byte {o} of {len} xor {mask:#x}"));
                     f.write_all_at(&[byte], o).expect("repair");
                 }
                 peak

@@ -3,44 +3,63 @@
 
 use std::time::Duration;
 
-use crate::common::{Finished, TempFile, run};
+use crate::common::{Finished, TempPath, Vmm, flat, run};
 use crate::require_kvm;
 
 const T: Duration = Duration::from_secs(60);
 const MEM: &str = "64M";
 
-/// Boots the embedded guest with the report workload and one 1 MiB disk.
-fn report(extra: &[&str]) -> Finished {
-    let img = TempFile::sized("report", 1 << 20);
+/// Boots the embedded guest with `append` and the disk `img` (plus
+/// `extra`); it must exit 0.
+fn boot_with(img: &TempPath, append: &str, extra: &[&str]) -> Finished {
     let drive = img.drive();
-    let mut args = vec![
-        "run",
-        "-m",
-        MEM,
-        "--drive",
-        &drive,
-        "--append",
-        "workload=report",
-    ];
+    let mut args = vec!["run", "-m", MEM, "--drive", &drive, "--append", append];
     args.extend_from_slice(extra);
     let f = run(&args, T);
     f.assert_success();
     f
 }
 
-fn num_queues(f: &Finished) -> u32 {
-    let n: u32 = f
-        .fact("virtio-blk-config", "num_queues")
-        .unwrap_or_else(|| panic!("no num_queues\n{}", f.transcript()))
-        .parse()
-        .expect("num_queues");
+/// Boots the embedded guest with the report workload and one 1 MiB disk.
+fn report(extra: &[&str]) -> Finished {
+    boot_with(
+        &TempPath::sized("report", 1 << 20),
+        "workload=report",
+        extra,
+    )
+}
+
+/// `num_queues` of the guest's one disk, which has a `virtio-blk-queue:`
+/// line per queue.
+fn num_queues(f: &Finished) -> u64 {
+    let r = vmm_guest::parse_report(&f.stdout());
+    let b = r
+        .blk(0)
+        .unwrap_or_else(|| panic!("no virtio-blk report\n{}", f.transcript()));
+    let n = b
+        .num_queues()
+        .unwrap_or_else(|| panic!("no num_queues\n{}", f.transcript()));
+    assert_eq!(b.queue_max.len() as u64, n, "{}", f.transcript());
+    n
+}
+
+/// Boots the report workload with `extra` and checks that the guest
+/// reports `want` as `field` of its `key:` line.
+fn assert_fact(extra: &[&str], key: &str, field: &str, want: &str) {
+    let f = report(extra);
     assert_eq!(
-        f.facts("virtio-blk-queue").len() as u32,
-        n,
-        "{}",
+        f.fact(key, field).as_deref(),
+        Some(want),
+        "{extra:?}: {key}: {field}\n{}",
         f.transcript()
     );
-    n
+}
+
+/// [`assert_fact`] on each `(machine type, value)`.
+fn follows_machine_type(key: &str, field: &str, cases: &[(&str, &str)]) {
+    for (machine, want) in cases {
+        assert_fact(&["-M", machine], key, field, want);
+    }
 }
 
 #[test]
@@ -69,63 +88,36 @@ fn device_override_gives_three_queues() {
 #[test]
 fn ring_reset_follows_machine_type() {
     require_kvm!();
-    let old = report(&["-M", "pc-7.1"]);
-    assert_eq!(
-        old.fact("virtio-blk", "ring_reset").as_deref(),
-        Some("0"),
-        "{}",
-        old.transcript()
-    );
-    let new = report(&["-M", "pc-7.2"]);
-    assert_eq!(
-        new.fact("virtio-blk", "ring_reset").as_deref(),
-        Some("1"),
-        "{}",
-        new.transcript()
+    follows_machine_type(
+        "virtio-blk",
+        "ring_reset",
+        &[("pc-7.1", "0"), ("pc-7.2", "1")],
     );
 }
 
 #[test]
 fn global_override_turns_ring_reset_off() {
     require_kvm!();
-    let f = report(&["-M", "pc-8.0", "--global", "virtio-device.queue_reset=off"]);
-    assert_eq!(
-        f.fact("virtio-blk", "ring_reset").as_deref(),
-        Some("0"),
-        "{}",
-        f.transcript()
-    );
+    let off = ["-M", "pc-8.0", "--global", "virtio-device.queue_reset=off"];
+    assert_fact(&off, "virtio-blk", "ring_reset", "0");
 }
 
 #[test]
 fn aer_uncor_mask_follows_machine_type() {
     require_kvm!();
-    let old = report(&["-M", "pc-7.2"]);
-    assert_eq!(
-        old.fact("aer", "uncor_mask").as_deref(),
-        Some("0x0"),
-        "{}",
-        old.transcript()
-    );
-    let new = report(&["-M", "pc-8.0"]);
-    // QEMU's PCI_ERR_UNC_MASK_DEFAULT: PCI_ERR_UNC_INTN | PCI_ERR_UNC_TLP_PRF_BLOCKED.
-    assert_eq!(
-        new.fact("aer", "uncor_mask").as_deref(),
-        Some("0x2400000"),
-        "{}",
-        new.transcript()
-    );
+    // pc-8.0: QEMU's PCI_ERR_UNC_MASK_DEFAULT (PCI_ERR_UNC_INTN |
+    // PCI_ERR_UNC_TLP_PRF_BLOCKED).
+    let cases = [("pc-7.2", "0x0"), ("pc-8.0", "0x2400000")];
+    follows_machine_type("aer", "uncor_mask", &cases);
 }
 
 #[test]
 fn command_line_names_devices() {
     require_kvm!();
     let f = report(&[]);
-    let cmdline = f
-        .lines
-        .iter()
-        .find(|l| l.starts_with("cmdline: "))
-        .expect("cmdline line");
+    let cmdline = vmm_guest::parse_report(&f.stdout())
+        .cmdline
+        .unwrap_or_else(|| panic!("no cmdline line\n{}", f.transcript()));
     assert!(
         cmdline.contains("virtio_mmio.device=4K@0xd0000000:5"),
         "{cmdline}"
@@ -134,57 +126,31 @@ fn command_line_names_devices() {
     assert!(cmdline.ends_with("workload=report"), "{cmdline}");
 }
 
-/// Byte pattern the guest's `disk` workload writes into sector `s` (seq `s`).
-fn expected_sector(s: u64) -> Vec<u8> {
-    let mut v = format!("vmmguest seq={s} sector={s}\n").into_bytes();
-    for i in v.len()..512 {
-        v.push(((2 * s + i as u64) % 256) as u8);
-    }
-    v
-}
-
 #[test]
 fn disk_workload_data_reaches_the_image() {
     require_kvm!();
-    let img = TempFile::sized("disk", 1 << 20);
-    let drive = img.drive();
-    let f = run(
-        [
-            "run",
-            "-m",
-            MEM,
-            "--drive",
-            &drive,
-            "--append",
-            "workload=disk disk.count=64",
-        ],
-        T,
-    );
-    f.assert_success();
+    let img = TempPath::sized("disk", 1 << 20);
+    let f = boot_with(&img, "workload=disk disk.count=64", &[]);
     let d = f
-        .facts("disk")
-        .into_iter()
-        .find(|d| d.contains_key("checksum"))
-        .expect("disk result");
-    assert_eq!(
-        d.get("verify").map(String::as_str),
-        Some("ok"),
-        "{}",
+        .lines
+        .iter()
+        .find_map(|l| vmm_guest::parse_disk_result(l))
+        .unwrap_or_else(|| panic!("no disk result\n{}", f.transcript()));
+    assert!(
+        d.verify_ok && d.mismatches == 0 && d.flush == "ok" && d.sectors == 64,
+        "{d:?}\n{}",
         f.transcript()
     );
-    assert_eq!(
-        d.get("flush").map(String::as_str),
-        Some("ok"),
-        "{}",
-        f.transcript()
-    );
+    // 1 MiB: 2048 sectors.
+    assert_eq!(d.checksum, vmm_guest::expected_disk_checksum(64, 0, 2048));
     let data = std::fs::read(img.path()).expect("read image");
+    const SECTOR: usize = vmm_guest::SECTOR;
     for s in 0..64u64 {
-        let got = &data[(s * 512) as usize..((s + 1) * 512) as usize];
-        assert_eq!(got, expected_sector(s).as_slice(), "sector {s} differs");
+        let got = &data[s as usize * SECTOR..][..SECTOR];
+        assert_eq!(got, vmm_guest::sector_pattern(s, s), "sector {s} differs");
     }
     assert!(
-        data[64 * 512..].iter().all(|&b| b == 0),
+        data[64 * SECTOR..].iter().all(|&b| b == 0),
         "data beyond sector 63"
     );
 }
@@ -192,7 +158,7 @@ fn disk_workload_data_reaches_the_image() {
 #[test]
 fn power_off_exits_zero_and_serial_goes_to_a_file() {
     require_kvm!();
-    let out = TempFile::sized("serial", 0);
+    let out = TempPath::sized("serial", 0);
     let serial = format!("file:{}", out.path().display());
     let f = run(
         [
@@ -225,15 +191,13 @@ fn triple_fault_is_reported_with_registers() {
 #[test]
 fn reset_reboots_in_the_same_process() {
     require_kvm!();
-    let mut vmm =
-        crate::common::Vmm::spawn(["run", "-m", MEM, "--append", "workload=report after=reboot"]);
+    let mut vmm = Vmm::spawn(["run", "-m", MEM, "--append", "workload=report after=reboot"]);
     let pid = vmm.pid();
     for n in 1..=3 {
         assert!(
             vmm.wait_line(T, |l| l == "boot: ok").is_some(),
-            "boot {n} not seen\n{}\n{}",
-            vmm.seen().join("\n"),
-            vmm.stderr()
+            "boot {n} not seen\n{}",
+            vmm.transcript()
         );
     }
     assert_eq!(vmm.pid(), pid);
@@ -244,7 +208,7 @@ fn fails_cleanly(args: &[&str], needle: &str) {
     let f = run(args, T);
     assert!(!f.status.success(), "{}", f.transcript());
     assert!(
-        f.stderr.contains(needle),
+        flat(&f.stderr).contains(needle),
         "expected `{needle}`\n{}",
         f.transcript()
     );
@@ -290,28 +254,25 @@ fn bad_drive_option_is_a_clear_error() {
 #[test]
 fn malformed_descriptors_get_error_status() {
     require_kvm!();
+    // The status byte written, or `None` for a chain without one (which is
+    // only completed).
     for (k, kind, status) in [
-        (1, "short-header", "1"),
-        (2, "outside-ram", "1"),
-        (3, "no-status", "completed"),
+        (1, "short-header", Some(1)),
+        (2, "outside-ram", Some(1)),
+        (3, "no-status", None),
     ] {
-        let img = TempFile::sized("bad", 1 << 20);
-        let drive = img.drive();
-        let append = format!("workload=disk disk.bad={k}");
-        let f = run(
-            ["run", "-m", MEM, "--drive", &drive, "--append", &append],
-            T,
-        );
-        f.assert_success();
+        let img = TempPath::sized("bad", 1 << 20);
+        let f = boot_with(&img, &format!("workload=disk disk.bad={k}"), &[]);
         let r = f
-            .facts("disk")
-            .into_iter()
-            .find(|d| d.get("kind").map(String::as_str) == Some(kind))
+            .lines
+            .iter()
+            .filter_map(|l| vmm_guest::parse_bad_request(l))
+            .find(|r| r.kind == kind)
             .unwrap_or_else(|| panic!("no bad-request line for {kind}\n{}", f.transcript()));
         assert_eq!(
-            r.get("status").map(String::as_str),
-            Some(status),
-            "{}",
+            (r.status, r.completed),
+            (status, status.is_none()),
+            "{r:?}\n{}",
             f.transcript()
         );
         assert!(
@@ -325,7 +286,7 @@ fn malformed_descriptors_get_error_status() {
 
 #[test]
 fn guest_elf_subcommand_writes_a_pvh_elf() {
-    let out = TempFile::sized("elf", 0);
+    let out = TempPath::sized("elf", 0);
     let f = run(["guest-elf", out.path().to_str().expect("utf-8 path")], T);
     f.assert_success();
     let elf = std::fs::read(out.path()).expect("elf");

@@ -16,22 +16,31 @@
 //! the check after a migration is the report after a reset; before it, the
 //! destination's pinned configuration is read through `ctl status`.
 
-use crate::common;
-use crate::matrix_cells::{Running, flat, migrate};
+use crate::common::{self, EXIT, Running, flat};
 use crate::require_kvm;
-use std::time::Duration;
 
 const MEM: &str = "64M";
 const AB: &str = "workload=ab ab.mib=1";
-const EXIT: Duration = Duration::from_secs(30);
-const BOOT: Duration = Duration::from_secs(30);
 const PROP: &str = "x-pcie-err-unc-mask";
 
+/// The AER mask the guest read at its last boot.
 fn aer_mask(lines: &[String]) -> Option<String> {
-    common::facts(lines, "aer")
-        .into_iter()
-        .rev()
-        .find_map(|f| f.get("uncor_mask").cloned())
+    common::facts(lines, "aer", "uncor_mask").pop()
+}
+
+/// A `pc-7.2` guest on release 8.0 running the `ab` workload.
+fn source_on_8_0() -> Running {
+    let args = [
+        "--as-release",
+        "8.0",
+        "-M",
+        "pc-7.2",
+        "-m",
+        MEM,
+        "--append",
+        AB,
+    ];
+    Running::ab_source(&args, "8.0 source")
 }
 
 /// The pinned `(device, value, provenance)` of [`PROP`] in a status answer.
@@ -75,7 +84,7 @@ fn assert_origin(st: &serde_json::Value, want: &str) {
 /// source keeps running.
 fn refused(src: &mut Running, dst_args: &[&str], want: &str, ctx: &str) {
     let (dst, uri) = Running::destination(dst_args, ctx);
-    let m = migrate(&src.sock, &uri);
+    let m = src.migrate(&uri);
     let d = dst.vmm.finish(EXIT);
     let (me, de) = (flat(&m.stderr), flat(&d.stderr));
     assert!(
@@ -93,19 +102,11 @@ fn refused(src: &mut Running, dst_args: &[&str], want: &str, ctx: &str) {
 
 /// A migration that must work; returns the destination, running.
 fn works(src: Running, dst_args: &[&str], ctx: &str) -> Running {
-    let ab = src.ab.clone();
     let (mut dst, uri) = Running::destination(dst_args, ctx);
-    let m = migrate(&src.sock, &uri);
+    let m = src.migrate(&uri);
     assert!(m.status.success(), "{ctx}\n{}", m.transcript());
-    let s = src.vmm.finish(EXIT);
-    assert!(s.status.success(), "{ctx}: source exit\n{}", s.transcript());
-    assert!(
-        dst.vmm.wait_stderr(BOOT, "incoming: running"),
-        "{ctx}\n{}",
-        dst.vmm.stderr()
-    );
+    src.handed_over(&mut dst, ctx);
     dst.assert_counting(ctx);
-    dst.ab = ab;
     dst
 }
 
@@ -113,8 +114,7 @@ fn works(src: Running, dst_args: &[&str], ctx: &str) -> Running {
 fn aer_mask_of_8_0_sticks_until_power_off() {
     require_kvm!();
     let on = format!("pci-device.{PROP}=on");
-    let ctx = "8.0 source";
-    let mut a = Running::source(&["--as-release", "8.0", "-M", "pc-7.2"], AB, ctx);
+    let mut a = source_on_8_0();
     let mask_8_0 = aer_mask(a.vmm.seen()).expect("the 8.0 guest's aer: line");
     assert_ne!(mask_8_0, "0x0", "8.0 presents the mask on pc-7.2");
 
@@ -170,27 +170,13 @@ fn aer_mask_of_8_0_sticks_until_power_off() {
     assert_eq!(st["release"], "next");
     assert_eq!(st["machine_type"], "pc-7.2");
     assert_eq!(pinned(&st), all_pinned("on", "stream"), "{st}");
-    let ab = d.ab.clone().expect("ab range");
-    d.verify_ab(&ab, "this build");
+    let ab = d.ab.expect("ab range");
+    d.verify_ab(ab, "this build");
+    d.ctl_ok(&["cont"], "this build");
 
     // A guest reset reboots with the pinned configuration.
     let mut d = d;
-    let r = common::run(
-        [
-            "ctl",
-            "--control",
-            &d.sock.0.display().to_string(),
-            "system-reset",
-        ],
-        EXIT,
-    );
-    assert!(r.status.success(), "system-reset\n{}", r.transcript());
-    let done = d.vmm.wait_line(BOOT, |l| l == "report: done");
-    assert!(
-        done.is_some(),
-        "no report after the reset\n{}",
-        d.vmm.stderr()
-    );
+    d.reset_and_report("system-reset");
     assert_eq!(
         aer_mask(d.vmm.seen()).as_deref(),
         Some(mask_8_0.as_str()),
@@ -224,7 +210,7 @@ fn aer_mask_of_8_0_sticks_until_power_off() {
 #[test]
 fn adopting_from_8_0_names_the_erratum_and_7_2_cannot_adopt_it() {
     require_kvm!();
-    let a = Running::source(&["--as-release", "8.0", "-M", "pc-7.2"], AB, "8.0 source");
+    let a = source_on_8_0();
     let mut b = works(a, &["--as-release", "8.0.1"], "8.0 -> 8.0.1 adopting");
     let st = b.status("8.0.1 adopting");
     assert_eq!(pinned(&st), all_pinned("on", "stream"), "{st}");
@@ -235,15 +221,7 @@ fn adopting_from_8_0_names_the_erratum_and_7_2_cannot_adopt_it() {
         &format!("release 7.2 cannot present `pci-device.{PROP} = on`"),
         "8.0.1 (adopted) -> 7.2 adopting",
     );
-    let text = common::run(
-        [
-            "ctl",
-            "--control",
-            &b.sock.0.display().to_string(),
-            "status",
-        ],
-        EXIT,
-    );
+    let text = b.ctl_ok(&["status"], "8.0.1 (adopted)");
     assert!(
         text.lines
             .iter()
