@@ -34,22 +34,31 @@ pub const EXIT: Duration = Duration::from_secs(30);
 /// A running `ab` guest prints a `pass=` line every 0.3–0.5 s.
 pub const COUNTING: Duration = Duration::from_secs(10);
 
-/// True if `/dev/kvm` is usable; tests that boot a guest skip (with a
-/// message) where it is not.
-pub fn kvm_available() -> bool {
-    std::fs::OpenOptions::new()
+/// True if `/dev/kvm` is usable. Without it a test that boots a guest
+/// cannot test anything: under `CI` it fails here (it must not pass
+/// vacuously); elsewhere it prints `SKIP: ...` and the caller returns.
+pub fn kvm_or_skip() -> bool {
+    let err = match std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open("/dev/kvm")
-        .is_ok()
+    {
+        Ok(_) => return true,
+        Err(e) => e,
+    };
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set but /dev/kvm is not usable: {err} (this test boots a guest on KVM)");
+    }
+    eprintln!("SKIP: /dev/kvm is not usable: {err}");
+    false
 }
 
-/// Skips the calling test (returns early) when KVM is unavailable.
+/// Returns from the calling test when `/dev/kvm` is not usable (see
+/// [`kvm_or_skip`]: under `CI` the test fails instead).
 #[macro_export]
 macro_rules! require_kvm {
     () => {
-        if !$crate::common::kvm_available() {
-            eprintln!("skipped: /dev/kvm is not available on this machine");
+        if !$crate::common::kvm_or_skip() {
             return;
         }
     };
