@@ -5,6 +5,8 @@
 //! `REFERENCE_QEMU=/path/to/qemu-system-x86_64` is set) and `/dev/kvm` is
 //! usable; otherwise every test prints why it is skipped and passes.
 
+use std::ffi::OsStr;
+use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -12,6 +14,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use vmm_guest::*;
+
+/// How long a guest may take to reach what a test waits for.
+const BOOT: Duration = Duration::from_secs(30);
 
 fn qemu() -> Option<PathBuf> {
     let path = match std::env::var_os("REFERENCE_QEMU") {
@@ -38,6 +43,12 @@ fn qemu() -> Option<PathBuf> {
     Some(path)
 }
 
+/// The reference QEMU (see [`qemu`]) and a fresh scratch directory for
+/// the test `name`.
+fn setup(name: &str) -> Option<(PathBuf, PathBuf)> {
+    Some((qemu()?, scratch(name)))
+}
+
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("vmm-guest-qemu-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -48,18 +59,29 @@ fn scratch(name: &str) -> PathBuf {
 struct Vm {
     child: Child,
     serial: PathBuf,
+    stderr: PathBuf,
 }
 
 impl Vm {
     /// Starts QEMU microvm with the guest, serial to a file, `-no-reboot`
     /// (a triple fault or reboot ends QEMU), plus `extra` arguments.
-    fn start(qemu: &Path, dir: &Path, append: &str, extra: &[&str]) -> Vm {
+    fn start(qemu: &Path, dir: &Path, append: &str, extra: &[impl AsRef<OsStr>]) -> Vm {
         Vm::start_elf(qemu, ELF_PATH, dir, append, extra)
     }
 
-    fn start_elf(qemu: &Path, elf: &str, dir: &Path, append: &str, extra: &[&str]) -> Vm {
+    fn start_elf(
+        qemu: &Path,
+        elf: &str,
+        dir: &Path,
+        append: &str,
+        extra: &[impl AsRef<OsStr>],
+    ) -> Vm {
         let serial = dir.join("serial.txt");
+        let stderr = dir.join("stderr.txt");
         let child = Command::new(qemu)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(File::create(&stderr).expect("qemu stderr file"))
             .args([
                 "-M",
                 "microvm,pcie=on",
@@ -77,12 +99,13 @@ impl Vm {
             .arg("-append")
             .arg(append)
             .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
             .spawn()
             .expect("start qemu");
-        Vm { child, serial }
+        Vm {
+            child,
+            serial,
+            stderr,
+        }
     }
 
     fn output(&self) -> String {
@@ -94,8 +117,7 @@ impl Vm {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
-                let mut err = String::new();
-                let _ = self.child.stderr.take().unwrap().read_to_string(&mut err);
+                let err = std::fs::read_to_string(&self.stderr).unwrap_or_default();
                 assert!(status.success(), "qemu failed: {status}: {err}");
                 return self.output();
             }
@@ -168,13 +190,19 @@ impl Monitor {
     }
 }
 
-fn blk_args(image: &Path, props: &str) -> Vec<String> {
-    vec![
+/// A zero-filled `size`-byte disk image `dir/disk.img` and the QEMU
+/// arguments that attach it as a virtio-blk device with `props`, then `more`.
+fn disk(dir: &Path, size: u64, props: &str, more: &[&str]) -> (PathBuf, Vec<String>) {
+    let image = dir.join("disk.img");
+    File::create(&image).unwrap().set_len(size).unwrap();
+    let mut args = vec![
         "-drive".into(),
         format!("id=d0,file={},format=raw,if=none", image.display()),
         "-device".into(),
         format!("virtio-blk-device,drive=d0{props}"),
-    ]
+    ];
+    args.extend(more.iter().map(|a| a.to_string()));
+    (image, args)
 }
 
 fn virtio_arg() -> String {
@@ -183,21 +211,16 @@ fn virtio_arg() -> String {
 
 #[test]
 fn report_under_qemu() {
-    let Some(q) = qemu() else { return };
-    let dir = scratch("report");
-    let image = dir.join("disk.img");
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(8 << 20)
-        .unwrap();
-    let mut extra = blk_args(&image, ",num-queues=2");
-    extra.extend(["-device".into(), "pcie-root-port,id=rp0,chassis=1".into()]);
-    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let Some((q, dir)) = setup("report") else {
+        return;
+    };
+    let root_port = ["-device", "pcie-root-port,id=rp0,chassis=1"];
+    let (_, extra) = disk(&dir, 8 << 20, ",num-queues=2", &root_port);
     let append = format!(
         "workload=report pci.ecam={QEMU_MICROVM_ECAM:#x} {}",
         virtio_arg()
     );
-    let out = Vm::start(&q, &dir, &append, &extra).wait_exit(Duration::from_secs(30));
+    let out = Vm::start(&q, &dir, &append, &extra).wait_exit(BOOT);
     assert!(out.starts_with("boot: ok\n"), "{out}");
     let r = parse_report(&out);
     assert!(r.boot_ok && r.pvh_ok && r.done, "{out}");
@@ -234,20 +257,15 @@ fn report_under_qemu() {
 
 #[test]
 fn disk_under_qemu() {
-    let Some(q) = qemu() else { return };
-    let dir = scratch("disk");
-    let image = dir.join("disk.img");
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
-    let extra = blk_args(&image, "");
-    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let Some((q, dir)) = setup("disk") else {
+        return;
+    };
+    let (image, extra) = disk(&dir, 1 << 20, "", &[]);
     let append = format!(
         "workload=disk disk.count=64 disk.start=100 {}",
         virtio_arg()
     );
-    let out = Vm::start(&q, &dir, &append, &extra).wait_exit(Duration::from_secs(30));
+    let out = Vm::start(&q, &dir, &append, &extra).wait_exit(BOOT);
     let res = out
         .lines()
         .find_map(parse_disk_result)
@@ -272,15 +290,9 @@ fn bad_requests_under_qemu() {
     let Some(q) = qemu() else { return };
     for (bad, kind) in [(1, "short-header"), (2, "outside-ram"), (3, "no-status")] {
         let dir = scratch(&format!("bad{bad}"));
-        let image = dir.join("disk.img");
-        std::fs::File::create(&image)
-            .unwrap()
-            .set_len(1 << 20)
-            .unwrap();
-        let extra = blk_args(&image, "");
-        let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+        let (_, extra) = disk(&dir, 1 << 20, "", &[]);
         let append = format!("workload=disk disk.bad={bad} {}", virtio_arg());
-        let out = Vm::start(&q, &dir, &append, &extra).wait_exit(Duration::from_secs(30));
+        let out = Vm::start(&q, &dir, &append, &extra).wait_exit(BOOT);
         let b = out
             .lines()
             .find_map(parse_bad_request)
@@ -291,10 +303,11 @@ fn bad_requests_under_qemu() {
 
 #[test]
 fn idle_under_qemu() {
-    let Some(q) = qemu() else { return };
-    let dir = scratch("idle");
-    let mut vm = Vm::start(&q, &dir, "workload=idle", &[]);
-    vm.wait_for("idle: halted\n", Duration::from_secs(30));
+    let Some((q, dir)) = setup("idle") else {
+        return;
+    };
+    let mut vm = Vm::start(&q, &dir, "workload=idle", &[] as &[&str]);
+    vm.wait_for("idle: halted\n", BOOT);
     std::thread::sleep(Duration::from_millis(300));
     assert!(
         vm.child.try_wait().unwrap().is_none(),
@@ -304,10 +317,11 @@ fn idle_under_qemu() {
 
 #[test]
 fn crash_under_qemu() {
-    let Some(q) = qemu() else { return };
-    let dir = scratch("crash");
+    let Some((q, dir)) = setup("crash") else {
+        return;
+    };
     // -no-reboot: the triple fault after the panic line ends QEMU.
-    let out = Vm::start(&q, &dir, "crash=1", &[]).wait_exit(Duration::from_secs(30));
+    let out = Vm::start(&q, &dir, "crash=1", &[] as &[&str]).wait_exit(BOOT);
     let p = out
         .lines()
         .find_map(parse_panic)
@@ -318,13 +332,12 @@ fn crash_under_qemu() {
 
 #[test]
 fn ab_under_qemu() {
-    let Some(q) = qemu() else { return };
-    let dir = scratch("ab");
+    let Some((q, dir)) = setup("ab") else { return };
     let sock = dir.join("monitor.sock");
     let monitor = format!("unix:{},server=on,wait=off", sock.display());
     // -monitor none in Vm::start is overridden by this later -monitor.
     let mut vm = Vm::start(&q, &dir, "workload=ab ab.mib=16", &["-monitor", &monitor]);
-    let out = vm.wait_for("ab: pass=1\n", Duration::from_secs(30));
+    let out = vm.wait_for("ab: pass=1\n", BOOT);
     let range = out
         .lines()
         .find_map(parse_ab_start)
@@ -351,20 +364,14 @@ fn ab_under_qemu() {
 
 #[test]
 fn trapped_port_io_under_qemu() {
-    let Some(q) = qemu() else { return };
-    let dir = scratch("trap-io");
-    let image = dir.join("disk.img");
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
-    let extra = blk_args(&image, "");
-    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let Some((q, dir)) = setup("trap-io") else {
+        return;
+    };
+    let (_, extra) = disk(&dir, 1 << 20, "", &[]);
     // Serial output and the power-off port writes all go through the #GP
     // emulator (microvm then powers off through the GED MMIO write).
     let append = format!("workload=disk disk.count=8 {}", virtio_arg());
-    let out = Vm::start_elf(&q, ELF_TRAP_IO_PATH, &dir, &append, &extra)
-        .wait_exit(Duration::from_secs(30));
+    let out = Vm::start_elf(&q, ELF_TRAP_IO_PATH, &dir, &append, &extra).wait_exit(BOOT);
     assert!(parse_report(&out).done, "{out}");
     let res = out
         .lines()
@@ -375,19 +382,14 @@ fn trapped_port_io_under_qemu() {
 
 #[test]
 fn legacy_transport_under_qemu() {
-    let Some(q) = qemu() else { return };
-    let dir = scratch("legacy");
-    let image = dir.join("disk.img");
-    std::fs::File::create(&image)
-        .unwrap()
-        .set_len(1 << 20)
-        .unwrap();
-    let extra = blk_args(&image, "");
-    let mut extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let Some((q, dir)) = setup("legacy") else {
+        return;
+    };
     // A later -global wins: back to QEMU's default legacy transport.
-    extra.extend(["-global", "virtio-mmio.force-legacy=true"]);
+    let legacy = ["-global", "virtio-mmio.force-legacy=true"];
+    let (_, extra) = disk(&dir, 1 << 20, "", &legacy);
     let append = format!("workload=disk disk.count=16 {}", virtio_arg());
-    let out = Vm::start(&q, &dir, &append, &extra).wait_exit(Duration::from_secs(30));
+    let out = Vm::start(&q, &dir, &append, &extra).wait_exit(BOOT);
     let r = parse_report(&out);
     assert_eq!(r.virtio[0].version, 1, "{out}");
     let res = out
