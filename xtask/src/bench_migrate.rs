@@ -84,19 +84,20 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("free port: {e}"))
 }
 
-/// True if some socket listens on TCP `port` (`/proc/net/tcp{,6}`, state 0A).
-fn tcp_listening(port: u16) -> bool {
-    let want = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
-        std::fs::read_to_string(f).is_ok_and(|t| {
-            t.lines().skip(1).any(|l| {
-                let mut it = l.split_whitespace();
-                let local = it.nth(1).unwrap_or("");
-                let state = it.nth(1).unwrap_or("");
-                local.ends_with(&want) && state == "0A"
-            })
-        })
-    })
+/// What a `vmm run --incoming` destination says once it listens.
+const LISTENING: &str = "incoming: waiting on ";
+
+/// The URI a destination started with `--incoming tcp:127.0.0.1:0` listens
+/// on, from its own stderr line (bounded wait).
+fn listening_uri(dst: &Proc) -> Result<String, String> {
+    wait_for(READY, "the destination to listen", || {
+        dst.stderr().contains(LISTENING)
+    })?;
+    let err = dst.stderr();
+    err.lines()
+        .find_map(|l| l.strip_prefix(LISTENING))
+        .map(|u| u.trim().to_string())
+        .ok_or_else(|| format!("no `{LISTENING}` line: {err}"))
 }
 
 /// Polls `cond` every 5 ms for up to `timeout`.
@@ -155,12 +156,10 @@ fn run_vmm(vmm: &Path, case: &Case) -> Result<Sample, String> {
     let src = Proc::spawn(c)?;
     src.wait_line(READY, case.ready_line())?;
     wait_for(READY, "the source's control socket", || sock.exists())?;
-    let port = free_port()?;
-    let uri = format!("tcp:127.0.0.1:{port}");
     let mut c = Command::new(vmm);
-    c.args(["run", "--incoming", &uri]);
+    c.args(["run", "--incoming", "tcp:127.0.0.1:0"]);
     let dst = Proc::spawn(c)?;
-    wait_for(READY, "the destination to listen", || tcp_listening(port))?;
+    let uri = listening_uri(&dst)?;
 
     let watch = CpuWatch::start(src.pid(), dst.pid());
     let t0 = Instant::now();

@@ -3,7 +3,7 @@
 //! `query-migrate` and from its STOP and RESUME events.
 
 use super::cpu::CpuWatch;
-use super::{Case, READY, Sample, free_port, tcp_listening, wait_for};
+use super::{Case, READY, Sample, free_port, wait_for};
 use crate::bench_vmm::{Proc, reference_qemu};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
@@ -116,8 +116,9 @@ pub fn run_qemu(qemu: &Path, case: &Case) -> Result<Sample, String> {
     let mut c = qemu_cmd(qemu, case, &dq, "dst");
     c.args(["-incoming", &uri]);
     let dst = Proc::spawn(c)?;
+    // QEMU binds `-incoming tcp:` during start-up, before its main loop
+    // answers QMP: once QMP answers, the destination listens.
     let mut dqmp = Qmp::connect(&dq)?;
-    wait_for(READY, "the destination to listen", || tcp_listening(port))?;
 
     // vmm throttles a guest that does not converge; so does QEMU with auto-converge.
     sqmp.cmd(
