@@ -1,9 +1,11 @@
 //! Boots the embedded guest under the reference VMM (Debian's QEMU 7.2,
 //! `-M microvm -enable-kvm -kernel`) and checks its serial output.
 //!
-//! Runs only when `scripts/reference-qemu.sh` has been run (or
-//! `REFERENCE_QEMU=/path/to/qemu-system-x86_64` is set) and `/dev/kvm` is
-//! usable; otherwise every test prints why it is skipped and passes.
+//! Needs the reference QEMU (`scripts/reference-qemu.sh` fetches it into
+//! `target/reference-qemu`, or `REFERENCE_QEMU=/path/to/qemu-system-x86_64`
+//! names one) and a usable `/dev/kvm`. Without them a test cannot run what
+//! it tests: under `CI` it fails saying what is missing; elsewhere it prints
+//! `SKIP: ...` and passes.
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -18,29 +20,39 @@ use vmm_guest::*;
 /// How long a guest may take to reach what a test waits for.
 const BOOT: Duration = Duration::from_secs(30);
 
+/// The reference QEMU, if it and `/dev/kvm` are usable. Otherwise: under
+/// `CI` the test fails here; elsewhere it says SKIP and gets `None`.
 fn qemu() -> Option<PathBuf> {
-    let path = match std::env::var_os("REFERENCE_QEMU") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/reference-qemu/qemu-system-x86_64"),
+    let (path, named_by) = match std::env::var_os("REFERENCE_QEMU") {
+        Some(p) => (PathBuf::from(p), "REFERENCE_QEMU"),
+        None => (
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../target/reference-qemu/qemu-system-x86_64"),
+            "the default path; REFERENCE_QEMU is not set",
+        ),
     };
-    if !path.exists() {
-        eprintln!(
-            "SKIP: reference QEMU not found at {} (run scripts/reference-qemu.sh)",
-            path.display()
-        );
-        return None;
-    }
-    if std::fs::OpenOptions::new()
+    let kvm = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open("/dev/kvm")
-        .is_err()
-    {
-        eprintln!("SKIP: /dev/kvm is not usable");
-        return None;
+        .open("/dev/kvm");
+    let missing = if !path.exists() {
+        format!(
+            "the reference QEMU is not usable: no {} ({named_by}); run \
+             scripts/reference-qemu.sh (it fetches Debian's QEMU 7.2 into \
+             target/reference-qemu and prints its path) or set \
+             REFERENCE_QEMU=/path/to/qemu-system-x86_64",
+            path.display()
+        )
+    } else if let Err(e) = kvm {
+        format!("/dev/kvm is not usable: {e} (these tests boot the guest under QEMU with KVM)")
+    } else {
+        return Some(path);
+    };
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set but {missing}");
     }
-    Some(path)
+    eprintln!("SKIP: {missing}");
+    None
 }
 
 /// The reference QEMU (see [`qemu`]) and a fresh scratch directory for
