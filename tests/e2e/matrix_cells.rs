@@ -208,7 +208,7 @@ fn seed_cases_1_to_6_over_5_1_and_5_2() {
         let f = common::run(&args, EXIT);
         assert!(
             !f.status.success()
-                && flat(&f.stderr).contains("release 5.1 does not know machine type `pc-5.2`")
+                && f.stderr.contains("release 5.1 does not know machine type `pc-5.2`")
                 && f.lines.iter().all(|l| l.trim().is_empty()),
             "case 4 {args:?}\n{}",
             f.transcript()
@@ -275,7 +275,7 @@ fn as_release_presents_the_locks_register_values() {
     assert_eq!(aer(&["--as-release", "8.0", "-M", "pc-8.0"]), r80);
     let f = common::run(["run", "--as-release", "9.9", "-M", "pc-7.2"], EXIT);
     assert!(
-        !f.status.success() && flat(&f.stderr).contains("release `9.9` has no lock"),
+        !f.status.success() && f.stderr.contains("release `9.9` has no lock"),
         "{}",
         f.transcript()
     );

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::common::{Finished, TempPath, Vmm, flat, run};
+use crate::common::{Finished, TempPath, Vmm, run};
 use crate::require_kvm;
 
 const T: Duration = Duration::from_secs(60);
@@ -208,7 +208,7 @@ fn fails_cleanly(args: &[&str], needle: &str) {
     let f = run(args, T);
     assert!(!f.status.success(), "{}", f.transcript());
     assert!(
-        flat(&f.stderr).contains(needle),
+        f.stderr.contains(needle),
         "expected `{needle}`\n{}",
         f.transcript()
     );

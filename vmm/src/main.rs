@@ -36,8 +36,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => vmm::cli::demo::main(&args),
         Command::Introspect(cmd) => vmm::cli::introspect::main(cmd),
         Command::DumpVmstate(args) => vmm::cli::dump_vmstate::main(&args),
-        Command::Ctl(args) => exit_with(vmm::cli::ctl::ctl(&args).into_diagnostic()),
-        Command::Migrate(args) => exit_with(vmm::cli::ctl::migrate(&args).into_diagnostic()),
+        Command::Ctl(args) => exit_with(|| vmm::cli::ctl::ctl(&args).into_diagnostic()),
+        Command::Migrate(args) => exit_with(|| vmm::cli::ctl::migrate(&args).into_diagnostic()),
         Command::Run(args) => vmm::cli::run::main(args),
         Command::GuestElf { path } => vmm::cli::run::guest_elf(&path),
     }

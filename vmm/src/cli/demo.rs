@@ -368,5 +368,5 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
 
 /// Entry point of `vmm demo`: exit 0 only when the image is consistent.
 pub fn main(args: &DemoArgs) -> ExitCode {
-    super::exit_with(run(args).map_err(miette::Report::new))
+    super::exit_with(|| run(args).map_err(miette::Report::new))
 }

@@ -9,13 +9,14 @@ pub mod run;
 
 use std::process::ExitCode;
 
-/// Ends a subcommand: exit 0, or the error as a one-line miette diagnostic
-/// on stderr (scripts and tests grep these) and exit 1.
-pub fn exit_with(r: miette::Result<()>) -> ExitCode {
+/// Runs a subcommand: exit 0, or its error as a one-line miette diagnostic
+/// on stderr (scripts and tests grep these) and exit 1. The hook is set
+/// before `f` runs: a report takes its handler when it is made.
+pub fn exit_with(f: impl FnOnce() -> miette::Result<()>) -> ExitCode {
     let _ = miette::set_hook(Box::new(|_| {
         Box::new(miette::MietteHandlerOpts::new().wrap_lines(false).build())
     }));
-    match r {
+    match f() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e:?}");

@@ -464,7 +464,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
 /// Entry point of `vmm run`: exit code 0 on guest power-off, 1 otherwise.
 pub fn main(args: RunArgs) -> ExitCode {
     crate::cli::logger::init();
-    super::exit_with(run(&args).map_err(miette::Report::new))
+    super::exit_with(|| run(&args).map_err(miette::Report::new))
 }
 
 /// Entry point of `vmm guest-elf PATH`: writes the embedded guest ELF.
