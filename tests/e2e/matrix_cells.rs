@@ -208,7 +208,8 @@ fn seed_cases_1_to_6_over_5_1_and_5_2() {
         let f = common::run(&args, EXIT);
         assert!(
             !f.status.success()
-                && f.stderr.contains("release 5.1 does not know machine type `pc-5.2`")
+                && f.stderr
+                    .contains("release 5.1 does not know machine type `pc-5.2`")
                 && f.lines.iter().all(|l| l.trim().is_empty()),
             "case 4 {args:?}\n{}",
             f.transcript()
