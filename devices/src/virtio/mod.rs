@@ -47,6 +47,12 @@ pub trait VirtioDevice: Send {
     fn state(&self) -> VirtioDeviceState;
     /// Restores [`state`](Self::state); false if it belongs to another device type.
     fn restore(&mut self, state: &VirtioDeviceState) -> bool;
+    /// What the guest sees of the device's backend, as `(fact, value)`
+    /// (a disk's capacity, read-only state, block size, serial): compared
+    /// between the two sides of a migration like any property.
+    fn backend_facts(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
 }
 
 /// Device-specific virtio state, per device type.

@@ -30,6 +30,7 @@ use compat_runtime::VmStateDesc;
 
 const STATUS_FEATURES_OK: u32 = 8;
 const BLK: &str = VIRTIO_BLK_DEVICE.name;
+const MMIO: &str = VIRTIO_MMIO.name;
 
 fn to_mmio(s: &MmioTransportState) -> VirtioMmioState {
     VirtioMmioState {
@@ -242,6 +243,24 @@ impl Persist for MmioTransport {
         let m: VirtioMmioState = persist::decode(picked[0], gate)?;
         let b: VirtioBlkDeviceState = persist::decode(picked[1], gate)?;
         let st = from_sections(&self.state(), &m, &b, picked[1].version_id)?;
+        // Queue counts and sizes are checked above; then the features.
+        let offered = self.device().avail_features();
+        for (section, field, acked) in [
+            (MMIO, "driver_features", m.driver_features),
+            (BLK, "features_acked", b.features_acked),
+        ] {
+            if acked & !offered != 0 {
+                return Err(PersistError::Mismatch {
+                    device: section.into(),
+                    field: field.into(),
+                    stream: format!("acked features {acked:#x}"),
+                    local: format!(
+                        "offered {offered:#x} (not offered: {:#x})",
+                        acked & !offered
+                    ),
+                });
+            }
+        }
         MmioTransport::restore(self, &st).map_err(|e| PersistError::BadValue {
             device: BLK.into(),
             field: "num_queues".into(),

@@ -42,6 +42,13 @@ pub enum BlockError {
     NoQueues,
 }
 
+/// How a disk without a serial number is spelled in [`VirtioDevice::backend_facts`].
+pub const NO_SERIAL: &str = "(none)";
+
+fn on_off(b: bool) -> &'static str {
+    if b { "on" } else { "off" }
+}
+
 /// A virtio-blk device on a raw image.
 pub struct Block {
     config: BlockConfig,
@@ -158,6 +165,21 @@ impl VirtioDevice for Block {
             }
         }
         f
+    }
+
+    fn backend_facts(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("capacity_sectors", self.capacity_sectors.to_string()),
+            ("logical_block_size", BLK_SIZE.to_string()),
+            ("read_only", on_off(self.config.read_only).into()),
+            (
+                "serial",
+                self.config
+                    .serial
+                    .clone()
+                    .unwrap_or_else(|| NO_SERIAL.into()),
+            ),
+        ]
     }
 
     fn ack_features(&mut self, features: u64) {

@@ -387,3 +387,56 @@ fn hostile_bytes_never_panic() {
     assert_eq!(t, saved.iter().map(|s| s.data.len()).sum::<usize>());
     assert!(c > 0);
 }
+
+/// `VIRTIO_BLK_F_RO`: acked by a driver of a read-only disk.
+const F_RO_BIT: u64 = 1 << 5;
+
+#[test]
+fn acked_features_must_be_offered_here() {
+    let rig = Rig::new("acked");
+    let mut a = rig.transport(2, true);
+    drive(&mut a, &rig.mem);
+    let saved = a.save_sections().unwrap();
+    let gate = |p: &str| a.gate(p);
+    let m: VirtioMmioState = persist::decode(&saved[0], gate).unwrap();
+    let b: VirtioBlkDeviceState = persist::decode(&saved[1], gate).unwrap();
+    // A source disk that was read-only: its driver acked F_RO, which this
+    // read-write disk does not offer.
+    let mut m_ro = m.clone();
+    m_ro.driver_features |= F_RO_BIT;
+    let mut b_ro = b.clone();
+    b_ro.features_acked |= F_RO_BIT;
+    for (mm, bb, field) in [
+        (&m_ro, &b, "virtio-mmio: field `driver_features`"),
+        (&m, &b_ro, "virtio-blk: field `features_acked`"),
+    ] {
+        let secs = vec![
+            persist::encode(mm, gate).unwrap(),
+            persist::encode(bb, gate).unwrap(),
+        ];
+        let mut dst = rig.transport(2, true);
+        let before = dst.state();
+        let msg = dst.restore_sections(&secs).unwrap_err().to_string();
+        assert!(
+            msg.contains(field) && msg.contains("not offered: 0x20"),
+            "{msg}"
+        );
+        assert_eq!(dst.state(), before, "a refused load changes nothing");
+    }
+}
+
+#[test]
+fn a_disk_reports_its_backend_facts() {
+    let rig = Rig::new("facts");
+    let t = rig.transport(1, true);
+    let facts = t.device().backend_facts();
+    assert_eq!(
+        facts,
+        [
+            ("capacity_sectors", "8".to_string()),
+            ("logical_block_size", "512".to_string()),
+            ("read_only", "off".to_string()),
+            ("serial", "persist".to_string()),
+        ]
+    );
+}
