@@ -17,7 +17,7 @@ mod paths;
 mod process;
 mod serial;
 
-pub use control::{Running, ctl, flat};
+pub use control::{Running, ctl, flat, json_of};
 pub use paths::TempPath;
 pub use process::{Finished, Vmm, run};
 pub use serial::{facts, hardware_report, max_pass};

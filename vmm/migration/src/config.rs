@@ -4,7 +4,7 @@
 //! effective configuration from the manifest.
 
 use super::compat_check::{LocalRelease, SectionSupport};
-use super::manifest::{GuestConfig, Manifest, PropValue, SectionInfo};
+use super::manifest::{DeviceInstance, GuestConfig, Manifest, PropValue, SectionInfo};
 use super::stream::format::FORMAT_VERSION;
 use compat_runtime::table::{Catalog, Provenance};
 use compat_runtime::value::Value;
@@ -102,13 +102,15 @@ pub fn adopt(
 }
 
 /// The manifest of a running guest: its effective configuration (which
-/// names the resolved machine type), RAM, vCPUs and device sections.
+/// names the resolved machine type), RAM, vCPUs, device sections and the
+/// device instances the guest sees.
 pub fn manifest(
     source_release: &str,
     cfg: &EffectiveConfig,
     ram_size: u64,
     vcpus: u32,
     sections: Vec<SectionInfo>,
+    devices: Vec<DeviceInstance>,
 ) -> Manifest {
     Manifest {
         format_version: FORMAT_VERSION,
@@ -118,6 +120,7 @@ pub fn manifest(
         vcpus,
         config: from_effective(cfg),
         sections,
+        devices,
     }
 }
 
@@ -257,7 +260,7 @@ mod tests {
     #[test]
     fn manifest_of_a_resolved_machine() {
         let b = base("pc");
-        let m = manifest("next", &b, 1 << 30, 2, vec![]);
+        let m = manifest("next", &b, 1 << 30, 2, vec![], vec![]);
         assert!(m.machine_type.starts_with("pc-") && m.machine_type == b.machine);
         assert_eq!(m.config, from_effective(&b));
         assert_eq!(

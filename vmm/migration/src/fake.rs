@@ -207,6 +207,7 @@ impl MigrationSource for FakeSource {
     fn manifest(&mut self) -> Result<Manifest, VmError> {
         Ok(Manifest {
             format_version: 1,
+            devices: Vec::new(),
             source_release: "test".into(),
             machine_type: self.machine_type.clone(),
             ram_size: self.spec.pages * PAGE_SIZE as u64,

@@ -6,8 +6,9 @@
 //! destination). Everything else here is plain Rust over those traits:
 //!
 //! - [`stream`]: the versioned wire format (`docs/stream.md`) and its hostile-input decoder;
-//! - [`manifest`] and [`compat_check`]: what the stream says about the guest, and the
-//!   destination's decision to accept, adopt or refuse it before any RAM moves;
+//! - [`manifest`], [`compat_check`] and [`instances`]: what the stream says about the
+//!   guest, and the destination's decision to accept, adopt or refuse it (its
+//!   configuration, its device instances) before any RAM moves;
 //! - [`transport`] and [`status`]: `tcp:`/`unix:`/`file:` URIs and the return channel;
 //! - [`precopy`] (source) and [`incoming`] (destination): the two drivers;
 //! - [`ab`]: the a-b memory-consistency rule, shared with the end-to-end tests.
@@ -18,6 +19,7 @@ pub mod compat_check;
 pub mod config;
 pub mod guest_ram;
 pub mod incoming;
+pub mod instances;
 pub mod manifest;
 pub mod precopy;
 pub mod progress;

@@ -38,6 +38,23 @@ pub struct SectionInfo {
     pub version_id: u32,
 }
 
+/// One device instance the guest sees: its id, type, where it sits, and the
+/// guest-visible facts of its backend (a disk's capacity, read-only state,
+/// block size and serial), values spelled as text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInstance {
+    /// Stable id (`virtio-blk0`): matched between source and destination.
+    pub id: String,
+    /// Device type (`virtio-blk-device`).
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Where the guest finds it (`virtio-mmio 0xd0000000 gsi 5`, `pci 00:01.0`).
+    pub addr: String,
+    /// Backend facts: fact → value.
+    #[serde(default)]
+    pub facts: BTreeMap<String, String>,
+}
+
 /// The stream's manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -55,6 +72,10 @@ pub struct Manifest {
     pub config: GuestConfig,
     /// Every device section the stream will carry, once each.
     pub sections: Vec<SectionInfo>,
+    /// Every device instance the guest sees (absent in a stream that does
+    /// not list them: then only `config` is compared).
+    #[serde(default)]
+    pub devices: Vec<DeviceInstance>,
 }
 
 impl Manifest {

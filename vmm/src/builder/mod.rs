@@ -5,6 +5,7 @@
 //! and reach every piece of state migration needs (see `vstate`).
 
 pub mod config;
+mod instances;
 pub mod layout;
 
 use std::fs::OpenOptions;

@@ -3,7 +3,8 @@
 use crate::control::ControlError;
 use crate::control::client::Client;
 use crate::control::protocol::{
-    DEFAULT_DOWNTIME_LIMIT_MS, Event, MigrateRequest, Request, VerifyAbRequest, VerifyAbResult,
+    DEFAULT_DOWNTIME_LIMIT_MS, DeviceInfo, Event, MigrateRequest, Request, StatusInfo,
+    VerifyAbRequest, VerifyAbResult,
 };
 use migration::precopy::{Outcome, Phase, Progress, Summary};
 use std::io::{IsTerminal, Write};
@@ -29,6 +30,13 @@ pub enum CtlCommand {
     /// Show the VM's state, machine type and pinned properties.
     Status {
         /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the running device instances: id, type, place, backend facts,
+    /// every property with its provenance (like the reference's `info qtree`).
+    Qtree {
+        /// Print the devices as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -112,7 +120,7 @@ pub fn ctl(args: &CtlArgs) -> Result<(), ControlError> {
     let req = match args.command {
         CtlCommand::Stop => Request::Stop,
         CtlCommand::Cont => Request::Cont,
-        CtlCommand::Status { .. } => Request::Status,
+        CtlCommand::Status { .. } | CtlCommand::Qtree { .. } => Request::Status,
         CtlCommand::Quit => Request::Quit,
         CtlCommand::MigrateCancel => Request::MigrateCancel,
         CtlCommand::SystemReset => Request::SystemReset,
@@ -134,6 +142,18 @@ pub fn ctl(args: &CtlArgs) -> Result<(), ControlError> {
                 "the a-b memory image is inconsistent: {}",
                 r.violation.as_deref().unwrap_or("?")
             )));
+        }
+        return Ok(());
+    }
+    if let CtlCommand::Qtree { json } = args.command {
+        let st: StatusInfo =
+            serde_json::from_value(v).map_err(|e| ControlError::Protocol(e.to_string()))?;
+        if json {
+            let text = serde_json::to_string(&st.devices)
+                .map_err(|e| ControlError::Protocol(e.to_string()))?;
+            println!("{text}");
+        } else {
+            print!("{}", qtree_text(&st.devices));
         }
         return Ok(());
     }
@@ -173,6 +193,25 @@ pub fn verify_text(r: &VerifyAbResult) -> String {
         ));
     }
     s
+}
+
+/// The device instances as an indented list, one block per instance.
+pub fn qtree_text(devices: &[DeviceInfo]) -> String {
+    let mut out = String::new();
+    for d in devices {
+        let i = &d.instance;
+        out.push_str(&format!(
+            "dev: {}, id \"{}\"\n  at {}\n",
+            i.type_name, i.id, i.addr
+        ));
+        for (k, v) in &i.facts {
+            out.push_str(&format!("  {k} = {v} (backend)\n"));
+        }
+        for (k, p) in &d.props {
+            out.push_str(&format!("  {k} = {} ({})\n", p.value, p.provenance));
+        }
+    }
+    out
 }
 
 fn status_text(v: &serde_json::Value) -> String {
@@ -307,6 +346,28 @@ pub fn summary_text(s: &Summary) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn qtree_lists_each_instance_with_facts_and_props() {
+        use migration::manifest::{DeviceInstance, PropValue};
+        let d = DeviceInfo {
+            instance: DeviceInstance {
+                id: "virtio-blk0".into(),
+                type_name: "virtio-blk-device".into(),
+                addr: "virtio-mmio 0xd0000000 gsi 5".into(),
+                facts: [("serial".to_string(), "AAA".to_string())].into(),
+            },
+            props: [(
+                "num-queues".to_string(),
+                PropValue::new("1", "hw_compat_5_1"),
+            )]
+            .into(),
+        };
+        assert_eq!(
+            qtree_text(&[d]),
+            "dev: virtio-blk-device, id \"virtio-blk0\"\n  at virtio-mmio 0xd0000000 gsi 5\n  serial = AAA (backend)\n  num-queues = 1 (hw_compat_5_1)\n"
+        );
+    }
 
     #[test]
     fn byte_counts() {

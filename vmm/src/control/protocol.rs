@@ -5,8 +5,10 @@
 //! any) followed by exactly one response line.
 
 use crate::builder::config::Origins;
+use migration::manifest::{DeviceInstance, PropValue};
 use migration::precopy::{Params, Progress};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// Default `--downtime-limit`, in milliseconds (like the reference).
@@ -149,6 +151,31 @@ impl PinnedProp {
     }
 }
 
+/// A running device instance as `status` (and `vmm ctl qtree`) shows it:
+/// id, type, place, backend facts, and the effective value and provenance
+/// of every property of its type.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    #[serde(flatten)]
+    pub instance: DeviceInstance,
+    #[serde(default)]
+    pub props: BTreeMap<String, PropValue>,
+}
+
+impl DeviceInfo {
+    /// Every instance of a running machine, with its type's properties.
+    pub fn of(instances: Vec<DeviceInstance>, cfg: &compat_runtime::EffectiveConfig) -> Vec<Self> {
+        let config = migration::config::from_effective(cfg);
+        instances
+            .into_iter()
+            .map(|instance| DeviceInfo {
+                props: config.get(&instance.type_name).cloned().unwrap_or_default(),
+                instance,
+            })
+            .collect()
+    }
+}
+
 /// The answer to `status`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatusInfo {
@@ -158,6 +185,9 @@ pub struct StatusInfo {
     pub release: String,
     #[serde(default)]
     pub pinned: Vec<PinnedProp>,
+    /// The running device instances (`vmm ctl qtree`).
+    #[serde(default)]
+    pub devices: Vec<DeviceInfo>,
     /// The last progress of a migration in flight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub migration: Option<Progress>,

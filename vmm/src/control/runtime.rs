@@ -5,7 +5,9 @@
 //! (`quit`, a migration handed over to the destination) are sent to the
 //! main loop as [`RunEvent`]s.
 
-use super::protocol::{BadPage, MigrateRequest, PinnedProp, Request, StatusInfo, VerifyAbResult};
+use super::protocol::{
+    BadPage, DeviceInfo, MigrateRequest, PinnedProp, Request, StatusInfo, VerifyAbResult,
+};
 use super::server::ControlHandler;
 use crate::builder::Machine;
 use crate::migrate::MachineSource;
@@ -127,18 +129,20 @@ impl ControlHandler for MachineHandler {
         let state = self.0.state();
         let migration = plock(&self.0.progress).clone();
         let guard = self.0.read();
-        let (machine_type, pinned) = match guard.as_ref() {
+        let (machine_type, pinned, devices) = match guard.as_ref() {
             Some(m) => (
                 m.config().machine.clone(),
                 PinnedProp::of(&m.config().effective, &m.config().origins),
+                DeviceInfo::of(m.instances(), &m.config().effective),
             ),
-            None => (String::new(), Vec::new()),
+            None => (String::new(), Vec::new(), Vec::new()),
         };
         Ok(StatusInfo {
             state: state.name().into(),
             machine_type,
             release: self.0.persona.release().into(),
             pinned,
+            devices,
             migration: if state == RunState::Migrating {
                 migration
             } else {

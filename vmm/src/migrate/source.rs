@@ -35,6 +35,7 @@ impl MigrationSource for MachineSource<'_> {
             ram,
             u32::from(cfg.vcpus),
             section_infos(self.m.devices())?,
+            self.m.instances(),
         );
         // `--as-release R`: R as the source release, R's section versions.
         self.persona.announce(&mut manifest, &cfg.origins);

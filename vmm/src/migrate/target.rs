@@ -11,9 +11,11 @@ use crate::vstate::vcpu::VmEvent;
 use compat_runtime::Override;
 use compat_runtime::deprecation::MachineUse;
 use devices::persist;
+use devices::virtio::block::NO_SERIAL;
 use migration::PAGE_SIZE;
 use migration::compat_check::{self, IncomingConfig};
 use migration::config as mconfig;
+use migration::instances;
 use migration::manifest::Manifest;
 use migration::stream::{Section, VcpuRecord};
 use migration::vm::{MigrationTarget, VmError};
@@ -164,8 +166,29 @@ impl<'a> MachineTarget<'a> {
         let mut cfg = bconfig::from_effective(&effective, &knobs, &req)
             .map_err(|e| VmError::new(format!("configuring the destination: {e}")))?;
         cfg.origins = origins;
+        if accepted.adopted {
+            adopt_serials(&mut cfg, m);
+        }
         self.adopted = accepted.adopted;
         Ok(cfg)
+    }
+}
+
+/// A destination adopting the stream's configuration also adopts each disk's
+/// serial number where its own `--drive` gives none (the serial belongs to the
+/// device; capacity and read-only state belong to the backend and must match).
+fn adopt_serials(cfg: &mut MachineConfig, m: &Manifest) {
+    for (i, b) in cfg.blocks.iter_mut().enumerate() {
+        let id = format!("virtio-blk{i}");
+        let serial = m
+            .devices
+            .iter()
+            .find(|d| d.id == id)
+            .and_then(|d| d.facts.get("serial"))
+            .filter(|s| s.as_str() != NO_SERIAL);
+        if b.config.serial.is_none() {
+            b.config.serial = serial.cloned();
+        }
     }
 }
 
@@ -211,6 +234,12 @@ impl MigrationTarget for MachineTarget<'_> {
                     l.name
                 )));
             }
+        }
+        // The same instances, with the same backends (capacity, read-only,
+        // serial), before any RAM moves. A stream that lists none (an older
+        // source) is compared by its configuration only.
+        if !m.devices.is_empty() {
+            instances::check(&m.devices, &machine.instances()).map_err(VmError::new)?;
         }
         let (tx, rx) = channel();
         machine

@@ -10,7 +10,7 @@ mod request;
 mod state;
 
 pub use config::BlockConfig;
-pub use device::{Block, BlockError};
+pub use device::{Block, BlockError, NO_SERIAL};
 pub use state::BlockState;
 
 /// Sector size of the virtio-blk request protocol.

@@ -17,6 +17,7 @@ fn config(num_queues: &str, mask: &str) -> GuestConfig {
 fn manifest() -> Manifest {
     Manifest {
         format_version: 1,
+        devices: Vec::new(),
         source_release: "8.0".into(),
         machine_type: "pc-7.2".into(),
         ram_size: 1 << 20,

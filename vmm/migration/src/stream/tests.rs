@@ -14,6 +14,7 @@ fn manifest(pages: u64, vcpus: u32, sections: &[(&str, u32)]) -> Manifest {
         .insert("num-queues".into(), PropValue::new("1", "hw_compat_5_1"));
     Manifest {
         format_version: FORMAT_VERSION,
+        devices: Vec::new(),
         source_release: "test".into(),
         machine_type: "pc-5.1".into(),
         ram_size: pages * PAGE_SIZE as u64,

@@ -27,6 +27,7 @@ impl ControlHandler for Fake {
     fn status(&self) -> Result<StatusInfo, VmError> {
         let paused = self.paused.load(Ordering::SeqCst);
         Ok(StatusInfo {
+            devices: Vec::new(),
             state: if paused { "paused" } else { "running" }.into(),
             machine_type: "pc-7.2".into(),
             release: "next".into(),
@@ -202,6 +203,7 @@ impl ControlHandler for VmHandler {
     fn status(&self) -> Result<StatusInfo, VmError> {
         let vm = self.vm.lock().map_err(VmError::new)?;
         Ok(StatusInfo {
+            devices: Vec::new(),
             state: if vm.is_paused() { "paused" } else { "running" }.into(),
             machine_type: vm.machine_type.clone(),
             release: "test".into(),

@@ -1,0 +1,154 @@
+//! Device instances across a live migration (issue 9): every instance the
+//! guest sees travels in the manifest with its backend's facts (capacity,
+//! read-only state, block size, serial); a destination whose disks differ
+//! refuses before any RAM moves, naming each instance and both values, and
+//! the source keeps running; one whose disks match runs the guest on with
+//! the same devices, adopting the serial numbers it was not given.
+
+use crate::common::{EXIT, Running, TempPath, json_of};
+use crate::require_kvm;
+
+const MIB: u64 = 1 << 20;
+
+/// `ctl qtree --json`: the running instances.
+fn qtree(r: &Running, ctx: &str) -> Vec<serde_json::Value> {
+    let f = r.ctl_ok(&["qtree", "--json"], ctx);
+    match json_of(&f, ctx) {
+        serde_json::Value::Array(a) => a,
+        other => panic!("{ctx}: qtree is not a list: {other}"),
+    }
+}
+
+/// `(id, fact)` of every disk instance in a qtree.
+fn disk_facts(tree: &[serde_json::Value], fact: &str) -> Vec<(String, String)> {
+    tree.iter()
+        .filter(|d| d["type"] == "virtio-blk-device")
+        .map(|d| {
+            let id = d["id"].as_str().unwrap_or("?").to_string();
+            (id, d["facts"][fact].as_str().unwrap_or("?").to_string())
+        })
+        .collect()
+}
+
+/// The source of the issue: two disks, 64 MiB `serial=AAA` and 32 MiB
+/// `serial=BBB,readonly=on`, the guest counting.
+fn two_disk_source(a: &TempPath, b: &TempPath) -> Running {
+    let d0 = format!("{},serial=AAA", a.drive());
+    let d1 = format!("{},serial=BBB,readonly=on", b.drive());
+    Running::ab_source(
+        &[
+            "-M",
+            "pc-7.2",
+            "-m",
+            "64M",
+            "--append",
+            "workload=ab",
+            "--drive",
+            &d0,
+            "--drive",
+            &d1,
+        ],
+        "two-disk source",
+    )
+}
+
+#[test]
+fn different_disks_are_refused_before_ram_naming_each_instance_and_value() {
+    require_kvm!();
+    let (a, b) = (
+        TempPath::sized("inst-a", 64 * MIB),
+        TempPath::sized("inst-b", 32 * MIB),
+    );
+    let mut src = two_disk_source(&a, &b);
+    let before = qtree(&src, "source");
+    assert_eq!(
+        disk_facts(&before, "serial"),
+        [
+            ("virtio-blk0".into(), "AAA".into()),
+            ("virtio-blk1".into(), "BBB".into())
+        ]
+    );
+    // Other disks: 16 MiB with another serial, 128 MiB read-write.
+    let (c, d) = (
+        TempPath::sized("inst-c", 16 * MIB),
+        TempPath::sized("inst-d", 128 * MIB),
+    );
+    let d0 = format!("{},serial=CCC", c.drive());
+    let (dst, uri) = Running::destination(&["--drive", &d0, "--drive", &d.drive()], "destination");
+    let m = src.migrate(&uri);
+    assert!(
+        !m.status.success(),
+        "migration succeeded\n{}",
+        m.transcript()
+    );
+    let dst_out = dst.vmm.finish(EXIT);
+    assert!(!dst_out.status.success(), "{}", dst_out.transcript());
+    assert!(
+        dst_out.lines.iter().all(|l| l.trim().is_empty()),
+        "the guest ran on the destination\n{}",
+        dst_out.transcript()
+    );
+    for want in [
+        "device virtio-blk0: capacity_sectors is 131072 on the source, 32768 here",
+        "device virtio-blk0: serial is AAA on the source, CCC here",
+        "device virtio-blk1: capacity_sectors is 65536 on the source, 262144 here",
+        "device virtio-blk1: read_only is on on the source, off here",
+    ] {
+        assert!(
+            m.stderr.contains(want),
+            "the source's report lacks `{want}`\n{}",
+            m.transcript()
+        );
+        assert!(
+            dst_out.stderr.contains(want),
+            "the destination's error lacks `{want}`\n{}",
+            dst_out.transcript()
+        );
+    }
+    // The serial of the read-only disk was not given here: adopted, not refused.
+    assert!(!m.stderr.contains("virtio-blk1: serial"), "{}", m.stderr);
+    src.assert_counting("after the refusal");
+    assert_eq!(
+        qtree(&src, "source after"),
+        before,
+        "the source's devices changed"
+    );
+}
+
+#[test]
+fn matching_disks_migrate_and_the_destination_adopts_their_serials() {
+    require_kvm!();
+    let (a, b) = (
+        TempPath::sized("inst-ma", 64 * MIB),
+        TempPath::sized("inst-mb", 32 * MIB),
+    );
+    let src = two_disk_source(&a, &b);
+    let before = qtree(&src, "source");
+    // The same images, no serials given: the destination adopts them.
+    let d1 = format!("{},readonly=on", b.drive());
+    let (mut dst, uri) =
+        Running::destination(&["--drive", &a.drive(), "--drive", &d1], "destination");
+    src.migrate_summary(&uri, "matching disks");
+    src.handed_over(&mut dst, "matching disks");
+    let after = qtree(&dst, "destination");
+    for fact in [
+        "capacity_sectors",
+        "read_only",
+        "serial",
+        "logical_block_size",
+    ] {
+        assert_eq!(
+            disk_facts(&after, fact),
+            disk_facts(&before, fact),
+            "{fact} changed across the migration"
+        );
+    }
+    let ids = |t: &[serde_json::Value]| -> Vec<String> {
+        t.iter()
+            .map(|d| format!("{} {} {}", d["id"], d["type"], d["addr"]))
+            .collect()
+    };
+    assert_eq!(ids(&after), ids(&before), "the instances changed");
+    dst.assert_counting("after the migration");
+    dst.quit("destination");
+}
