@@ -48,6 +48,16 @@ pub fn from_effective(e: &EffectiveConfig) -> GuestConfig {
         .collect()
 }
 
+/// The part of a configuration a migration compares: the device types the
+/// machine instantiates (its `devices` knob). Abstract types (`pci-device`)
+/// and types the machine never builds are not guest-visible as such: their
+/// values reach the guest only through an instantiated subtype, which
+/// carries every inherited property itself.
+pub fn instantiated(mut config: GuestConfig, types: &[&str]) -> GuestConfig {
+    config.retain(|t, _| types.contains(&t.as_str()));
+    config
+}
+
 /// Adopts a stream's configuration on top of `base`, this build's resolution
 /// of the same machine type: every value the stream has replaces the base's
 /// (marked [`Provenance::Stream`] where it differs); properties the stream

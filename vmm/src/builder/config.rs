@@ -159,6 +159,9 @@ pub struct MachineConfig {
     pub blocks: Vec<BlockDevice>,
     /// The PCIe root port, if the machine type has one.
     pub root_port: Option<PcieRootPortConfig>,
+    /// The device types the machine instantiates (its `devices` knob, as
+    /// the persona presents it): the part of `effective` a migration compares.
+    pub device_types: Vec<&'static str>,
     /// Where each value adopted from a migration stream was first set
     /// (empty unless adopted): travels with the guest until it powers off.
     pub origins: Origins,
@@ -256,6 +259,7 @@ pub fn from_effective(
 
     Ok(MachineConfig {
         origins: Origins::new(),
+        device_types: knobs.devices.to_vec(),
         machine: effective.machine.clone(),
         effective: effective.clone(),
         vcpus,

@@ -15,6 +15,10 @@ pub const VIRTIO_MMIO_MAX: usize = 16;
 pub const ECAM_BASE: u64 = 0xe000_0000;
 /// Device number of the PCIe root port on bus 0 (00.0 is the host bridge).
 pub const ROOT_PORT_DEVICE: u8 = 1;
+/// Device types a machine has at most one of, always at the same place:
+/// `--device TYPE,PROP=VALUE` configures that instance.
+pub const SINGLE_INSTANCE: &[&str] = &["isa-serial", "pcie-root-port"];
+
 /// Power-off and reset ports.
 pub const POWER: PowerPorts = PowerPorts {
     poweroff_port: 0x604,

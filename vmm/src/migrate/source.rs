@@ -37,6 +37,7 @@ impl MigrationSource for MachineSource<'_> {
             section_infos(self.m.devices())?,
             self.m.instances(),
         );
+        manifest.config = mconfig::instantiated(manifest.config, &cfg.device_types);
         // `--as-release R`: R as the source release, R's section versions.
         self.persona.announce(&mut manifest, &cfg.origins);
         Ok(manifest)

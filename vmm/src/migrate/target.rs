@@ -104,10 +104,15 @@ impl<'a> MachineTarget<'a> {
         let local = persona.local_release(&[&KVM_VM_DESC]);
         let overrides = self.settings.overrides.clone();
         let resolve = |mt: &str| -> Result<_, String> {
-            persona
+            let machine = catalog.machine_or_err(mt).map_err(|e| e.to_string())?;
+            let knobs = persona.knobs(machine).map_err(|e| e.to_string())?;
+            let e = persona
                 .effective(mt, &overrides)
-                .map(|e| mconfig::from_effective(&e))
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+            Ok(mconfig::instantiated(
+                mconfig::from_effective(&e),
+                knobs.devices,
+            ))
         };
         let how = if self.settings.adopts() {
             IncomingConfig::Adopt

@@ -2,7 +2,9 @@
 //! release `B`, and if not, exactly what differs.
 //!
 //! Migration works when both releases know `M`, present the same value for
-//! every guest-visible property and machine knob, and `B` loads every
+//! every guest-visible property of every device type `M` instantiates (its
+//! `devices` knob: abstract types such as `pci-device` and types the machine
+//! never builds are not compared) and every machine knob, and `B` loads every
 //! section `A` sends: the stream format and each section's version within
 //! `B`'s `[minimum, version]`, the same fields at that version, and every
 //! subsection `A` sends (its gate is on) known to `B` with the same fields.
@@ -241,7 +243,8 @@ fn property_diffs(
     parents: &BTreeMap<String, String>,
 ) -> Vec<Difference> {
     let mut raw: BTreeMap<(&str, &str), ValuePair> = BTreeMap::new();
-    let devices = sm.props.keys().chain(dm.props.keys());
+    let instantiated = |t: &&String| sm.devices.contains(t) || dm.devices.contains(t);
+    let devices = sm.props.keys().chain(dm.props.keys()).filter(instantiated);
     for dev in devices {
         let (s, d) = (sm.props.get(dev), dm.props.get(dev));
         for p in s.into_iter().chain(d).flat_map(|m| m.keys()) {

@@ -13,6 +13,7 @@ mod render;
 #[cfg(test)]
 mod tests;
 
+use crate::builder::layout;
 use compat_runtime::release::{Verdict, migrate_with};
 use compat_runtime::suggest::{did_you_mean, hint};
 use compat_runtime::version::cmp_release;
@@ -165,14 +166,38 @@ pub fn matrix(locks: &[&Lock], machines: &[String], catalog: &Catalog) -> Vec<Ce
                     machine: m.clone(),
                     source: src.release.clone(),
                     destination: dst.release.clone(),
-                    verdict: migrate_with(src, dst, m, &|t, p| {
+                    verdict: device_fix(migrate_with(src, dst, m, &|t, p| {
                         settable(catalog, &dst.release, t, p)
-                    }),
+                    })),
                 });
             }
         }
     }
     out
+}
+
+/// Spells a fix on a device type the machine has one instance of as the
+/// reference does, `--device TYPE,PROP=VALUE` (the seed's own fix for the
+/// 8.0 AER breakage); other types keep `-global TYPE.PROP=VALUE`.
+fn device_fix(v: Verdict) -> Verdict {
+    let Verdict::Fails { differences, fix } = v else {
+        return v;
+    };
+    let fix = fix
+        .into_iter()
+        .map(|f| {
+            let Some((ty, setting)) = f.strip_prefix("-global ").and_then(|g| g.split_once('.'))
+            else {
+                return f;
+            };
+            if layout::SINGLE_INSTANCE.contains(&ty) {
+                format!("--device {ty},{setting}")
+            } else {
+                f
+            }
+        })
+        .collect();
+    Verdict::Fails { differences, fix }
 }
 
 /// `vmm compat matrix`: writes the matrix to `out`.
