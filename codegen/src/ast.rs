@@ -123,6 +123,10 @@ pub struct PropAst {
     pub default: Option<Spanned<ScalarAst>>,
     #[serde(default)]
     pub doc: String,
+    /// `guest`, `stream` or `none` (required).
+    pub effect: Option<SStr>,
+    /// Why an `effect = "none"` property has no effect (required with it).
+    pub why: Option<SStr>,
 }
 
 #[derive(Debug, Deserialize)]

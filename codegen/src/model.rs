@@ -86,6 +86,15 @@ pub struct PropM {
     pub ty: PropType,
     pub default: Value,
     pub doc: String,
+    pub effect: EffectM,
+}
+
+/// What a property changes (`effect`, `why`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EffectM {
+    Guest,
+    Stream,
+    None { why: String },
 }
 
 /// A VMState description.

@@ -152,3 +152,39 @@ fn matching_disks_migrate_and_the_destination_adopts_their_serials() {
     dst.assert_counting("after the migration");
     dst.quit("destination");
 }
+
+#[test]
+fn a_property_without_effect_never_refuses_a_migration_and_a_visible_one_does() {
+    require_kvm!();
+    let src_args = ["-M", "pc-7.2", "-m", "64M", "--append", "workload=ab"];
+    let mut src = Running::ab_source(&src_args, "source");
+    // `slot` is in the root port's slot capabilities: refused, naming it.
+    let dst_args = [
+        "-M",
+        "pc-7.2",
+        "-m",
+        "64M",
+        "--device",
+        "pcie-root-port,slot=3",
+    ];
+    let (dst, uri) = Running::destination(&dst_args, "slot=3");
+    let m = src.migrate(&uri);
+    let d = dst.vmm.finish(EXIT);
+    let want = "property `pcie-root-port.slot` differs: the stream has 0, this destination has 3";
+    assert!(
+        !m.status.success() && m.stderr.contains(want) && d.stderr.contains(want),
+        "expected `{want}`\n{}\n{}",
+        m.transcript(),
+        d.transcript()
+    );
+    src.assert_counting("after the slot refusal");
+    // Link speed and width, chassis, ACPI index: no effect in this VMM
+    // (`effect = "none"` in compat/devices/pci.toml), so not compared.
+    let inert = "pcie-root-port,x-speed=8,x-width=4,chassis=5,acpi-index=2";
+    let dst_args = ["-M", "pc-7.2", "-m", "64M", "--device", inert];
+    let (mut dst, uri) = Running::destination(&dst_args, "inert properties");
+    src.migrate_summary(&uri, "inert properties");
+    src.handed_over(&mut dst, "inert properties");
+    dst.assert_counting("after the migration");
+    dst.quit("destination");
+}

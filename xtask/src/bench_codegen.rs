@@ -55,13 +55,13 @@ fn prop_def(i: usize, j: usize) -> (String, String) {
     let name = format!("t{i}-p{j}");
     let def = match j % 3 {
         0 => format!(
-            "{{ name = \"{name}\", type = \"bool\", default = \"on\", doc = \"synthetic\" }}"
+            "{{ name = \"{name}\", type = \"bool\", default = \"on\", doc = \"synthetic\", effect = \"guest\" }}"
         ),
         1 => format!(
-            "{{ name = \"{name}\", type = \"u32\", min = 1, max = 4096, default = \"64\", doc = \"synthetic\" }}"
+            "{{ name = \"{name}\", type = \"u32\", min = 1, max = 4096, default = \"64\", doc = \"synthetic\", effect = \"guest\" }}"
         ),
         _ => format!(
-            "{{ name = \"{name}\", type = \"enum\", variants = [\"a\", \"b\", \"c\"], default = \"a\", doc = \"synthetic\" }}"
+            "{{ name = \"{name}\", type = \"enum\", variants = [\"a\", \"b\", \"c\"], default = \"a\", doc = \"synthetic\", effect = \"guest\" }}"
         ),
     };
     (name, def)

@@ -45,7 +45,7 @@ pub use props::{AutoOr, PropsError};
 pub use release::{Lock, LockError, LockMachine, LockSection};
 
 pub use table::{
-    Catalog, Delta, DeltaEntry, Deprecation, DeviceType, Erratum, Family, Knobs, Lifecycle,
+    Catalog, Delta, DeltaEntry, Deprecation, DeviceType, Effect, Erratum, Family, Knobs, Lifecycle,
     MachineType, PropDef, PropTimeline, Provenance, Release, Step, TypeTimeline,
 };
 pub use value::{PropType, Value, ValueError};

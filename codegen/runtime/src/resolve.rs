@@ -52,6 +52,15 @@ impl Catalog {
         self.device_types.iter().find(|d| d.name == name)
     }
 
+    /// Whether a migration compares `ty.prop`: false for a property whose
+    /// effect is none here (unknown ones are compared: nothing passes
+    /// silently).
+    pub fn compared(&self, ty: &str, prop: &str) -> bool {
+        self.device_type(ty)
+            .and_then(|d| d.props.iter().find(|p| p.name == prop))
+            .is_none_or(|p| p.effect.compared())
+    }
+
     /// Whether `ty` is `ancestor` or one of its subtypes.
     pub fn is_subtype(&self, ty: &str, ancestor: &str) -> bool {
         self.device_type(ty)

@@ -41,6 +41,29 @@ pub struct DeviceType {
     pub vmstate: Option<&'static VmStateDesc>,
 }
 
+/// What a property changes, which decides whether a migration compares it
+/// (`effect` in `compat/devices/*.toml`, required for every property).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(tag = "effect", rename_all = "kebab-case")]
+pub enum Effect {
+    /// What the guest sees (registers, feature bits, config space): compared.
+    Guest,
+    /// The migration stream's features: compared (both ends must agree).
+    Stream,
+    /// Neither, in this VMM (`why` says why): never compared.
+    None {
+        /// Why the property has no effect here.
+        why: &'static str,
+    },
+}
+
+impl Effect {
+    /// Whether a migration compares a property with this effect.
+    pub const fn compared(self) -> bool {
+        !matches!(self, Effect::None { .. })
+    }
+}
+
 /// A property definition.
 #[derive(Debug, Serialize)]
 pub struct PropDef {
@@ -54,6 +77,9 @@ pub struct PropDef {
     pub default: Value,
     /// One-line description.
     pub doc: &'static str,
+    /// What it changes ([`Effect::Guest`] unless [`stream`](Self::stream)
+    /// or [`inert`](Self::inert)).
+    pub effect: Effect,
 }
 
 impl PropDef {
@@ -71,7 +97,20 @@ impl PropDef {
             ty,
             default,
             doc,
+            effect: Effect::Guest,
         }
+    }
+
+    /// The property changes the migration stream, not the guest.
+    pub const fn stream(mut self) -> Self {
+        self.effect = Effect::Stream;
+        self
+    }
+
+    /// The property changes nothing in this VMM, for reason `why`.
+    pub const fn inert(mut self, why: &'static str) -> Self {
+        self.effect = Effect::None { why };
+        self
     }
 }
 

@@ -3,7 +3,7 @@
 
 use super::names::upper;
 use super::tokens::{num, opt_str, prop_type, value, version};
-use crate::model::{LifecycleM, Model};
+use crate::model::{EffectM, LifecycleM, Model};
 use crate::resolve::Resolved;
 use proc_macro2::TokenStream;
 use quote::quote;
@@ -116,7 +116,12 @@ pub fn device_types(m: &Model) -> TokenStream {
         let props = t.props.iter().map(|p| {
             let (pn, owner, doc) = (&p.name, &p.owner, &p.doc);
             let (ty, def) = (prop_type(&p.ty), value(&p.default));
-            quote!(PropDef::new(#pn, #owner, #ty, #def, #doc))
+            let effect = match &p.effect {
+                EffectM::Guest => quote!(),
+                EffectM::Stream => quote!(.stream()),
+                EffectM::None { why } => quote!(.inert(#why)),
+            };
+            quote!(PropDef::new(#pn, #owner, #ty, #def, #doc) #effect)
         });
         let vm = match &t.vmstate {
             Some(_) => quote!(Some(&super::vmstate::#id)),

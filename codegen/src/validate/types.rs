@@ -3,7 +3,7 @@
 use super::{check_name, loc};
 use crate::ast::{DeviceAst, FileAst, PropAst};
 use crate::diag::Diag;
-use crate::model::{PropM, TypeM};
+use crate::model::{EffectM, PropM, TypeM};
 use compat_runtime::suggest::did_you_mean;
 use compat_runtime::{PropType, Value};
 use std::borrow::Cow;
@@ -220,13 +220,82 @@ fn prop(
             return None;
         }
     };
+    let effect = effect(file, owner, p, diags)?;
     Some(PropM {
         name: p.name.get_ref().clone(),
         owner: owner.to_string(),
         ty,
         default,
         doc: p.doc.clone(),
+        effect,
     })
+}
+
+/// Every property says what it changes: the guest (compared), the migration
+/// stream (compared), or nothing in this VMM (`none`, with `why`; never
+/// compared).
+fn effect(file: usize, owner: &str, p: &PropAst, diags: &mut Vec<Diag>) -> Option<EffectM> {
+    let name = p.name.get_ref();
+    let Some(e) = &p.effect else {
+        diags.push(
+            Diag::error(
+                "compat::no-effect",
+                &loc(file, &p.name),
+                format!("property {owner}.{name} does not say what it changes"),
+                "add `effect = ...`",
+            )
+            .help("effect = \"guest\" (the guest sees it), \"stream\" (it selects a migration stream feature) or \"none\" with why = \"...\" (no effect in this VMM: never compared)"),
+        );
+        return None;
+    };
+    let why = p.why.as_ref().map(|w| w.get_ref().trim().to_string());
+    match (e.get_ref().as_str(), why) {
+        ("guest", None) => Some(EffectM::Guest),
+        ("stream", None) => Some(EffectM::Stream),
+        ("none", Some(why)) if !why.is_empty() => Some(EffectM::None { why }),
+        ("none", _) => {
+            diags.push(
+                Diag::error(
+                    "compat::no-effect",
+                    &loc(file, e),
+                    format!("property {owner}.{name} has no effect but does not say why"),
+                    "here",
+                )
+                .help(
+                    "add why = \"...\": the reason it changes nothing the guest or the stream sees",
+                ),
+            );
+            None
+        }
+        ("guest" | "stream", Some(_)) => {
+            let w = p
+                .why
+                .as_ref()
+                .map_or_else(|| loc(file, e), |w| loc(file, w));
+            diags.push(
+                Diag::error(
+                    "compat::no-effect",
+                    &w,
+                    format!("property {owner}.{name}: `why` goes only with effect = \"none\""),
+                    "here",
+                )
+                .help("remove `why`, or set effect = \"none\""),
+            );
+            None
+        }
+        (other, _) => {
+            diags.push(
+                Diag::error(
+                    "compat::no-effect",
+                    &loc(file, e),
+                    format!("property {owner}.{name}: unknown effect `{other}`"),
+                    "here",
+                )
+                .help("one of guest, stream, none"),
+            );
+            None
+        }
+    }
 }
 
 fn prop_type(file: usize, p: &PropAst, diags: &mut Vec<Diag>) -> Option<PropType> {

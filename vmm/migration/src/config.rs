@@ -49,12 +49,17 @@ pub fn from_effective(e: &EffectiveConfig) -> GuestConfig {
 }
 
 /// The part of a configuration a migration compares: the device types the
-/// machine instantiates (its `devices` knob). Abstract types (`pci-device`)
-/// and types the machine never builds are not guest-visible as such: their
-/// values reach the guest only through an instantiated subtype, which
-/// carries every inherited property itself.
-pub fn instantiated(mut config: GuestConfig, types: &[&str]) -> GuestConfig {
+/// machine instantiates (its `devices` knob), and of those the properties
+/// that change what the guest or the stream sees (`effect` is not `none`,
+/// [`Catalog::compared`]). Abstract types (`pci-device`) and types the
+/// machine never builds are not guest-visible as such: their values reach
+/// the guest only through an instantiated subtype, which carries every
+/// inherited property itself.
+pub fn instantiated(mut config: GuestConfig, types: &[&str], catalog: &Catalog) -> GuestConfig {
     config.retain(|t, _| types.contains(&t.as_str()));
+    for (t, props) in &mut config {
+        props.retain(|p, _| catalog.compared(t, p));
+    }
     config
 }
 
@@ -194,6 +199,32 @@ mod tests {
             .machine(machine)
             .expect("machine type in the catalog");
         CATALOG.resolve(m)
+    }
+
+    #[test]
+    fn only_instantiated_types_and_compared_properties_travel() {
+        let e = CATALOG.effective("pc-7.2", &[]).unwrap();
+        let all = from_effective(&e);
+        let sent = instantiated(all.clone(), &["pcie-root-port", "isa-serial"], &CATALOG);
+        assert!(all.contains_key("pci-device") && all.contains_key("virtio-rng-pci"));
+        assert_eq!(
+            sent.keys().collect::<Vec<_>>(),
+            ["isa-serial", "pcie-root-port"]
+        );
+        let rp = &sent["pcie-root-port"];
+        assert!(rp.contains_key("x-pcie-err-unc-mask") && rp.contains_key("slot"));
+        for inert in [
+            "x-pcie-ari-nextfn-1",
+            "acpi-index",
+            "chassis",
+            "x-speed",
+            "x-width",
+        ] {
+            assert!(
+                !rp.contains_key(inert),
+                "{inert} has no effect and must not travel"
+            );
+        }
     }
 
     #[test]

@@ -4,6 +4,7 @@ use super::kvm_vm::{KVM_VM_DESC, KVM_VM_SECTION, encode_vm_state};
 use super::sections::{instance_name, section_infos, vm_err, with_devices};
 use super::vcpu_codec;
 use crate::builder::Machine;
+use crate::builder::config as bconfig;
 use crate::release::persona::Persona;
 use migration::PAGE_SIZE;
 use migration::bitmap::DirtyBitmap;
@@ -37,7 +38,8 @@ impl MigrationSource for MachineSource<'_> {
             section_infos(self.m.devices())?,
             self.m.instances(),
         );
-        manifest.config = mconfig::instantiated(manifest.config, &cfg.device_types);
+        manifest.config =
+            mconfig::instantiated(manifest.config, &cfg.device_types, bconfig::catalog());
         // `--as-release R`: R as the source release, R's section versions.
         self.persona.announce(&mut manifest, &cfg.origins);
         Ok(manifest)

@@ -112,6 +112,7 @@ impl<'a> MachineTarget<'a> {
             Ok(mconfig::instantiated(
                 mconfig::from_effective(&e),
                 knobs.devices,
+                catalog,
             ))
         };
         let how = if self.settings.adopts() {

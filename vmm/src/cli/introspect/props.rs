@@ -2,7 +2,7 @@
 
 use super::{Error, source};
 use compat_runtime::suggest::did_you_mean;
-use compat_runtime::{Catalog, EffectiveDevice, Override, OverrideError};
+use compat_runtime::{Catalog, Effect, EffectiveDevice, Override, OverrideError};
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -31,6 +31,17 @@ struct PropJson<'a> {
     value: String,
     source: String,
     provenance: &'a compat_runtime::Provenance,
+    /// `guest`, `stream`, or `none` with `why` (never compared).
+    #[serde(flatten)]
+    effect: Effect,
+}
+
+/// What `type.prop` changes ([`Effect::Guest`] for a property no type declares).
+fn effect(catalog: &Catalog, ty: &str, prop: &str) -> Effect {
+    catalog
+        .device_type(ty)
+        .and_then(|d| d.props.iter().find(|p| p.name == prop))
+        .map_or(Effect::Guest, |p| p.effect)
 }
 
 #[derive(Serialize)]
@@ -46,7 +57,7 @@ struct PropsJson<'a> {
     devices: Vec<DeviceJson<'a>>,
 }
 
-fn device_json(d: &EffectiveDevice) -> DeviceJson<'_> {
+fn device_json<'a>(catalog: &Catalog, d: &'a EffectiveDevice) -> DeviceJson<'a> {
     DeviceJson {
         type_name: &d.type_name,
         props: d
@@ -57,6 +68,7 @@ fn device_json(d: &EffectiveDevice) -> DeviceJson<'_> {
                 value: p.value.to_string(),
                 source: source(&p.provenance, &d.type_name),
                 provenance: &p.provenance,
+                effect: effect(catalog, &d.type_name, &p.name),
             })
             .collect(),
     }
@@ -84,7 +96,7 @@ pub fn run(catalog: &Catalog, a: &PropsArgs, out: &mut String) -> Result<(), Err
     if a.json {
         let j = PropsJson {
             machine: &cfg.machine,
-            devices: devices.iter().map(|d| device_json(d)).collect(),
+            devices: devices.iter().map(|d| device_json(catalog, d)).collect(),
         };
         out.push_str(&serde_json::to_string_pretty(&j)?);
         out.push('\n');
@@ -94,9 +106,13 @@ pub fn run(catalog: &Catalog, a: &PropsArgs, out: &mut String) -> Result<(), Err
     for d in devices {
         let _ = writeln!(out, "{}", d.type_name);
         for p in &d.props {
+            let inert = match effect(catalog, &d.type_name, &p.name) {
+                Effect::None { .. } => "  (no effect here: not compared)",
+                Effect::Guest | Effect::Stream => "",
+            };
             let _ = writeln!(
                 out,
-                "  {:<34} {:<10} {}",
+                "  {:<34} {:<10} {}{inert}",
                 p.name,
                 p.value.to_string(),
                 source(&p.provenance, &d.type_name)

@@ -73,14 +73,15 @@ pub struct Cell {
 /// The name of this build in the matrix (the next, unreleased version).
 pub const NEXT: &str = "next";
 
-/// Every embedded lock, oldest release first, then this build as [`NEXT`].
+/// Every embedded lock, oldest release first, then this build as [`NEXT`],
+/// each holding only the properties a migration compares.
 pub fn with_next(catalog: &Catalog) -> Result<Vec<Lock>, MatrixError> {
     let mut all = embedded()?;
     all.push(catalog.as_lock(NEXT));
-    Ok(all)
+    Ok(all.into_iter().map(|l| compared_only(l, catalog)).collect())
 }
 
-/// Every embedded lock, oldest release first.
+/// Every embedded lock, oldest release first (every property it froze).
 pub fn embedded() -> Result<Vec<Lock>, MatrixError> {
     locks::LOCKS
         .iter()
@@ -91,6 +92,18 @@ pub fn embedded() -> Result<Vec<Lock>, MatrixError> {
             })
         })
         .collect()
+}
+
+/// A lock without the properties whose effect is none in this VMM: they
+/// change nothing the guest or the stream sees, so they never refuse a
+/// migration (`effect` in `compat/devices/*.toml`).
+pub fn compared_only(mut lock: Lock, catalog: &Catalog) -> Lock {
+    for m in &mut lock.machine {
+        for (t, props) in &mut m.props {
+            props.retain(|p, _| catalog.compared(t, p));
+        }
+    }
+    lock
 }
 
 /// Picks the locks named in `names` (every frozen release when empty), in
