@@ -188,3 +188,201 @@ fn a_property_without_effect_never_refuses_a_migration_and_a_visible_one_does() 
     dst.assert_counting("after the migration");
     dst.quit("destination");
 }
+
+/// A qtree without provenance: what the guest sees of each device.
+fn values(tree: &[serde_json::Value]) -> Vec<serde_json::Value> {
+    tree.iter()
+        .map(|d| {
+            let mut d = d.clone();
+            if let Some(props) = d["props"].as_object_mut() {
+                for p in props.values_mut() {
+                    *p = p["value"].clone();
+                }
+            }
+            d
+        })
+        .collect()
+}
+
+/// `(num_queues, queue max sizes)` of every disk of the guest's last report.
+fn disks_reported(lines: &[String]) -> Vec<(u64, Vec<u64>)> {
+    let last: Vec<String> = lines
+        .iter()
+        .rev()
+        .take_while(|l| !l.starts_with("boot: ok"))
+        .cloned()
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let r = vmm_guest::parse_report(&last.join("\n"));
+    (0..2)
+        .filter_map(|i| r.blk(i))
+        .map(|b| {
+            let maxes = b.queue_max.clone();
+            (b.num_queues().unwrap_or(0), maxes)
+        })
+        .collect()
+}
+
+#[test]
+fn two_disks_with_their_own_properties_are_each_reported_and_migrate() {
+    require_kvm!();
+    let (a, b) = (
+        TempPath::sized("inst-qa", 4 * MIB),
+        TempPath::sized("inst-qb", 8 * MIB),
+    );
+    let (ba, bb) = (format!("id=a,{}", a.drive()), format!("id=b,{}", b.drive()));
+    let report = "workload=report after=halt";
+    let args = [
+        "-M",
+        "pc-7.2",
+        "-m",
+        "64M",
+        "--append",
+        report,
+        "--drive",
+        &ba,
+        "--drive",
+        &bb,
+        "--device",
+        "virtio-blk-device,drive=a,id=system,num-queues=1,queue-size=128,serial=AAA",
+        "--device",
+        "virtio-blk-device,drive=b,id=data,num-queues=3,serial=BBB",
+    ];
+    let mut src = Running::start(&args, "two-disk source");
+    let done = src
+        .vmm
+        .wait_line(crate::common::BOOT, |l| l == "report: done");
+    assert!(done.is_some(), "no report\n{}", src.vmm.transcript());
+    let want = vec![(1, vec![128]), (3, vec![256, 256, 256])];
+    assert_eq!(
+        disks_reported(src.vmm.seen()),
+        want,
+        "the source guest's disks"
+    );
+    let before = qtree(&src, "source");
+    assert_eq!(
+        disk_facts(&before, "serial"),
+        [
+            ("system".into(), "AAA".into()),
+            ("data".into(), "BBB".into())
+        ]
+    );
+    // The destination names the backends only: it adopts both disks.
+    let dst_args = ["--drive", &ba, "--drive", &bb, "--append", report];
+    let (mut dst, uri) = Running::destination(&dst_args, "destination");
+    src.migrate_summary(&uri, "two disks");
+    src.handed_over(&mut dst, "two disks");
+    let after = qtree(&dst, "destination");
+    assert_eq!(
+        values(&after),
+        values(&before),
+        "the destination's devices differ from the source's"
+    );
+    // What the source set per disk is now the stream's, on the destination.
+    let system = after
+        .iter()
+        .find(|d| d["id"] == "system")
+        .expect("disk system");
+    assert_eq!(
+        system["props"]["num-queues"]["provenance"], "stream",
+        "{system}"
+    );
+    // Rebooted on the destination, the guest reports the same disks.
+    dst.reset_and_report("destination reset");
+    assert_eq!(disks_reported(dst.vmm.seen()), want, "after the migration");
+    dst.quit("destination");
+}
+
+#[test]
+fn every_bad_instance_on_the_command_line_exits_2_naming_it() {
+    let img = TempPath::sized("inst-bad", MIB);
+    let sys = format!("id=system,{}", img.drive());
+    let (b0, b1) = (
+        format!("id=d0,{}", img.drive()),
+        format!("id=d1,{}", img.drive()),
+    );
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["--device", "virtio-blk-devic,drive=d0"],
+            "unknown device type `virtio-blk-devic` (did you mean `virtio-blk-device`?)",
+        ),
+        (
+            vec!["--device", "pci-device,acpi-index=1"],
+            "pci-device is an abstract type",
+        ),
+        (
+            vec!["--device", "virtio-rng-pci,vectors=4"],
+            "this VMM cannot create a virtio-rng-pci",
+        ),
+        (
+            vec![
+                "--drive",
+                &b0,
+                "--device",
+                "virtio-blk-device,drive=d0,num-queuez=3",
+            ],
+            "has no property `num-queuez` (did you mean `num-queues`?)",
+        ),
+        (
+            vec![
+                "--drive",
+                &b0,
+                "--device",
+                "virtio-blk-device,drive=d0,queue-size=100",
+            ],
+            "bad value for virtio-blk-device.queue-size",
+        ),
+        (
+            vec![
+                "--drive",
+                &b0,
+                "--drive",
+                &b1,
+                "--device",
+                "virtio-blk-device,drive=d0,id=x",
+                "--device",
+                "virtio-blk-device,drive=d1,id=x",
+            ],
+            "two devices have id `x`",
+        ),
+        (
+            vec![
+                "--drive",
+                &sys,
+                "--device",
+                "virtio-blk-device,drive=systen",
+            ],
+            "no --drive has id `systen` (did you mean `system`?)",
+        ),
+        (
+            vec![
+                "--drive",
+                &b0,
+                "--device",
+                "virtio-blk-device,drive=d0",
+                "--device",
+                "virtio-blk-device,drive=d0",
+            ],
+            "drive `d0` is already used by another device",
+        ),
+        (vec!["--drive", &b0], "drive `d0` is never used"),
+    ];
+    for (extra, want) in cases {
+        let mut args = vec!["run", "-m", "64M"];
+        args.extend(&extra);
+        let f = crate::common::run(&args, EXIT);
+        assert_eq!(f.status.code(), Some(2), "{extra:?}\n{}", f.transcript());
+        let line = f.stderr.lines().find(|l| l.contains(want));
+        assert!(
+            line.is_some(),
+            "{extra:?}: want one line with `{want}`\n{}",
+            f.stderr
+        );
+        assert!(
+            f.lines.iter().all(|l| l.trim().is_empty()),
+            "a guest ran: {extra:?}"
+        );
+    }
+}

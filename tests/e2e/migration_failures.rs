@@ -149,15 +149,20 @@ fn differing_property_is_refused_naming_device_property_and_values() {
     require_kvm!();
     let a = TempPath::sized("mf-prop-a", 1 << 20);
     let b = TempPath::sized("mf-prop-b", 1 << 20);
+    // One disk each, on a backend `d0`, with its own num-queues.
+    let (da, db) = (
+        format!("id=d0,{}", a.drive()),
+        format!("id=d0,{}", b.drive()),
+    );
     let mut src = source(
         "pc-7.2",
         "64M",
         "workload=ab",
         &[
             "--drive",
-            &a.drive(),
+            &da,
             "--device",
-            "virtio-blk-device,num-queues=1",
+            "virtio-blk-device,drive=d0,num-queues=1",
         ],
     );
     let (dst, uri) = destination(&[
@@ -166,9 +171,9 @@ fn differing_property_is_refused_naming_device_property_and_values() {
         "-m",
         "64M",
         "--drive",
-        &b.drive(),
+        &db,
         "--device",
-        "virtio-blk-device,num-queues=2",
+        "virtio-blk-device,drive=d0,num-queues=2",
     ]);
     let m = src.migrate(&uri);
     println!("refused: {}", m.stderr.trim());

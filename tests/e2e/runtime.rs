@@ -79,10 +79,24 @@ fn pc_5_2_smp_2_has_two_queues() {
 #[test]
 fn device_override_gives_three_queues() {
     require_kvm!();
-    assert_eq!(
-        num_queues(&report(&["--device", "virtio-blk-device,num-queues=3"])),
-        3
+    let img = TempPath::sized("three-queues", 1 << 20);
+    let backend = format!("id=d0,{}", img.drive());
+    let f = run(
+        [
+            "run",
+            "-m",
+            MEM,
+            "--drive",
+            &backend,
+            "--device",
+            "virtio-blk-device,drive=d0,num-queues=3",
+            "--append",
+            "workload=report",
+        ],
+        T,
     );
+    f.assert_success();
+    assert_eq!(num_queues(&f), 3);
 }
 
 #[test]

@@ -246,7 +246,8 @@ impl EffectiveConfig {
 }
 
 impl Catalog {
-    fn check_type(&self, name: &str) -> Result<&crate::DeviceType, OverrideError> {
+    /// The device type `name`, or an error with a "did you mean".
+    pub fn check_type(&self, name: &str) -> Result<&crate::DeviceType, OverrideError> {
         self.device_type(name)
             .ok_or_else(|| OverrideError::UnknownType {
                 name: name.to_string(),
@@ -254,7 +255,14 @@ impl Catalog {
             })
     }
 
-    fn check_value(&self, type_name: &str, prop: &str, raw: &str) -> Result<Value, OverrideError> {
+    /// `raw` parsed as `type_name.prop`, or an error naming the type, the
+    /// property (with a "did you mean") or the value.
+    pub fn check_value(
+        &self,
+        type_name: &str,
+        prop: &str,
+        raw: &str,
+    ) -> Result<Value, OverrideError> {
         let ty = self.check_type(type_name)?;
         let def = ty.props.iter().find(|p| p.name == prop).ok_or_else(|| {
             OverrideError::UnknownProperty {

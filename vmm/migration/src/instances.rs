@@ -3,7 +3,7 @@
 //! with the same backend facts (a disk's capacity, read-only state, block
 //! size, serial). Every difference is named; none passes silently.
 
-use crate::manifest::DeviceInstance;
+use crate::manifest::{DeviceInstance, PropValue};
 use std::collections::BTreeSet;
 use std::fmt;
 
@@ -23,6 +23,14 @@ pub enum InstanceDifference {
     /// Same id, another place in the guest's address space.
     Addr {
         id: String,
+        stream: String,
+        local: String,
+    },
+    /// One of the instance's own property values differs.
+    Property {
+        id: String,
+        type_name: String,
+        property: String,
         stream: String,
         local: String,
     },
@@ -67,6 +75,16 @@ impl fmt::Display for InstanceDifference {
                 f,
                 "device {id}: {fact} is {stream} on the source, {local} here"
             ),
+            Self::Property {
+                id,
+                type_name,
+                property,
+                stream,
+                local,
+            } => write!(
+                f,
+                "device {id} ({type_name}): property {property} is {stream} on the source, {local} here"
+            ),
         }
     }
 }
@@ -97,6 +115,22 @@ pub fn differences(stream: &[DeviceInstance], local: &[DeviceInstance]) -> Vec<I
                 stream: s.addr.clone(),
                 local: l.addr.clone(),
             });
+        }
+        let props: BTreeSet<&String> = s.props.keys().chain(l.props.keys()).collect();
+        for p in props {
+            let (sv, lv) = (s.props.get(p), l.props.get(p));
+            if sv.map(|v| &v.value) != lv.map(|v| &v.value) {
+                let show = |v: Option<&PropValue>| {
+                    v.map_or("its type's value".to_string(), |v| v.value.clone())
+                };
+                out.push(InstanceDifference::Property {
+                    id: s.id.clone(),
+                    type_name: s.type_name.clone(),
+                    property: p.clone(),
+                    stream: show(sv),
+                    local: show(lv),
+                });
+            }
         }
         let facts: BTreeSet<&String> = s.facts.keys().chain(l.facts.keys()).collect();
         for fact in facts {
@@ -144,6 +178,7 @@ mod tests {
             id: id.into(),
             type_name: "virtio-blk-device".into(),
             addr: addr.into(),
+            props: Default::default(),
             facts: facts
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -189,6 +224,22 @@ mod tests {
             assert!(e.contains(want), "missing `{want}` in: {e}");
         }
         assert!(!e.contains("virtio-blk1: capacity"), "{e}");
+    }
+
+    #[test]
+    fn an_instance_property_that_differs_is_named() {
+        let mut a = disk("virtio-blk0", "mmio 0", &[]);
+        a.props
+            .insert("num-queues".into(), PropValue::new("3", "-device"));
+        let b = disk("virtio-blk0", "mmio 0", &[]);
+        let e = check(&[a.clone()], &[b]).unwrap_err();
+        assert!(
+            e.contains("device virtio-blk0 (virtio-blk-device): property num-queues is 3 on the source, its type's value here"),
+            "{e}"
+        );
+        let mut c = a.clone();
+        c.props.get_mut("num-queues").unwrap().provenance = "stream".into();
+        assert_eq!(check(&[a], &[c]), Ok(()), "provenance is not compared");
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub struct DeviceInstance {
     /// Backend facts: fact → value.
     #[serde(default)]
     pub facts: BTreeMap<String, String>,
+    /// The instance's own property values, on top of its type's in
+    /// `config` (`--device virtio-blk-device,drive=..,num-queues=3`).
+    #[serde(default)]
+    pub props: BTreeMap<String, PropValue>,
 }
 
 /// The stream's manifest.

@@ -12,6 +12,7 @@ use devices::pci::PcieRootPortConfig;
 use devices::serial::{SerialConfig, SerialOutput};
 use devices::virtio::block::BlockConfig;
 
+pub use super::cmdline::{DISK_TYPE, DiskSpec, DriveSpec};
 use super::layout;
 
 /// The compat catalog compiled into this binary (`devices::generated`).
@@ -40,9 +41,16 @@ pub enum ConfigError {
         /// Its maximum.
         max: u32,
     },
+    /// A `--drive`/`--device` does not fit.
+    #[error(transparent)]
+    Cmdline(Box<super::cmdline::CmdlineError>),
     /// A `--drive` option is malformed.
     #[error("--drive {0}")]
     Drive(String),
+    /// `--drive`/`--device` instances do not fit together (ids, backends,
+    /// a type that cannot be created).
+    #[error("{0}")]
+    Instance(String),
     /// Too many virtio-mmio devices for the layout.
     #[error("at most {max} virtio-mmio devices fit the memory map")]
     TooManyDevices {
@@ -57,65 +65,6 @@ pub enum ConfigError {
     Memory(u64),
 }
 
-/// One `--drive file=PATH[,readonly=on|off][,format=raw][,serial=S]`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct DriveSpec {
-    /// Raw image path.
-    pub file: PathBuf,
-    /// Open read-only.
-    pub read_only: bool,
-    /// Per-drive `serial` (beats the property value).
-    pub serial: Option<String>,
-}
-
-impl DriveSpec {
-    /// Parses the `--drive` argument.
-    pub fn parse(s: &str) -> Result<Self, ConfigError> {
-        let mut file = None;
-        let mut read_only = false;
-        let mut serial = None;
-        for kv in s.split(',') {
-            let (k, v) = kv.split_once('=').ok_or_else(|| {
-                ConfigError::Drive(format!("`{s}`: expected KEY=VALUE, got `{kv}`"))
-            })?;
-            match k {
-                "file" if !v.is_empty() => file = Some(PathBuf::from(v)),
-                "readonly" | "read-only" => {
-                    read_only = match v {
-                        "on" | "true" | "yes" => true,
-                        "off" | "false" | "no" => false,
-                        _ => {
-                            return Err(ConfigError::Drive(format!(
-                                "`{s}`: {k} must be on or off"
-                            )));
-                        }
-                    }
-                }
-                "format" if v == "raw" => {}
-                "format" => {
-                    return Err(ConfigError::Drive(format!(
-                        "`{s}`: only format=raw is supported"
-                    )));
-                }
-                "if" if v == "virtio" => {}
-                "serial" => serial = Some(v.to_string()),
-                _ => {
-                    return Err(ConfigError::Drive(format!(
-                        "`{s}`: unknown or invalid option `{kv}`"
-                    )));
-                }
-            }
-        }
-        let file =
-            file.ok_or_else(|| ConfigError::Drive(format!("`{s}`: file=PATH is required")))?;
-        Ok(Self {
-            file,
-            read_only,
-            serial,
-        })
-    }
-}
-
 /// What the user asked for on the command line.
 #[derive(Clone, Debug)]
 pub struct RunRequest {
@@ -127,7 +76,9 @@ pub struct RunRequest {
     pub mem_bytes: Option<u64>,
     /// `--drive`s, in order.
     pub drives: Vec<DriveSpec>,
-    /// `--global` then `--device` overrides, parsed by compat-runtime.
+    /// The disks on them (`cmdline`).
+    pub disks: Vec<DiskSpec>,
+    /// `--global`s, then `--device` settings of one-of-a-kind devices.
     pub overrides: Vec<Override>,
     /// `--serial`.
     pub serial: SerialOutput,
@@ -136,10 +87,16 @@ pub struct RunRequest {
 /// A virtio-blk device and its image.
 #[derive(Clone, Debug)]
 pub struct BlockDevice {
+    /// Its id (`virtio-blk0`, or `--device ...,id=`).
+    pub id: String,
     /// Device configuration.
     pub config: BlockConfig,
     /// Raw image.
     pub file: PathBuf,
+    /// Its own `--device` property values (on top of the machine type's).
+    pub props: Vec<(String, String)>,
+    /// Where they came from: `-device`, or `stream` once adopted.
+    pub provenance: String,
 }
 
 /// Everything needed to build (and rebuild on reset) the VM.
@@ -171,6 +128,12 @@ pub struct MachineConfig {
 /// value was first set (`-global on release 8.0.1`, `release 8.0 (erratum
 /// aer-uncor-mask)`), carried along a chain of migrations.
 pub type Origins = std::collections::BTreeMap<(String, String), String>;
+
+impl From<super::cmdline::CmdlineError> for ConfigError {
+    fn from(e: super::cmdline::CmdlineError) -> Self {
+        ConfigError::Cmdline(Box::new(e))
+    }
+}
 
 /// Memory limits of this VMM (not machine defaults: the default size comes
 /// from the machine type's knobs).
@@ -225,18 +188,29 @@ pub fn from_effective(
     let mut blocks = Vec::new();
     if has(VirtioBlkDeviceProps::TYPE_NAME) {
         let p = VirtioBlkDeviceProps::from_config(effective)?;
-        if req.drives.len() > layout::VIRTIO_MMIO_MAX {
+        if req.disks.len() > layout::VIRTIO_MMIO_MAX {
             return Err(ConfigError::TooManyDevices {
                 max: layout::VIRTIO_MMIO_MAX,
             });
         }
-        for d in &req.drives {
+        for disk in &req.disks {
+            let d = req
+                .drives
+                .get(disk.drive)
+                .ok_or_else(|| ConfigError::Instance(format!("disk {} has no drive", disk.id)))?;
+            let own = disk_props(effective, &disk.props)?;
+            let p = own
+                .as_ref()
+                .map_or(Ok(p.clone()), VirtioBlkDeviceProps::from_config)?;
             blocks.push(BlockDevice {
+                id: disk.id.clone(),
                 config: block_config(&p, vcpus, d),
                 file: d.file.clone(),
+                props: disk.props.clone(),
+                provenance: "-device".into(),
             });
         }
-    } else if !req.drives.is_empty() {
+    } else if !req.disks.is_empty() {
         return Err(ConfigError::Drive(format!(
             "machine type {} has no virtio-blk device",
             effective.machine
@@ -268,6 +242,47 @@ pub fn from_effective(
         blocks,
         root_port,
     })
+}
+
+/// Gives disk `b` the property values `props` (adopted from a stream) on top
+/// of the machine type's `effective` configuration; its backend (read-only
+/// state) and serial stay.
+pub fn reconfigure_disk(
+    effective: &EffectiveConfig,
+    vcpus: u8,
+    b: &mut BlockDevice,
+    props: Vec<(String, String)>,
+) -> Result<(), ConfigError> {
+    let own = disk_props(effective, &props)?;
+    let p = VirtioBlkDeviceProps::from_config(own.as_ref().unwrap_or(effective))?;
+    let drive = DriveSpec {
+        id: None,
+        file: b.file.clone(),
+        read_only: b.config.read_only,
+        serial: b.config.serial.clone(),
+    };
+    b.config = block_config(&p, vcpus, &drive);
+    b.props = props;
+    b.provenance = "stream".into();
+    Ok(())
+}
+
+/// The configuration one disk sees: the machine type's with the disk's own
+/// `--device` values on top (none: the machine type's as it is).
+fn disk_props(
+    effective: &EffectiveConfig,
+    props: &[(String, String)],
+) -> Result<Option<EffectiveConfig>, ConfigError> {
+    if props.is_empty() {
+        return Ok(None);
+    }
+    let mut own = effective.clone();
+    let o = Override::Device {
+        type_name: DISK_TYPE.to_string(),
+        props: props.to_vec(),
+    };
+    catalog().apply(&mut own, &[o])?;
+    Ok(Some(own))
 }
 
 /// virtio-blk: `num-queues=auto` becomes one queue per vCPU.

@@ -3,13 +3,13 @@
 //! The same list goes into an outgoing manifest, is compared by a
 //! destination (`migration::instances`) and is shown by `vmm ctl qtree`.
 //!
-//! Ids are the type's short name and the instance's index among devices of
-//! that type: `isa-serial0`, `virtio-blk0` (the first `--drive`),
-//! `virtio-blk1`, `pcie-root-port0`.
+//! Ids: `isa-serial0`, `pcie-root-port0` for the machine's one-of-a-kind
+//! devices; a disk's is its `--device ...,id=` or `virtio-blk{N}` (`cmdline`).
 
+use super::cmdline::{DISK_TYPE, single_id};
 use super::{Machine, layout};
 use devices::bus::lock;
-use migration::manifest::DeviceInstance;
+use migration::manifest::{DeviceInstance, PropValue};
 
 impl Machine {
     /// Every device instance of this machine, in a fixed order.
@@ -18,13 +18,14 @@ impl Machine {
         let mut out = Vec::new();
         if let Some(s) = &cfg.serial {
             out.push(DeviceInstance {
-                id: "isa-serial0".into(),
+                id: single_id("isa-serial"),
                 type_name: "isa-serial".into(),
                 addr: format!("io {:#x} irq {}", s.iobase, s.irq),
                 facts: Default::default(),
+                props: Default::default(),
             });
         }
-        for (i, b) in self.devices().blocks.iter().enumerate() {
+        for (i, (b, disk)) in self.devices().blocks.iter().zip(&cfg.blocks).enumerate() {
             let (base, gsi) = layout::virtio_mmio(i);
             let facts = lock(b)
                 .device()
@@ -32,19 +33,31 @@ impl Machine {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v))
                 .collect();
+            let props = disk
+                .props
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        PropValue::new(v.clone(), disk.provenance.clone()),
+                    )
+                })
+                .collect();
             out.push(DeviceInstance {
-                id: format!("virtio-blk{i}"),
-                type_name: "virtio-blk-device".into(),
+                id: disk.id.clone(),
+                type_name: DISK_TYPE.into(),
                 addr: format!("virtio-mmio {base:#x} gsi {gsi}"),
                 facts,
+                props,
             });
         }
         if let Some(rp) = &cfg.root_port {
             out.push(DeviceInstance {
-                id: "pcie-root-port0".into(),
+                id: single_id("pcie-root-port"),
                 type_name: "pcie-root-port".into(),
                 addr: format!("pci 00:{:02x}.0", rp.device),
                 facts: Default::default(),
+                props: Default::default(),
             });
         }
         out

@@ -4,6 +4,7 @@
 //! [`Machine`] is the running VM's handle: start/pause/resume/stop the vCPUs
 //! and reach every piece of state migration needs (see `vstate`).
 
+pub mod cmdline;
 pub mod config;
 mod instances;
 pub mod layout;
@@ -301,6 +302,7 @@ mod tests {
             cpus: Some(2),
             mem_bytes: Some(64 << 20),
             drives: vec![],
+            disks: vec![],
             overrides: vec![],
             serial: SerialOutput::File(out.clone()),
         };
@@ -400,6 +402,7 @@ mod tests {
             cpus: Some(1),
             mem_bytes: Some(32 << 20),
             drives: vec![],
+            disks: vec![],
             overrides: vec![],
             serial: SerialOutput::File(out.clone()),
         };

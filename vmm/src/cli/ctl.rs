@@ -355,6 +355,7 @@ mod tests {
                 id: "virtio-blk0".into(),
                 type_name: "virtio-blk-device".into(),
                 addr: "virtio-mmio 0xd0000000 gsi 5".into(),
+                props: Default::default(),
                 facts: [("serial".to_string(), "AAA".to_string())].into(),
             },
             props: [(

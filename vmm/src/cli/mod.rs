@@ -10,7 +10,7 @@ pub mod run;
 use std::process::ExitCode;
 
 /// Runs a subcommand: exit 0, or its error as a one-line miette diagnostic
-/// on stderr (scripts and tests grep these) and exit 1. The hook is set
+/// on stderr (scripts and tests grep these) and exit 1 (2 for bad input). The hook is set
 /// before `f` runs: a report takes its handler when it is made.
 pub fn exit_with(f: impl FnOnce() -> miette::Result<()>) -> ExitCode {
     let _ = miette::set_hook(Box::new(|_| {
@@ -20,7 +20,10 @@ pub fn exit_with(f: impl FnOnce() -> miette::Result<()>) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e:?}");
-            ExitCode::FAILURE
+            let code = e
+                .downcast_ref::<run::RunError>()
+                .map_or(1, run::RunError::exit_code);
+            ExitCode::from(code)
         }
     }
 }

@@ -16,7 +16,8 @@ use compat_runtime::Override;
 use devices::serial::SerialOutput;
 use miette::Diagnostic;
 
-use crate::builder::config::{self, ConfigError, DriveSpec, RunRequest};
+use crate::builder::cmdline;
+use crate::builder::config::{self, ConfigError, RunRequest};
 use crate::builder::{BuildError, Machine};
 use crate::control::ControlError;
 use crate::control::runtime::{MachineHandler, RunEvent, RunShared, RunState};
@@ -40,10 +41,14 @@ pub struct RunArgs {
     /// Guest RAM (`256M`, `1G`; a bare number is MiB); default: the machine type's.
     #[arg(short = 'm', long = "memory")]
     pub memory: Option<String>,
-    /// A raw disk image as a virtio-blk device: `file=PATH[,readonly=on][,serial=S]`.
+    /// A raw disk image: `id=ID,file=PATH[,readonly=on]` declares a backend
+    /// for `--device virtio-blk-device,drive=ID`; `file=PATH[,readonly=on][,serial=S]`
+    /// without `id` is a backend plus one virtio-blk disk.
     #[arg(long)]
     pub drive: Vec<String>,
-    /// Property override for one device type: `TYPE,prop=val[,...]`.
+    /// One device: `virtio-blk-device,drive=ID[,id=NAME][,PROP=VALUE...]`
+    /// creates a disk; `isa-serial,...` or `pcie-root-port,...` configures
+    /// the machine's one such device.
     #[arg(long)]
     pub device: Vec<String>,
     /// Property override for a type and its subtypes: `TYPE.prop=val`.
@@ -151,6 +156,21 @@ pub enum RunError {
     VcpusGone,
 }
 
+impl RunError {
+    /// The exit status: 2 for bad command-line input (as the reference's
+    /// usage errors), 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            RunError::Memory(_)
+            | RunError::Smp(_)
+            | RunError::Serial(_)
+            | RunError::Config(_)
+            | RunError::MissingImage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
 /// `-M` when none is given.
 pub const DEFAULT_MACHINE: &str = "pc";
 
@@ -197,12 +217,10 @@ pub fn request(args: &RunArgs) -> Result<RunRequest, RunError> {
         None => None,
     };
     let cpus = args.smp.as_deref().map(parse_smp).transpose()?;
-    let drives = args
-        .drive
-        .iter()
-        .map(|d| DriveSpec::parse(d))
-        .collect::<Result<Vec<_>, _>>()?;
-    for d in &drives {
+    let incoming = args.incoming.is_some();
+    let inst = cmdline::parse(config::catalog(), &args.drive, &args.device, incoming)
+        .map_err(ConfigError::from)?;
+    for d in &inst.drives {
         if !d.file.exists() {
             return Err(RunError::MissingImage(d.file.clone()));
         }
@@ -211,9 +229,7 @@ pub fn request(args: &RunArgs) -> Result<RunRequest, RunError> {
     for g in &args.global {
         overrides.push(Override::parse_global(g).map_err(ConfigError::from)?);
     }
-    for d in &args.device {
-        overrides.push(Override::parse_device(d).map_err(ConfigError::from)?);
-    }
+    overrides.extend(inst.singles);
     Ok(RunRequest {
         machine: args
             .machine
@@ -221,7 +237,8 @@ pub fn request(args: &RunArgs) -> Result<RunRequest, RunError> {
             .unwrap_or_else(|| DEFAULT_MACHINE.to_string()),
         cpus,
         mem_bytes,
-        drives,
+        drives: inst.drives,
+        disks: inst.disks,
         overrides,
         serial: parse_serial(&args.serial)?,
     })

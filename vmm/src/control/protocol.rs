@@ -168,9 +168,10 @@ impl DeviceInfo {
         let config = migration::config::from_effective(cfg);
         instances
             .into_iter()
-            .map(|instance| DeviceInfo {
-                props: config.get(&instance.type_name).cloned().unwrap_or_default(),
-                instance,
+            .map(|instance| {
+                let mut props = config.get(&instance.type_name).cloned().unwrap_or_default();
+                props.extend(instance.props.clone());
+                DeviceInfo { props, instance }
             })
             .collect()
     }

@@ -4,6 +4,7 @@ use super::kvm_vm::{KVM_VM_DESC, KVM_VM_SECTION, decode_vm_state};
 use super::sections::{section_infos, vm_err, with_devices};
 use super::vcpu_codec;
 use crate::builder::Machine;
+use crate::builder::cmdline::DISK_TYPE;
 use crate::builder::config::{self as bconfig, MachineConfig, RunRequest};
 use crate::release::lifecycle;
 use crate::release::persona::Persona;
@@ -39,7 +40,9 @@ pub struct IncomingSettings {
 impl IncomingSettings {
     /// True when only `--incoming` (plus host resources) was given: adopt the stream.
     pub fn adopts(&self) -> bool {
-        self.machine.is_none() && self.overrides.is_empty()
+        self.machine.is_none()
+            && self.overrides.is_empty()
+            && self.base.disks.iter().all(|d| d.props.is_empty())
     }
 }
 
@@ -173,29 +176,39 @@ impl<'a> MachineTarget<'a> {
             .map_err(|e| VmError::new(format!("configuring the destination: {e}")))?;
         cfg.origins = origins;
         if accepted.adopted {
-            adopt_serials(&mut cfg, m);
+            adopt_disks(&mut cfg, m).map_err(VmError::new)?;
         }
         self.adopted = accepted.adopted;
         Ok(cfg)
     }
 }
 
-/// A destination adopting the stream's configuration also adopts each disk's
-/// serial number where its own `--drive` gives none (the serial belongs to the
-/// device; capacity and read-only state belong to the backend and must match).
-fn adopt_serials(cfg: &mut MachineConfig, m: &Manifest) {
-    for (i, b) in cfg.blocks.iter_mut().enumerate() {
-        let id = format!("virtio-blk{i}");
-        let serial = m
-            .devices
-            .iter()
-            .find(|d| d.id == id)
-            .and_then(|d| d.facts.get("serial"))
-            .filter(|s| s.as_str() != NO_SERIAL);
+/// A destination adopting the stream also adopts its disks, in order, onto
+/// its own backends: each disk's id, its own property values (`--device
+/// ...,num-queues=3` on the source) and its serial where the local `--drive`
+/// gives none. Capacity and read-only state belong to the backend and must
+/// match (compared later, with every instance).
+fn adopt_disks(cfg: &mut MachineConfig, m: &Manifest) -> Result<(), String> {
+    let streamed = m.devices.iter().filter(|d| d.type_name == DISK_TYPE);
+    let effective = cfg.effective.clone();
+    let vcpus = cfg.vcpus;
+    for (b, s) in cfg.blocks.iter_mut().zip(streamed) {
+        b.id = s.id.clone();
         if b.config.serial.is_none() {
+            let serial = s.facts.get("serial").filter(|v| v.as_str() != NO_SERIAL);
             b.config.serial = serial.cloned();
         }
+        if b.props.is_empty() && !s.props.is_empty() {
+            let props = s
+                .props
+                .iter()
+                .map(|(k, v)| (k.clone(), v.value.clone()))
+                .collect();
+            bconfig::reconfigure_disk(&effective, vcpus, b, props)
+                .map_err(|e| format!("adopting disk {}: {e}", s.id))?;
+        }
     }
+    Ok(())
 }
 
 impl MigrationTarget for MachineTarget<'_> {

@@ -52,6 +52,7 @@ fn a_migration_that_would_lose_an_msr_fails_and_the_source_keeps_running() {
         cpus: Some(1),
         mem_bytes: Some(32 << 20),
         drives: vec![],
+        disks: vec![],
         overrides: vec![],
         serial: SerialOutput::File(serial.clone()),
     };
