@@ -453,7 +453,7 @@ report_blk:
         mov $64, %r14d
 2:      xor %r15d, %r15d
 3:      cmp %r14, %r15
-        jae 4f
+        jae 5f
         movl %r15d, 0x30(%r12)          /* QueueSel */
         PDEC "virtio-blk-queue: index=", %rbx
         PDEC " queue=", %r15
@@ -462,6 +462,15 @@ report_blk:
         call newline
         inc %r15
         jmp 3b
+        /* The serial number (VIRTIO_BLK_T_GET_ID), on a modern transport
+         * offering VERSION_1 (a legacy one is only described). */
+5:      bt $32, %r13
+        jnc 4f
+        cmpl $2, 4(%r12)
+        jne 4f
+        mov %rbx, %rdi
+        mov %r12, %rsi
+        call blk_get_id
 4:      movl $0, 0x70(%r12)             /* reset again */
         pop %r15
         pop %r14

@@ -48,6 +48,9 @@ pub struct BlkInfo {
     pub config: BTreeMap<String, u64>,
     /// QueueNumMax of queue 0, 1, ...
     pub queue_max: Vec<u64>,
+    /// The serial number the device answered `VIRTIO_BLK_T_GET_ID` with
+    /// (`(none)` for an empty one), from the `virtio-blk-id:` line.
+    pub serial: Option<String>,
 }
 
 impl BlkInfo {
@@ -184,6 +187,15 @@ pub fn parse_report(text: &str) -> Report {
                     l.num("max"),
                 ) {
                     b.queue_max.push(max);
+                }
+            }
+            "virtio-blk-id" => {
+                let index = l.num("index").unwrap_or(0);
+                if let (Some(b), Some(serial)) = (
+                    r.blk.iter_mut().rev().find(|b| b.index == index),
+                    l.get("serial"),
+                ) {
+                    b.serial = Some(serial.to_string());
                 }
             }
             "pci" => {

@@ -226,3 +226,13 @@ fn ab_checker() {
     assert!(set([5, 6, 6, 6]).is_err());
     assert!(set([7, 5, 5, 5]).is_err());
 }
+
+#[test]
+fn blk_id_lines_give_each_disk_its_serial() {
+    let r = parse_report(
+        "virtio-blk: index=0 features=0x1\nvirtio-blk-id: index=0 serial=AAA\n\
+         virtio-blk: index=1 features=0x1\nvirtio-blk-id: index=1 serial=(none)\nreport: done\n",
+    );
+    assert_eq!(r.blk(0).and_then(|b| b.serial.as_deref()), Some("AAA"));
+    assert_eq!(r.blk(1).and_then(|b| b.serial.as_deref()), Some("(none)"));
+}

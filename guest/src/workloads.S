@@ -107,6 +107,8 @@ ab_pass:
         .set T_IN, 0
         .set T_OUT, 1
         .set T_FLUSH, 4
+        .set T_GET_ID, 8
+        .set ID_LEN, 20                 /* VIRTIO_BLK_ID_BYTES */
         .set QMAX, 8                    /* queue size used (if the device allows) */
         .set BAD_TIMEOUT_SHIFT, 32      /* malformed request: wait 2^32 TSC ticks */
 
@@ -452,6 +454,88 @@ disk_bad_request:
         call newline
         jmp do_after
 
+/* blk_get_id(rdi = index, rsi = base of a modern virtio-blk transport with
+ * ACKNOWLEDGE | DRIVER set): negotiates VERSION_1 only, sets up queue 0,
+ * asks for the serial number (VIRTIO_BLK_T_GET_ID) and prints
+ * `virtio-blk-id: index=I serial=S` (S: the bytes up to the first NUL, at
+ * most 20; `(none)` if empty) or `virtio-blk-id: index=I error=...`. The
+ * caller resets the device. */
+        .globl blk_get_id
+blk_get_id:
+        push %rbx
+        push %r12
+        mov %rdi, %rbx
+        mov %rsi, %r12
+        mov %rsi, blk_base
+        mov $vq_page, %edi              /* fresh rings */
+        mov $4096, %ecx
+        xor %eax, %eax
+        rep stosb
+        mov $rbuf, %edi                 /* the id buffer reads as empty */
+        mov $32, %ecx
+        rep stosb
+        movl $0, 0x24(%r12)             /* DriverFeaturesSel = 0 */
+        movl $0, 0x20(%r12)
+        movl $1, 0x24(%r12)
+        movl $1, 0x20(%r12)             /* VERSION_1 (bit 32) */
+        movl $0xb, 0x70(%r12)           /* | FEATURES_OK */
+        testl $8, 0x70(%r12)
+        jnz 1f
+        PDEC "virtio-blk-id: index=", %rbx
+        PUTS " error=features-rejected\n"
+        jmp 9f
+1:      movl $0, 0x30(%r12)             /* QueueSel = 0 */
+        movl 0x34(%r12), %eax           /* QueueNumMax */
+        cmp $4, %eax
+        jae 2f
+        PDEC "virtio-blk-id: index=", %rbx
+        PUTS " error=queue-too-small\n"
+        jmp 9f
+2:      mov $QMAX, %ecx
+        cmp %ecx, %eax
+        cmova %ecx, %eax
+        mov %rax, blk_qsize
+        movl %eax, 0x38(%r12)           /* QueueNum */
+        movl $vq_desc, 0x80(%r12)
+        movl $0, 0x84(%r12)
+        movl $vq_avail, 0x90(%r12)
+        movl $0, 0x94(%r12)
+        movl $vq_used, 0xa0(%r12)
+        movl $0, 0xa4(%r12)
+        movl $1, 0x44(%r12)             /* QueueReady */
+        movl $0xf, 0x70(%r12)           /* | DRIVER_OK */
+        mov $T_GET_ID, %edi
+        xor %esi, %esi
+        mov $rbuf, %edx
+        mov $ID_LEN, %ecx
+        call blk_build
+        mov $1, %edi                    /* bounded wait */
+        call blk_submit
+        mov %rax, %r12                  /* status (the base is done with) */
+        PDEC "virtio-blk-id: index=", %rbx
+        test %r12, %r12
+        jz 3f
+        PDEC " status=", %r12
+        call newline
+        jmp 9f
+3:      PUTS " serial="
+        cmpb $0, rbuf
+        jne 4f
+        PUTS "(none)"
+4:      xor %ecx, %ecx
+5:      cmp $ID_LEN, %ecx
+        jae 6f
+        movzbl rbuf(%rcx), %edi
+        test %edi, %edi
+        jz 6f
+        call putc                       /* clobbers rax, rdx */
+        inc %ecx
+        jmp 5b
+6:      call newline
+9:      pop %r12
+        pop %rbx
+        ret
+
 /* read_capacity(): blk_capacity = config capacity (two 32-bit reads). */
 read_capacity:
         mov blk_base, %rdx
@@ -510,9 +594,9 @@ blk_build:
 1:      mov %rdx, vq_desc + 16          /* desc[1] */
         mov %ecx, vq_desc + 16 + 8
         mov $1, %eax                    /* NEXT */
-        cmp $T_IN, %edi
-        jne 3f
-        or $2, %eax                     /* WRITE (device writes) */
+        cmp $T_OUT, %edi
+        je 3f
+        or $2, %eax                     /* WRITE (device writes: IN, GET_ID) */
 3:      movw %ax, vq_desc + 16 + 12
         movw $2, vq_desc + 16 + 14
 2:      movq $req_status, vq_desc + 32  /* desc[2] */

@@ -204,8 +204,8 @@ fn values(tree: &[serde_json::Value]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// `(num_queues, queue max sizes)` of every disk of the guest's last report.
-fn disks_reported(lines: &[String]) -> Vec<(u64, Vec<u64>)> {
+/// `(num_queues, queue max sizes, serial)` of every disk of the guest's last report.
+fn disks_reported(lines: &[String]) -> Vec<(u64, Vec<u64>, String)> {
     let last: Vec<String> = lines
         .iter()
         .rev()
@@ -219,8 +219,8 @@ fn disks_reported(lines: &[String]) -> Vec<(u64, Vec<u64>)> {
     (0..2)
         .filter_map(|i| r.blk(i))
         .map(|b| {
-            let maxes = b.queue_max.clone();
-            (b.num_queues().unwrap_or(0), maxes)
+            let serial = b.serial.clone().unwrap_or_default();
+            (b.num_queues().unwrap_or(0), b.queue_max.clone(), serial)
         })
         .collect()
 }
@@ -255,7 +255,10 @@ fn two_disks_with_their_own_properties_are_each_reported_and_migrate() {
         .vmm
         .wait_line(crate::common::BOOT, |l| l == "report: done");
     assert!(done.is_some(), "no report\n{}", src.vmm.transcript());
-    let want = vec![(1, vec![128]), (3, vec![256, 256, 256])];
+    let want = vec![
+        (1, vec![128], "AAA".to_string()),
+        (3, vec![256, 256, 256], "BBB".to_string()),
+    ];
     assert_eq!(
         disks_reported(src.vmm.seen()),
         want,
