@@ -389,3 +389,25 @@ fn every_bad_instance_on_the_command_line_exits_2_naming_it() {
         );
     }
 }
+
+#[test]
+fn an_adopting_destination_without_a_disk_names_the_missing_one() {
+    require_kvm!();
+    let (a, b) = (
+        TempPath::sized("inst-na", 4 * MIB),
+        TempPath::sized("inst-nb", 2 * MIB),
+    );
+    let mut src = two_disk_source(&a, &b);
+    // Only the first backend: the second disk has nowhere to go.
+    let (dst, uri) = Running::destination(&["--drive", &a.drive()], "one backend");
+    let m = src.migrate(&uri);
+    let d = dst.vmm.finish(EXIT);
+    let want = "device virtio-blk1 (virtio-blk-device) of the stream has no counterpart on this destination";
+    assert!(
+        !m.status.success() && m.stderr.contains(want) && d.stderr.contains(want),
+        "expected `{want}`\n{}\n{}",
+        m.transcript(),
+        d.transcript()
+    );
+    src.assert_counting("after the refusal");
+}

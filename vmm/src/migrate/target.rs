@@ -214,17 +214,21 @@ fn adopt_disks(cfg: &mut MachineConfig, m: &Manifest) -> Result<(), String> {
 impl MigrationTarget for MachineTarget<'_> {
     fn validate(&mut self, m: &Manifest) -> Result<(), VmError> {
         let cfg = self.resolve_config(m)?;
-        // Host resources: the stream's virtio-mmio devices need as many --drive.
-        let streamed = m
-            .sections
-            .iter()
-            .filter(|s| persist::base_name(&s.name) == "virtio-mmio")
-            .count();
-        if streamed != cfg.blocks.len() {
-            return Err(VmError::new(format!(
-                "the stream's guest has {streamed} virtio-blk device(s) (sections virtio-mmio/N), this destination has {} --drive",
-                cfg.blocks.len()
-            )));
+        // Host resources: the stream's disks need as many here. A stream
+        // that lists its instances is compared instance by instance below
+        // (naming each missing disk); an older one by count.
+        if m.devices.is_empty() {
+            let streamed = m
+                .sections
+                .iter()
+                .filter(|s| persist::base_name(&s.name) == "virtio-mmio")
+                .count();
+            if streamed != cfg.blocks.len() {
+                return Err(VmError::new(format!(
+                    "the stream's guest has {streamed} virtio-blk device(s) (sections virtio-mmio/N), this destination has {} --drive",
+                    cfg.blocks.len()
+                )));
+            }
         }
         let mut machine = Machine::build(&cfg, self.kernel, self.append, true)
             .map_err(|e| vm_err("building the destination VM")(&e))?;
@@ -234,6 +238,12 @@ impl MigrationTarget for MachineTarget<'_> {
                 "the destination VM has {ram} bytes of RAM, the stream {}",
                 m.ram_size
             )));
+        }
+        // The same instances, with the same backends (capacity, read-only,
+        // serial), before any RAM moves. A stream that lists none (an older
+        // source) is compared by its configuration only.
+        if !m.devices.is_empty() {
+            instances::check(&m.devices, &machine.instances()).map_err(VmError::new)?;
         }
         // Every section the stream lists must have an owner here, and every
         // section this machine needs must be in the stream.
@@ -253,12 +263,6 @@ impl MigrationTarget for MachineTarget<'_> {
                     l.name
                 )));
             }
-        }
-        // The same instances, with the same backends (capacity, read-only,
-        // serial), before any RAM moves. A stream that lists none (an older
-        // source) is compared by its configuration only.
-        if !m.devices.is_empty() {
-            instances::check(&m.devices, &machine.instances()).map_err(VmError::new)?;
         }
         let (tx, rx) = channel();
         machine
