@@ -71,6 +71,26 @@ long_entry:
         out %al, %dx
         .endr
 
+        /* CPUID as a guest kernel reads it: at CPL 0 this backend returns
+         * the VMM's configured values for what KVM controls (family, model,
+         * stepping, KVM-supported features); at CPL 3 `cpuid` runs natively
+         * and shows the physical host. Leaves 0, 1, 7.0, 0x80000000,
+         * 0x80000001, 0xd.0 go to cpuid_cpl0 (16 bytes each) for the
+         * report; leaves above the maximum are stored too and not printed. */
+        mov %ebx, %esi                  /* keep the start-info pointer */
+        mov $cpuid_cpl0, %edi
+        .irp leaf, 0, 1, 7, 0x80000000, 0x80000001, 0xd
+        mov $\leaf, %eax
+        xor %ecx, %ecx
+        cpuid
+        mov %eax, (%edi)
+        mov %ebx, 4(%edi)
+        mov %ecx, 8(%edi)
+        mov %edx, 12(%edi)
+        add $16, %edi
+        .endr
+        mov %esi, %ebx
+
         /* iretq frame for CPL 3: SS, RSP, RFLAGS (IF=0, IOPL=0), CS, RIP.
          * RBX still holds the start-info pointer for user_main. */
         pushq $(UDATA | 3)

@@ -56,6 +56,7 @@ user_main:
         PUTS "crash: ud2\n"
         ud2
 5:
+        call report_cpu
         call report_memmap
         call report_virtio
         call report_pci
@@ -349,6 +350,105 @@ report_virtio:
 2:      inc %rbx
         jmp 1b
 9:      pop %r12
+        pop %rbx
+        ret
+
+/* ------------------------------------------------------------------------
+ * CPU report, from the CPUID values the CPL 0 part stored (cpuid_cpl0):
+ *   cpu: vendor=V family=F model=M stepping=S max_leaf=0x.. max_ext_leaf=0x..
+ *   cpuid: leaf=0xL eax=0x.. ebx=0x.. ecx=0x.. edx=0x..   (1, 7, 0xd, 0x80000001)
+ * family/model/stepping are decoded from leaf 1 EAX as the manuals say
+ * (extended family when the family is 0xf; extended model when it is 6
+ * or 0xf). */
+report_cpu:
+        push %rbx
+        push %r12
+        PUTS "cpu: vendor="
+        xor %ebx, %ebx
+1:      cmp $12, %ebx                   /* EBX, EDX, ECX of leaf 0 */
+        jae 2f
+        mov %ebx, %eax
+        shr $2, %eax
+        mov cpu_vendor_regs(%rax), %al
+        movzbl %al, %eax
+        mov %ebx, %ecx
+        and $3, %ecx
+        movzbl cpuid_cpl0(%rax,%rcx), %edi
+        call putc
+        inc %ebx
+        jmp 1b
+2:      movl cpuid_cpl0 + 16, %r12d     /* leaf 1 EAX */
+        mov %r12d, %eax
+        shr $8, %eax
+        and $0xf, %eax                  /* base family */
+        mov %eax, %ebx
+        cmp $0xf, %eax
+        jne 3f
+        mov %r12d, %ecx
+        shr $20, %ecx
+        and $0xff, %ecx
+        add %ecx, %eax
+3:      PDEC " family=", %rax
+        mov %r12d, %eax
+        shr $4, %eax
+        and $0xf, %eax
+        cmp $6, %ebx
+        je 4f
+        cmp $0xf, %ebx
+        jne 5f
+4:      mov %r12d, %ecx
+        shr $12, %ecx
+        and $0xf0, %ecx
+        or %ecx, %eax
+5:      PDEC " model=", %rax
+        mov %r12d, %eax
+        and $0xf, %eax
+        PDEC " stepping=", %rax
+        movl cpuid_cpl0, %eax
+        PHEX " max_leaf=", %rax
+        movl cpuid_cpl0 + 48, %eax
+        PHEX " max_ext_leaf=", %rax
+        call newline
+        mov $1, %edi                    /* leaf 1: slot 1 */
+        mov $1, %esi
+        call report_leaf
+        cmpl $7, cpuid_cpl0
+        jb 6f
+        mov $7, %edi
+        mov $2, %esi
+        call report_leaf
+6:      cmpl $0xd, cpuid_cpl0
+        jb 7f
+        mov $0xd, %edi
+        mov $5, %esi
+        call report_leaf
+7:      cmpl $0x80000001, cpuid_cpl0 + 48
+        jb 8f
+        mov $0x80000001, %edi
+        mov $4, %esi
+        call report_leaf
+8:      pop %r12
+        pop %rbx
+        ret
+
+/* report_leaf(edi = leaf, esi = slot in cpuid_cpl0). */
+report_leaf:
+        push %rbx
+        push %r12
+        mov %edi, %r12d
+        mov %esi, %ebx
+        shl $4, %ebx
+        PHEX "cpuid: leaf=", %r12
+        movl cpuid_cpl0(%rbx), %eax
+        PHEX " eax=", %rax
+        movl cpuid_cpl0 + 4(%rbx), %eax
+        PHEX " ebx=", %rax
+        movl cpuid_cpl0 + 8(%rbx), %eax
+        PHEX " ecx=", %rax
+        movl cpuid_cpl0 + 12(%rbx), %eax
+        PHEX " edx=", %rax
+        call newline
+        pop %r12
         pop %rbx
         ret
 

@@ -65,6 +65,23 @@ impl BlkInfo {
     }
 }
 
+/// The `cpu:` line and the `cpuid:` leaves after it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CpuInfo {
+    /// Vendor string of leaf 0 (`AuthenticAMD`, `GenuineIntel`).
+    pub vendor: String,
+    /// Family, model and stepping decoded from leaf 1 EAX.
+    pub family: u64,
+    pub model: u64,
+    pub stepping: u64,
+    /// Leaf 0 EAX and leaf 0x80000000 EAX.
+    pub max_leaf: u64,
+    pub max_ext_leaf: u64,
+    /// Leaf → `[eax, ebx, ecx, edx]` (1, 7 subleaf 0, 0xd subleaf 0,
+    /// 0x80000001 where the maximum leaves reach).
+    pub leaves: BTreeMap<u64, [u64; 4]>,
+}
+
 /// One `pci:` line (plus its `aer:` line, if any).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PciFunction {
@@ -92,6 +109,8 @@ pub struct Aer {
 /// The hardware report: every line up to `report: done`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Report {
+    /// The CPU as the guest's CPL 0 part read it (`cpu:` and `cpuid:` lines).
+    pub cpu: Option<CpuInfo>,
     /// `boot: ok` seen.
     pub boot_ok: bool,
     /// `pvh: magic=ok` seen.
@@ -127,6 +146,25 @@ pub fn parse_report(text: &str) -> Report {
         match l.key {
             "boot" => r.boot_ok |= l.rest.trim() == "ok",
             "pvh" => r.pvh_ok |= l.get("magic") == Some("ok"),
+            "cpu" => {
+                let get = |k| l.num(k).unwrap_or(0);
+                r.cpu = Some(CpuInfo {
+                    vendor: l.get("vendor").unwrap_or_default().to_string(),
+                    family: get("family"),
+                    model: get("model"),
+                    stepping: get("stepping"),
+                    max_leaf: get("max_leaf"),
+                    max_ext_leaf: get("max_ext_leaf"),
+                    leaves: BTreeMap::new(),
+                });
+            }
+            "cpuid" => {
+                if let (Some(cpu), Some(leaf)) = (r.cpu.as_mut(), l.num("leaf")) {
+                    let get = |k| l.num(k).unwrap_or(0);
+                    let regs = [get("eax"), get("ebx"), get("ecx"), get("edx")];
+                    cpu.leaves.insert(leaf, regs);
+                }
+            }
             "cmdline" => r.cmdline = Some(l.rest.to_string()),
             "memmap" => {
                 if let (Some(addr), Some(size), Some(kind)) =

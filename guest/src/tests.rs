@@ -236,3 +236,20 @@ fn blk_id_lines_give_each_disk_its_serial() {
     assert_eq!(r.blk(0).and_then(|b| b.serial.as_deref()), Some("AAA"));
     assert_eq!(r.blk(1).and_then(|b| b.serial.as_deref()), Some("(none)"));
 }
+
+#[test]
+fn cpu_lines_give_the_cpu_and_its_leaves() {
+    let r = parse_report(
+        "cpu: vendor=AuthenticAMD family=6 model=6 stepping=3 max_leaf=0xd max_ext_leaf=0x80000021\n\
+         cpuid: leaf=0x1 eax=0x663 ebx=0x800 ecx=0xf7f83203 edx=0x178bfbff\n\
+         cpuid: leaf=0x7 eax=0x0 ebx=0x209c01ab ecx=0x0 edx=0x0\nreport: done\n",
+    );
+    let c = r.cpu.expect("cpu");
+    assert_eq!(
+        (c.vendor.as_str(), c.family, c.model, c.stepping),
+        ("AuthenticAMD", 6, 6, 3)
+    );
+    assert_eq!(c.max_ext_leaf, 0x8000_0021);
+    assert_eq!(c.leaves[&1], [0x663, 0x800, 0xf7f8_3203, 0x178b_fbff]);
+    assert_eq!(c.leaves[&7][1], 0x209c_01ab);
+}

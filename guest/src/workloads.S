@@ -704,6 +704,16 @@ fnv_sector:
         jnz 1b
         ret
 
+        .section .rodata
+        .globl cpu_vendor_regs
+cpu_vendor_regs: .byte 4, 12, 8         /* vendor string: EBX, EDX, ECX of leaf 0 */
+
+        /* In .data, not .bss: CPL 0 fills it before CPL 3 clears the bss. */
+        .data
+        .p2align 4
+        .globl cpuid_cpl0
+cpuid_cpl0:     .space 6 * 16           /* leaves 0, 1, 7, 0x80000000, 0x80000001, 0xd */
+
         .bss
         .p2align 12
 vq_page:

@@ -2,6 +2,7 @@
 
 mod common;
 mod control;
+mod cpu;
 mod instances;
 mod introspect;
 mod matrix_cells;

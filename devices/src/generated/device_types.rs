@@ -297,35 +297,26 @@ pub static DEVICE_TYPES: [DeviceType; 11] = [
                 )
                 .inert("this VMM presents no Hyper-V enlightenments"),
             PropDef::new(
-                    "family",
-                    "qemu64-x86_64-cpu",
-                    PropType::uint(32, 0, 270, false, false),
-                    Value::Uint(15),
-                    "CPUID family",
-                )
-                .inert(
-                    "CPUID is the host's supported list with this VMM's topology; CPU models are not applied yet",
-                ),
+                "family",
+                "qemu64-x86_64-cpu",
+                PropType::uint(32, 0, 270, false, false),
+                Value::Uint(15),
+                "CPUID family",
+            ),
             PropDef::new(
-                    "model",
-                    "qemu64-x86_64-cpu",
-                    PropType::uint(32, 0, 255, false, false),
-                    Value::Uint(107),
-                    "CPUID model",
-                )
-                .inert(
-                    "CPUID is the host's supported list with this VMM's topology; CPU models are not applied yet",
-                ),
+                "model",
+                "qemu64-x86_64-cpu",
+                PropType::uint(32, 0, 255, false, false),
+                Value::Uint(107),
+                "CPUID model",
+            ),
             PropDef::new(
-                    "stepping",
-                    "qemu64-x86_64-cpu",
-                    PropType::uint(32, 0, 15, false, false),
-                    Value::Uint(1),
-                    "CPUID stepping",
-                )
-                .inert(
-                    "CPUID is the host's supported list with this VMM's topology; CPU models are not applied yet",
-                ),
+                "stepping",
+                "qemu64-x86_64-cpu",
+                PropType::uint(32, 0, 15, false, false),
+                Value::Uint(1),
+                "CPUID stepping",
+            ),
         ],
         vmstate: None,
     },

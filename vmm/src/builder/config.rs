@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use compat_runtime::{Catalog, EffectiveConfig, Knobs, Override, OverrideError, PropsError};
 use devices::generated::props::{
-    IsaSerialProps, PcieRootPortProps, VirtioBlkDeviceProps, VirtioMmioProps,
+    IsaSerialProps, PcieRootPortProps, Qemu64X86_64CpuProps, VirtioBlkDeviceProps, VirtioMmioProps,
 };
 use devices::pci::PcieRootPortConfig;
 use devices::serial::{SerialConfig, SerialOutput};
@@ -14,6 +14,7 @@ use devices::virtio::block::BlockConfig;
 
 pub use super::cmdline::{DISK_TYPE, DiskSpec, DriveSpec};
 use super::layout;
+use crate::vstate::cpuid::CpuIdentity;
 
 /// The compat catalog compiled into this binary (`devices::generated`).
 pub fn catalog() -> &'static Catalog {
@@ -116,6 +117,9 @@ pub struct MachineConfig {
     pub blocks: Vec<BlockDevice>,
     /// The PCIe root port, if the machine type has one.
     pub root_port: Option<PcieRootPortConfig>,
+    /// The CPU model's family, model and stepping (none: the machine type
+    /// names no CPU model, the host's are shown).
+    pub cpu: Option<CpuIdentity>,
     /// The device types the machine instantiates (its `devices` knob, as
     /// the persona presents it): the part of `effective` a migration compares.
     pub device_types: Vec<&'static str>,
@@ -231,7 +235,19 @@ pub fn from_effective(
         None
     };
 
+    let cpu = if has(Qemu64X86_64CpuProps::TYPE_NAME) {
+        let p = Qemu64X86_64CpuProps::from_config(effective)?;
+        Some(CpuIdentity {
+            family: p.family,
+            model: p.model,
+            stepping: p.stepping,
+        })
+    } else {
+        None
+    };
+
     Ok(MachineConfig {
+        cpu,
         origins: Origins::new(),
         device_types: knobs.devices.to_vec(),
         machine: effective.machine.clone(),

@@ -126,7 +126,8 @@ impl Machine {
         };
 
         let mem = Arc::new(memory::create(config.mem_bytes)?);
-        let vm = Vm::new(mem.clone())?;
+        let mut vm = Vm::new(mem.clone())?;
+        vm.set_cpu_identity(config.cpu);
         let mut pio = Bus::new();
         let mut mmio = Bus::new();
         let mut devices = Devices::default();

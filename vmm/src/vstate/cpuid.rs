@@ -16,16 +16,56 @@ fn bits_for(n: u32) -> u32 {
     }
 }
 
-/// Adapts the supported CPUID for vCPU `index` of `count`.
-pub fn for_vcpu(supported: &CpuId, index: u8, count: u8) -> CpuId {
+/// What the CPU model says the processor is: leaf 1 EAX (and, as on AMD,
+/// leaf 0x80000001 EAX), encoded as the manuals and the reference do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuIdentity {
+    /// Family (above 0xf: base family 0xf plus the extended family).
+    pub family: u32,
+    /// Model (its high nibble goes to the extended model field).
+    pub model: u32,
+    /// Stepping (4 bits).
+    pub stepping: u32,
+}
+
+impl CpuIdentity {
+    /// Leaf 1 EAX: stepping [3:0], model [7:4], family [11:8], extended
+    /// model [19:16], extended family [27:20].
+    pub fn leaf1_eax(self) -> u32 {
+        let family = if self.family > 0xf {
+            0xf00 | ((self.family - 0xf).min(0xff) << 20)
+        } else {
+            self.family << 8
+        };
+        let model = ((self.model & 0xf) << 4) | (((self.model >> 4) & 0xf) << 16);
+        family | model | (self.stepping & 0xf)
+    }
+}
+
+/// The 8-bit "logical processors per package" field of leaf 1 EBX.
+fn logical_per_package(n: u32) -> u32 {
+    n.next_power_of_two().min(0xff)
+}
+
+/// Adapts the supported CPUID for vCPU `index` of `count`; `identity`
+/// (the CPU model's family, model, stepping) replaces the host's.
+pub fn for_vcpu(supported: &CpuId, index: u8, count: u8, identity: Option<CpuIdentity>) -> CpuId {
     let mut cpuid = supported.clone();
     let apic = u32::from(index);
     let n = u32::from(count.max(1));
     for e in cpuid.as_mut_slice() {
         match e.function {
+            0x8000_0001 => {
+                if let Some(id) = identity {
+                    e.eax = id.leaf1_eax();
+                }
+            }
             0x1 => {
+                if let Some(id) = identity {
+                    e.eax = id.leaf1_eax();
+                }
                 // EBX: [31:24] initial APIC id, [23:16] logical processors, [15:8] CLFLUSH size/8
-                e.ebx = (apic << 24) | (n.next_power_of_two() << 16) | (8 << 8);
+                e.ebx = (apic << 24) | (logical_per_package(n) << 16) | (8 << 8);
                 e.ecx |= ECX_HYPERVISOR;
                 if n > 1 {
                     e.edx |= EDX_HTT;
@@ -36,7 +76,7 @@ pub fn for_vcpu(supported: &CpuId, index: u8, count: u8) -> CpuId {
             0x4 => {
                 // EAX[31:26]: cores per package - 1; EAX[25:14]: threads sharing this cache - 1
                 e.eax &= !(0x3f << 26);
-                e.eax |= (n.next_power_of_two() - 1) << 26;
+                e.eax |= (n.next_power_of_two() - 1).min(0x3f) << 26;
             }
             0xb | 0x1f => {
                 // Extended topology: level 0 = SMT (1 thread), level 1 = core (n cores).
@@ -94,7 +134,7 @@ mod tests {
             },
         ];
         let base = CpuId::from_entries(&entries).unwrap();
-        let c = for_vcpu(&base, 1, 2);
+        let c = for_vcpu(&base, 1, 2, None);
         let e = c.as_slice();
         assert_eq!(e[0].ebx >> 24, 1);
         assert_eq!((e[0].ebx >> 16) & 0xff, 2);
@@ -102,5 +142,66 @@ mod tests {
         assert_eq!(e[1].edx, 1);
         assert_eq!(e[1].ebx, 2);
         assert_eq!(bits_for(3), 2);
+    }
+
+    #[test]
+    fn many_vcpus_never_spill_into_the_apic_id() {
+        let entries = [
+            kvm_cpuid_entry2 {
+                function: 1,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 4,
+                ..Default::default()
+            },
+        ];
+        let base = CpuId::from_entries(&entries).unwrap();
+        for count in [129u8, 200, 255] {
+            let c = for_vcpu(&base, 7, count, None);
+            let e = c.as_slice();
+            assert_eq!(e[0].ebx >> 24, 7, "APIC id with {count} vCPUs");
+            assert_eq!((e[0].ebx >> 16) & 0xff, 0xff);
+            assert_eq!(e[1].eax >> 26, 0x3f);
+        }
+    }
+
+    #[test]
+    fn identity_encodes_like_the_reference() {
+        // qemu64: family 15, model 107, stepping 1 -> 0x000f6b1 with ext model 6.
+        let q = CpuIdentity {
+            family: 15,
+            model: 107,
+            stepping: 1,
+        };
+        assert_eq!(q.leaf1_eax(), 0x0006_0fb1);
+        let old = CpuIdentity {
+            family: 6,
+            model: 6,
+            stepping: 3,
+        };
+        assert_eq!(old.leaf1_eax(), 0x0000_0663);
+        let zen = CpuIdentity {
+            family: 23,
+            model: 1,
+            stepping: 2,
+        };
+        assert_eq!(zen.leaf1_eax(), 0x0080_0f12, "the host's own leaf 1 EAX");
+        let entries = [
+            kvm_cpuid_entry2 {
+                function: 1,
+                eax: 0x0080_0f12,
+                ..Default::default()
+            },
+            kvm_cpuid_entry2 {
+                function: 0x8000_0001,
+                eax: 0x0080_0f12,
+                ..Default::default()
+            },
+        ];
+        let base = CpuId::from_entries(&entries).unwrap();
+        let c = for_vcpu(&base, 0, 1, Some(old));
+        assert_eq!(c.as_slice()[0].eax, 0x663);
+        assert_eq!(c.as_slice()[1].eax, 0x663);
     }
 }

@@ -12,6 +12,7 @@ use migration::guest_ram::{self, RamLayout};
 use vm_memory::Address;
 use vmm_sys_util::eventfd::EventFd;
 
+use super::cpuid::CpuIdentity;
 use super::memory::{self, GuestMemoryMmap};
 use super::vcpu::{Vcpu, VcpuError};
 
@@ -93,6 +94,8 @@ pub struct Vm {
     /// Those of them a vCPU of this VM can read: what every vCPU state holds
     /// (found with the first vCPU, [`Vm::create_vcpu`]).
     msr_index: OnceLock<Arc<[u32]>>,
+    /// The CPU model's family, model, stepping (none: the host's).
+    identity: Option<CpuIdentity>,
 }
 
 impl Vm {
@@ -137,6 +140,7 @@ impl Vm {
             cpuid,
             msr_candidates,
             msr_index: OnceLock::new(),
+            identity: None,
         };
         for s in &vm.slots {
             vm.set_slot(s, false)?;
@@ -231,6 +235,12 @@ impl Vm {
             .map_err(kvm_err("KVM_IRQFD"))
     }
 
+    /// Presents `identity` (the CPU model's family, model, stepping) in every
+    /// vCPU created from now on.
+    pub fn set_cpu_identity(&mut self, identity: Option<CpuIdentity>) {
+        self.identity = identity;
+    }
+
     /// Creates vCPU `index` of `count` and configures its CPUID (APIC id = index).
     pub fn create_vcpu(&self, index: u8, count: u8) -> Result<Vcpu, VmError> {
         let fd = self
@@ -239,7 +249,7 @@ impl Vm {
             .map_err(kvm_err("KVM_CREATE_VCPU"))?;
         let msrs = self.savable_msrs(&fd)?;
         let vcpu = Vcpu::new(fd, index, msrs);
-        vcpu.configure_cpuid(&self.cpuid, count)?;
+        vcpu.configure_cpuid(&self.cpuid, count, self.identity)?;
         Ok(vcpu)
     }
 

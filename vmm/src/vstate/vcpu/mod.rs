@@ -104,8 +104,13 @@ impl Vcpu {
     }
 
     /// Sets the CPUID for this vCPU from the supported list (APIC id, topology).
-    pub fn configure_cpuid(&self, supported: &CpuId, count: u8) -> Result<(), VcpuError> {
-        let c = super::cpuid::for_vcpu(supported, self.index, count);
+    pub fn configure_cpuid(
+        &self,
+        supported: &CpuId,
+        count: u8,
+        identity: Option<super::cpuid::CpuIdentity>,
+    ) -> Result<(), VcpuError> {
+        let c = super::cpuid::for_vcpu(supported, self.index, count, identity);
         self.fd.set_cpuid2(&c).map_err(self.err("KVM_SET_CPUID2"))
     }
 
