@@ -25,6 +25,40 @@ pub struct FileAst {
     pub release: Vec<Spanned<ReleaseAst>>,
     #[serde(default)]
     pub deprecation: Vec<Spanned<DeprecationAst>>,
+    #[serde(default)]
+    pub feature: Vec<Spanned<FeatureAst>>,
+}
+
+/// `[[feature]]`: one x86 CPU feature and where the guest finds it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureAst {
+    pub name: SStr,
+    #[serde(default)]
+    pub aliases: Vec<SStr>,
+    pub cpuid: Option<Spanned<CpuidLocAst>>,
+    pub msr: Option<Spanned<MsrLocAst>>,
+    pub migratable: Option<bool>,
+    pub kind: Option<SStr>,
+    #[serde(default)]
+    pub doc: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CpuidLocAst {
+    pub leaf: u32,
+    #[serde(default)]
+    pub subleaf: u32,
+    pub reg: SStr,
+    pub bit: Spanned<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MsrLocAst {
+    pub index: u32,
+    pub bit: Spanned<u32>,
 }
 
 /// Machine-level knobs, on a family (defaults) or a machine (overrides).

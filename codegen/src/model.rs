@@ -16,6 +16,19 @@ pub struct Model {
     pub releases: Vec<ReleaseM>,
     /// Deprecations in file order.
     pub deprecations: Vec<DeprecationM>,
+    /// CPU features in file order.
+    pub features: Vec<FeatureM>,
+}
+
+/// A CPU feature.
+#[derive(Debug, Clone)]
+pub struct FeatureM {
+    pub name: String,
+    pub aliases: Vec<String>,
+    pub loc: compat_runtime::FeatureLoc,
+    pub migratable: bool,
+    pub kind: compat_runtime::FeatureKind,
+    pub doc: String,
 }
 
 /// A machine family.

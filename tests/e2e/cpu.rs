@@ -85,3 +85,28 @@ fn the_guest_keeps_its_cpu_across_a_live_migration() {
     );
     dst.quit("destination");
 }
+
+#[test]
+fn cpu_host_names_what_this_hosts_kvm_offers() {
+    require_kvm!();
+    let f = run(["cpu", "host", "--json"], EXIT);
+    f.assert_success();
+    let h: serde_json::Value = serde_json::from_str(&f.stdout())
+        .unwrap_or_else(|e| panic!("not JSON ({e})\n{}", f.transcript()));
+    let features: Vec<&str> = h["features"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .collect();
+    // The guest's CPL 0 view agrees with the host tool on what KVM controls.
+    let g = report(&[]);
+    let cpu = vmm_guest::parse_report(&g.stdout()).cpu.expect("cpu");
+    assert_eq!(h["vendor"].as_str(), Some(cpu.vendor.as_str()));
+    let x2apic = cpu.leaves[&1][2] & (1 << 21) != 0;
+    assert_eq!(features.contains(&"x2apic"), x2apic, "{features:?}");
+    for f in &features {
+        assert!(!f.is_empty() && !f.contains(' '), "{f}");
+    }
+    assert!(h["kernel"].as_str().is_some_and(|k| !k.is_empty()), "{h}");
+}

@@ -3,7 +3,8 @@
 //!
 //! 1. the KVM-independent migration core is its own crate, `migration`
 //!    (`vmm/migration/`);
-//! 2. the runtime: [`vstate`] (KVM), [`boot`], [`builder`];
+//! 2. the runtime: [`vstate`] (KVM), [`cpu`] (the guest CPU against this
+//!    host's), [`boot`], [`builder`];
 //! 3. [`release`]: what a release presents (the persona, the release matrix,
 //!    machine-type lifecycle), over the compat tables and `builder::config`;
 //! 4. [`migrate`]: the migration core's traits over a running machine;
@@ -14,6 +15,7 @@ pub mod boot;
 pub mod builder;
 pub mod cli;
 pub mod control;
+pub mod cpu;
 pub mod migrate;
 pub mod release;
 pub mod vstate;

@@ -28,6 +28,9 @@ enum Command {
     Run(vmm::cli::run::RunArgs),
     /// Write the embedded guest ELF to PATH (bootable by any PVH-capable VMM).
     GuestElf { path: std::path::PathBuf },
+    /// The guest CPU against this host's (`vmm cpu host`).
+    #[command(subcommand)]
+    Cpu(vmm::cli::cpu::CpuCommand),
 }
 
 fn main() -> ExitCode {
@@ -40,5 +43,6 @@ fn main() -> ExitCode {
         Command::Migrate(args) => exit_with(|| vmm::cli::ctl::migrate(&args).into_diagnostic()),
         Command::Run(args) => vmm::cli::run::main(args),
         Command::GuestElf { path } => vmm::cli::run::guest_elf(&path),
+        Command::Cpu(cmd) => vmm::cli::cpu::main(&cmd),
     }
 }

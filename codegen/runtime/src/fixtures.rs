@@ -56,4 +56,5 @@ pub static LIFECYCLE: Catalog = Catalog {
     deltas: &[],
     releases: &[],
     deprecations: &DEPRECATIONS,
+    cpu_features: &[],
 };

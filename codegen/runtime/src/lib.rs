@@ -45,8 +45,9 @@ pub use props::{AutoOr, PropsError};
 pub use release::{Lock, LockError, LockMachine, LockSection};
 
 pub use table::{
-    Catalog, Delta, DeltaEntry, Deprecation, DeviceType, Effect, Erratum, Family, Knobs, Lifecycle,
-    MachineType, PropDef, PropTimeline, Provenance, Release, Step, TypeTimeline,
+    Catalog, CpuFeature, Delta, DeltaEntry, Deprecation, DeviceType, Effect, Erratum, Family,
+    FeatureKind, FeatureLoc, Knobs, Lifecycle, MachineType, PropDef, PropTimeline, Provenance,
+    Release, Step, TypeTimeline,
 };
 pub use value::{PropType, Value, ValueError};
 pub use version::{MachineVersion, VersionError};

@@ -201,6 +201,7 @@ mod tests {
         deltas: &[],
         releases: &[],
         deprecations: &[],
+        cpu_features: &[],
     };
 
     fn x(m: &str, o: &[Override]) -> (Value, Provenance) {

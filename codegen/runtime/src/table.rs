@@ -22,6 +22,74 @@ pub struct Catalog {
     pub releases: &'static [Release],
     /// Deprecated features.
     pub deprecations: &'static [Deprecation],
+    /// The x86 CPU features this project knows (`compat/cpu/features.toml`).
+    pub cpu_features: &'static [CpuFeature],
+}
+
+/// Where a guest finds a CPU feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(tag = "in", rename_all = "kebab-case")]
+pub enum FeatureLoc {
+    /// CPUID leaf `leaf`, subleaf `subleaf`, register `reg` (0 EAX, 1 EBX,
+    /// 2 ECX, 3 EDX), bit `bit`.
+    Cpuid {
+        leaf: u32,
+        subleaf: u32,
+        reg: u8,
+        bit: u8,
+    },
+    /// Bit `bit` of feature MSR `index` (`IA32_ARCH_CAPABILITIES`, 0x10a).
+    Msr { index: u32, bit: u8 },
+}
+
+impl FeatureLoc {
+    /// The reference's spelling: `CPUID[eax=07h,ecx=00h].EBX [bit 4]`,
+    /// `MSR(10AH).taa-no [bit 8]` without the name.
+    pub fn describe(&self) -> String {
+        match *self {
+            FeatureLoc::Cpuid {
+                leaf,
+                subleaf,
+                reg,
+                bit,
+            } => {
+                let r = ["EAX", "EBX", "ECX", "EDX"]
+                    .get(usize::from(reg))
+                    .copied()
+                    .unwrap_or("?");
+                format!("CPUID[eax={leaf:02X}h,ecx={subleaf:02X}h].{r} [bit {bit}]")
+            }
+            FeatureLoc::Msr { index, bit } => format!("MSR({index:X}H) [bit {bit}]"),
+        }
+    }
+}
+
+/// What a feature bit means for a guest that has it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FeatureKind {
+    /// The CPU can do something.
+    Feature,
+    /// The CPU is not vulnerable to something (`taa-no`): a guest may only
+    /// be told so where every host it can run on is not vulnerable.
+    VulnerabilityAbsent,
+}
+
+/// One x86 CPU feature.
+#[derive(Debug, Serialize)]
+pub struct CpuFeature {
+    /// The reference's name (`pcid`, `sse4.2`, `taa-no`).
+    pub name: &'static str,
+    /// Other spellings (`sse4_2`).
+    pub aliases: &'static [&'static str],
+    /// Where the guest finds it.
+    pub loc: FeatureLoc,
+    /// Whether a guest with it can migrate (`invtsc` cannot).
+    pub migratable: bool,
+    /// Capability or "vulnerability absent".
+    pub kind: FeatureKind,
+    /// One line.
+    pub doc: &'static str,
 }
 
 /// A device type (QOM-like): name, parent, properties, VMState.

@@ -5,6 +5,7 @@ use super::names::upper;
 use super::tokens::{num, opt_str, prop_type, value, version};
 use crate::model::{EffectM, LifecycleM, Model};
 use crate::resolve::Resolved;
+use compat_runtime::{FeatureKind, FeatureLoc};
 use proc_macro2::TokenStream;
 use quote::quote;
 
@@ -80,13 +81,40 @@ pub fn catalog(r: &Resolved) -> TokenStream {
         let (id, f, s, r) = (&d.id, &d.feature, &d.since, &d.replacement);
         quote!(Deprecation { id: #id, feature: #f, since: #s, replacement: #r })
     });
+    let features = m.features.iter().map(|f| {
+        let (name, doc, migratable) = (&f.name, &f.doc, f.migratable);
+        let aliases = f.aliases.iter();
+        let place = match f.loc {
+            FeatureLoc::Cpuid {
+                leaf,
+                subleaf,
+                reg,
+                bit,
+            } => {
+                let (leaf, subleaf) = (num(u64::from(leaf)), num(u64::from(subleaf)));
+                let (reg, bit) = (num(u64::from(reg)), num(u64::from(bit)));
+                quote!(FeatureLoc::Cpuid { leaf: #leaf, subleaf: #subleaf, reg: #reg, bit: #bit })
+            }
+            FeatureLoc::Msr { index, bit } => {
+                let (index, bit) = (num(u64::from(index)), num(u64::from(bit)));
+                quote!(FeatureLoc::Msr { index: #index, bit: #bit })
+            }
+        };
+        let kind = match f.kind {
+            FeatureKind::Feature => quote!(FeatureKind::Feature),
+            FeatureKind::VulnerabilityAbsent => quote!(FeatureKind::VulnerabilityAbsent),
+        };
+        quote!(CpuFeature { name: #name, aliases: &[#(#aliases),*], loc: #place,
+            migratable: #migratable, kind: #kind, doc: #doc })
+    });
     quote! {
         //! The compiled catalog: families with machine types and resolved
-        //! property timelines, deltas, releases, deprecations.
+        //! property timelines, deltas, releases, deprecations, CPU features.
         #[allow(unused_imports)]
         use compat_runtime::{
-            Catalog, Delta, DeltaEntry, Deprecation, Erratum, Family, Knobs, Lifecycle, MachineType,
-            MachineVersion, PropTimeline, Provenance, Release, Step, TypeTimeline, Value,
+            Catalog, CpuFeature, Delta, DeltaEntry, Deprecation, Erratum, Family, FeatureKind,
+            FeatureLoc, Knobs, Lifecycle, MachineType, MachineVersion, PropTimeline, Provenance,
+            Release, Step, TypeTimeline, Value,
         };
         #[allow(unused_imports)]
         use std::borrow::Cow;
@@ -98,6 +126,7 @@ pub fn catalog(r: &Resolved) -> TokenStream {
             deltas: &[#(#deltas),*],
             releases: &[#(#releases),*],
             deprecations: &[#(#deps),*],
+            cpu_features: &[#(#features),*],
         };
     }
 }

@@ -2,6 +2,7 @@
 //! problem found (the phase never stops at the first).
 
 mod deltas;
+mod features;
 mod machines;
 mod types;
 mod vmstate;
@@ -20,12 +21,14 @@ pub fn validate(files: &[FileAst], diags: &mut Vec<Diag>) -> Model {
     let deltas = deltas::deltas(files, &types, &families, &release_names, diags);
     let releases = deltas::errata(files, releases, &types, &release_names, diags);
     let deprecations = deltas::deprecations(files, &release_names, diags);
+    let features = features::features(files, diags);
     Model {
         families,
         types,
         deltas,
         releases,
         deprecations,
+        features,
     }
 }
 

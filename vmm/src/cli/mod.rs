@@ -1,5 +1,6 @@
 //! The subcommands of the `vmm` binary (the top layer: nothing below imports it).
 
+pub mod cpu;
 pub mod ctl;
 pub mod demo;
 pub mod dump_vmstate;

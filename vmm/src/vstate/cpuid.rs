@@ -29,6 +29,26 @@ pub struct CpuIdentity {
 }
 
 impl CpuIdentity {
+    /// Decodes leaf 1 EAX as the manuals say: the extended family counts when
+    /// the family is 0xf, the extended model when it is 6 or 0xf.
+    pub fn from_leaf1_eax(eax: u32) -> Self {
+        let base = (eax >> 8) & 0xf;
+        let family = if base == 0xf {
+            base + ((eax >> 20) & 0xff)
+        } else {
+            base
+        };
+        let mut model = (eax >> 4) & 0xf;
+        if base == 0x6 || base == 0xf {
+            model |= ((eax >> 16) & 0xf) << 4;
+        }
+        Self {
+            family,
+            model,
+            stepping: eax & 0xf,
+        }
+    }
+
     /// Leaf 1 EAX: stepping [3:0], model [7:4], family [11:8], extended
     /// model [19:16], extended family [27:20].
     pub fn leaf1_eax(self) -> u32 {
@@ -187,6 +207,9 @@ mod tests {
             stepping: 2,
         };
         assert_eq!(zen.leaf1_eax(), 0x0080_0f12, "the host's own leaf 1 EAX");
+        for id in [q, old, zen] {
+            assert_eq!(CpuIdentity::from_leaf1_eax(id.leaf1_eax()), id);
+        }
         let entries = [
             kvm_cpuid_entry2 {
                 function: 1,

@@ -1,0 +1,10 @@
+//! The guest CPU against this host's: which of the catalogued features
+//! (`compat/cpu/features.toml`) this host's KVM can give a guest.
+//!
+//! - [`features`]: the catalogue read against CPUID leaves and feature
+//!   MSRs (no KVM);
+//! - [`host`]: this host's KVM (`KVM_GET_SUPPORTED_CPUID`, the feature MSRs)
+//!   as a [`host::HostCpu`], the `vmm cpu host` answer.
+
+pub mod features;
+pub mod host;
