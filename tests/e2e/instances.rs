@@ -411,3 +411,37 @@ fn an_adopting_destination_without_a_disk_names_the_missing_one() {
     );
     src.assert_counting("after the refusal");
 }
+
+#[test]
+fn an_adopting_destination_puts_each_disk_on_the_backend_of_its_name() {
+    require_kvm!();
+    let (a, b) = (
+        TempPath::sized("inst-oa", 4 * MIB),
+        TempPath::sized("inst-ob", 8 * MIB),
+    );
+    let (ba, bb) = (format!("id=a,{}", a.drive()), format!("id=b,{}", b.drive()));
+    let args = [
+        "-m",
+        "64M",
+        "--append",
+        "workload=ab",
+        "--drive",
+        &ba,
+        "--drive",
+        &bb,
+        "--device",
+        "virtio-blk-device,drive=a,id=system,serial=AAA",
+        "--device",
+        "virtio-blk-device,drive=b,id=data,num-queues=2",
+    ];
+    let src = Running::ab_source(&args, "source");
+    let before = qtree(&src, "source");
+    // The backends in the other order: each disk still lands on its own.
+    let (mut dst, uri) = Running::destination(&["--drive", &bb, "--drive", &ba], "destination");
+    src.migrate_summary(&uri, "named backends");
+    src.handed_over(&mut dst, "named backends");
+    let after = qtree(&dst, "destination");
+    assert_eq!(values(&after), values(&before), "the disks moved");
+    dst.assert_counting("after the migration");
+    dst.quit("destination");
+}

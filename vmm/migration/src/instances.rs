@@ -179,6 +179,7 @@ mod tests {
             type_name: "virtio-blk-device".into(),
             addr: addr.into(),
             props: Default::default(),
+            backend: None,
             facts: facts
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -57,6 +57,11 @@ pub struct DeviceInstance {
     /// `config` (`--device virtio-blk-device,drive=..,num-queues=3`).
     #[serde(default)]
     pub props: BTreeMap<String, PropValue>,
+    /// The host-side name of its backend (`--drive id=`), if it has one: a
+    /// destination adopting the stream puts the disk on its backend of the
+    /// same name. Not compared (hosts name their files as they like).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
 
 /// The stream's manifest.

@@ -98,6 +98,8 @@ pub struct BlockDevice {
     pub props: Vec<(String, String)>,
     /// Where they came from: `-device`, or `stream` once adopted.
     pub provenance: String,
+    /// Its backend's `--drive id=`, if named.
+    pub backend: Option<String>,
 }
 
 /// Everything needed to build (and rebuild on reset) the VM.
@@ -212,6 +214,7 @@ pub fn from_effective(
                 file: d.file.clone(),
                 props: disk.props.clone(),
                 provenance: "-device".into(),
+                backend: d.id.clone(),
             });
         }
     } else if !req.disks.is_empty() {

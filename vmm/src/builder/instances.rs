@@ -23,6 +23,7 @@ impl Machine {
                 addr: format!("io {:#x} irq {}", s.iobase, s.irq),
                 facts: Default::default(),
                 props: Default::default(),
+                backend: None,
             });
         }
         for (i, (b, disk)) in self.devices().blocks.iter().zip(&cfg.blocks).enumerate() {
@@ -49,6 +50,7 @@ impl Machine {
                 addr: format!("virtio-mmio {base:#x} gsi {gsi}"),
                 facts,
                 props,
+                backend: disk.backend.clone(),
             });
         }
         if let Some(rp) = &cfg.root_port {
@@ -58,6 +60,7 @@ impl Machine {
                 addr: format!("pci 00:{:02x}.0", rp.device),
                 facts: Default::default(),
                 props: Default::default(),
+                backend: None,
             });
         }
         out

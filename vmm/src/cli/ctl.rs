@@ -356,6 +356,7 @@ mod tests {
                 type_name: "virtio-blk-device".into(),
                 addr: "virtio-mmio 0xd0000000 gsi 5".into(),
                 props: Default::default(),
+                backend: None,
                 facts: [("serial".to_string(), "AAA".to_string())].into(),
             },
             props: [(

@@ -5,7 +5,7 @@ use super::sections::{section_infos, vm_err, with_devices};
 use super::vcpu_codec;
 use crate::builder::Machine;
 use crate::builder::cmdline::DISK_TYPE;
-use crate::builder::config::{self as bconfig, MachineConfig, RunRequest};
+use crate::builder::config::{self as bconfig, BlockDevice, MachineConfig, RunRequest};
 use crate::release::lifecycle;
 use crate::release::persona::Persona;
 use crate::vstate::vcpu::VmEvent;
@@ -17,7 +17,7 @@ use migration::PAGE_SIZE;
 use migration::compat_check::{self, IncomingConfig};
 use migration::config as mconfig;
 use migration::instances;
-use migration::manifest::Manifest;
+use migration::manifest::{DeviceInstance, Manifest};
 use migration::stream::{Section, VcpuRecord};
 use migration::vm::{MigrationTarget, VmError};
 use std::sync::mpsc::{Receiver, channel};
@@ -189,7 +189,12 @@ impl<'a> MachineTarget<'a> {
 /// gives none. Capacity and read-only state belong to the backend and must
 /// match (compared later, with every instance).
 fn adopt_disks(cfg: &mut MachineConfig, m: &Manifest) -> Result<(), String> {
-    let streamed = m.devices.iter().filter(|d| d.type_name == DISK_TYPE);
+    let streamed: Vec<_> = m
+        .devices
+        .iter()
+        .filter(|d| d.type_name == DISK_TYPE)
+        .collect();
+    order_disks(&mut cfg.blocks, &streamed);
     let effective = cfg.effective.clone();
     let vcpus = cfg.vcpus;
     for (b, s) in cfg.blocks.iter_mut().zip(streamed) {
@@ -209,6 +214,32 @@ fn adopt_disks(cfg: &mut MachineConfig, m: &Manifest) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Puts the local disks in the stream's order: a disk whose backend is named
+/// like a streamed disk's takes that disk's place, the others fill the
+/// remaining places in their own order.
+fn order_disks(blocks: &mut Vec<BlockDevice>, streamed: &[&DeviceInstance]) {
+    let mut pool: Vec<Option<BlockDevice>> = blocks.drain(..).map(Some).collect();
+    let mut placed: Vec<Option<BlockDevice>> = streamed
+        .iter()
+        .map(|s| {
+            let name = s.backend.as_deref()?;
+            let k = pool.iter().position(|b| {
+                b.as_ref()
+                    .is_some_and(|b| b.backend.as_deref() == Some(name))
+            })?;
+            pool[k].take()
+        })
+        .collect();
+    let mut rest = pool.into_iter().flatten();
+    for slot in &mut placed {
+        if slot.is_none() {
+            *slot = rest.next();
+        }
+    }
+    blocks.extend(placed.into_iter().flatten());
+    blocks.extend(rest);
 }
 
 impl MigrationTarget for MachineTarget<'_> {
