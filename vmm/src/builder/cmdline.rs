@@ -285,6 +285,8 @@ fn not_creatable(catalog: &Catalog, t: &str, arg: &str) -> CmdlineError {
         format!("{t} is an abstract type (set its properties with --global {t}.PROP=VALUE)")
     } else if t == "virtio-mmio" {
         "a virtio-mmio transport comes with each virtio-blk-device".to_string()
+    } else if catalog.is_subtype(t, "x86_64-cpu") {
+        format!("the vCPUs are the machine's; set the CPU model with --global {t}.PROP=VALUE")
     } else {
         format!(
             "this VMM cannot create a {t}; it creates {DISK_TYPE} and configures {}",

@@ -58,6 +58,11 @@ fn every_bad_input_is_named() {
         ),
         (&[], &["virtio-mmio"], "comes with each virtio-blk-device"),
         (
+            &[],
+            &["qemu64-x86_64-cpu,family=6"],
+            "set the CPU model with --global qemu64-x86_64-cpu.PROP=VALUE",
+        ),
+        (
             &["id=d0,file=a"],
             &["virtio-blk-device,drive=d0,num-queuez=3"],
             "has no property `num-queuez` (did you mean `num-queues`?)",
