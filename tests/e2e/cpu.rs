@@ -110,3 +110,106 @@ fn cpu_host_names_what_this_hosts_kvm_offers() {
     }
     assert!(h["kernel"].as_str().is_some_and(|k| !k.is_empty()), "{h}");
 }
+
+/// This host's `vmm cpu host --json`, and a simulated host B: the same
+/// without `x2apic` and `cx16` (two features this KVM really offers and the
+/// guest reads at CPL 0, leaf 1 ECX bits 21 and 13).
+fn hosts() -> (crate::common::TempPath, crate::common::TempPath) {
+    let f = run(["cpu", "host", "--json"], EXIT);
+    f.assert_success();
+    let mut h: serde_json::Value = serde_json::from_str(&f.stdout()).expect("host json");
+    let a = crate::common::TempPath::new("host-a", "json");
+    std::fs::write(a.path(), h.to_string()).expect("write host A");
+    let features = h["features"].as_array_mut().expect("features");
+    for gone in ["x2apic", "cx16"] {
+        assert!(features.iter().any(|v| v == gone), "this host lacks {gone}");
+    }
+    features.retain(|v| v != "x2apic" && v != "cx16");
+    let b = crate::common::TempPath::new("host-b", "json");
+    std::fs::write(b.path(), h.to_string()).expect("write host B");
+    (a, b)
+}
+
+/// Leaf 1 ECX as the guest last reported it.
+fn leaf1_ecx(lines: &[String]) -> u64 {
+    let cpu = vmm_guest::parse_report(&lines.join("\n")).cpu.expect("cpu");
+    cpu.leaves[&1][2]
+}
+
+#[test]
+fn a_feature_turned_off_is_gone_and_one_the_host_lacks_is_refused() {
+    require_kvm!();
+    let with = leaf1_ecx(&report(&["--cpu", "host"]).lines);
+    assert_ne!(with & (1 << 21), 0, "x2apic with --cpu host");
+    let without = leaf1_ecx(&report(&["--cpu", "host,x2apic=off"]).lines);
+    assert_eq!(without & (1 << 21), 0, "x2apic=off");
+    assert_eq!(with & !(1 << 21), without, "only x2apic changed");
+    for (spec, want) in [
+        (
+            "host,+pcid",
+            "host doesn't support requested feature: CPUID[eax=01h,ecx=00h].ECX.pcid [bit 17]",
+        ),
+        ("host,+no-such-feature", "unknown feature `no-such-feature`"),
+        ("qemu64", "unknown CPU model `qemu64`"),
+    ] {
+        let f = run(["run", "-m", "64M", "--cpu", spec], EXIT);
+        assert_eq!(f.status.code(), Some(2), "{spec}\n{}", f.transcript());
+        assert!(
+            f.stderr.contains(want),
+            "{spec}: want `{want}`\n{}",
+            f.stderr
+        );
+    }
+}
+
+#[test]
+fn two_hosts_the_seeds_way_refused_then_the_baseline_migrates_a_to_b_to_a() {
+    require_kvm!();
+    let (_a, b) = hosts();
+    let b_arg = b.arg();
+    // `--cpu host` on A, to B (which lacks x2apic and cx16): refused before
+    // any RAM moves, naming both; A keeps running.
+    let mut src = Running::ab_source(
+        &["-m", "64M", "--cpu", "host", "--append", "workload=ab"],
+        "host A, --cpu host",
+    );
+    let (dst, uri) = Running::destination(&["--host-cpu", &b_arg], "host B");
+    let m = src.migrate(&uri);
+    let d = dst.vmm.finish(EXIT);
+    for want in [
+        "CPUID[eax=01h,ecx=00h].ECX.x2apic [bit 21]",
+        "CPUID[eax=01h,ecx=00h].ECX.cx16 [bit 13]",
+        "start the source with --cpu host,cx16=off,x2apic=off",
+    ] {
+        assert!(
+            !m.status.success() && m.stderr.contains(want) && d.stderr.contains(want),
+            "want `{want}`\n{}\n{}",
+            m.transcript(),
+            d.transcript()
+        );
+    }
+    src.assert_counting("host A after the refusal");
+    src.quit("host A");
+
+    // Both started with the baseline: A -> B -> A, live, one CPU throughout.
+    let baseline = "host,x2apic=off,cx16=off";
+    let a1 = Running::ab_source(
+        &["-m", "64M", "--cpu", baseline, "--append", "workload=ab"],
+        "host A, baseline",
+    );
+    let ecx = leaf1_ecx(a1.vmm.seen());
+    assert_eq!(ecx & ((1 << 21) | (1 << 13)), 0, "the baseline guest");
+    let (mut b1, uri) = Running::destination(&["--host-cpu", &b_arg, "--cpu", "host"], "host B");
+    a1.migrate_summary(&uri, "A -> B");
+    a1.handed_over(&mut b1, "A -> B");
+    let (mut a2, uri) = Running::destination(&[], "host A again");
+    b1.migrate_summary(&uri, "B -> A");
+    b1.handed_over(&mut a2, "B -> A");
+    let range = a2.ab.expect("ab range");
+    a2.verify_ab(range, "A -> B -> A");
+    a2.ctl_ok(&["cont"], "A again");
+    // The guest reboots here as the same CPU it started with.
+    a2.reset_and_report("A again");
+    assert_eq!(leaf1_ecx(a2.vmm.seen()), ecx, "the guest's CPU changed");
+    a2.quit("host A again");
+}

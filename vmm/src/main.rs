@@ -25,7 +25,7 @@ enum Command {
     /// Migrate a running vmm's guest live (or snapshot it to file:PATH).
     Migrate(vmm::cli::ctl::MigrateArgs),
     /// Run a VM on a versioned machine type until the guest powers off.
-    Run(vmm::cli::run::RunArgs),
+    Run(Box<vmm::cli::run::RunArgs>),
     /// Write the embedded guest ELF to PATH (bootable by any PVH-capable VMM).
     GuestElf { path: std::path::PathBuf },
     /// The guest CPU against this host's (`vmm cpu host`).
@@ -41,7 +41,7 @@ fn main() -> ExitCode {
         Command::DumpVmstate(args) => vmm::cli::dump_vmstate::main(&args),
         Command::Ctl(args) => exit_with(|| vmm::cli::ctl::ctl(&args).into_diagnostic()),
         Command::Migrate(args) => exit_with(|| vmm::cli::ctl::migrate(&args).into_diagnostic()),
-        Command::Run(args) => vmm::cli::run::main(args),
+        Command::Run(args) => vmm::cli::run::main(*args),
         Command::GuestElf { path } => vmm::cli::run::guest_elf(&path),
         Command::Cpu(cmd) => vmm::cli::cpu::main(&cmd),
     }

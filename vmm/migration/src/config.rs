@@ -136,6 +136,7 @@ pub fn manifest(
         config: from_effective(cfg),
         sections,
         devices,
+        cpu: None,
     }
 }
 

@@ -208,6 +208,7 @@ impl MigrationSource for FakeSource {
         Ok(Manifest {
             format_version: 1,
             devices: Vec::new(),
+            cpu: None,
             source_release: "test".into(),
             machine_type: self.machine_type.clone(),
             ram_size: self.spec.pages * PAGE_SIZE as u64,

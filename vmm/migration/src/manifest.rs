@@ -64,6 +64,16 @@ pub struct DeviceInstance {
     pub backend: Option<String>,
 }
 
+/// The guest's CPU when chosen with `--cpu` (absent: the host's own):
+/// its model and every catalogued CPUID feature it has.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GuestCpu {
+    /// `host`.
+    pub model: String,
+    /// Feature names as the catalogue spells them.
+    pub features: std::collections::BTreeSet<String>,
+}
+
 /// The stream's manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -85,6 +95,9 @@ pub struct Manifest {
     /// not list them: then only `config` is compared).
     #[serde(default)]
     pub devices: Vec<DeviceInstance>,
+    /// The guest's CPU, if it was chosen (`--cpu`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<GuestCpu>,
 }
 
 impl Manifest {

@@ -14,6 +14,7 @@ use devices::virtio::block::BlockConfig;
 
 pub use super::cmdline::{DISK_TYPE, DiskSpec, DriveSpec};
 use super::layout;
+use crate::cpu::choice::CpuChoice;
 use crate::vstate::cpuid::CpuIdentity;
 
 /// The compat catalog compiled into this binary (`devices::generated`).
@@ -61,6 +62,12 @@ pub enum ConfigError {
     /// A property value this VMM does not implement.
     #[error("{0} is not supported by this VMM")]
     Unsupported(&'static str),
+    /// `--cpu`, or a CPU this host cannot give.
+    #[error(transparent)]
+    Cpu(#[from] crate::cpu::choice::ChoiceError),
+    /// Reading this host's CPU failed.
+    #[error("{0}")]
+    Host(String),
     /// Memory size out of range.
     #[error("memory size {0} bytes is not supported (need 16 MiB .. 512 GiB, multiple of 4 KiB)")]
     Memory(u64),
@@ -79,6 +86,11 @@ pub struct RunRequest {
     pub drives: Vec<DriveSpec>,
     /// The disks on them (`cmdline`).
     pub disks: Vec<DiskSpec>,
+    /// `--cpu` (or `--host-cpu`), resolved against this host: the guest's
+    /// CPU features (none: the host's own CPUID, as before `--cpu`).
+    pub cpu: Option<CpuChoice>,
+    /// What this host offers a guest CPU (`--host-cpu` applied), when known.
+    pub host_offer: Option<std::collections::BTreeSet<String>>,
     /// `--global`s, then `--device` settings of one-of-a-kind devices.
     pub overrides: Vec<Override>,
     /// `--serial`.
@@ -122,6 +134,8 @@ pub struct MachineConfig {
     /// The CPU model's family, model and stepping (none: the machine type
     /// names no CPU model, the host's are shown).
     pub cpu: Option<CpuIdentity>,
+    /// The guest's CPU features if chosen (`--cpu`); none: the host's.
+    pub cpu_choice: Option<CpuChoice>,
     /// The device types the machine instantiates (its `devices` knob, as
     /// the persona presents it): the part of `effective` a migration compares.
     pub device_types: Vec<&'static str>,
@@ -251,6 +265,7 @@ pub fn from_effective(
 
     Ok(MachineConfig {
         cpu,
+        cpu_choice: req.cpu.clone(),
         origins: Origins::new(),
         device_types: knobs.devices.to_vec(),
         machine: effective.machine.clone(),

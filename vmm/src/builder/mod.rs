@@ -128,6 +128,9 @@ impl Machine {
         let mem = Arc::new(memory::create(config.mem_bytes)?);
         let mut vm = Vm::new(mem.clone())?;
         vm.set_cpu_identity(config.cpu);
+        if let Some(choice) = &config.cpu_choice {
+            vm.clear_cpuid_bits(&crate::cpu::choice::cleared_bits(config::catalog(), choice));
+        }
         let mut pio = Bus::new();
         let mut mmio = Bus::new();
         let mut devices = Devices::default();
@@ -304,6 +307,8 @@ mod tests {
             mem_bytes: Some(64 << 20),
             drives: vec![],
             disks: vec![],
+            cpu: None,
+            host_offer: None,
             overrides: vec![],
             serial: SerialOutput::File(out.clone()),
         };
@@ -404,6 +409,8 @@ mod tests {
             mem_bytes: Some(32 << 20),
             drives: vec![],
             disks: vec![],
+            cpu: None,
+            host_offer: None,
             overrides: vec![],
             serial: SerialOutput::File(out.clone()),
         };

@@ -72,6 +72,16 @@ pub struct RunArgs {
     /// those must not contradict the stream.
     #[arg(long, value_name = "URI")]
     pub incoming: Option<String>,
+    /// The guest's CPU: `host[,FEATURE=on|off][,+FEATURE][,-FEATURE]`
+    /// (features this host's KVM offers, migratable only; a requested one
+    /// the host lacks is refused, exit 2). Default: the host's CPUID.
+    #[arg(long, value_name = "MODEL,...")]
+    pub cpu: Option<String>,
+    /// Simulation aid for tests and rehearsals: behave as if this host's KVM
+    /// offered only the features of FILE (a `vmm cpu host --json` output).
+    /// It can only take features away.
+    #[arg(long = "host-cpu", value_name = "FILE")]
+    pub host_cpu: Option<PathBuf>,
     /// Act as frozen release R (`compat/releases/R.lock.toml`): its property
     /// values, section versions, stream format, and R in the manifest.
     #[arg(long = "as-release", value_name = "R")]
@@ -230,7 +240,10 @@ pub fn request(args: &RunArgs) -> Result<RunRequest, RunError> {
         overrides.push(Override::parse_global(g).map_err(ConfigError::from)?);
     }
     overrides.extend(inst.singles);
+    let (cpu, host_offer) = cpu_request(args)?;
     Ok(RunRequest {
+        cpu,
+        host_offer,
         machine: args
             .machine
             .clone()
@@ -243,6 +256,42 @@ pub fn request(args: &RunArgs) -> Result<RunRequest, RunError> {
         serial: parse_serial(&args.serial)?,
     })
 }
+
+/// `--cpu`/`--host-cpu` resolved against this host (`/dev/kvm` is read only
+/// when one is given, or for a destination, which checks a stream's CPU).
+fn cpu_request(args: &RunArgs) -> Result<CpuRequest, RunError> {
+    if args.cpu.is_none() && args.host_cpu.is_none() && args.incoming.is_none() {
+        return Ok((None, None));
+    }
+    let host_err = |e: String| RunError::Config(ConfigError::Host(e));
+    let simulated = match &args.host_cpu {
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| host_err(format!("--host-cpu {}: {e}", p.display())))?;
+            let h: crate::cpu::host::HostCpu = serde_json::from_str(&text)
+                .map_err(|e| host_err(format!("--host-cpu {}: {e}", p.display())))?;
+            Some(h)
+        }
+        None => None,
+    };
+    let offered = crate::cpu::host::offered(config::catalog(), simulated.as_ref())
+        .map_err(|e| host_err(e.to_string()))?;
+    let spec = match (&args.cpu, &simulated) {
+        (Some(s), _) => Some(s.as_str()),
+        (None, Some(_)) => Some(crate::cpu::choice::HOST_MODEL),
+        (None, None) => None,
+    };
+    let cpu = spec
+        .map(|s| crate::cpu::choice::parse(config::catalog(), s, &offered))
+        .transpose()
+        .map_err(ConfigError::from)?;
+    Ok((cpu, Some(offered)))
+}
+
+type CpuRequest = (
+    Option<crate::cpu::choice::CpuChoice>,
+    Option<std::collections::BTreeSet<String>>,
+);
 
 fn load_kernel(path: Option<&Path>) -> Result<Vec<u8>, RunError> {
     match path {
@@ -312,6 +361,7 @@ fn incoming_settings(args: &RunArgs, req: &RunRequest) -> IncomingSettings {
         cpus: req.cpus,
         mem_bytes: req.mem_bytes,
         base: req.clone(),
+        cpu_given: args.cpu.is_some(),
     }
 }
 

@@ -92,6 +92,22 @@ fn cpuinfo_field(key: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The catalogued, migratable CPUID features a guest can get here: this
+/// host's KVM, restricted to those of `simulated` (a `vmm cpu host --json`
+/// file, `vmm run --host-cpu`) if given. It can only take features away.
+pub fn offered(
+    catalog: &Catalog,
+    simulated: Option<&HostCpu>,
+) -> Result<std::collections::BTreeSet<String>, HostError> {
+    let kvm = Kvm::new().map_err(kvm_err("cannot open /dev/kvm"))?;
+    let (leaves, msrs) = kvm_offers(&kvm)?;
+    let mut set = super::choice::host_features(catalog, &leaves, &msrs);
+    if let Some(h) = simulated {
+        set.retain(|f| h.features.contains(f));
+    }
+    Ok(set)
+}
+
 /// Reads this host.
 pub fn read(catalog: &Catalog) -> Result<HostCpu, HostError> {
     let kvm = Kvm::new().map_err(kvm_err("cannot open /dev/kvm"))?;

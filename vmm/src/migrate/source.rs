@@ -38,6 +38,7 @@ impl MigrationSource for MachineSource<'_> {
             section_infos(self.m.devices())?,
             self.m.instances(),
         );
+        manifest.cpu = cfg.cpu_choice.clone();
         manifest.config =
             mconfig::instantiated(manifest.config, &cfg.device_types, bconfig::catalog());
         // `--as-release R`: R as the source release, R's section versions.

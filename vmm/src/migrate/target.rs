@@ -6,6 +6,7 @@ use super::vcpu_codec;
 use crate::builder::Machine;
 use crate::builder::cmdline::DISK_TYPE;
 use crate::builder::config::{self as bconfig, BlockDevice, MachineConfig, RunRequest};
+use crate::cpu::choice::{self, CpuChoice};
 use crate::release::lifecycle;
 use crate::release::persona::Persona;
 use crate::vstate::vcpu::VmEvent;
@@ -35,6 +36,8 @@ pub struct IncomingSettings {
     pub mem_bytes: Option<u64>,
     /// The rest of the request (drives, serial) used to build the machine.
     pub base: RunRequest,
+    /// Whether `--cpu` was given (else a stream's chosen CPU is adopted).
+    pub cpu_given: bool,
 }
 
 impl IncomingSettings {
@@ -175,11 +178,61 @@ impl<'a> MachineTarget<'a> {
         let mut cfg = bconfig::from_effective(&effective, &knobs, &req)
             .map_err(|e| VmError::new(format!("configuring the destination: {e}")))?;
         cfg.origins = origins;
+        cfg.cpu_choice = self.guest_cpu(m)?;
         if accepted.adopted {
             adopt_disks(&mut cfg, m).map_err(VmError::new)?;
         }
         self.adopted = accepted.adopted;
         Ok(cfg)
+    }
+}
+
+impl MachineTarget<'_> {
+    /// The guest's CPU here: the stream's (compared with `--cpu` if given,
+    /// adopted otherwise), refused before any RAM moves when this host
+    /// cannot give every feature of it.
+    fn guest_cpu(&self, m: &Manifest) -> Result<Option<CpuChoice>, VmError> {
+        let local = self
+            .settings
+            .base
+            .cpu
+            .as_ref()
+            .filter(|_| self.settings.cpu_given);
+        let Some(guest) = &m.cpu else {
+            return match local {
+                Some(_) => Err(VmError::new(
+                    "incompatible migration stream: the guest has its source host's own CPU (no --cpu there); this destination was started with --cpu",
+                )),
+                None => Ok(None),
+            };
+        };
+        if let Some(l) = local {
+            let only = |a: &CpuChoice, b: &CpuChoice| -> Vec<String> {
+                a.features.difference(&b.features).cloned().collect()
+            };
+            let (theirs, ours) = (only(guest, l), only(l, guest));
+            if !theirs.is_empty() || !ours.is_empty() {
+                return Err(VmError::new(format!(
+                    "incompatible migration stream: the guest's CPU differs from this destination's --cpu: only the guest has [{}], only here [{}]",
+                    theirs.join(", "),
+                    ours.join(", ")
+                )));
+            }
+        }
+        let catalog = bconfig::catalog();
+        let offered = match &self.settings.base.host_offer {
+            Some(o) => o.clone(),
+            None => crate::cpu::host::offered(catalog, None).map_err(VmError::new)?,
+        };
+        let lacking: Vec<&String> = guest.features.difference(&offered).collect();
+        if let Err(e) = choice::enforce(catalog, guest, &offered) {
+            let off: Vec<String> = lacking.iter().map(|f| format!("{f}=off")).collect();
+            return Err(VmError::new(format!(
+                "this host cannot present the guest's CPU: {e}; start the source with --cpu host,{} (or with the baseline of both hosts, vmm cpu baseline)",
+                off.join(",")
+            )));
+        }
+        Ok(Some(guest.clone()))
     }
 }
 

@@ -53,6 +53,8 @@ fn a_migration_that_would_lose_an_msr_fails_and_the_source_keeps_running() {
         mem_bytes: Some(32 << 20),
         drives: vec![],
         disks: vec![],
+        cpu: None,
+        host_offer: None,
         overrides: vec![],
         serial: SerialOutput::File(serial.clone()),
     };

@@ -62,6 +62,33 @@ impl CpuIdentity {
     }
 }
 
+/// One CPUID bit: leaf, subleaf, register (0 EAX .. 3 EDX), bit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuidBit {
+    pub leaf: u32,
+    pub subleaf: u32,
+    pub reg: u8,
+    pub bit: u8,
+}
+
+/// Clears `bits` in `cpuid` (the features a chosen CPU does not have).
+pub fn clear_bits(cpuid: &mut CpuId, bits: &[CpuidBit]) {
+    for e in cpuid.as_mut_slice() {
+        for b in bits
+            .iter()
+            .filter(|b| b.leaf == e.function && b.subleaf == e.index)
+        {
+            let r = match b.reg {
+                0 => &mut e.eax,
+                1 => &mut e.ebx,
+                2 => &mut e.ecx,
+                _ => &mut e.edx,
+            };
+            *r &= !(1u32 << b.bit);
+        }
+    }
+}
+
 /// The 8-bit "logical processors per package" field of leaf 1 EBX.
 fn logical_per_package(n: u32) -> u32 {
     n.next_power_of_two().min(0xff)

@@ -12,7 +12,7 @@ use migration::guest_ram::{self, RamLayout};
 use vm_memory::Address;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::cpuid::CpuIdentity;
+use super::cpuid::{CpuIdentity, CpuidBit};
 use super::memory::{self, GuestMemoryMmap};
 use super::vcpu::{Vcpu, VcpuError};
 
@@ -239,6 +239,12 @@ impl Vm {
     /// vCPU created from now on.
     pub fn set_cpu_identity(&mut self, identity: Option<CpuIdentity>) {
         self.identity = identity;
+    }
+
+    /// Leaves out `bits` (features the guest's CPU does not have) in every
+    /// vCPU created from now on.
+    pub fn clear_cpuid_bits(&mut self, bits: &[CpuidBit]) {
+        super::cpuid::clear_bits(&mut self.cpuid, bits);
     }
 
     /// Creates vCPU `index` of `count` and configures its CPUID (APIC id = index).

@@ -1,0 +1,245 @@
+//! `--cpu host[,FEATURE=on|off][,+FEATURE][,-FEATURE]`: the guest's CPU
+//! features, chosen from what this host's KVM offers, and refused at once
+//! when the host cannot give a requested one (the reference's `enforce`).
+//!
+//! The choice covers the catalogued CPUID features, migratable ones only.
+//! Feature MSR bits (`IA32_ARCH_CAPABILITIES`: `taa-no`, `mds-no`, ...) stay
+//! the host's: this machine's KVM refuses a host write of that MSR
+//! (measured: `KVM_SET_MSRS` handles 0 of 1), so they cannot be chosen here.
+
+use super::features::{FeatureMsrs, Leaves, by_name, has};
+use compat_runtime::suggest::{did_you_mean, hint};
+use compat_runtime::{Catalog, FeatureLoc};
+use std::collections::BTreeSet;
+
+/// The only model `--cpu` knows so far.
+pub const HOST_MODEL: &str = "host";
+
+/// A guest CPU: its model and the catalogued CPUID features it has (what
+/// travels in the manifest).
+pub type CpuChoice = migration::manifest::GuestCpu;
+
+/// The CPUID bits a guest with `choice` must not see: every catalogued
+/// CPUID feature it does not have.
+pub fn cleared_bits(catalog: &Catalog, choice: &CpuChoice) -> Vec<crate::vstate::cpuid::CpuidBit> {
+    catalog
+        .cpu_features
+        .iter()
+        .filter(|f| !choice.features.contains(f.name))
+        .filter_map(|f| match f.loc {
+            FeatureLoc::Cpuid {
+                leaf,
+                subleaf,
+                reg,
+                bit,
+            } => Some(crate::vstate::cpuid::CpuidBit {
+                leaf,
+                subleaf,
+                reg,
+                bit,
+            }),
+            FeatureLoc::Msr { .. } => None,
+        })
+        .collect()
+}
+
+/// Why a `--cpu` cannot be honoured.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChoiceError {
+    #[error("unknown CPU model `{0}` (this VMM knows `host`)")]
+    UnknownModel(String),
+    #[error("--cpu: unknown feature `{name}`{}", hint(.suggestion))]
+    UnknownFeature {
+        name: String,
+        suggestion: Option<String>,
+    },
+    #[error("--cpu: `{0}` is not FEATURE=on|off, +FEATURE or -FEATURE")]
+    Syntax(String),
+    #[error(
+        "--cpu: {0} is a feature MSR bit; this KVM does not let the VMM set feature MSRs, so they stay the host's"
+    )]
+    MsrFeature(String),
+    #[error("--cpu: {0} cannot migrate (it depends on the host); this VMM leaves it out")]
+    NotMigratable(String),
+    /// The host cannot give what the CPU needs (one line per feature).
+    #[error("{}", .0.join("; "))]
+    Missing(Vec<String>),
+}
+
+/// The reference's line for a feature the host lacks.
+pub fn missing_line(catalog: &Catalog, name: &str) -> String {
+    let loc = by_name(catalog, name).map(|f| f.loc);
+    match loc {
+        Some(FeatureLoc::Cpuid {
+            leaf,
+            subleaf,
+            reg,
+            bit,
+        }) => {
+            let r = ["EAX", "EBX", "ECX", "EDX"]
+                .get(usize::from(reg))
+                .copied()
+                .unwrap_or("?");
+            format!(
+                "host doesn't support requested feature: CPUID[eax={leaf:02X}h,ecx={subleaf:02X}h].{r}.{name} [bit {bit}]"
+            )
+        }
+        Some(FeatureLoc::Msr { index, bit }) => {
+            format!("host doesn't support requested feature: MSR({index:X}H).{name} [bit {bit}]")
+        }
+        None => format!("host doesn't support requested feature: {name}"),
+    }
+}
+
+/// The catalogued, migratable CPUID features this host offers.
+pub fn host_features(catalog: &Catalog, leaves: &Leaves, msrs: &FeatureMsrs) -> BTreeSet<String> {
+    catalog
+        .cpu_features
+        .iter()
+        .filter(|f| f.migratable && matches!(f.loc, FeatureLoc::Cpuid { .. }))
+        .filter(|f| has(f, leaves, msrs))
+        .map(|f| f.name.to_string())
+        .collect()
+}
+
+/// Parses `--cpu SPEC` against what this host offers.
+pub fn parse(
+    catalog: &Catalog,
+    spec: &str,
+    offered: &BTreeSet<String>,
+) -> Result<CpuChoice, ChoiceError> {
+    let mut parts = spec.split(',');
+    let model = parts.next().unwrap_or_default();
+    if model != HOST_MODEL {
+        return Err(ChoiceError::UnknownModel(model.to_string()));
+    }
+    let mut features = offered.clone();
+    let mut wanted = Vec::new();
+    for p in parts.filter(|p| !p.is_empty()) {
+        let (name, on) = if let Some(n) = p.strip_prefix('+') {
+            (n, true)
+        } else if let Some(n) = p.strip_prefix('-') {
+            (n, false)
+        } else {
+            match p.split_once('=') {
+                Some((n, "on" | "true" | "yes")) => (n, true),
+                Some((n, "off" | "false" | "no")) => (n, false),
+                _ => return Err(ChoiceError::Syntax(p.to_string())),
+            }
+        };
+        let f = by_name(catalog, name).ok_or_else(|| ChoiceError::UnknownFeature {
+            name: name.to_string(),
+            suggestion: did_you_mean(
+                name,
+                catalog
+                    .cpu_features
+                    .iter()
+                    .flat_map(|f| std::iter::once(f.name).chain(f.aliases.iter().copied())),
+            ),
+        })?;
+        if matches!(f.loc, FeatureLoc::Msr { .. }) {
+            return Err(ChoiceError::MsrFeature(f.name.to_string()));
+        }
+        if !f.migratable {
+            return Err(ChoiceError::NotMigratable(f.name.to_string()));
+        }
+        if on {
+            features.insert(f.name.to_string());
+            wanted.push(f.name);
+        } else {
+            features.remove(f.name);
+        }
+    }
+    let missing: Vec<String> = wanted
+        .iter()
+        .filter(|n| !offered.contains(**n))
+        .map(|n| missing_line(catalog, n))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ChoiceError::Missing(missing));
+    }
+    Ok(CpuChoice {
+        model: model.to_string(),
+        features,
+    })
+}
+
+/// What `choice` needs that `offered` lacks, as the reference's lines.
+pub fn enforce(
+    catalog: &Catalog,
+    choice: &CpuChoice,
+    offered: &BTreeSet<String>,
+) -> Result<(), ChoiceError> {
+    let missing: Vec<String> = choice
+        .features
+        .difference(offered)
+        .map(|n| missing_line(catalog, n))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(ChoiceError::Missing(missing))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use devices::generated::CATALOG;
+
+    fn offered() -> BTreeSet<String> {
+        ["fpu", "cx16", "x2apic", "stibp"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    #[test]
+    fn features_are_taken_from_the_host_and_turned_off_or_on() {
+        let c = parse(&CATALOG, "host,x2apic=off,-stibp", &offered()).unwrap();
+        let names: Vec<&str> = c.features.iter().map(String::as_str).collect();
+        assert_eq!(names, ["cx16", "fpu"]);
+        let c = parse(&CATALOG, "host,+cx16,sse4_2=off", &offered()).unwrap();
+        assert!(c.features.contains("cx16") && !c.features.contains("sse4.2"));
+    }
+
+    #[test]
+    fn what_the_host_cannot_give_is_refused_in_the_references_words() {
+        let e = parse(&CATALOG, "host,+hle,pcid=on", &offered())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "host doesn't support requested feature: CPUID[eax=07h,ecx=00h].EBX.hle [bit 4]"
+            ) && e.contains("CPUID[eax=01h,ecx=00h].ECX.pcid [bit 17]"),
+            "{e}"
+        );
+        let e = parse(&CATALOG, "host,+no-such-feature", &offered())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown feature `no-such-feature`"), "{e}");
+        let e = parse(&CATALOG, "host,+x2apik", &offered())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean `x2apic`"), "{e}");
+        assert!(matches!(
+            parse(&CATALOG, "qemu64", &offered()),
+            Err(ChoiceError::UnknownModel(_))
+        ));
+        assert!(matches!(
+            parse(&CATALOG, "host,taa-no=off", &offered()),
+            Err(ChoiceError::MsrFeature(_))
+        ));
+        assert!(matches!(
+            parse(&CATALOG, "host,+invtsc", &offered()),
+            Err(ChoiceError::NotMigratable(_))
+        ));
+        let c = parse(&CATALOG, "host", &offered()).unwrap();
+        let fewer: BTreeSet<String> = ["fpu".to_string()].into();
+        let e = enforce(&CATALOG, &c, &fewer).unwrap_err().to_string();
+        assert!(
+            e.contains(".x2apic [bit 21]") && e.contains(".stibp [bit 27]"),
+            "{e}"
+        );
+    }
+}
