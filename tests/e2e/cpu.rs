@@ -165,7 +165,7 @@ fn a_feature_turned_off_is_gone_and_one_the_host_lacks_is_refused() {
 #[test]
 fn two_hosts_the_seeds_way_refused_then_the_baseline_migrates_a_to_b_to_a() {
     require_kvm!();
-    let (_a, b) = hosts();
+    let (a, b) = hosts();
     let b_arg = b.arg();
     // `--cpu host` on A, to B (which lacks x2apic and cx16): refused before
     // any RAM moves, naming both; A keeps running.
@@ -191,8 +191,21 @@ fn two_hosts_the_seeds_way_refused_then_the_baseline_migrates_a_to_b_to_a() {
     src.assert_counting("host A after the refusal");
     src.quit("host A");
 
-    // Both started with the baseline: A -> B -> A, live, one CPU throughout.
-    let baseline = "host,x2apic=off,cx16=off";
+    // Both started with the baseline `vmm cpu baseline` prints for them.
+    let bl = run(["cpu", "baseline", &a.arg(), &b_arg], EXIT);
+    bl.assert_success();
+    let option = |host: &str| -> String {
+        let line = bl
+            .lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{host}: vmm run --cpu ")))
+            .unwrap_or_else(|| panic!("no line for {host}\n{}", bl.transcript()));
+        line[format!("{host}: vmm run --cpu ").len()..].to_string()
+    };
+    let (for_a, for_b) = (option(&a.arg()), option(&b_arg));
+    assert_eq!(for_a, "host,cx16=off,x2apic=off", "{}", bl.transcript());
+    assert_eq!(for_b, "host", "{}", bl.transcript());
+    let baseline = for_a.as_str();
     let a1 = Running::ab_source(
         &["-m", "64M", "--cpu", baseline, "--append", "workload=ab"],
         "host A, baseline",
@@ -212,4 +225,23 @@ fn two_hosts_the_seeds_way_refused_then_the_baseline_migrates_a_to_b_to_a() {
     a2.reset_and_report("A again");
     assert_eq!(leaf1_ecx(a2.vmm.seen()), ecx, "the guest's CPU changed");
     a2.quit("host A again");
+}
+
+#[test]
+fn cpu_baseline_prints_the_seeds_answer_for_its_two_hosts() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/cpu");
+    let (a, b) = (
+        format!("{dir}/seed-host-a.json"),
+        format!("{dir}/seed-host-b.json"),
+    );
+    let f = run(["cpu", "baseline", &a, &b], EXIT);
+    f.assert_success();
+    assert!(
+        f.lines
+            .contains(&format!("{a}: vmm run --cpu host,pcid=off,stibp=off"))
+            && f.lines
+                .contains(&format!("{b}: vmm run --cpu host,taa-no=off")),
+        "{}",
+        f.transcript()
+    );
 }

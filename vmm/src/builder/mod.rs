@@ -30,6 +30,9 @@ use config::MachineConfig;
 /// Errors building the VM.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// This host's CPU features could not be read.
+    #[error("reading this host's CPU: {0}")]
+    Cpu(String),
     /// Guest memory.
     #[error(transparent)]
     Memory(#[from] MemoryError),
@@ -129,7 +132,13 @@ impl Machine {
         let mut vm = Vm::new(mem.clone())?;
         vm.set_cpu_identity(config.cpu);
         if let Some(choice) = &config.cpu_choice {
-            vm.clear_cpuid_bits(&crate::cpu::choice::cleared_bits(config::catalog(), choice));
+            let catalog = config::catalog();
+            vm.clear_cpuid_bits(&crate::cpu::choice::cleared_bits(catalog, choice));
+            let (_, host_msrs) = crate::cpu::host::kvm_offers(vm.kvm())
+                .map_err(|e| BuildError::Cpu(e.to_string()))?;
+            vm.set_feature_msrs(crate::cpu::choice::feature_msrs(
+                catalog, choice, &host_msrs,
+            ));
         }
         let mut pio = Bus::new();
         let mut mmio = Bus::new();

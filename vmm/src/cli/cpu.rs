@@ -14,6 +14,16 @@ pub enum CpuCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The CPU several hosts can all present, from their `vmm cpu host
+    /// --json` files, and the `--cpu` each host must be started with.
+    Baseline {
+        /// Host files.
+        #[arg(required = true)]
+        hosts: Vec<std::path::PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs `vmm cpu`.
@@ -47,7 +57,40 @@ pub fn main(cmd: &CpuCommand) -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+        CpuCommand::Baseline { hosts, json } => {
+            let mut read = Vec::new();
+            for p in hosts {
+                let h = std::fs::read_to_string(p)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| {
+                        serde_json::from_str::<host::HostCpu>(&t).map_err(|e| e.to_string())
+                    });
+                match h {
+                    Ok(h) => read.push((p.display().to_string(), h)),
+                    Err(e) => return usage(&format!("{}: {e}", p.display())),
+                }
+            }
+            match crate::cpu::baseline::baseline(catalog(), &read) {
+                Ok(b) if *json => match serde_json::to_string_pretty(&b) {
+                    Ok(t) => {
+                        println!("{t}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(&e),
+                },
+                Ok(b) => {
+                    print!("{}", crate::cpu::baseline::text(&b));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => usage(&e),
+            }
+        }
     }
+}
+
+fn usage(e: &str) -> ExitCode {
+    eprintln!("vmm cpu: {e}");
+    ExitCode::from(2)
 }
 
 fn fail(e: &dyn std::fmt::Display) -> ExitCode {

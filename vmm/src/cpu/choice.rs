@@ -2,10 +2,12 @@
 //! features, chosen from what this host's KVM offers, and refused at once
 //! when the host cannot give a requested one (the reference's `enforce`).
 //!
-//! The choice covers the catalogued CPUID features, migratable ones only.
-//! Feature MSR bits (`IA32_ARCH_CAPABILITIES`: `taa-no`, `mds-no`, ...) stay
-//! the host's: this machine's KVM refuses a host write of that MSR
-//! (measured: `KVM_SET_MSRS` handles 0 of 1), so they cannot be chosen here.
+//! The choice covers the catalogued features, migratable ones only: CPUID
+//! bits and feature MSR bits (`IA32_ARCH_CAPABILITIES`: `taa-no`, `mds-no`).
+//! A feature MSR is written only when a bit is turned off; this machine's
+//! KVM refuses that write (measured: `KVM_SET_MSRS` handles 0 of 1), so
+//! there `--cpu host,taa-no=off` fails at start naming the MSR, where a KVM
+//! that allows it presents the guest without the bit.
 
 use super::features::{FeatureMsrs, Leaves, by_name, has};
 use compat_runtime::suggest::{did_you_mean, hint};
@@ -91,15 +93,32 @@ pub fn missing_line(catalog: &Catalog, name: &str) -> String {
     }
 }
 
-/// The catalogued, migratable CPUID features this host offers.
+/// The catalogued, migratable features this host offers.
 pub fn host_features(catalog: &Catalog, leaves: &Leaves, msrs: &FeatureMsrs) -> BTreeSet<String> {
     catalog
         .cpu_features
         .iter()
-        .filter(|f| f.migratable && matches!(f.loc, FeatureLoc::Cpuid { .. }))
+        .filter(|f| f.migratable)
         .filter(|f| has(f, leaves, msrs))
         .map(|f| f.name.to_string())
         .collect()
+}
+
+/// The feature MSRs to write for `choice`: this host's value of each MSR in
+/// which the choice turns a catalogued bit off, without those bits (none
+/// when the guest keeps the host's values).
+pub fn feature_msrs(catalog: &Catalog, choice: &CpuChoice, msrs: &FeatureMsrs) -> Vec<(u32, u64)> {
+    let mut out: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+    for f in catalog.cpu_features {
+        if let FeatureLoc::Msr { index, bit } = f.loc
+            && let Some(&host) = msrs.get(&index)
+            && host & (1 << bit) != 0
+            && !choice.features.contains(f.name)
+        {
+            *out.entry(index).or_insert(host) &= !(1u64 << bit);
+        }
+    }
+    out.into_iter().collect()
 }
 
 /// Parses `--cpu SPEC` against what this host offers.
@@ -137,9 +156,6 @@ pub fn parse(
                     .flat_map(|f| std::iter::once(f.name).chain(f.aliases.iter().copied())),
             ),
         })?;
-        if matches!(f.loc, FeatureLoc::Msr { .. }) {
-            return Err(ChoiceError::MsrFeature(f.name.to_string()));
-        }
         if !f.migratable {
             return Err(ChoiceError::NotMigratable(f.name.to_string()));
         }
@@ -226,10 +242,20 @@ mod tests {
             parse(&CATALOG, "qemu64", &offered()),
             Err(ChoiceError::UnknownModel(_))
         ));
-        assert!(matches!(
-            parse(&CATALOG, "host,taa-no=off", &offered()),
-            Err(ChoiceError::MsrFeature(_))
-        ));
+        let mut o = offered();
+        o.extend(["mds-no".to_string(), "taa-no".to_string()]);
+        let msrs = FeatureMsrs::from([(0x10a, (1 << 5) | (1 << 8) | (1 << 40))]);
+        let keep = parse(&CATALOG, "host", &o).unwrap();
+        assert!(
+            feature_msrs(&CATALOG, &keep, &msrs).is_empty(),
+            "the host's values stay"
+        );
+        let c = parse(&CATALOG, "host,taa-no=off", &o).unwrap();
+        // taa-no cleared, mds-no and an uncatalogued bit kept.
+        assert_eq!(
+            feature_msrs(&CATALOG, &c, &msrs),
+            [(0x10a, (1 << 5) | (1 << 40))]
+        );
         assert!(matches!(
             parse(&CATALOG, "host,+invtsc", &offered()),
             Err(ChoiceError::NotMigratable(_))

@@ -3,11 +3,13 @@
 //!
 //! - [`features`]: the catalogue read against CPUID leaves and feature
 //!   MSRs (no KVM);
+//! - [`baseline`]: the CPU several hosts can all present (`vmm cpu baseline`);
 //! - [`choice`]: `--cpu host,...`, the guest's features chosen from the
 //!   host's, and the refusal (`enforce`) of what a host cannot give;
 //! - [`host`]: this host's KVM (`KVM_GET_SUPPORTED_CPUID`, the feature MSRs)
 //!   as a [`host::HostCpu`], the `vmm cpu host` answer.
 
+pub mod baseline;
 pub mod choice;
 pub mod features;
 pub mod host;

@@ -96,6 +96,8 @@ pub struct Vm {
     msr_index: OnceLock<Arc<[u32]>>,
     /// The CPU model's family, model, stepping (none: the host's).
     identity: Option<CpuIdentity>,
+    /// Feature MSR values every vCPU starts with (a chosen CPU's).
+    feature_msrs: Vec<(u32, u64)>,
 }
 
 impl Vm {
@@ -141,6 +143,7 @@ impl Vm {
             msr_candidates,
             msr_index: OnceLock::new(),
             identity: None,
+            feature_msrs: Vec::new(),
         };
         for s in &vm.slots {
             vm.set_slot(s, false)?;
@@ -241,6 +244,11 @@ impl Vm {
         self.identity = identity;
     }
 
+    /// Gives every vCPU created from now on these feature MSR values.
+    pub fn set_feature_msrs(&mut self, values: Vec<(u32, u64)>) {
+        self.feature_msrs = values;
+    }
+
     /// Leaves out `bits` (features the guest's CPU does not have) in every
     /// vCPU created from now on.
     pub fn clear_cpuid_bits(&mut self, bits: &[CpuidBit]) {
@@ -256,6 +264,7 @@ impl Vm {
         let msrs = self.savable_msrs(&fd)?;
         let vcpu = Vcpu::new(fd, index, msrs);
         vcpu.configure_cpuid(&self.cpuid, count, self.identity)?;
+        vcpu.set_feature_msrs(&self.feature_msrs)?;
         Ok(vcpu)
     }
 

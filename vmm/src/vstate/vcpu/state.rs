@@ -111,6 +111,24 @@ impl Vcpu {
         Ok(())
     }
 
+    /// Sets feature MSRs (`IA32_ARCH_CAPABILITIES`) to `values`; one KVM
+    /// refuses is an error naming it.
+    pub fn set_feature_msrs(&self, values: &[(u32, u64)]) -> Result<(), VcpuError> {
+        if values.is_empty() {
+            return Ok(());
+        }
+        let entries: Vec<kvm_msr_entry> = values
+            .iter()
+            .map(|&(index, data)| kvm_msr_entry {
+                index,
+                data,
+                ..Default::default()
+            })
+            .collect();
+        let msrs = Msrs::from_entries(&entries).map_err(|_| VcpuError::MsrList(self.index))?;
+        self.set_all_msrs(&msrs)
+    }
+
     /// Writes MSRs; fewer written than given is an error naming the first refused.
     pub(super) fn set_all_msrs(&self, msrs: &Msrs) -> Result<(), VcpuError> {
         let n = self.fd.set_msrs(msrs).map_err(self.err("KVM_SET_MSRS"))?;
