@@ -86,10 +86,10 @@ pub fn catalog(r: &Resolved) -> TokenStream {
         let aliases = f.aliases.iter();
         let place = match f.loc {
             FeatureLoc::Cpuid {
-                leaf,
-                subleaf,
-                reg,
                 bit,
+                reg,
+                subleaf,
+                leaf,
             } => {
                 let (leaf, subleaf) = (num(u64::from(leaf)), num(u64::from(subleaf)));
                 let (reg, bit) = (num(u64::from(reg)), num(u64::from(bit)));

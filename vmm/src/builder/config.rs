@@ -97,6 +97,24 @@ pub struct RunRequest {
     pub serial: SerialOutput,
 }
 
+#[cfg(test)]
+impl RunRequest {
+    /// A request with no disks, no overrides and the host's CPU (tests).
+    pub(crate) fn for_test(machine: &str, cpus: u32, mem_bytes: u64, serial: SerialOutput) -> Self {
+        Self {
+            machine: machine.into(),
+            cpus: Some(cpus),
+            mem_bytes: Some(mem_bytes),
+            drives: vec![],
+            disks: vec![],
+            cpu: None,
+            host_offer: None,
+            overrides: vec![],
+            serial,
+        }
+    }
+}
+
 /// A virtio-blk device and its image.
 #[derive(Clone, Debug)]
 pub struct BlockDevice {

@@ -310,17 +310,7 @@ mod tests {
         }
         let out =
             std::env::temp_dir().join(format!("vmm-pause-test-{}.serial", std::process::id()));
-        let req = RunRequest {
-            machine: "pc".into(),
-            cpus: Some(2),
-            mem_bytes: Some(64 << 20),
-            drives: vec![],
-            disks: vec![],
-            cpu: None,
-            host_offer: None,
-            overrides: vec![],
-            serial: SerialOutput::File(out.clone()),
-        };
+        let req = RunRequest::for_test("pc", 2, 64 << 20, SerialOutput::File(out.clone()));
         let cfg = config::resolve(config::catalog(), &req).unwrap();
         let mut m =
             Machine::build(&cfg, vmm_guest::ELF, Some("workload=ab ab.mib=8"), true).unwrap();
@@ -412,17 +402,7 @@ mod tests {
         }
         let out =
             std::env::temp_dir().join(format!("vmm-paused-test-{}.serial", std::process::id()));
-        let req = RunRequest {
-            machine: "pc-7.2".into(),
-            cpus: Some(1),
-            mem_bytes: Some(32 << 20),
-            drives: vec![],
-            disks: vec![],
-            cpu: None,
-            host_offer: None,
-            overrides: vec![],
-            serial: SerialOutput::File(out.clone()),
-        };
+        let req = RunRequest::for_test("pc-7.2", 1, 32 << 20, SerialOutput::File(out.clone()));
         let cfg = config::resolve(config::catalog(), &req).unwrap();
         let mut m = Machine::build(&cfg, vmm_guest::ELF, Some("workload=report"), true).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();

@@ -47,17 +47,7 @@ fn a_migration_that_would_lose_an_msr_fails_and_the_source_keeps_running() {
     let tmp = std::env::temp_dir().join(format!("vmm-msr-refused-{}", std::process::id()));
     let serial = tmp.with_extension("serial");
     let snapshot = tmp.with_extension("snap");
-    let req = RunRequest {
-        machine: "pc".into(),
-        cpus: Some(1),
-        mem_bytes: Some(32 << 20),
-        drives: vec![],
-        disks: vec![],
-        cpu: None,
-        host_offer: None,
-        overrides: vec![],
-        serial: SerialOutput::File(serial.clone()),
-    };
+    let req = RunRequest::for_test("pc", 1, 32 << 20, SerialOutput::File(serial.clone()));
     let cfg = config::resolve(config::catalog(), &req).unwrap();
     let mut m = Machine::build(&cfg, vmm_guest::ELF, Some("workload=ab ab.mib=4"), true).unwrap();
     let (tx, events) = std::sync::mpsc::channel();

@@ -264,7 +264,7 @@ impl Vm {
         let msrs = self.savable_msrs(&fd)?;
         let vcpu = Vcpu::new(fd, index, msrs);
         vcpu.configure_cpuid(&self.cpuid, count, self.identity)?;
-        vcpu.set_feature_msrs(&self.feature_msrs)?;
+        vcpu.set_msr_values(&self.feature_msrs)?;
         Ok(vcpu)
     }
 

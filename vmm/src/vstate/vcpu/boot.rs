@@ -1,7 +1,7 @@
 //! The PVH entry state of a vCPU: what the loader's boot GDT and the
 //! registers, FPU, MSRs and LAPIC look like at `XEN_ELFNOTE_PHYS32_ENTRY`.
 
-use kvm_bindings::{Msrs, kvm_fpu, kvm_lapic_state, kvm_msr_entry, kvm_regs, kvm_segment};
+use kvm_bindings::{kvm_fpu, kvm_lapic_state, kvm_regs, kvm_segment};
 
 use super::{Vcpu, VcpuError};
 
@@ -105,7 +105,7 @@ impl Vcpu {
         };
         self.fd.set_fpu(&fpu).map_err(self.err("KVM_SET_FPU"))?;
 
-        let entries: Vec<kvm_msr_entry> = [
+        self.set_msr_values(&[
             (MSR_IA32_SYSENTER_CS, 0),
             (MSR_IA32_SYSENTER_ESP, 0),
             (MSR_IA32_SYSENTER_EIP, 0),
@@ -117,16 +117,7 @@ impl Vcpu {
             (MSR_IA32_TSC, 0),
             (MSR_IA32_MISC_ENABLE, 1),          // fast strings
             (MSR_MTRR_DEF_TYPE, (1 << 11) | 6), // MTRRs on, default write-back
-        ]
-        .iter()
-        .map(|&(index, data)| kvm_msr_entry {
-            index,
-            data,
-            ..Default::default()
-        })
-        .collect();
-        let msrs = Msrs::from_entries(&entries).map_err(|_| VcpuError::MsrList(self.index))?;
-        self.set_all_msrs(&msrs)?;
+        ])?;
 
         let mut lapic = self.fd.get_lapic().map_err(self.err("KVM_GET_LAPIC"))?;
         set_lvt_mode(&mut lapic, APIC_LVT0, APIC_MODE_EXTINT);

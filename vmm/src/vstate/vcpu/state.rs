@@ -111,9 +111,9 @@ impl Vcpu {
         Ok(())
     }
 
-    /// Sets feature MSRs (`IA32_ARCH_CAPABILITIES`) to `values`; one KVM
-    /// refuses is an error naming it.
-    pub fn set_feature_msrs(&self, values: &[(u32, u64)]) -> Result<(), VcpuError> {
+    /// Sets MSRs (`(index, value)`: the boot MSRs, feature MSRs such as
+    /// `IA32_ARCH_CAPABILITIES`); one KVM refuses is an error naming it.
+    pub fn set_msr_values(&self, values: &[(u32, u64)]) -> Result<(), VcpuError> {
         if values.is_empty() {
             return Ok(());
         }
