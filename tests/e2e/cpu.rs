@@ -245,3 +245,24 @@ fn cpu_baseline_prints_the_seeds_answer_for_its_two_hosts() {
         f.transcript()
     );
 }
+
+#[test]
+fn cpu_compare_names_what_a_host_lacks_for_a_guest() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/data/cpu");
+    let (a, b) = (
+        format!("{dir}/seed-host-a.json"),
+        format!("{dir}/seed-host-b.json"),
+    );
+    let f = run(["cpu", "compare", &a, &b], EXIT);
+    assert_eq!(f.status.code(), Some(1), "{}", f.transcript());
+    for want in [".pcid [bit 17]", ".stibp [bit 27]"] {
+        assert!(
+            f.stdout().contains(want),
+            "want `{want}`\n{}",
+            f.transcript()
+        );
+    }
+    let same = run(["cpu", "compare", &a, &a], EXIT);
+    same.assert_success();
+    assert!(same.stdout().starts_with("works:"), "{}", same.transcript());
+}

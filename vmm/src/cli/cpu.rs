@@ -14,6 +14,12 @@ pub enum CpuCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Can HOST present the guest CPU of GUEST (a `vmm cpu host --json` file,
+    /// or a guest's `{ "model", "features" }`), and what is missing.
+    Compare {
+        guest: std::path::PathBuf,
+        host: std::path::PathBuf,
+    },
     /// The CPU several hosts can all present, from their `vmm cpu host
     /// --json` files, and the `--cpu` each host must be started with.
     Baseline {
@@ -57,6 +63,32 @@ pub fn main(cmd: &CpuCommand) -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+        CpuCommand::Compare { guest, host } => {
+            let read = |p: &std::path::Path| -> Result<crate::cpu::choice::CpuChoice, String> {
+                let t = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                if let Ok(h) = serde_json::from_str::<host::HostCpu>(&t) {
+                    return Ok(crate::cpu::choice::CpuChoice {
+                        model: crate::cpu::choice::HOST_MODEL.into(),
+                        features: h.features.into_iter().collect(),
+                    });
+                }
+                serde_json::from_str(&t).map_err(|e| format!("{}: {e}", p.display()))
+            };
+            let (g, h) = match (read(guest), read(host)) {
+                (Ok(g), Ok(h)) => (g, h),
+                (Err(e), _) | (_, Err(e)) => return usage(&e),
+            };
+            match crate::cpu::choice::enforce(catalog(), &g, &h.features) {
+                Ok(()) => {
+                    println!("works: {} can present the guest's CPU", host.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    println!("{} cannot present the guest's CPU: {e}", host.display());
+                    ExitCode::FAILURE
+                }
+            }
+        }
         CpuCommand::Baseline { hosts, json } => {
             let mut read = Vec::new();
             for p in hosts {
