@@ -137,6 +137,7 @@ pub fn manifest(
         sections,
         devices,
         cpu: None,
+        tsc_khz: None,
     }
 }
 

@@ -209,6 +209,7 @@ impl MigrationSource for FakeSource {
             format_version: 1,
             devices: Vec::new(),
             cpu: None,
+            tsc_khz: None,
             source_release: "test".into(),
             machine_type: self.machine_type.clone(),
             ram_size: self.spec.pages * PAGE_SIZE as u64,

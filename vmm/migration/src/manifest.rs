@@ -98,6 +98,10 @@ pub struct Manifest {
     /// The guest's CPU, if it was chosen (`--cpu`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu: Option<GuestCpu>,
+    /// The guest's TSC frequency in kHz, if the source knew it: a
+    /// destination runs the guest's TSC at it, or refuses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tsc_khz: Option<u32>,
 }
 
 impl Manifest {

@@ -30,6 +30,9 @@ use config::MachineConfig;
 /// Errors building the VM.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
+    /// The guest's TSC frequency cannot be set.
+    #[error("TSC frequency: {0}")]
+    Tsc(String),
     /// This host's CPU features could not be read.
     #[error("reading this host's CPU: {0}")]
     Cpu(String),
@@ -88,6 +91,8 @@ pub struct Machine {
     devices: Devices,
     ctx: Arc<ExitContext>,
     pending_vcpus: Vec<Vcpu>,
+    /// The guest's TSC frequency (`KVM_GET_TSC_KHZ`), if KVM says.
+    tsc_khz: Option<u32>,
     vcpus: Option<VcpuSet>,
     cmdline: String,
 }
@@ -195,7 +200,9 @@ impl Machine {
             mmio,
             power: layout::POWER,
         });
+        let tsc_khz = vcpus.first().and_then(|v| v.fd().get_tsc_khz().ok());
         Ok(Self {
+            tsc_khz,
             config: config.clone(),
             vm,
             devices,
@@ -207,6 +214,27 @@ impl Machine {
                 .map(|c| c.to_string_lossy().into_owned())
                 .unwrap_or_default(),
         })
+    }
+
+    /// The guest's TSC frequency in kHz, if KVM reports it.
+    pub fn tsc_khz(&self) -> Option<u32> {
+        self.tsc_khz
+    }
+
+    /// Runs the guest's TSC at `khz` (a migrated guest keeps its source's
+    /// frequency); only before the vCPUs start. KVM may refuse (no TSC
+    /// scaling on this host): the error says so.
+    pub fn set_tsc_khz(&mut self, khz: u32) -> Result<(), BuildError> {
+        if self.pending_vcpus.is_empty() {
+            return Err(BuildError::Tsc("the vCPUs already run".into()));
+        }
+        for v in &self.pending_vcpus {
+            v.fd().set_tsc_khz(khz).map_err(|e| {
+                BuildError::Tsc(format!("vCPU {}: KVM_SET_TSC_KHZ {khz}: {e}", v.index()))
+            })?;
+        }
+        self.tsc_khz = Some(khz);
+        Ok(())
     }
 
     /// Starts the vCPU threads; VM-ending exits are sent on `events`.
@@ -393,6 +421,28 @@ mod tests {
         m.set_throttle(0).unwrap();
         m.stop();
         let _ = std::fs::remove_file(out);
+    }
+
+    #[test]
+    fn the_tsc_frequency_is_known_and_kept_or_refused_by_name() {
+        if !crate::vstate::testing::kvm_or_skip() {
+            return;
+        }
+        let req = RunRequest::for_test("pc", 1, 32 << 20, SerialOutput::File("/dev/null".into()));
+        let cfg = config::resolve(config::catalog(), &req).unwrap();
+        let mut m = Machine::build(&cfg, vmm_guest::ELF, None, true).unwrap();
+        let khz = m.tsc_khz().expect("KVM reports the TSC frequency");
+        assert!(khz > 100_000, "{khz} kHz");
+        m.set_tsc_khz(khz).expect("its own frequency");
+        assert_eq!(m.tsc_khz(), Some(khz));
+        match m.set_tsc_khz(khz / 2) {
+            Ok(()) => assert_eq!(m.tsc_khz(), Some(khz / 2)),
+            Err(e) => assert!(e.to_string().contains("KVM_SET_TSC_KHZ"), "{e}"),
+        }
+        let (tx, _rx) = std::sync::mpsc::channel();
+        m.start_paused(tx).unwrap();
+        assert!(m.set_tsc_khz(khz).is_err(), "not once the vCPUs run");
+        m.stop();
     }
 
     #[test]

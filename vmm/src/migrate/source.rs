@@ -39,6 +39,7 @@ impl MigrationSource for MachineSource<'_> {
             self.m.instances(),
         );
         manifest.cpu = cfg.cpu_choice.clone();
+        manifest.tsc_khz = self.m.tsc_khz();
         manifest.config =
             mconfig::instantiated(manifest.config, &cfg.device_types, bconfig::catalog());
         // `--as-release R`: R as the source release, R's section versions.

@@ -316,6 +316,16 @@ impl MigrationTarget for MachineTarget<'_> {
         }
         let mut machine = Machine::build(&cfg, self.kernel, self.append, true)
             .map_err(|e| vm_err("building the destination VM")(&e))?;
+        // The guest's TSC keeps its source's frequency, or the stream is refused.
+        if let (Some(theirs), Some(ours)) = (m.tsc_khz, machine.tsc_khz())
+            && theirs != ours
+        {
+            machine.set_tsc_khz(theirs).map_err(|e| {
+                VmError::new(format!(
+                    "incompatible migration stream: the guest's TSC runs at {theirs} kHz, this host's at {ours} kHz, and it cannot be scaled here ({e})"
+                ))
+            })?;
+        }
         let ram = machine.vm().ram_pages() * PAGE_SIZE as u64;
         if ram != m.ram_size {
             return Err(VmError::new(format!(

@@ -19,6 +19,7 @@ fn manifest() -> Manifest {
         format_version: 1,
         devices: Vec::new(),
         cpu: None,
+        tsc_khz: None,
         source_release: "8.0".into(),
         machine_type: "pc-7.2".into(),
         ram_size: 1 << 20,

@@ -16,6 +16,7 @@ fn manifest(pages: u64, vcpus: u32, sections: &[(&str, u32)]) -> Manifest {
         format_version: FORMAT_VERSION,
         devices: Vec::new(),
         cpu: None,
+        tsc_khz: None,
         source_release: "test".into(),
         machine_type: "pc-5.1".into(),
         ram_size: pages * PAGE_SIZE as u64,
