@@ -134,6 +134,9 @@ pub struct DeviceAst {
     pub doc: String,
     #[serde(default)]
     pub props: Vec<Spanned<PropAst>>,
+    /// A CPU model: the catalogued features it has. The compiler gives it
+    /// one bool property per feature of the catalogue (on for these).
+    pub cpu_features: Option<Vec<SStr>>,
     pub vmstate: Option<Spanned<VmStateAst>>,
 }
 

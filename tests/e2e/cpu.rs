@@ -99,8 +99,9 @@ fn cpu_host_names_what_this_hosts_kvm_offers() {
         .flatten()
         .filter_map(|v| v.as_str())
         .collect();
-    // The guest's CPL 0 view agrees with the host tool on what KVM controls.
-    let g = report(&[]);
+    // A `--cpu host` guest's CPL 0 view agrees with the host tool on what
+    // KVM controls.
+    let g = report(&["--cpu", "host"]);
     let cpu = vmm_guest::parse_report(&g.stdout()).cpu.expect("cpu");
     assert_eq!(h["vendor"].as_str(), Some(cpu.vendor.as_str()));
     let x2apic = cpu.leaves[&1][2] & (1 << 21) != 0;
@@ -265,4 +266,28 @@ fn cpu_compare_names_what_a_host_lacks_for_a_guest() {
     let same = run(["cpu", "compare", &a, &a], EXIT);
     same.assert_success();
     assert!(same.stdout().starts_with("works:"), "{}", same.transcript());
+}
+
+#[test]
+fn the_default_cpu_is_the_qemu64_model_enforced_on_this_host() {
+    require_kvm!();
+    // qemu64 (as this project defines it: without pni and svm) has cx16, not x2apic.
+    let ecx = leaf1_ecx(&report(&[]).lines);
+    assert_ne!(ecx & (1 << 13), 0, "cx16");
+    assert_eq!(ecx & (1 << 21), 0, "x2apic is not a qemu64 feature");
+    let on = leaf1_ecx(&report(&["--global", "qemu64-x86_64-cpu.x2apic=on"]).lines);
+    assert_ne!(on & (1 << 21), 0, "--global turns a model feature on");
+    // A model feature this host lacks: refused at once, exit 2.
+    let f = run(
+        ["run", "-m", "64M", "--global", "qemu64-x86_64-cpu.pni=on"],
+        EXIT,
+    );
+    assert_eq!(f.status.code(), Some(2), "{}", f.transcript());
+    assert!(
+        f.stderr.contains(
+            "host doesn't support requested feature: CPUID[eax=01h,ecx=00h].ECX.pni [bit 0]"
+        ),
+        "{}",
+        f.stderr
+    );
 }

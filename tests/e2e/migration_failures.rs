@@ -390,7 +390,7 @@ fn source_killed_mid_stream_leaves_no_half_started_guest() {
 /// and never more resident memory than the manifest's RAM plus `slack_kib`.
 fn restore_fails_cleanly(path: &Path, what: &str, ram_kib: u64, slack_kib: u64) -> u64 {
     let uri = format!("file:{}", path.display());
-    let (f, max_rss_kib) = Vmm::spawn(["run", "--incoming", &uri]).finish_measured(EXIT);
+    let (f, max_rss_kib) = Vmm::spawn_measured(["run", "--incoming", &uri]).finish_measured(EXIT);
     assert_clean_failure(&f, what);
     assert!(
         max_rss_kib <= ram_kib + slack_kib,

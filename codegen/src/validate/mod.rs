@@ -15,13 +15,13 @@ use toml::Spanned;
 /// Validates all files together (items may refer across files).
 pub fn validate(files: &[FileAst], diags: &mut Vec<Diag>) -> Model {
     let releases = deltas::releases(files, diags);
-    let types = types::device_types(files, diags);
+    let features = features::features(files, diags);
+    let types = types::device_types(files, &features, diags);
     let release_names: Names = releases.iter().map(|r| r.version.clone()).collect();
     let families = machines::families(files, &types, &release_names, diags);
     let deltas = deltas::deltas(files, &types, &families, &release_names, diags);
     let releases = deltas::errata(files, releases, &types, &release_names, diags);
     let deprecations = deltas::deprecations(files, &release_names, diags);
-    let features = features::features(files, diags);
     Model {
         families,
         types,

@@ -3,7 +3,7 @@
 use super::{check_name, loc};
 use crate::ast::{DeviceAst, FileAst, PropAst};
 use crate::diag::Diag;
-use crate::model::{EffectM, PropM, TypeM};
+use crate::model::{EffectM, FeatureM, PropM, TypeM};
 use compat_runtime::suggest::did_you_mean;
 use compat_runtime::{PropType, Value};
 use std::borrow::Cow;
@@ -13,7 +13,7 @@ use toml::Spanned;
 const PROP_TYPES: [&str; 7] = ["bool", "u8", "u16", "u32", "u64", "enum", "string"];
 
 /// Validates device types; returns them parents-first with props resolved.
-pub fn device_types(files: &[FileAst], diags: &mut Vec<Diag>) -> Vec<TypeM> {
+pub fn device_types(files: &[FileAst], features: &[FeatureM], diags: &mut Vec<Diag>) -> Vec<TypeM> {
     // Collect, dropping duplicates and bad names.
     let mut items: Vec<(usize, &DeviceAst)> = Vec::new();
     let mut by_name: HashMap<&str, usize> = HashMap::new();
@@ -96,6 +96,9 @@ pub fn device_types(files: &[FileAst], diags: &mut Vec<Diag>) -> Vec<TypeM> {
                 props.push(pm);
             }
         }
+        if let Some(list) = &d.cpu_features {
+            cpu_model_props(file, d.name.get_ref(), list, features, &mut props, diags);
+        }
         let vmstate = d
             .vmstate
             .as_ref()
@@ -114,6 +117,62 @@ pub fn device_types(files: &[FileAst], diags: &mut Vec<Diag>) -> Vec<TypeM> {
         });
     }
     out
+}
+
+/// A CPU model's feature properties: one bool per catalogued feature, on for
+/// those `list` names (each must be a catalogued feature, once), doc from the
+/// catalogue, `effect = guest`.
+fn cpu_model_props(
+    file: usize,
+    owner: &str,
+    list: &[Spanned<String>],
+    features: &[FeatureM],
+    props: &mut Vec<PropM>,
+    diags: &mut Vec<Diag>,
+) {
+    let mut on: Vec<&str> = Vec::new();
+    for f in list {
+        let name = f.get_ref().as_str();
+        let Some(feat) = features
+            .iter()
+            .find(|c| c.name == name || c.aliases.iter().any(|a| a == name))
+        else {
+            diags.push(
+                Diag::error(
+                    "compat::unknown-feature",
+                    &loc(file, f),
+                    format!("CPU model `{owner}` has unknown feature `{name}`"),
+                    "not in compat/cpu/features.toml",
+                )
+                .suggest(did_you_mean(name, features.iter().map(|c| c.name.as_str()))),
+            );
+            continue;
+        };
+        if on.contains(&feat.name.as_str()) {
+            diags.push(Diag::error(
+                "compat::duplicate",
+                &loc(file, f),
+                format!("CPU model `{owner}` lists feature `{}` twice", feat.name),
+                "again here",
+            ));
+            continue;
+        }
+        on.push(feat.name.as_str());
+    }
+    for feat in features {
+        if props.iter().any(|p| p.name == feat.name) {
+            continue;
+        }
+        let v = on.contains(&feat.name.as_str());
+        props.push(PropM {
+            name: feat.name.clone(),
+            owner: owner.to_string(),
+            ty: PropType::Bool,
+            default: Value::Bool(v),
+            doc: format!("CPU feature: {}", feat.doc),
+            effect: EffectM::Guest,
+        });
+    }
 }
 
 /// Finds parent cycles, reports each once and cuts it (so later phases go on).

@@ -23,6 +23,8 @@ pub struct Vmm {
     seen: Vec<String>,
     stderr: Arc<Mutex<String>>,
     stderr_reader: Option<std::thread::JoinHandle<()>>,
+    /// For [`Vmm::spawn_measured`]: GNU time's report of the process.
+    measured: Option<super::paths::TempPath>,
 }
 
 /// How a `vmm` process ended.
@@ -82,8 +84,31 @@ impl Vmm {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let mut child = Command::new(vmm_bin())
-            .args(args)
+        let mut c = Command::new(vmm_bin());
+        c.args(args);
+        Self::spawn_command(c, None)
+    }
+
+    /// [`Vmm::spawn`] under GNU time (`/usr/bin/time`), whose report gives
+    /// the process's own peak RSS: the kernel's `ru_maxrss` of a child
+    /// spawned straight from this (large) test process also counts this
+    /// process's memory at the exec (the child starts as a copy of it).
+    pub fn spawn_measured<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        let report = super::paths::TempPath::new("maxrss", "txt");
+        let mut c = Command::new("/usr/bin/time");
+        c.args(["-f", "maxrss_kib=%M", "-o"])
+            .arg(report.path())
+            .arg(vmm_bin())
+            .args(args);
+        Self::spawn_command(c, Some(report))
+    }
+
+    fn spawn_command(mut cmd: Command, measured: Option<super::paths::TempPath>) -> Self {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -114,6 +139,7 @@ impl Vmm {
             }
         });
         Self {
+            measured,
             child,
             exited: None,
             lines: rx,
@@ -264,7 +290,24 @@ impl Vmm {
         if let Some(h) = self.stderr_reader.take() {
             let _ = h.join();
         }
-        let max_rss_kib = self.exited.map_or(0, |(_, rss)| rss);
+        let (mut status, mut max_rss_kib) = (status, self.exited.map_or(0, |(_, rss)| rss));
+        if let Some(report) = &self.measured {
+            // GNU time: "Command terminated by signal N" (then its own
+            // exit is 128 + N), and the format line.
+            let text = std::fs::read_to_string(report.path()).unwrap_or_default();
+            if let Some(sig) = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Command terminated by signal "))
+                .and_then(|n| n.trim().parse::<i32>().ok())
+            {
+                status = ExitStatus::from_raw(sig);
+            }
+            max_rss_kib = text
+                .lines()
+                .find_map(|l| l.strip_prefix("maxrss_kib="))
+                .and_then(|n| n.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no GNU time report: {text}"));
+        }
         let finished = Finished {
             status,
             lines: std::mem::take(&mut self.seen),

@@ -281,9 +281,22 @@ pub fn from_effective(
         None
     };
 
+    // The guest's CPU features: `--cpu`, else the machine's CPU model's
+    // feature properties; refused at once where this host cannot give them.
+    let cpu_choice = match &req.cpu {
+        Some(c) => Some(c.clone()),
+        None if has(Qemu64X86_64CpuProps::TYPE_NAME) => {
+            Some(model_choice(effective, Qemu64X86_64CpuProps::TYPE_NAME))
+        }
+        None => None,
+    };
+    if let (Some(c), Some(offer)) = (&cpu_choice, &req.host_offer) {
+        crate::cpu::choice::enforce(catalog(), c, offer)?;
+    }
+
     Ok(MachineConfig {
         cpu,
-        cpu_choice: req.cpu.clone(),
+        cpu_choice,
         origins: Origins::new(),
         device_types: knobs.devices.to_vec(),
         machine: effective.machine.clone(),
@@ -317,6 +330,21 @@ pub fn reconfigure_disk(
     b.props = props;
     b.provenance = "stream".into();
     Ok(())
+}
+
+/// The features of CPU model type `ty` as its effective properties say
+/// (`qemu64-x86_64-cpu` is model `qemu64`).
+fn model_choice(effective: &EffectiveConfig, ty: &str) -> CpuChoice {
+    let features = catalog()
+        .cpu_features
+        .iter()
+        .filter(|f| effective.value(ty, f.name) == Some(&compat_runtime::Value::Bool(true)))
+        .map(|f| f.name.to_string())
+        .collect();
+    CpuChoice {
+        model: ty.trim_end_matches("-x86_64-cpu").to_string(),
+        features,
+    }
 }
 
 /// The configuration one disk sees: the machine type's with the disk's own

@@ -176,6 +176,10 @@ impl RunError {
             | RunError::Serial(_)
             | RunError::Config(_)
             | RunError::MissingImage(_) => 2,
+            RunError::Persona(p) => match **p {
+                PersonaError::Config(_) | PersonaError::Override(_) => 2,
+                _ => 1,
+            },
             _ => 1,
         }
     }
@@ -257,12 +261,9 @@ pub fn request(args: &RunArgs) -> Result<RunRequest, RunError> {
     })
 }
 
-/// `--cpu`/`--host-cpu` resolved against this host (`/dev/kvm` is read only
-/// when one is given, or for a destination, which checks a stream's CPU).
+/// `--cpu`/`--host-cpu` resolved against this host, and what this host
+/// offers (the machine's CPU model is enforced against it).
 fn cpu_request(args: &RunArgs) -> Result<CpuRequest, RunError> {
-    if args.cpu.is_none() && args.host_cpu.is_none() && args.incoming.is_none() {
-        return Ok((None, None));
-    }
     let host_err = |e: String| RunError::Config(ConfigError::Host(e));
     let simulated = match &args.host_cpu {
         Some(p) => {

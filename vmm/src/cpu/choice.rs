@@ -109,6 +109,11 @@ pub fn host_features(catalog: &Catalog, leaves: &Leaves, msrs: &FeatureMsrs) -> 
 /// when the guest keeps the host's values).
 pub fn feature_msrs(catalog: &Catalog, choice: &CpuChoice, msrs: &FeatureMsrs) -> Vec<(u32, u64)> {
     let mut out: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+    // IA32_ARCH_CAPABILITIES exists for a guest only with `arch-capabilities`
+    // (CPUID 7.0 EDX 29): without it the guest cannot read the MSR at all.
+    if !choice.features.contains("arch-capabilities") {
+        return Vec::new();
+    }
     for f in catalog.cpu_features {
         if let FeatureLoc::Msr { index, bit } = f.loc
             && let Some(&host) = msrs.get(&index)
@@ -243,7 +248,7 @@ mod tests {
             Err(ChoiceError::UnknownModel(_))
         ));
         let mut o = offered();
-        o.extend(["mds-no".to_string(), "taa-no".to_string()]);
+        o.extend(["mds-no", "taa-no", "arch-capabilities"].map(String::from));
         let msrs = FeatureMsrs::from([(0x10a, (1 << 5) | (1 << 8) | (1 << 40))]);
         let keep = parse(&CATALOG, "host", &o).unwrap();
         assert!(

@@ -250,7 +250,9 @@ fn property_diffs(
         for p in s.into_iter().chain(d).flat_map(|m| m.keys()) {
             let sv = s.and_then(|m| m.get(p));
             let dv = d.and_then(|m| m.get(p));
-            if sv != dv {
+            // A property only one release knows is not compared: the other
+            // cannot say what it presented (its lock predates the property).
+            if sv.is_some() && dv.is_some() && sv != dv {
                 raw.insert((dev.as_str(), p.as_str()), (sv, dv));
             }
         }
