@@ -22,7 +22,11 @@ macro_rules! diag_test {
 diag_test!(syntax_error, "syntax.toml", "compat::syntax");
 diag_test!(no_effect, "no_effect.toml", "compat::no-effect");
 diag_test!(bad_feature, "bad_feature.toml", "compat::duplicate-feature");
-diag_test!(bad_cpu_model, "bad_cpu_model.toml", "compat::unknown-feature");
+diag_test!(
+    bad_cpu_model,
+    "bad_cpu_model.toml",
+    "compat::unknown-feature"
+);
 diag_test!(unknown_type, "unknown_type.toml", "compat::unknown-type");
 diag_test!(
     unknown_property,
