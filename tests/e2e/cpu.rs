@@ -291,3 +291,19 @@ fn the_default_cpu_is_the_qemu64_model_enforced_on_this_host() {
         f.stderr
     );
 }
+
+#[test]
+fn cpu_models_says_which_model_runs_here() {
+    require_kvm!();
+    let f = run(["cpu", "models", "--json"], EXIT);
+    f.assert_success();
+    let v: serde_json::Value = serde_json::from_str(&f.stdout()).expect("json");
+    let model = |n: &str| {
+        v.as_array()
+            .and_then(|a| a.iter().find(|m| m["name"] == n).cloned())
+            .unwrap_or_else(|| panic!("no model {n}: {v}"))
+    };
+    // The default model runs here (enforce holds for it); so does `host`.
+    assert_eq!(model("qemu64")["unavailable"], serde_json::json!([]), "{v}");
+    assert_eq!(model("host")["unavailable"], serde_json::json!([]), "{v}");
+}

@@ -14,6 +14,13 @@ pub enum CpuCommand {
         #[arg(long)]
         json: bool,
     },
+    /// The CPU models and whether each runs on this host (like the
+    /// reference's `-cpu help` with unavailable features).
+    Models {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Can HOST present the guest CPU of GUEST (a `vmm cpu host --json` file,
     /// or a guest's `{ "model", "features" }`), and what is missing.
     Compare {
@@ -63,6 +70,34 @@ pub fn main(cmd: &CpuCommand) -> ExitCode {
             }
             Err(e) => fail(&e),
         },
+        CpuCommand::Models { json } => {
+            let offered = match host::offered(catalog(), None) {
+                Ok(o) => o,
+                Err(e) => return fail(&e),
+            };
+            let models = crate::cpu::choice::models(catalog(), &offered);
+            if *json {
+                return match serde_json::to_string_pretty(&models) {
+                    Ok(t) => {
+                        println!("{t}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(&e),
+                };
+            }
+            for m in &models {
+                if m.unavailable.is_empty() {
+                    println!("{:<10} runs here ({} features)", m.name, m.features);
+                } else {
+                    println!(
+                        "{:<10} unavailable here: {}",
+                        m.name,
+                        m.unavailable.join(" ")
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }
         CpuCommand::Compare { guest, host } => {
             let read = |p: &std::path::Path| -> Result<crate::cpu::choice::CpuChoice, String> {
                 let t = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;

@@ -126,6 +126,58 @@ pub fn feature_msrs(catalog: &Catalog, choice: &CpuChoice, msrs: &FeatureMsrs) -
     out.into_iter().collect()
 }
 
+/// One CPU model as `vmm cpu models` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ModelInfo {
+    /// `qemu64`, `host`.
+    pub name: String,
+    /// How many catalogued features it has.
+    pub features: usize,
+    /// Those this host cannot give (empty: it runs here).
+    pub unavailable: Vec<String>,
+}
+
+/// Every CPU model (types with feature properties, at their defaults, and
+/// `host`) against what this host offers.
+pub fn models(catalog: &Catalog, offered: &BTreeSet<String>) -> Vec<ModelInfo> {
+    let is_model = |d: &&compat_runtime::DeviceType| {
+        d.ancestors.contains(&"x86_64-cpu")
+            && catalog
+                .cpu_features
+                .iter()
+                .all(|f| d.props.iter().any(|p| p.name == f.name))
+    };
+    let mut out: Vec<ModelInfo> = catalog
+        .device_types
+        .iter()
+        .filter(is_model)
+        .map(|d| {
+            let on: Vec<&str> = d
+                .props
+                .iter()
+                .filter(|p| catalog.cpu_features.iter().any(|f| f.name == p.name))
+                .filter(|p| p.default == compat_runtime::Value::Bool(true))
+                .map(|p| p.name)
+                .collect();
+            ModelInfo {
+                name: d.name.trim_end_matches("-x86_64-cpu").to_string(),
+                features: on.len(),
+                unavailable: on
+                    .iter()
+                    .filter(|n| !offered.contains(**n))
+                    .map(|n| n.to_string())
+                    .collect(),
+            }
+        })
+        .collect();
+    out.push(ModelInfo {
+        name: HOST_MODEL.into(),
+        features: offered.len(),
+        unavailable: Vec::new(),
+    });
+    out
+}
+
 /// Parses `--cpu SPEC` against what this host offers.
 pub fn parse(
     catalog: &Catalog,
@@ -222,6 +274,15 @@ mod tests {
         assert_eq!(names, ["cx16", "fpu"]);
         let c = parse(&CATALOG, "host,+cx16,sse4_2=off", &offered()).unwrap();
         assert!(c.features.contains("cx16") && !c.features.contains("sse4.2"));
+    }
+
+    #[test]
+    fn models_say_what_this_host_lacks() {
+        let m = models(&CATALOG, &offered());
+        let q = m.iter().find(|m| m.name == "qemu64").expect("qemu64");
+        assert!(q.unavailable.contains(&"sse2".to_string()), "{q:?}");
+        assert!(!q.unavailable.contains(&"cx16".to_string()), "{q:?}");
+        assert_eq!(m.last().map(|m| m.name.as_str()), Some("host"));
     }
 
     #[test]
