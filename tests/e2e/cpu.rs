@@ -151,7 +151,11 @@ fn a_feature_turned_off_is_gone_and_one_the_host_lacks_is_refused() {
             "host doesn't support requested feature: CPUID[eax=01h,ecx=00h].ECX.pcid [bit 17]",
         ),
         ("host,+no-such-feature", "unknown feature `no-such-feature`"),
-        ("qemu64", "unknown CPU model `qemu64`"),
+        ("epyc", "unknown CPU model `epyc`"),
+        (
+            "qemu64,+pcid",
+            "host doesn't support requested feature: CPUID[eax=01h,ecx=00h].ECX.pcid [bit 17]",
+        ),
     ] {
         let f = run(["run", "-m", "64M", "--cpu", spec], EXIT);
         assert_eq!(f.status.code(), Some(2), "{spec}\n{}", f.transcript());
@@ -277,6 +281,8 @@ fn the_default_cpu_is_the_qemu64_model_enforced_on_this_host() {
     assert_eq!(ecx & (1 << 21), 0, "x2apic is not a qemu64 feature");
     let on = leaf1_ecx(&report(&["--global", "qemu64-x86_64-cpu.x2apic=on"]).lines);
     assert_ne!(on & (1 << 21), 0, "--global turns a model feature on");
+    let named = leaf1_ecx(&report(&["--cpu", "qemu64,+x2apic,-cx16"]).lines);
+    assert_eq!(named, (on & !(1 << 13)), "--cpu qemu64,+x2apic,-cx16");
     // A model feature this host lacks: refused at once, exit 2.
     let f = run(
         ["run", "-m", "64M", "--global", "qemu64-x86_64-cpu.pni=on"],

@@ -72,9 +72,10 @@ pub struct RunArgs {
     /// those must not contradict the stream.
     #[arg(long, value_name = "URI")]
     pub incoming: Option<String>,
-    /// The guest's CPU: `host[,FEATURE=on|off][,+FEATURE][,-FEATURE]`
-    /// (features this host's KVM offers, migratable only; a requested one
-    /// the host lacks is refused, exit 2). Default: the host's CPUID.
+    /// The guest's CPU: `MODEL[,FEATURE=on|off][,+FEATURE][,-FEATURE]`, MODEL
+    /// `qemu64` (the default: its features, as data) or `host` (the features
+    /// this host's KVM offers, migratable only). A feature the host lacks is
+    /// refused, exit 2.
     #[arg(long, value_name = "MODEL,...")]
     pub cpu: Option<String>,
     /// Simulation aid for tests and rehearsals: behave as if this host's KVM
@@ -244,6 +245,12 @@ pub fn request(args: &RunArgs) -> Result<RunRequest, RunError> {
         overrides.push(Override::parse_global(g).map_err(ConfigError::from)?);
     }
     overrides.extend(inst.singles);
+    if let Some(spec) = args.cpu.as_deref() {
+        overrides.extend(
+            crate::cpu::choice::model_settings(config::catalog(), spec)
+                .map_err(ConfigError::from)?,
+        );
+    }
     let (cpu, host_offer) = cpu_request(args)?;
     Ok(RunRequest {
         cpu,
@@ -278,6 +285,8 @@ fn cpu_request(args: &RunArgs) -> Result<CpuRequest, RunError> {
     let offered = crate::cpu::host::offered(config::catalog(), simulated.as_ref())
         .map_err(|e| host_err(e.to_string()))?;
     let spec = match (&args.cpu, &simulated) {
+        // A named model: its feature settings are `--global`s on its type.
+        (Some(s), _) if !s.starts_with(crate::cpu::choice::HOST_MODEL) => None,
         (Some(s), _) => Some(s.as_str()),
         (None, Some(_)) => Some(crate::cpu::choice::HOST_MODEL),
         (None, None) => None,

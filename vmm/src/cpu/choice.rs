@@ -48,7 +48,7 @@ pub fn cleared_bits(catalog: &Catalog, choice: &CpuChoice) -> Vec<crate::vstate:
 /// Why a `--cpu` cannot be honoured.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChoiceError {
-    #[error("unknown CPU model `{0}` (this VMM knows `host`)")]
+    #[error("unknown CPU model `{0}` (this VMM knows qemu64 and host; see vmm cpu models)")]
     UnknownModel(String),
     #[error("--cpu: unknown feature `{name}`{}", hint(.suggestion))]
     UnknownFeature {
@@ -176,6 +176,71 @@ pub fn models(catalog: &Catalog, offered: &BTreeSet<String>) -> Vec<ModelInfo> {
         unavailable: Vec::new(),
     });
     out
+}
+
+/// `--cpu MODEL[,F=on|off][,+F][,-F]` for a named model (`qemu64`): its
+/// feature settings as `--global MODEL-x86_64-cpu.F=on|off` (the model's
+/// properties; enforced like the model's own). `host` gives none (it is a
+/// [`parse`] choice).
+pub fn model_settings(
+    catalog: &Catalog,
+    spec: &str,
+) -> Result<Vec<compat_runtime::Override>, ChoiceError> {
+    let mut parts = spec.split(',');
+    let model = parts.next().unwrap_or_default();
+    if model == HOST_MODEL {
+        return Ok(Vec::new());
+    }
+    let ty = format!("{model}-x86_64-cpu");
+    let known = catalog
+        .device_type(&ty)
+        .is_some_and(|d| d.props.iter().any(|p| p.name == "fpu"));
+    if !known {
+        return Err(ChoiceError::UnknownModel(model.to_string()));
+    }
+    let mut out = Vec::new();
+    for p in parts.filter(|p| !p.is_empty()) {
+        let (name, on) = setting(p)?;
+        let f = feature(catalog, name)?;
+        out.push(compat_runtime::Override::Global {
+            type_name: ty.clone(),
+            property: f.name.to_string(),
+            value: if on { "on" } else { "off" }.to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// `+F`, `-F`, `F=on|off`.
+fn setting(p: &str) -> Result<(&str, bool), ChoiceError> {
+    if let Some(n) = p.strip_prefix('+') {
+        return Ok((n, true));
+    }
+    if let Some(n) = p.strip_prefix('-') {
+        return Ok((n, false));
+    }
+    match p.split_once('=') {
+        Some((n, "on" | "true" | "yes")) => Ok((n, true)),
+        Some((n, "off" | "false" | "no")) => Ok((n, false)),
+        _ => Err(ChoiceError::Syntax(p.to_string())),
+    }
+}
+
+/// The catalogued feature `name` (or alias), or an error with a "did you mean".
+fn feature<'c>(
+    catalog: &'c Catalog,
+    name: &str,
+) -> Result<&'c compat_runtime::CpuFeature, ChoiceError> {
+    by_name(catalog, name).ok_or_else(|| ChoiceError::UnknownFeature {
+        name: name.to_string(),
+        suggestion: did_you_mean(
+            name,
+            catalog
+                .cpu_features
+                .iter()
+                .flat_map(|f| std::iter::once(f.name).chain(f.aliases.iter().copied())),
+        ),
+    })
 }
 
 /// Parses `--cpu SPEC` against what this host offers.
