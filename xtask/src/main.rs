@@ -25,6 +25,7 @@
 
 mod bench_boot;
 mod bench_codegen;
+mod bench_cpu;
 mod bench_migrate;
 mod bench_vmm;
 mod procfs;
@@ -122,6 +123,8 @@ enum Command {
     BenchBoot(bench_boot::Args),
     /// Measure live migration, vmm against the reference VMM (docs/bench-migrate.md).
     BenchMigrate(bench_migrate::Args),
+    /// Time `vmm cpu baseline` over 1,000 host files (target: under 0.1 s).
+    BenchCpuBaseline(bench_cpu::Args),
 }
 
 fn main() -> ExitCode {
@@ -131,6 +134,7 @@ fn main() -> ExitCode {
         Command::BenchCodegen => bench_codegen::run(),
         Command::BenchBoot(args) => bench_boot::run(&args),
         Command::BenchMigrate(args) => bench_migrate::run(&args),
+        Command::BenchCpuBaseline(args) => bench_cpu::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
