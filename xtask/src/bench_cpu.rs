@@ -53,7 +53,7 @@ pub fn run(a: &Args) -> Result<(), String> {
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
-                x % 16 != 0 // drop about one feature in sixteen
+                !x.is_multiple_of(16) // drop about one feature in sixteen
             })
             .collect();
         h["features"] = serde_json::json!(kept);
