@@ -44,8 +44,16 @@ pub enum FeatureLoc {
 
 impl FeatureLoc {
     /// The reference's spelling: `CPUID[eax=07h,ecx=00h].EBX [bit 4]`,
-    /// `MSR(10AH).taa-no [bit 8]` without the name.
+    /// `MSR(10AH) [bit 8]`.
     pub fn describe(&self) -> String {
+        self.describe_as(None)
+    }
+
+    /// [`describe`](Self::describe) with the feature's name before the
+    /// bit, as the reference's enforce errors say it:
+    /// `CPUID[eax=07h,ecx=00h].EBX.hle [bit 4]`, `MSR(10AH).taa-no [bit 8]`.
+    pub fn describe_as(&self, name: Option<&str>) -> String {
+        let name = name.map(|n| format!(".{n}")).unwrap_or_default();
         match *self {
             FeatureLoc::Cpuid {
                 leaf,
@@ -57,9 +65,9 @@ impl FeatureLoc {
                     .get(usize::from(reg))
                     .copied()
                     .unwrap_or("?");
-                format!("CPUID[eax={leaf:02X}h,ecx={subleaf:02X}h].{r} [bit {bit}]")
+                format!("CPUID[eax={leaf:02X}h,ecx={subleaf:02X}h].{r}{name} [bit {bit}]")
             }
-            FeatureLoc::Msr { index, bit } => format!("MSR({index:X}H) [bit {bit}]"),
+            FeatureLoc::Msr { index, bit } => format!("MSR({index:X}H){name} [bit {bit}]"),
         }
     }
 }

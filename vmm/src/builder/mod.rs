@@ -139,11 +139,14 @@ impl Machine {
         if let Some(choice) = &config.cpu_choice {
             let catalog = config::catalog();
             vm.clear_cpuid_bits(&crate::cpu::choice::cleared_bits(catalog, choice));
-            let (_, host_msrs) = crate::cpu::host::kvm_offers(vm.kvm())
-                .map_err(|e| BuildError::Cpu(e.to_string()))?;
-            vm.set_feature_msrs(crate::cpu::choice::feature_msrs(
-                catalog, choice, &host_msrs,
-            ));
+            // This host's feature MSRs are read only when the guest leaves
+            // one of their bits out (not for the default model).
+            if crate::cpu::choice::turns_msr_bits_off(catalog, choice) {
+                let host_msrs = crate::cpu::host::feature_msrs(vm.kvm())
+                    .map_err(|e| BuildError::Cpu(e.to_string()))?;
+                let values = crate::cpu::choice::feature_msrs(catalog, choice, &host_msrs);
+                vm.set_feature_msrs(values);
+            }
         }
         let mut pio = Bus::new();
         let mut mmio = Bus::new();

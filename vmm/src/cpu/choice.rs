@@ -70,27 +70,9 @@ pub enum ChoiceError {
 
 /// The reference's line for a feature the host lacks.
 pub fn missing_line(catalog: &Catalog, name: &str) -> String {
-    let loc = by_name(catalog, name).map(|f| f.loc);
-    match loc {
-        Some(FeatureLoc::Cpuid {
-            leaf,
-            subleaf,
-            reg,
-            bit,
-        }) => {
-            let r = ["EAX", "EBX", "ECX", "EDX"]
-                .get(usize::from(reg))
-                .copied()
-                .unwrap_or("?");
-            format!(
-                "host doesn't support requested feature: CPUID[eax={leaf:02X}h,ecx={subleaf:02X}h].{r}.{name} [bit {bit}]"
-            )
-        }
-        Some(FeatureLoc::Msr { index, bit }) => {
-            format!("host doesn't support requested feature: MSR({index:X}H).{name} [bit {bit}]")
-        }
-        None => format!("host doesn't support requested feature: {name}"),
-    }
+    let at =
+        by_name(catalog, name).map_or_else(|| name.to_string(), |f| f.loc.describe_as(Some(name)));
+    format!("host doesn't support requested feature: {at}")
 }
 
 /// The catalogued, migratable features this host offers.
@@ -104,14 +86,24 @@ pub fn host_features(catalog: &Catalog, leaves: &Leaves, msrs: &FeatureMsrs) -> 
         .collect()
 }
 
+/// Whether `choice` can leave out a feature MSR bit at all: the guest has
+/// `IA32_ARCH_CAPABILITIES` (only with `arch-capabilities`, CPUID 7.0 EDX
+/// 29; without it the guest cannot read the MSR) and lacks one of its
+/// catalogued bits. Only then are this host's MSR values needed.
+pub fn turns_msr_bits_off(catalog: &Catalog, choice: &CpuChoice) -> bool {
+    choice.features.contains("arch-capabilities")
+        && catalog
+            .cpu_features
+            .iter()
+            .any(|f| matches!(f.loc, FeatureLoc::Msr { .. }) && !choice.features.contains(f.name))
+}
+
 /// The feature MSRs to write for `choice`: this host's value of each MSR in
 /// which the choice turns a catalogued bit off, without those bits (none
 /// when the guest keeps the host's values).
 pub fn feature_msrs(catalog: &Catalog, choice: &CpuChoice, msrs: &FeatureMsrs) -> Vec<(u32, u64)> {
     let mut out: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
-    // IA32_ARCH_CAPABILITIES exists for a guest only with `arch-capabilities`
-    // (CPUID 7.0 EDX 29): without it the guest cannot read the MSR at all.
-    if !choice.features.contains("arch-capabilities") {
+    if !turns_msr_bits_off(catalog, choice) {
         return Vec::new();
     }
     for f in catalog.cpu_features {
@@ -257,27 +249,8 @@ pub fn parse(
     let mut features = offered.clone();
     let mut wanted = Vec::new();
     for p in parts.filter(|p| !p.is_empty()) {
-        let (name, on) = if let Some(n) = p.strip_prefix('+') {
-            (n, true)
-        } else if let Some(n) = p.strip_prefix('-') {
-            (n, false)
-        } else {
-            match p.split_once('=') {
-                Some((n, "on" | "true" | "yes")) => (n, true),
-                Some((n, "off" | "false" | "no")) => (n, false),
-                _ => return Err(ChoiceError::Syntax(p.to_string())),
-            }
-        };
-        let f = by_name(catalog, name).ok_or_else(|| ChoiceError::UnknownFeature {
-            name: name.to_string(),
-            suggestion: did_you_mean(
-                name,
-                catalog
-                    .cpu_features
-                    .iter()
-                    .flat_map(|f| std::iter::once(f.name).chain(f.aliases.iter().copied())),
-            ),
-        })?;
+        let (name, on) = setting(p)?;
+        let f = feature(catalog, name)?;
         if !f.migratable {
             return Err(ChoiceError::NotMigratable(f.name.to_string()));
         }

@@ -53,6 +53,11 @@ pub fn kvm_offers(kvm: &Kvm) -> Result<(Leaves, FeatureMsrs), HostError> {
         .iter()
         .map(|e| ((e.function, e.index), [e.eax, e.ebx, e.ecx, e.edx]))
         .collect();
+    Ok((leaves, feature_msrs(kvm)?))
+}
+
+/// The feature MSRs (`KVM_GET_MSR_FEATURE_INDEX_LIST`) and their values.
+pub fn feature_msrs(kvm: &Kvm) -> Result<FeatureMsrs, HostError> {
     let list = kvm
         .get_msr_feature_index_list()
         .map_err(kvm_err("KVM_GET_MSR_FEATURE_INDEX_LIST"))?;
@@ -69,7 +74,7 @@ pub fn kvm_offers(kvm: &Kvm) -> Result<(Leaves, FeatureMsrs), HostError> {
             msrs.insert(index, one.as_slice()[0].data);
         }
     }
-    Ok((leaves, msrs))
+    Ok(msrs)
 }
 
 fn vendor(leaves: &Leaves) -> String {
