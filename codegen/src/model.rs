@@ -82,9 +82,22 @@ pub struct TypeM {
     /// All properties, inherited first.
     pub props: Vec<PropM>,
     pub vmstate: Option<VmStateM>,
+    /// A CPU model (it lists `cpu_features`).
+    pub cpu_model: bool,
 }
 
 impl TypeM {
+    /// A versioned CPU model (`EPYC-v2-x86_64-cpu`): its model name and
+    /// version. A released model version is never edited.
+    pub fn model_version(&self) -> Option<(&str, u32)> {
+        if !self.cpu_model {
+            return None;
+        }
+        let stem = self.name.strip_suffix("-x86_64-cpu")?;
+        let (model, v) = stem.rsplit_once("-v")?;
+        Some((model, v.parse().ok()?))
+    }
+
     /// A property by name.
     pub fn prop(&self, name: &str) -> Option<&PropM> {
         self.props.iter().find(|p| p.name == name)

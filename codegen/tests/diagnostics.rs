@@ -27,6 +27,11 @@ diag_test!(
     "bad_cpu_model.toml",
     "compat::unknown-feature"
 );
+diag_test!(
+    delta_on_cpu_model,
+    "delta_on_cpu_model.toml",
+    "compat::delta-on-cpu-model"
+);
 diag_test!(unknown_type, "unknown_type.toml", "compat::unknown-type");
 diag_test!(
     unknown_property,

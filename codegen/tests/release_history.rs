@@ -226,6 +226,40 @@ fn a_retroactive_edit_is_refused_unless_declared_as_an_erratum() {
 }
 
 #[test]
+fn a_released_cpu_model_version_is_never_edited() {
+    // Freeze a release with the EPYC models, then edit EPYC-v2.
+    let t = temp_copy("cpu-model");
+    let rel = t.0.join("releases.toml");
+    let s = std::fs::read_to_string(&rel).expect("read");
+    std::fs::write(&rel, format!("{s}\n[[release]]\nversion = \"8.2.1\"\n")).expect("write");
+    let c = codegen::compile_dir(&t.0)
+        .expect("io")
+        .unwrap_or_else(|f| panic!("{}", f.render()));
+    let lock = codegen::release::freeze(&c.resolved.model, "8.2.1").expect("freeze");
+    assert!(lock.contains("[cpu_model.EPYC-v2-x86_64-cpu]"), "{lock}");
+    std::fs::write(t.0.join("releases/8.2.1.lock.toml"), lock).expect("write");
+    assert!(!check(&t.0).failed(), "the frozen tree is clean");
+    edit(
+        &t,
+        "cpu/models.toml",
+        "\"nrip-save\", \"ibpb\",\n]",
+        "\"nrip-save\", \"clzero\",\n]",
+    );
+    let r = refused(&t);
+    assert!(
+        r.contains("CPU model `EPYC-v2-x86_64-cpu` changed after release 8.2.1 presented it: `clzero` was off, is now on, `ibpb` was on, is now off"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.contains("declare `EPYC-v5-x86_64-cpu` with the change"),
+        "{}",
+        r.text
+    );
+    insta::assert_snapshot!(r.rendered);
+}
+
+#[test]
 fn a_changed_machine_knob_is_refused() {
     let t = temp_copy("knob");
     edit(

@@ -182,6 +182,7 @@ mod tests {
                     "",
                 )],
                 vmstate: None,
+                cpu_model: false,
             },
             DeviceType {
                 name: "child",
@@ -196,6 +197,7 @@ mod tests {
                     "",
                 )],
                 vmstate: None,
+                cpu_model: false,
             },
         ],
         deltas: &[],

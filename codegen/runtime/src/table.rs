@@ -115,6 +115,26 @@ pub struct DeviceType {
     pub props: &'static [PropDef],
     /// Its migration state, if it has any.
     pub vmstate: Option<&'static VmStateDesc>,
+    /// A CPU model (`qemu64-x86_64-cpu`, `EPYC-v1-x86_64-cpu`): it has one
+    /// bool property per catalogued CPU feature.
+    pub cpu_model: bool,
+}
+
+impl DeviceType {
+    /// The model name of a CPU model type (`EPYC-v1`, `qemu64`).
+    pub fn model_name(&self) -> Option<&'static str> {
+        if !self.cpu_model {
+            return None;
+        }
+        self.name.strip_suffix("-x86_64-cpu")
+    }
+
+    /// A versioned CPU model (`EPYC-v1-x86_64-cpu` → `("EPYC", 1)`): never
+    /// edited after a release, no delta may change it.
+    pub fn model_version(&self) -> Option<(&'static str, u32)> {
+        let (model, v) = self.model_name()?.rsplit_once("-v")?;
+        Some((model, v.parse().ok()?))
+    }
 }
 
 /// What a property changes, which decides whether a migration compares it

@@ -156,8 +156,9 @@ pub fn device_types(m: &Model) -> TokenStream {
             Some(_) => quote!(Some(&super::vmstate::#id)),
             None => quote!(None),
         };
+        let cpu_model = t.cpu_model;
         quote!(DeviceType { name: #name, parent: #parent, ancestors: &[#(#anc),*], doc: #doc,
-            props: &[#(#props),*], vmstate: #vm })
+            props: &[#(#props),*], vmstate: #vm, cpu_model: #cpu_model })
     });
     quote! {
         //! Every device type with its (inherited) properties.

@@ -84,6 +84,7 @@ pub fn check(model: &Model, sources: &[SourceFile], locks: &[LockRef]) -> Vec<Di
             );
         }
         super::vmstate_check::check(model, sources, &spans, &current, l, &mut findings);
+        super::cpu_models::check(model, sources, &spans, l, &mut findings);
     }
     let mut diags = findings.into_diags(&releases);
     for g in groups.into_values() {

@@ -3,6 +3,7 @@
 //! checker that holds the current tree to every lock ([`check`]).
 
 pub mod check;
+mod cpu_models;
 pub mod deprecated;
 mod findings;
 pub mod present;

@@ -251,7 +251,7 @@ pub fn lock(model: &Model, release: Option<&str>, name: &str) -> Lock {
                 .types
                 .iter()
                 .zip(&v.props)
-                .filter(|(t, _)| !t.props.is_empty())
+                .filter(|(t, _)| !t.props.is_empty() && t.model_version().is_none())
                 .map(|(t, vals)| {
                     let map = t
                         .props
@@ -288,5 +288,21 @@ pub fn lock(model: &Model, release: Option<&str>, name: &str) -> Lock {
             .iter()
             .filter_map(|t| Some(lock_section(&t.name, t.vmstate.as_ref()?)))
             .collect(),
+        cpu_model: model
+            .types
+            .iter()
+            .filter(|t| t.model_version().is_some())
+            .map(|t| (t.name.clone(), own_defaults(t)))
+            .collect(),
     }
+}
+
+/// A type's own properties (not inherited) at their defaults, as a lock
+/// spells them.
+pub fn own_defaults(t: &TypeM) -> BTreeMap<String, String> {
+    t.props
+        .iter()
+        .filter(|p| p.owner == t.name)
+        .map(|p| (p.name.clone(), p.default.to_string()))
+        .collect()
 }

@@ -89,6 +89,18 @@ impl Triple<'_> {
             return None;
         };
         let t = &self.types[ti];
+        if let Some((model, v)) = t.model_version() {
+            diags.push(
+                Diag::error(
+                    "compat::delta-on-cpu-model",
+                    &loc(file, ty),
+                    format!("`{}` is CPU model {model} version {v}, which no delta or erratum may change", t.name),
+                    "a CPU model version",
+                )
+                .help(format!("a released model version is never edited: declare `{model}-v{}-x86_64-cpu` with the change in compat/cpu/models.toml (or target `x86_64-cpu` for every model)", v + 1)),
+            );
+            return None;
+        }
         let Some(p) = t.prop(prop.get_ref()) else {
             diags.push(
                 Diag::error(

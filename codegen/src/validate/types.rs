@@ -114,6 +114,7 @@ pub fn device_types(files: &[FileAst], features: &[FeatureM], diags: &mut Vec<Di
             doc: d.doc.clone(),
             props,
             vmstate,
+            cpu_model: d.cpu_features.is_some(),
         });
     }
     out

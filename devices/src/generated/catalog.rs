@@ -241,6 +241,266 @@ pub static CATALOG: Catalog = Catalog {
             ],
             timelines: &[
                 TypeTimeline {
+                    type_name: "EPYC-v1-x86_64-cpu",
+                    props: &[
+                        PropTimeline {
+                            prop: "hv-version-id-build",
+                            steps: &[
+                                Step::compat(
+                                    6,
+                                    1,
+                                    Value::Uint(7100),
+                                    "pc_compat_6_1",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "hv-version-id-major",
+                            steps: &[
+                                Step::compat(
+                                    6,
+                                    1,
+                                    Value::Uint(6),
+                                    "pc_compat_6_1",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "hv-version-id-minor",
+                            steps: &[
+                                Step::compat(
+                                    6,
+                                    1,
+                                    Value::Uint(1),
+                                    "pc_compat_6_1",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "kvm-msi-ext-dest-id",
+                            steps: &[
+                                Step::compat(
+                                    5,
+                                    1,
+                                    Value::Bool(false),
+                                    "pc_compat_5_1",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-vendor-cpuid-only",
+                            steps: &[
+                                Step::compat(
+                                    6,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_6_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                    ],
+                },
+                TypeTimeline {
+                    type_name: "EPYC-v2-x86_64-cpu",
+                    props: &[
+                        PropTimeline {
+                            prop: "hv-version-id-build",
+                            steps: &[
+                                Step::compat(
+                                    6,
+                                    1,
+                                    Value::Uint(7100),
+                                    "pc_compat_6_1",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "hv-version-id-major",
+                            steps: &[
+                                Step::compat(
+                                    6,
+                                    1,
+                                    Value::Uint(6),
+                                    "pc_compat_6_1",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "hv-version-id-minor",
+                            steps: &[
+                                Step::compat(
+                                    6,
+                                    1,
+                                    Value::Uint(1),
+                                    "pc_compat_6_1",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "kvm-msi-ext-dest-id",
+                            steps: &[
+                                Step::compat(
+                                    5,
+                                    1,
+                                    Value::Bool(false),
+                                    "pc_compat_5_1",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-vendor-cpuid-only",
+                            steps: &[
+                                Step::compat(
+                                    6,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_6_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                    ],
+                },
+                TypeTimeline {
+                    type_name: "EPYC-v3-x86_64-cpu",
+                    props: &[
+                        PropTimeline {
+                            prop: "hv-version-id-build",
+                            steps: &[
+                                Step::compat(
+                                    6,
+                                    1,
+                                    Value::Uint(7100),
+                                    "pc_compat_6_1",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "hv-version-id-major",
+                            steps: &[
+                                Step::compat(
+                                    6,
+                                    1,
+                                    Value::Uint(6),
+                                    "pc_compat_6_1",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "hv-version-id-minor",
+                            steps: &[
+                                Step::compat(
+                                    6,
+                                    1,
+                                    Value::Uint(1),
+                                    "pc_compat_6_1",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "kvm-msi-ext-dest-id",
+                            steps: &[
+                                Step::compat(
+                                    5,
+                                    1,
+                                    Value::Bool(false),
+                                    "pc_compat_5_1",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-vendor-cpuid-only",
+                            steps: &[
+                                Step::compat(
+                                    6,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_6_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                    ],
+                },
+                TypeTimeline {
+                    type_name: "EPYC-v4-x86_64-cpu",
+                    props: &[
+                        PropTimeline {
+                            prop: "hv-version-id-build",
+                            steps: &[
+                                Step::compat(
+                                    6,
+                                    1,
+                                    Value::Uint(7100),
+                                    "pc_compat_6_1",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "hv-version-id-major",
+                            steps: &[
+                                Step::compat(
+                                    6,
+                                    1,
+                                    Value::Uint(6),
+                                    "pc_compat_6_1",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "hv-version-id-minor",
+                            steps: &[
+                                Step::compat(
+                                    6,
+                                    1,
+                                    Value::Uint(1),
+                                    "pc_compat_6_1",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "kvm-msi-ext-dest-id",
+                            steps: &[
+                                Step::compat(
+                                    5,
+                                    1,
+                                    Value::Bool(false),
+                                    "pc_compat_5_1",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-vendor-cpuid-only",
+                            steps: &[
+                                Step::compat(
+                                    6,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_6_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                    ],
+                },
+                TypeTimeline {
                     type_name: "migration",
                     props: &[
                         PropTimeline {
@@ -2199,6 +2459,149 @@ pub static CATALOG: Catalog = Catalog {
             migratable: true,
             kind: FeatureKind::VulnerabilityAbsent,
             doc: "not vulnerable to register file data sampling",
+        },
+        CpuFeature {
+            name: "arat",
+            aliases: &[],
+            loc: FeatureLoc::Cpuid {
+                leaf: 6,
+                subleaf: 0,
+                reg: 0,
+                bit: 2,
+            },
+            migratable: true,
+            kind: FeatureKind::Feature,
+            doc: "APIC timer always running",
+        },
+        CpuFeature {
+            name: "xsaveopt",
+            aliases: &[],
+            loc: FeatureLoc::Cpuid {
+                leaf: 13,
+                subleaf: 1,
+                reg: 0,
+                bit: 0,
+            },
+            migratable: true,
+            kind: FeatureKind::Feature,
+            doc: "XSAVEOPT instruction",
+        },
+        CpuFeature {
+            name: "xsavec",
+            aliases: &[],
+            loc: FeatureLoc::Cpuid {
+                leaf: 13,
+                subleaf: 1,
+                reg: 0,
+                bit: 1,
+            },
+            migratable: true,
+            kind: FeatureKind::Feature,
+            doc: "XSAVEC instruction (compacted save)",
+        },
+        CpuFeature {
+            name: "xgetbv1",
+            aliases: &[],
+            loc: FeatureLoc::Cpuid {
+                leaf: 13,
+                subleaf: 1,
+                reg: 0,
+                bit: 2,
+            },
+            migratable: true,
+            kind: FeatureKind::Feature,
+            doc: "XGETBV with ECX = 1",
+        },
+        CpuFeature {
+            name: "xsaves",
+            aliases: &[],
+            loc: FeatureLoc::Cpuid {
+                leaf: 13,
+                subleaf: 1,
+                reg: 0,
+                bit: 3,
+            },
+            migratable: true,
+            kind: FeatureKind::Feature,
+            doc: "XSAVES/XRSTORS and IA32_XSS",
+        },
+        CpuFeature {
+            name: "osvw",
+            aliases: &[],
+            loc: FeatureLoc::Cpuid {
+                leaf: 2147483649,
+                subleaf: 0,
+                reg: 2,
+                bit: 9,
+            },
+            migratable: true,
+            kind: FeatureKind::Feature,
+            doc: "OS visible workaround",
+        },
+        CpuFeature {
+            name: "perfctr-core",
+            aliases: &["perfctr_core"],
+            loc: FeatureLoc::Cpuid {
+                leaf: 2147483649,
+                subleaf: 0,
+                reg: 2,
+                bit: 23,
+            },
+            migratable: true,
+            kind: FeatureKind::Feature,
+            doc: "core performance counter extensions",
+        },
+        CpuFeature {
+            name: "clzero",
+            aliases: &[],
+            loc: FeatureLoc::Cpuid {
+                leaf: 2147483656,
+                subleaf: 0,
+                reg: 1,
+                bit: 0,
+            },
+            migratable: true,
+            kind: FeatureKind::Feature,
+            doc: "CLZERO instruction",
+        },
+        CpuFeature {
+            name: "xsaveerptr",
+            aliases: &[],
+            loc: FeatureLoc::Cpuid {
+                leaf: 2147483656,
+                subleaf: 0,
+                reg: 1,
+                bit: 2,
+            },
+            migratable: true,
+            kind: FeatureKind::Feature,
+            doc: "XSAVE/XRSTOR always save/restore the FPU error pointers",
+        },
+        CpuFeature {
+            name: "npt",
+            aliases: &[],
+            loc: FeatureLoc::Cpuid {
+                leaf: 2147483658,
+                subleaf: 0,
+                reg: 3,
+                bit: 0,
+            },
+            migratable: true,
+            kind: FeatureKind::Feature,
+            doc: "nested page tables (SVM)",
+        },
+        CpuFeature {
+            name: "nrip-save",
+            aliases: &["nrip_save"],
+            loc: FeatureLoc::Cpuid {
+                leaf: 2147483658,
+                subleaf: 0,
+                reg: 3,
+                bit: 3,
+            },
+            migratable: true,
+            kind: FeatureKind::Feature,
+            doc: "next RIP saved on #VMEXIT (SVM)",
         },
     ],
 };

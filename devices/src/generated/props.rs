@@ -290,6 +290,1610 @@ impl VirtioMmioProps {
         })
     }
 }
+/// Typed properties of `EPYC-v1-x86_64-cpu`: the reference's EPYC (v1): Zen (Naples)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpycV1X86_64CpuProps {
+    /// `kvm-msi-ext-dest-id` (bool): Advertise KVM_FEATURE_MSI_EXT_DEST_ID
+    pub kvm_msi_ext_dest_id: bool,
+    /// `x-vendor-cpuid-only` (bool): Only pass vendor-specific CPUID leaves of the host vendor
+    pub x_vendor_cpuid_only: bool,
+    /// `hv-version-id-build` (u32): Hyper-V build number reported to the guest
+    pub hv_version_id_build: u32,
+    /// `hv-version-id-major` (u32): Hyper-V major version reported to the guest
+    pub hv_version_id_major: u32,
+    /// `hv-version-id-minor` (u32): Hyper-V minor version reported to the guest
+    pub hv_version_id_minor: u32,
+    /// `vendor` (string): CPUID vendor (leaf 0 and 0x80000000)
+    pub vendor: String,
+    /// `family` (u32 0..=270): CPUID family
+    pub family: u32,
+    /// `model` (u32 0..=255): CPUID model
+    pub model: u32,
+    /// `stepping` (u32 0..=15): CPUID stepping
+    pub stepping: u32,
+    /// `level` (u32): highest basic CPUID leaf
+    pub level: u32,
+    /// `xlevel` (u32): highest extended CPUID leaf
+    pub xlevel: u32,
+    /// `model-id` (string): brand string (leaves 0x80000002..4)
+    pub model_id: String,
+    /// `fpu` (bool): CPU feature: x87 FPU
+    pub fpu: bool,
+    /// `vme` (bool): CPU feature: virtual 8086 mode extensions
+    pub vme: bool,
+    /// `de` (bool): CPU feature: debugging extensions
+    pub de: bool,
+    /// `pse` (bool): CPU feature: page size extension
+    pub pse: bool,
+    /// `tsc` (bool): CPU feature: time stamp counter
+    pub tsc: bool,
+    /// `msr` (bool): CPU feature: RDMSR/WRMSR
+    pub msr: bool,
+    /// `pae` (bool): CPU feature: physical address extension
+    pub pae: bool,
+    /// `mce` (bool): CPU feature: machine check exception
+    pub mce: bool,
+    /// `cx8` (bool): CPU feature: CMPXCHG8B
+    pub cx8: bool,
+    /// `apic` (bool): CPU feature: on-chip APIC
+    pub apic: bool,
+    /// `sep` (bool): CPU feature: SYSENTER/SYSEXIT
+    pub sep: bool,
+    /// `mtrr` (bool): CPU feature: memory type range registers
+    pub mtrr: bool,
+    /// `pge` (bool): CPU feature: page global enable
+    pub pge: bool,
+    /// `mca` (bool): CPU feature: machine check architecture
+    pub mca: bool,
+    /// `cmov` (bool): CPU feature: conditional moves
+    pub cmov: bool,
+    /// `pat` (bool): CPU feature: page attribute table
+    pub pat: bool,
+    /// `pse36` (bool): CPU feature: 36-bit page size extension
+    pub pse36: bool,
+    /// `clflush` (bool): CPU feature: CLFLUSH
+    pub clflush: bool,
+    /// `mmx` (bool): CPU feature: MMX
+    pub mmx: bool,
+    /// `fxsr` (bool): CPU feature: FXSAVE/FXRSTOR
+    pub fxsr: bool,
+    /// `sse` (bool): CPU feature: SSE
+    pub sse: bool,
+    /// `sse2` (bool): CPU feature: SSE2
+    pub sse2: bool,
+    /// `ss` (bool): CPU feature: self snoop
+    pub ss: bool,
+    /// `ht` (bool): CPU feature: multi-threading
+    pub ht: bool,
+    /// `pni` (bool): CPU feature: SSE3
+    pub pni: bool,
+    /// `pclmulqdq` (bool): CPU feature: PCLMULQDQ
+    pub pclmulqdq: bool,
+    /// `dtes64` (bool): CPU feature: 64-bit debug store
+    pub dtes64: bool,
+    /// `monitor` (bool): CPU feature: MONITOR/MWAIT
+    pub monitor: bool,
+    /// `ssse3` (bool): CPU feature: SSSE3
+    pub ssse3: bool,
+    /// `fma` (bool): CPU feature: FMA3
+    pub fma: bool,
+    /// `cx16` (bool): CPU feature: CMPXCHG16B
+    pub cx16: bool,
+    /// `pdcm` (bool): CPU feature: perfmon and debug capability
+    pub pdcm: bool,
+    /// `pcid` (bool): CPU feature: process-context identifiers
+    pub pcid: bool,
+    /// `sse4.1` (bool): CPU feature: SSE4.1
+    pub sse4_1: bool,
+    /// `sse4.2` (bool): CPU feature: SSE4.2
+    pub sse4_2: bool,
+    /// `x2apic` (bool): CPU feature: x2APIC
+    pub x2apic: bool,
+    /// `movbe` (bool): CPU feature: MOVBE
+    pub movbe: bool,
+    /// `popcnt` (bool): CPU feature: POPCNT
+    pub popcnt: bool,
+    /// `tsc-deadline` (bool): CPU feature: TSC deadline timer
+    pub tsc_deadline: bool,
+    /// `aes` (bool): CPU feature: AES-NI
+    pub aes: bool,
+    /// `xsave` (bool): CPU feature: XSAVE
+    pub xsave: bool,
+    /// `avx` (bool): CPU feature: AVX
+    pub avx: bool,
+    /// `f16c` (bool): CPU feature: F16C
+    pub f16c: bool,
+    /// `rdrand` (bool): CPU feature: RDRAND
+    pub rdrand: bool,
+    /// `hypervisor` (bool): CPU feature: running under a hypervisor
+    pub hypervisor: bool,
+    /// `fsgsbase` (bool): CPU feature: RD/WRFSBASE
+    pub fsgsbase: bool,
+    /// `bmi1` (bool): CPU feature: BMI1
+    pub bmi1: bool,
+    /// `hle` (bool): CPU feature: hardware lock elision
+    pub hle: bool,
+    /// `avx2` (bool): CPU feature: AVX2
+    pub avx2: bool,
+    /// `smep` (bool): CPU feature: supervisor-mode execution prevention
+    pub smep: bool,
+    /// `bmi2` (bool): CPU feature: BMI2
+    pub bmi2: bool,
+    /// `erms` (bool): CPU feature: enhanced REP MOVSB/STOSB
+    pub erms: bool,
+    /// `invpcid` (bool): CPU feature: INVPCID
+    pub invpcid: bool,
+    /// `rtm` (bool): CPU feature: restricted transactional memory
+    pub rtm: bool,
+    /// `mpx` (bool): CPU feature: memory protection extensions
+    pub mpx: bool,
+    /// `avx512f` (bool): CPU feature: AVX-512 foundation
+    pub avx512f: bool,
+    /// `rdseed` (bool): CPU feature: RDSEED
+    pub rdseed: bool,
+    /// `adx` (bool): CPU feature: ADX
+    pub adx: bool,
+    /// `smap` (bool): CPU feature: supervisor-mode access prevention
+    pub smap: bool,
+    /// `clflushopt` (bool): CPU feature: CLFLUSHOPT
+    pub clflushopt: bool,
+    /// `clwb` (bool): CPU feature: CLWB
+    pub clwb: bool,
+    /// `sha-ni` (bool): CPU feature: SHA extensions
+    pub sha_ni: bool,
+    /// `umip` (bool): CPU feature: user-mode instruction prevention
+    pub umip: bool,
+    /// `pku` (bool): CPU feature: protection keys
+    pub pku: bool,
+    /// `vaes` (bool): CPU feature: vector AES
+    pub vaes: bool,
+    /// `vpclmulqdq` (bool): CPU feature: vector PCLMULQDQ
+    pub vpclmulqdq: bool,
+    /// `rdpid` (bool): CPU feature: RDPID
+    pub rdpid: bool,
+    /// `md-clear` (bool): CPU feature: VERW clears CPU buffers
+    pub md_clear: bool,
+    /// `spec-ctrl` (bool): CPU feature: IBRS and IBPB (IA32_SPEC_CTRL)
+    pub spec_ctrl: bool,
+    /// `stibp` (bool): CPU feature: single thread indirect branch predictors
+    pub stibp: bool,
+    /// `arch-capabilities` (bool): CPU feature: IA32_ARCH_CAPABILITIES
+    pub arch_capabilities: bool,
+    /// `ssbd` (bool): CPU feature: speculative store bypass disable
+    pub ssbd: bool,
+    /// `lahf-lm` (bool): CPU feature: LAHF/SAHF in long mode
+    pub lahf_lm: bool,
+    /// `svm` (bool): CPU feature: secure virtual machine
+    pub svm: bool,
+    /// `cr8legacy` (bool): CPU feature: CR8 in 32-bit mode
+    pub cr8legacy: bool,
+    /// `abm` (bool): CPU feature: LZCNT
+    pub abm: bool,
+    /// `sse4a` (bool): CPU feature: SSE4a
+    pub sse4a: bool,
+    /// `misalignsse` (bool): CPU feature: misaligned SSE mode
+    pub misalignsse: bool,
+    /// `3dnowprefetch` (bool): CPU feature: PREFETCH/PREFETCHW
+    pub p_3dnowprefetch: bool,
+    /// `xop` (bool): CPU feature: XOP
+    pub xop: bool,
+    /// `fma4` (bool): CPU feature: FMA4
+    pub fma4: bool,
+    /// `tbm` (bool): CPU feature: trailing bit manipulation
+    pub tbm: bool,
+    /// `topoext` (bool): CPU feature: topology extensions
+    pub topoext: bool,
+    /// `syscall` (bool): CPU feature: SYSCALL/SYSRET
+    pub syscall: bool,
+    /// `nx` (bool): CPU feature: no-execute pages
+    pub nx: bool,
+    /// `mmxext` (bool): CPU feature: AMD MMX extensions
+    pub mmxext: bool,
+    /// `fxsr-opt` (bool): CPU feature: FXSAVE/FXRSTOR optimizations
+    pub fxsr_opt: bool,
+    /// `pdpe1gb` (bool): CPU feature: 1 GiB pages
+    pub pdpe1gb: bool,
+    /// `rdtscp` (bool): CPU feature: RDTSCP
+    pub rdtscp: bool,
+    /// `lm` (bool): CPU feature: long mode
+    pub lm: bool,
+    /// `invtsc` (bool): CPU feature: invariant TSC (depends on the host's clock: not migratable)
+    pub invtsc: bool,
+    /// `ibpb` (bool): CPU feature: indirect branch prediction barrier (AMD)
+    pub ibpb: bool,
+    /// `amd-stibp` (bool): CPU feature: STIBP (AMD)
+    pub amd_stibp: bool,
+    /// `amd-ssbd` (bool): CPU feature: SSBD (AMD)
+    pub amd_ssbd: bool,
+    /// `virt-ssbd` (bool): CPU feature: virtualized SSBD (AMD)
+    pub virt_ssbd: bool,
+    /// `rdctl-no` (bool): CPU feature: not vulnerable to rogue data cache load
+    pub rdctl_no: bool,
+    /// `ibrs-all` (bool): CPU feature: enhanced IBRS
+    pub ibrs_all: bool,
+    /// `rsba` (bool): CPU feature: RSB alternate
+    pub rsba: bool,
+    /// `skip-l1dfl-vmentry` (bool): CPU feature: no L1D flush needed on VM entry
+    pub skip_l1dfl_vmentry: bool,
+    /// `ssb-no` (bool): CPU feature: not vulnerable to speculative store bypass
+    pub ssb_no: bool,
+    /// `mds-no` (bool): CPU feature: not vulnerable to microarchitectural data sampling
+    pub mds_no: bool,
+    /// `pschange-mc-no` (bool): CPU feature: no machine check on page size change
+    pub pschange_mc_no: bool,
+    /// `tsx-ctrl` (bool): CPU feature: IA32_TSX_CTRL
+    pub tsx_ctrl: bool,
+    /// `taa-no` (bool): CPU feature: not vulnerable to TSX asynchronous abort
+    pub taa_no: bool,
+    /// `gds-no` (bool): CPU feature: not vulnerable to gather data sampling
+    pub gds_no: bool,
+    /// `rfds-no` (bool): CPU feature: not vulnerable to register file data sampling
+    pub rfds_no: bool,
+    /// `arat` (bool): CPU feature: APIC timer always running
+    pub arat: bool,
+    /// `xsaveopt` (bool): CPU feature: XSAVEOPT instruction
+    pub xsaveopt: bool,
+    /// `xsavec` (bool): CPU feature: XSAVEC instruction (compacted save)
+    pub xsavec: bool,
+    /// `xgetbv1` (bool): CPU feature: XGETBV with ECX = 1
+    pub xgetbv1: bool,
+    /// `xsaves` (bool): CPU feature: XSAVES/XRSTORS and IA32_XSS
+    pub xsaves: bool,
+    /// `osvw` (bool): CPU feature: OS visible workaround
+    pub osvw: bool,
+    /// `perfctr-core` (bool): CPU feature: core performance counter extensions
+    pub perfctr_core: bool,
+    /// `clzero` (bool): CPU feature: CLZERO instruction
+    pub clzero: bool,
+    /// `xsaveerptr` (bool): CPU feature: XSAVE/XRSTOR always save/restore the FPU error pointers
+    pub xsaveerptr: bool,
+    /// `npt` (bool): CPU feature: nested page tables (SVM)
+    pub npt: bool,
+    /// `nrip-save` (bool): CPU feature: next RIP saved on #VMEXIT (SVM)
+    pub nrip_save: bool,
+}
+impl EpycV1X86_64CpuProps {
+    /// The device type these properties belong to.
+    pub const TYPE_NAME: &'static str = "EPYC-v1-x86_64-cpu";
+    /// Reads every property from an effective configuration.
+    pub fn from_config(cfg: &EffectiveConfig) -> Result<Self, PropsError> {
+        const T: &str = EpycV1X86_64CpuProps::TYPE_NAME;
+        Ok(Self {
+            kvm_msi_ext_dest_id: get_bool(cfg, T, "kvm-msi-ext-dest-id")?,
+            x_vendor_cpuid_only: get_bool(cfg, T, "x-vendor-cpuid-only")?,
+            hv_version_id_build: get_uint(cfg, T, "hv-version-id-build")?,
+            hv_version_id_major: get_uint(cfg, T, "hv-version-id-major")?,
+            hv_version_id_minor: get_uint(cfg, T, "hv-version-id-minor")?,
+            vendor: get_string(cfg, T, "vendor")?,
+            family: get_uint(cfg, T, "family")?,
+            model: get_uint(cfg, T, "model")?,
+            stepping: get_uint(cfg, T, "stepping")?,
+            level: get_uint(cfg, T, "level")?,
+            xlevel: get_uint(cfg, T, "xlevel")?,
+            model_id: get_string(cfg, T, "model-id")?,
+            fpu: get_bool(cfg, T, "fpu")?,
+            vme: get_bool(cfg, T, "vme")?,
+            de: get_bool(cfg, T, "de")?,
+            pse: get_bool(cfg, T, "pse")?,
+            tsc: get_bool(cfg, T, "tsc")?,
+            msr: get_bool(cfg, T, "msr")?,
+            pae: get_bool(cfg, T, "pae")?,
+            mce: get_bool(cfg, T, "mce")?,
+            cx8: get_bool(cfg, T, "cx8")?,
+            apic: get_bool(cfg, T, "apic")?,
+            sep: get_bool(cfg, T, "sep")?,
+            mtrr: get_bool(cfg, T, "mtrr")?,
+            pge: get_bool(cfg, T, "pge")?,
+            mca: get_bool(cfg, T, "mca")?,
+            cmov: get_bool(cfg, T, "cmov")?,
+            pat: get_bool(cfg, T, "pat")?,
+            pse36: get_bool(cfg, T, "pse36")?,
+            clflush: get_bool(cfg, T, "clflush")?,
+            mmx: get_bool(cfg, T, "mmx")?,
+            fxsr: get_bool(cfg, T, "fxsr")?,
+            sse: get_bool(cfg, T, "sse")?,
+            sse2: get_bool(cfg, T, "sse2")?,
+            ss: get_bool(cfg, T, "ss")?,
+            ht: get_bool(cfg, T, "ht")?,
+            pni: get_bool(cfg, T, "pni")?,
+            pclmulqdq: get_bool(cfg, T, "pclmulqdq")?,
+            dtes64: get_bool(cfg, T, "dtes64")?,
+            monitor: get_bool(cfg, T, "monitor")?,
+            ssse3: get_bool(cfg, T, "ssse3")?,
+            fma: get_bool(cfg, T, "fma")?,
+            cx16: get_bool(cfg, T, "cx16")?,
+            pdcm: get_bool(cfg, T, "pdcm")?,
+            pcid: get_bool(cfg, T, "pcid")?,
+            sse4_1: get_bool(cfg, T, "sse4.1")?,
+            sse4_2: get_bool(cfg, T, "sse4.2")?,
+            x2apic: get_bool(cfg, T, "x2apic")?,
+            movbe: get_bool(cfg, T, "movbe")?,
+            popcnt: get_bool(cfg, T, "popcnt")?,
+            tsc_deadline: get_bool(cfg, T, "tsc-deadline")?,
+            aes: get_bool(cfg, T, "aes")?,
+            xsave: get_bool(cfg, T, "xsave")?,
+            avx: get_bool(cfg, T, "avx")?,
+            f16c: get_bool(cfg, T, "f16c")?,
+            rdrand: get_bool(cfg, T, "rdrand")?,
+            hypervisor: get_bool(cfg, T, "hypervisor")?,
+            fsgsbase: get_bool(cfg, T, "fsgsbase")?,
+            bmi1: get_bool(cfg, T, "bmi1")?,
+            hle: get_bool(cfg, T, "hle")?,
+            avx2: get_bool(cfg, T, "avx2")?,
+            smep: get_bool(cfg, T, "smep")?,
+            bmi2: get_bool(cfg, T, "bmi2")?,
+            erms: get_bool(cfg, T, "erms")?,
+            invpcid: get_bool(cfg, T, "invpcid")?,
+            rtm: get_bool(cfg, T, "rtm")?,
+            mpx: get_bool(cfg, T, "mpx")?,
+            avx512f: get_bool(cfg, T, "avx512f")?,
+            rdseed: get_bool(cfg, T, "rdseed")?,
+            adx: get_bool(cfg, T, "adx")?,
+            smap: get_bool(cfg, T, "smap")?,
+            clflushopt: get_bool(cfg, T, "clflushopt")?,
+            clwb: get_bool(cfg, T, "clwb")?,
+            sha_ni: get_bool(cfg, T, "sha-ni")?,
+            umip: get_bool(cfg, T, "umip")?,
+            pku: get_bool(cfg, T, "pku")?,
+            vaes: get_bool(cfg, T, "vaes")?,
+            vpclmulqdq: get_bool(cfg, T, "vpclmulqdq")?,
+            rdpid: get_bool(cfg, T, "rdpid")?,
+            md_clear: get_bool(cfg, T, "md-clear")?,
+            spec_ctrl: get_bool(cfg, T, "spec-ctrl")?,
+            stibp: get_bool(cfg, T, "stibp")?,
+            arch_capabilities: get_bool(cfg, T, "arch-capabilities")?,
+            ssbd: get_bool(cfg, T, "ssbd")?,
+            lahf_lm: get_bool(cfg, T, "lahf-lm")?,
+            svm: get_bool(cfg, T, "svm")?,
+            cr8legacy: get_bool(cfg, T, "cr8legacy")?,
+            abm: get_bool(cfg, T, "abm")?,
+            sse4a: get_bool(cfg, T, "sse4a")?,
+            misalignsse: get_bool(cfg, T, "misalignsse")?,
+            p_3dnowprefetch: get_bool(cfg, T, "3dnowprefetch")?,
+            xop: get_bool(cfg, T, "xop")?,
+            fma4: get_bool(cfg, T, "fma4")?,
+            tbm: get_bool(cfg, T, "tbm")?,
+            topoext: get_bool(cfg, T, "topoext")?,
+            syscall: get_bool(cfg, T, "syscall")?,
+            nx: get_bool(cfg, T, "nx")?,
+            mmxext: get_bool(cfg, T, "mmxext")?,
+            fxsr_opt: get_bool(cfg, T, "fxsr-opt")?,
+            pdpe1gb: get_bool(cfg, T, "pdpe1gb")?,
+            rdtscp: get_bool(cfg, T, "rdtscp")?,
+            lm: get_bool(cfg, T, "lm")?,
+            invtsc: get_bool(cfg, T, "invtsc")?,
+            ibpb: get_bool(cfg, T, "ibpb")?,
+            amd_stibp: get_bool(cfg, T, "amd-stibp")?,
+            amd_ssbd: get_bool(cfg, T, "amd-ssbd")?,
+            virt_ssbd: get_bool(cfg, T, "virt-ssbd")?,
+            rdctl_no: get_bool(cfg, T, "rdctl-no")?,
+            ibrs_all: get_bool(cfg, T, "ibrs-all")?,
+            rsba: get_bool(cfg, T, "rsba")?,
+            skip_l1dfl_vmentry: get_bool(cfg, T, "skip-l1dfl-vmentry")?,
+            ssb_no: get_bool(cfg, T, "ssb-no")?,
+            mds_no: get_bool(cfg, T, "mds-no")?,
+            pschange_mc_no: get_bool(cfg, T, "pschange-mc-no")?,
+            tsx_ctrl: get_bool(cfg, T, "tsx-ctrl")?,
+            taa_no: get_bool(cfg, T, "taa-no")?,
+            gds_no: get_bool(cfg, T, "gds-no")?,
+            rfds_no: get_bool(cfg, T, "rfds-no")?,
+            arat: get_bool(cfg, T, "arat")?,
+            xsaveopt: get_bool(cfg, T, "xsaveopt")?,
+            xsavec: get_bool(cfg, T, "xsavec")?,
+            xgetbv1: get_bool(cfg, T, "xgetbv1")?,
+            xsaves: get_bool(cfg, T, "xsaves")?,
+            osvw: get_bool(cfg, T, "osvw")?,
+            perfctr_core: get_bool(cfg, T, "perfctr-core")?,
+            clzero: get_bool(cfg, T, "clzero")?,
+            xsaveerptr: get_bool(cfg, T, "xsaveerptr")?,
+            npt: get_bool(cfg, T, "npt")?,
+            nrip_save: get_bool(cfg, T, "nrip-save")?,
+        })
+    }
+}
+/// Typed properties of `EPYC-v2-x86_64-cpu`: v1 with ibpb (the reference's alias EPYC-IBPB)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpycV2X86_64CpuProps {
+    /// `kvm-msi-ext-dest-id` (bool): Advertise KVM_FEATURE_MSI_EXT_DEST_ID
+    pub kvm_msi_ext_dest_id: bool,
+    /// `x-vendor-cpuid-only` (bool): Only pass vendor-specific CPUID leaves of the host vendor
+    pub x_vendor_cpuid_only: bool,
+    /// `hv-version-id-build` (u32): Hyper-V build number reported to the guest
+    pub hv_version_id_build: u32,
+    /// `hv-version-id-major` (u32): Hyper-V major version reported to the guest
+    pub hv_version_id_major: u32,
+    /// `hv-version-id-minor` (u32): Hyper-V minor version reported to the guest
+    pub hv_version_id_minor: u32,
+    /// `vendor` (string): CPUID vendor (leaf 0 and 0x80000000)
+    pub vendor: String,
+    /// `family` (u32 0..=270): CPUID family
+    pub family: u32,
+    /// `model` (u32 0..=255): CPUID model
+    pub model: u32,
+    /// `stepping` (u32 0..=15): CPUID stepping
+    pub stepping: u32,
+    /// `level` (u32): highest basic CPUID leaf
+    pub level: u32,
+    /// `xlevel` (u32): highest extended CPUID leaf
+    pub xlevel: u32,
+    /// `model-id` (string): brand string (leaves 0x80000002..4)
+    pub model_id: String,
+    /// `fpu` (bool): CPU feature: x87 FPU
+    pub fpu: bool,
+    /// `vme` (bool): CPU feature: virtual 8086 mode extensions
+    pub vme: bool,
+    /// `de` (bool): CPU feature: debugging extensions
+    pub de: bool,
+    /// `pse` (bool): CPU feature: page size extension
+    pub pse: bool,
+    /// `tsc` (bool): CPU feature: time stamp counter
+    pub tsc: bool,
+    /// `msr` (bool): CPU feature: RDMSR/WRMSR
+    pub msr: bool,
+    /// `pae` (bool): CPU feature: physical address extension
+    pub pae: bool,
+    /// `mce` (bool): CPU feature: machine check exception
+    pub mce: bool,
+    /// `cx8` (bool): CPU feature: CMPXCHG8B
+    pub cx8: bool,
+    /// `apic` (bool): CPU feature: on-chip APIC
+    pub apic: bool,
+    /// `sep` (bool): CPU feature: SYSENTER/SYSEXIT
+    pub sep: bool,
+    /// `mtrr` (bool): CPU feature: memory type range registers
+    pub mtrr: bool,
+    /// `pge` (bool): CPU feature: page global enable
+    pub pge: bool,
+    /// `mca` (bool): CPU feature: machine check architecture
+    pub mca: bool,
+    /// `cmov` (bool): CPU feature: conditional moves
+    pub cmov: bool,
+    /// `pat` (bool): CPU feature: page attribute table
+    pub pat: bool,
+    /// `pse36` (bool): CPU feature: 36-bit page size extension
+    pub pse36: bool,
+    /// `clflush` (bool): CPU feature: CLFLUSH
+    pub clflush: bool,
+    /// `mmx` (bool): CPU feature: MMX
+    pub mmx: bool,
+    /// `fxsr` (bool): CPU feature: FXSAVE/FXRSTOR
+    pub fxsr: bool,
+    /// `sse` (bool): CPU feature: SSE
+    pub sse: bool,
+    /// `sse2` (bool): CPU feature: SSE2
+    pub sse2: bool,
+    /// `ss` (bool): CPU feature: self snoop
+    pub ss: bool,
+    /// `ht` (bool): CPU feature: multi-threading
+    pub ht: bool,
+    /// `pni` (bool): CPU feature: SSE3
+    pub pni: bool,
+    /// `pclmulqdq` (bool): CPU feature: PCLMULQDQ
+    pub pclmulqdq: bool,
+    /// `dtes64` (bool): CPU feature: 64-bit debug store
+    pub dtes64: bool,
+    /// `monitor` (bool): CPU feature: MONITOR/MWAIT
+    pub monitor: bool,
+    /// `ssse3` (bool): CPU feature: SSSE3
+    pub ssse3: bool,
+    /// `fma` (bool): CPU feature: FMA3
+    pub fma: bool,
+    /// `cx16` (bool): CPU feature: CMPXCHG16B
+    pub cx16: bool,
+    /// `pdcm` (bool): CPU feature: perfmon and debug capability
+    pub pdcm: bool,
+    /// `pcid` (bool): CPU feature: process-context identifiers
+    pub pcid: bool,
+    /// `sse4.1` (bool): CPU feature: SSE4.1
+    pub sse4_1: bool,
+    /// `sse4.2` (bool): CPU feature: SSE4.2
+    pub sse4_2: bool,
+    /// `x2apic` (bool): CPU feature: x2APIC
+    pub x2apic: bool,
+    /// `movbe` (bool): CPU feature: MOVBE
+    pub movbe: bool,
+    /// `popcnt` (bool): CPU feature: POPCNT
+    pub popcnt: bool,
+    /// `tsc-deadline` (bool): CPU feature: TSC deadline timer
+    pub tsc_deadline: bool,
+    /// `aes` (bool): CPU feature: AES-NI
+    pub aes: bool,
+    /// `xsave` (bool): CPU feature: XSAVE
+    pub xsave: bool,
+    /// `avx` (bool): CPU feature: AVX
+    pub avx: bool,
+    /// `f16c` (bool): CPU feature: F16C
+    pub f16c: bool,
+    /// `rdrand` (bool): CPU feature: RDRAND
+    pub rdrand: bool,
+    /// `hypervisor` (bool): CPU feature: running under a hypervisor
+    pub hypervisor: bool,
+    /// `fsgsbase` (bool): CPU feature: RD/WRFSBASE
+    pub fsgsbase: bool,
+    /// `bmi1` (bool): CPU feature: BMI1
+    pub bmi1: bool,
+    /// `hle` (bool): CPU feature: hardware lock elision
+    pub hle: bool,
+    /// `avx2` (bool): CPU feature: AVX2
+    pub avx2: bool,
+    /// `smep` (bool): CPU feature: supervisor-mode execution prevention
+    pub smep: bool,
+    /// `bmi2` (bool): CPU feature: BMI2
+    pub bmi2: bool,
+    /// `erms` (bool): CPU feature: enhanced REP MOVSB/STOSB
+    pub erms: bool,
+    /// `invpcid` (bool): CPU feature: INVPCID
+    pub invpcid: bool,
+    /// `rtm` (bool): CPU feature: restricted transactional memory
+    pub rtm: bool,
+    /// `mpx` (bool): CPU feature: memory protection extensions
+    pub mpx: bool,
+    /// `avx512f` (bool): CPU feature: AVX-512 foundation
+    pub avx512f: bool,
+    /// `rdseed` (bool): CPU feature: RDSEED
+    pub rdseed: bool,
+    /// `adx` (bool): CPU feature: ADX
+    pub adx: bool,
+    /// `smap` (bool): CPU feature: supervisor-mode access prevention
+    pub smap: bool,
+    /// `clflushopt` (bool): CPU feature: CLFLUSHOPT
+    pub clflushopt: bool,
+    /// `clwb` (bool): CPU feature: CLWB
+    pub clwb: bool,
+    /// `sha-ni` (bool): CPU feature: SHA extensions
+    pub sha_ni: bool,
+    /// `umip` (bool): CPU feature: user-mode instruction prevention
+    pub umip: bool,
+    /// `pku` (bool): CPU feature: protection keys
+    pub pku: bool,
+    /// `vaes` (bool): CPU feature: vector AES
+    pub vaes: bool,
+    /// `vpclmulqdq` (bool): CPU feature: vector PCLMULQDQ
+    pub vpclmulqdq: bool,
+    /// `rdpid` (bool): CPU feature: RDPID
+    pub rdpid: bool,
+    /// `md-clear` (bool): CPU feature: VERW clears CPU buffers
+    pub md_clear: bool,
+    /// `spec-ctrl` (bool): CPU feature: IBRS and IBPB (IA32_SPEC_CTRL)
+    pub spec_ctrl: bool,
+    /// `stibp` (bool): CPU feature: single thread indirect branch predictors
+    pub stibp: bool,
+    /// `arch-capabilities` (bool): CPU feature: IA32_ARCH_CAPABILITIES
+    pub arch_capabilities: bool,
+    /// `ssbd` (bool): CPU feature: speculative store bypass disable
+    pub ssbd: bool,
+    /// `lahf-lm` (bool): CPU feature: LAHF/SAHF in long mode
+    pub lahf_lm: bool,
+    /// `svm` (bool): CPU feature: secure virtual machine
+    pub svm: bool,
+    /// `cr8legacy` (bool): CPU feature: CR8 in 32-bit mode
+    pub cr8legacy: bool,
+    /// `abm` (bool): CPU feature: LZCNT
+    pub abm: bool,
+    /// `sse4a` (bool): CPU feature: SSE4a
+    pub sse4a: bool,
+    /// `misalignsse` (bool): CPU feature: misaligned SSE mode
+    pub misalignsse: bool,
+    /// `3dnowprefetch` (bool): CPU feature: PREFETCH/PREFETCHW
+    pub p_3dnowprefetch: bool,
+    /// `xop` (bool): CPU feature: XOP
+    pub xop: bool,
+    /// `fma4` (bool): CPU feature: FMA4
+    pub fma4: bool,
+    /// `tbm` (bool): CPU feature: trailing bit manipulation
+    pub tbm: bool,
+    /// `topoext` (bool): CPU feature: topology extensions
+    pub topoext: bool,
+    /// `syscall` (bool): CPU feature: SYSCALL/SYSRET
+    pub syscall: bool,
+    /// `nx` (bool): CPU feature: no-execute pages
+    pub nx: bool,
+    /// `mmxext` (bool): CPU feature: AMD MMX extensions
+    pub mmxext: bool,
+    /// `fxsr-opt` (bool): CPU feature: FXSAVE/FXRSTOR optimizations
+    pub fxsr_opt: bool,
+    /// `pdpe1gb` (bool): CPU feature: 1 GiB pages
+    pub pdpe1gb: bool,
+    /// `rdtscp` (bool): CPU feature: RDTSCP
+    pub rdtscp: bool,
+    /// `lm` (bool): CPU feature: long mode
+    pub lm: bool,
+    /// `invtsc` (bool): CPU feature: invariant TSC (depends on the host's clock: not migratable)
+    pub invtsc: bool,
+    /// `ibpb` (bool): CPU feature: indirect branch prediction barrier (AMD)
+    pub ibpb: bool,
+    /// `amd-stibp` (bool): CPU feature: STIBP (AMD)
+    pub amd_stibp: bool,
+    /// `amd-ssbd` (bool): CPU feature: SSBD (AMD)
+    pub amd_ssbd: bool,
+    /// `virt-ssbd` (bool): CPU feature: virtualized SSBD (AMD)
+    pub virt_ssbd: bool,
+    /// `rdctl-no` (bool): CPU feature: not vulnerable to rogue data cache load
+    pub rdctl_no: bool,
+    /// `ibrs-all` (bool): CPU feature: enhanced IBRS
+    pub ibrs_all: bool,
+    /// `rsba` (bool): CPU feature: RSB alternate
+    pub rsba: bool,
+    /// `skip-l1dfl-vmentry` (bool): CPU feature: no L1D flush needed on VM entry
+    pub skip_l1dfl_vmentry: bool,
+    /// `ssb-no` (bool): CPU feature: not vulnerable to speculative store bypass
+    pub ssb_no: bool,
+    /// `mds-no` (bool): CPU feature: not vulnerable to microarchitectural data sampling
+    pub mds_no: bool,
+    /// `pschange-mc-no` (bool): CPU feature: no machine check on page size change
+    pub pschange_mc_no: bool,
+    /// `tsx-ctrl` (bool): CPU feature: IA32_TSX_CTRL
+    pub tsx_ctrl: bool,
+    /// `taa-no` (bool): CPU feature: not vulnerable to TSX asynchronous abort
+    pub taa_no: bool,
+    /// `gds-no` (bool): CPU feature: not vulnerable to gather data sampling
+    pub gds_no: bool,
+    /// `rfds-no` (bool): CPU feature: not vulnerable to register file data sampling
+    pub rfds_no: bool,
+    /// `arat` (bool): CPU feature: APIC timer always running
+    pub arat: bool,
+    /// `xsaveopt` (bool): CPU feature: XSAVEOPT instruction
+    pub xsaveopt: bool,
+    /// `xsavec` (bool): CPU feature: XSAVEC instruction (compacted save)
+    pub xsavec: bool,
+    /// `xgetbv1` (bool): CPU feature: XGETBV with ECX = 1
+    pub xgetbv1: bool,
+    /// `xsaves` (bool): CPU feature: XSAVES/XRSTORS and IA32_XSS
+    pub xsaves: bool,
+    /// `osvw` (bool): CPU feature: OS visible workaround
+    pub osvw: bool,
+    /// `perfctr-core` (bool): CPU feature: core performance counter extensions
+    pub perfctr_core: bool,
+    /// `clzero` (bool): CPU feature: CLZERO instruction
+    pub clzero: bool,
+    /// `xsaveerptr` (bool): CPU feature: XSAVE/XRSTOR always save/restore the FPU error pointers
+    pub xsaveerptr: bool,
+    /// `npt` (bool): CPU feature: nested page tables (SVM)
+    pub npt: bool,
+    /// `nrip-save` (bool): CPU feature: next RIP saved on #VMEXIT (SVM)
+    pub nrip_save: bool,
+}
+impl EpycV2X86_64CpuProps {
+    /// The device type these properties belong to.
+    pub const TYPE_NAME: &'static str = "EPYC-v2-x86_64-cpu";
+    /// Reads every property from an effective configuration.
+    pub fn from_config(cfg: &EffectiveConfig) -> Result<Self, PropsError> {
+        const T: &str = EpycV2X86_64CpuProps::TYPE_NAME;
+        Ok(Self {
+            kvm_msi_ext_dest_id: get_bool(cfg, T, "kvm-msi-ext-dest-id")?,
+            x_vendor_cpuid_only: get_bool(cfg, T, "x-vendor-cpuid-only")?,
+            hv_version_id_build: get_uint(cfg, T, "hv-version-id-build")?,
+            hv_version_id_major: get_uint(cfg, T, "hv-version-id-major")?,
+            hv_version_id_minor: get_uint(cfg, T, "hv-version-id-minor")?,
+            vendor: get_string(cfg, T, "vendor")?,
+            family: get_uint(cfg, T, "family")?,
+            model: get_uint(cfg, T, "model")?,
+            stepping: get_uint(cfg, T, "stepping")?,
+            level: get_uint(cfg, T, "level")?,
+            xlevel: get_uint(cfg, T, "xlevel")?,
+            model_id: get_string(cfg, T, "model-id")?,
+            fpu: get_bool(cfg, T, "fpu")?,
+            vme: get_bool(cfg, T, "vme")?,
+            de: get_bool(cfg, T, "de")?,
+            pse: get_bool(cfg, T, "pse")?,
+            tsc: get_bool(cfg, T, "tsc")?,
+            msr: get_bool(cfg, T, "msr")?,
+            pae: get_bool(cfg, T, "pae")?,
+            mce: get_bool(cfg, T, "mce")?,
+            cx8: get_bool(cfg, T, "cx8")?,
+            apic: get_bool(cfg, T, "apic")?,
+            sep: get_bool(cfg, T, "sep")?,
+            mtrr: get_bool(cfg, T, "mtrr")?,
+            pge: get_bool(cfg, T, "pge")?,
+            mca: get_bool(cfg, T, "mca")?,
+            cmov: get_bool(cfg, T, "cmov")?,
+            pat: get_bool(cfg, T, "pat")?,
+            pse36: get_bool(cfg, T, "pse36")?,
+            clflush: get_bool(cfg, T, "clflush")?,
+            mmx: get_bool(cfg, T, "mmx")?,
+            fxsr: get_bool(cfg, T, "fxsr")?,
+            sse: get_bool(cfg, T, "sse")?,
+            sse2: get_bool(cfg, T, "sse2")?,
+            ss: get_bool(cfg, T, "ss")?,
+            ht: get_bool(cfg, T, "ht")?,
+            pni: get_bool(cfg, T, "pni")?,
+            pclmulqdq: get_bool(cfg, T, "pclmulqdq")?,
+            dtes64: get_bool(cfg, T, "dtes64")?,
+            monitor: get_bool(cfg, T, "monitor")?,
+            ssse3: get_bool(cfg, T, "ssse3")?,
+            fma: get_bool(cfg, T, "fma")?,
+            cx16: get_bool(cfg, T, "cx16")?,
+            pdcm: get_bool(cfg, T, "pdcm")?,
+            pcid: get_bool(cfg, T, "pcid")?,
+            sse4_1: get_bool(cfg, T, "sse4.1")?,
+            sse4_2: get_bool(cfg, T, "sse4.2")?,
+            x2apic: get_bool(cfg, T, "x2apic")?,
+            movbe: get_bool(cfg, T, "movbe")?,
+            popcnt: get_bool(cfg, T, "popcnt")?,
+            tsc_deadline: get_bool(cfg, T, "tsc-deadline")?,
+            aes: get_bool(cfg, T, "aes")?,
+            xsave: get_bool(cfg, T, "xsave")?,
+            avx: get_bool(cfg, T, "avx")?,
+            f16c: get_bool(cfg, T, "f16c")?,
+            rdrand: get_bool(cfg, T, "rdrand")?,
+            hypervisor: get_bool(cfg, T, "hypervisor")?,
+            fsgsbase: get_bool(cfg, T, "fsgsbase")?,
+            bmi1: get_bool(cfg, T, "bmi1")?,
+            hle: get_bool(cfg, T, "hle")?,
+            avx2: get_bool(cfg, T, "avx2")?,
+            smep: get_bool(cfg, T, "smep")?,
+            bmi2: get_bool(cfg, T, "bmi2")?,
+            erms: get_bool(cfg, T, "erms")?,
+            invpcid: get_bool(cfg, T, "invpcid")?,
+            rtm: get_bool(cfg, T, "rtm")?,
+            mpx: get_bool(cfg, T, "mpx")?,
+            avx512f: get_bool(cfg, T, "avx512f")?,
+            rdseed: get_bool(cfg, T, "rdseed")?,
+            adx: get_bool(cfg, T, "adx")?,
+            smap: get_bool(cfg, T, "smap")?,
+            clflushopt: get_bool(cfg, T, "clflushopt")?,
+            clwb: get_bool(cfg, T, "clwb")?,
+            sha_ni: get_bool(cfg, T, "sha-ni")?,
+            umip: get_bool(cfg, T, "umip")?,
+            pku: get_bool(cfg, T, "pku")?,
+            vaes: get_bool(cfg, T, "vaes")?,
+            vpclmulqdq: get_bool(cfg, T, "vpclmulqdq")?,
+            rdpid: get_bool(cfg, T, "rdpid")?,
+            md_clear: get_bool(cfg, T, "md-clear")?,
+            spec_ctrl: get_bool(cfg, T, "spec-ctrl")?,
+            stibp: get_bool(cfg, T, "stibp")?,
+            arch_capabilities: get_bool(cfg, T, "arch-capabilities")?,
+            ssbd: get_bool(cfg, T, "ssbd")?,
+            lahf_lm: get_bool(cfg, T, "lahf-lm")?,
+            svm: get_bool(cfg, T, "svm")?,
+            cr8legacy: get_bool(cfg, T, "cr8legacy")?,
+            abm: get_bool(cfg, T, "abm")?,
+            sse4a: get_bool(cfg, T, "sse4a")?,
+            misalignsse: get_bool(cfg, T, "misalignsse")?,
+            p_3dnowprefetch: get_bool(cfg, T, "3dnowprefetch")?,
+            xop: get_bool(cfg, T, "xop")?,
+            fma4: get_bool(cfg, T, "fma4")?,
+            tbm: get_bool(cfg, T, "tbm")?,
+            topoext: get_bool(cfg, T, "topoext")?,
+            syscall: get_bool(cfg, T, "syscall")?,
+            nx: get_bool(cfg, T, "nx")?,
+            mmxext: get_bool(cfg, T, "mmxext")?,
+            fxsr_opt: get_bool(cfg, T, "fxsr-opt")?,
+            pdpe1gb: get_bool(cfg, T, "pdpe1gb")?,
+            rdtscp: get_bool(cfg, T, "rdtscp")?,
+            lm: get_bool(cfg, T, "lm")?,
+            invtsc: get_bool(cfg, T, "invtsc")?,
+            ibpb: get_bool(cfg, T, "ibpb")?,
+            amd_stibp: get_bool(cfg, T, "amd-stibp")?,
+            amd_ssbd: get_bool(cfg, T, "amd-ssbd")?,
+            virt_ssbd: get_bool(cfg, T, "virt-ssbd")?,
+            rdctl_no: get_bool(cfg, T, "rdctl-no")?,
+            ibrs_all: get_bool(cfg, T, "ibrs-all")?,
+            rsba: get_bool(cfg, T, "rsba")?,
+            skip_l1dfl_vmentry: get_bool(cfg, T, "skip-l1dfl-vmentry")?,
+            ssb_no: get_bool(cfg, T, "ssb-no")?,
+            mds_no: get_bool(cfg, T, "mds-no")?,
+            pschange_mc_no: get_bool(cfg, T, "pschange-mc-no")?,
+            tsx_ctrl: get_bool(cfg, T, "tsx-ctrl")?,
+            taa_no: get_bool(cfg, T, "taa-no")?,
+            gds_no: get_bool(cfg, T, "gds-no")?,
+            rfds_no: get_bool(cfg, T, "rfds-no")?,
+            arat: get_bool(cfg, T, "arat")?,
+            xsaveopt: get_bool(cfg, T, "xsaveopt")?,
+            xsavec: get_bool(cfg, T, "xsavec")?,
+            xgetbv1: get_bool(cfg, T, "xgetbv1")?,
+            xsaves: get_bool(cfg, T, "xsaves")?,
+            osvw: get_bool(cfg, T, "osvw")?,
+            perfctr_core: get_bool(cfg, T, "perfctr-core")?,
+            clzero: get_bool(cfg, T, "clzero")?,
+            xsaveerptr: get_bool(cfg, T, "xsaveerptr")?,
+            npt: get_bool(cfg, T, "npt")?,
+            nrip_save: get_bool(cfg, T, "nrip-save")?,
+        })
+    }
+}
+/// Typed properties of `EPYC-v3-x86_64-cpu`: v1 with ibpb, perfctr-core, clzero, xsaveerptr, xsaves
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpycV3X86_64CpuProps {
+    /// `kvm-msi-ext-dest-id` (bool): Advertise KVM_FEATURE_MSI_EXT_DEST_ID
+    pub kvm_msi_ext_dest_id: bool,
+    /// `x-vendor-cpuid-only` (bool): Only pass vendor-specific CPUID leaves of the host vendor
+    pub x_vendor_cpuid_only: bool,
+    /// `hv-version-id-build` (u32): Hyper-V build number reported to the guest
+    pub hv_version_id_build: u32,
+    /// `hv-version-id-major` (u32): Hyper-V major version reported to the guest
+    pub hv_version_id_major: u32,
+    /// `hv-version-id-minor` (u32): Hyper-V minor version reported to the guest
+    pub hv_version_id_minor: u32,
+    /// `vendor` (string): CPUID vendor (leaf 0 and 0x80000000)
+    pub vendor: String,
+    /// `family` (u32 0..=270): CPUID family
+    pub family: u32,
+    /// `model` (u32 0..=255): CPUID model
+    pub model: u32,
+    /// `stepping` (u32 0..=15): CPUID stepping
+    pub stepping: u32,
+    /// `level` (u32): highest basic CPUID leaf
+    pub level: u32,
+    /// `xlevel` (u32): highest extended CPUID leaf
+    pub xlevel: u32,
+    /// `model-id` (string): brand string (leaves 0x80000002..4)
+    pub model_id: String,
+    /// `fpu` (bool): CPU feature: x87 FPU
+    pub fpu: bool,
+    /// `vme` (bool): CPU feature: virtual 8086 mode extensions
+    pub vme: bool,
+    /// `de` (bool): CPU feature: debugging extensions
+    pub de: bool,
+    /// `pse` (bool): CPU feature: page size extension
+    pub pse: bool,
+    /// `tsc` (bool): CPU feature: time stamp counter
+    pub tsc: bool,
+    /// `msr` (bool): CPU feature: RDMSR/WRMSR
+    pub msr: bool,
+    /// `pae` (bool): CPU feature: physical address extension
+    pub pae: bool,
+    /// `mce` (bool): CPU feature: machine check exception
+    pub mce: bool,
+    /// `cx8` (bool): CPU feature: CMPXCHG8B
+    pub cx8: bool,
+    /// `apic` (bool): CPU feature: on-chip APIC
+    pub apic: bool,
+    /// `sep` (bool): CPU feature: SYSENTER/SYSEXIT
+    pub sep: bool,
+    /// `mtrr` (bool): CPU feature: memory type range registers
+    pub mtrr: bool,
+    /// `pge` (bool): CPU feature: page global enable
+    pub pge: bool,
+    /// `mca` (bool): CPU feature: machine check architecture
+    pub mca: bool,
+    /// `cmov` (bool): CPU feature: conditional moves
+    pub cmov: bool,
+    /// `pat` (bool): CPU feature: page attribute table
+    pub pat: bool,
+    /// `pse36` (bool): CPU feature: 36-bit page size extension
+    pub pse36: bool,
+    /// `clflush` (bool): CPU feature: CLFLUSH
+    pub clflush: bool,
+    /// `mmx` (bool): CPU feature: MMX
+    pub mmx: bool,
+    /// `fxsr` (bool): CPU feature: FXSAVE/FXRSTOR
+    pub fxsr: bool,
+    /// `sse` (bool): CPU feature: SSE
+    pub sse: bool,
+    /// `sse2` (bool): CPU feature: SSE2
+    pub sse2: bool,
+    /// `ss` (bool): CPU feature: self snoop
+    pub ss: bool,
+    /// `ht` (bool): CPU feature: multi-threading
+    pub ht: bool,
+    /// `pni` (bool): CPU feature: SSE3
+    pub pni: bool,
+    /// `pclmulqdq` (bool): CPU feature: PCLMULQDQ
+    pub pclmulqdq: bool,
+    /// `dtes64` (bool): CPU feature: 64-bit debug store
+    pub dtes64: bool,
+    /// `monitor` (bool): CPU feature: MONITOR/MWAIT
+    pub monitor: bool,
+    /// `ssse3` (bool): CPU feature: SSSE3
+    pub ssse3: bool,
+    /// `fma` (bool): CPU feature: FMA3
+    pub fma: bool,
+    /// `cx16` (bool): CPU feature: CMPXCHG16B
+    pub cx16: bool,
+    /// `pdcm` (bool): CPU feature: perfmon and debug capability
+    pub pdcm: bool,
+    /// `pcid` (bool): CPU feature: process-context identifiers
+    pub pcid: bool,
+    /// `sse4.1` (bool): CPU feature: SSE4.1
+    pub sse4_1: bool,
+    /// `sse4.2` (bool): CPU feature: SSE4.2
+    pub sse4_2: bool,
+    /// `x2apic` (bool): CPU feature: x2APIC
+    pub x2apic: bool,
+    /// `movbe` (bool): CPU feature: MOVBE
+    pub movbe: bool,
+    /// `popcnt` (bool): CPU feature: POPCNT
+    pub popcnt: bool,
+    /// `tsc-deadline` (bool): CPU feature: TSC deadline timer
+    pub tsc_deadline: bool,
+    /// `aes` (bool): CPU feature: AES-NI
+    pub aes: bool,
+    /// `xsave` (bool): CPU feature: XSAVE
+    pub xsave: bool,
+    /// `avx` (bool): CPU feature: AVX
+    pub avx: bool,
+    /// `f16c` (bool): CPU feature: F16C
+    pub f16c: bool,
+    /// `rdrand` (bool): CPU feature: RDRAND
+    pub rdrand: bool,
+    /// `hypervisor` (bool): CPU feature: running under a hypervisor
+    pub hypervisor: bool,
+    /// `fsgsbase` (bool): CPU feature: RD/WRFSBASE
+    pub fsgsbase: bool,
+    /// `bmi1` (bool): CPU feature: BMI1
+    pub bmi1: bool,
+    /// `hle` (bool): CPU feature: hardware lock elision
+    pub hle: bool,
+    /// `avx2` (bool): CPU feature: AVX2
+    pub avx2: bool,
+    /// `smep` (bool): CPU feature: supervisor-mode execution prevention
+    pub smep: bool,
+    /// `bmi2` (bool): CPU feature: BMI2
+    pub bmi2: bool,
+    /// `erms` (bool): CPU feature: enhanced REP MOVSB/STOSB
+    pub erms: bool,
+    /// `invpcid` (bool): CPU feature: INVPCID
+    pub invpcid: bool,
+    /// `rtm` (bool): CPU feature: restricted transactional memory
+    pub rtm: bool,
+    /// `mpx` (bool): CPU feature: memory protection extensions
+    pub mpx: bool,
+    /// `avx512f` (bool): CPU feature: AVX-512 foundation
+    pub avx512f: bool,
+    /// `rdseed` (bool): CPU feature: RDSEED
+    pub rdseed: bool,
+    /// `adx` (bool): CPU feature: ADX
+    pub adx: bool,
+    /// `smap` (bool): CPU feature: supervisor-mode access prevention
+    pub smap: bool,
+    /// `clflushopt` (bool): CPU feature: CLFLUSHOPT
+    pub clflushopt: bool,
+    /// `clwb` (bool): CPU feature: CLWB
+    pub clwb: bool,
+    /// `sha-ni` (bool): CPU feature: SHA extensions
+    pub sha_ni: bool,
+    /// `umip` (bool): CPU feature: user-mode instruction prevention
+    pub umip: bool,
+    /// `pku` (bool): CPU feature: protection keys
+    pub pku: bool,
+    /// `vaes` (bool): CPU feature: vector AES
+    pub vaes: bool,
+    /// `vpclmulqdq` (bool): CPU feature: vector PCLMULQDQ
+    pub vpclmulqdq: bool,
+    /// `rdpid` (bool): CPU feature: RDPID
+    pub rdpid: bool,
+    /// `md-clear` (bool): CPU feature: VERW clears CPU buffers
+    pub md_clear: bool,
+    /// `spec-ctrl` (bool): CPU feature: IBRS and IBPB (IA32_SPEC_CTRL)
+    pub spec_ctrl: bool,
+    /// `stibp` (bool): CPU feature: single thread indirect branch predictors
+    pub stibp: bool,
+    /// `arch-capabilities` (bool): CPU feature: IA32_ARCH_CAPABILITIES
+    pub arch_capabilities: bool,
+    /// `ssbd` (bool): CPU feature: speculative store bypass disable
+    pub ssbd: bool,
+    /// `lahf-lm` (bool): CPU feature: LAHF/SAHF in long mode
+    pub lahf_lm: bool,
+    /// `svm` (bool): CPU feature: secure virtual machine
+    pub svm: bool,
+    /// `cr8legacy` (bool): CPU feature: CR8 in 32-bit mode
+    pub cr8legacy: bool,
+    /// `abm` (bool): CPU feature: LZCNT
+    pub abm: bool,
+    /// `sse4a` (bool): CPU feature: SSE4a
+    pub sse4a: bool,
+    /// `misalignsse` (bool): CPU feature: misaligned SSE mode
+    pub misalignsse: bool,
+    /// `3dnowprefetch` (bool): CPU feature: PREFETCH/PREFETCHW
+    pub p_3dnowprefetch: bool,
+    /// `xop` (bool): CPU feature: XOP
+    pub xop: bool,
+    /// `fma4` (bool): CPU feature: FMA4
+    pub fma4: bool,
+    /// `tbm` (bool): CPU feature: trailing bit manipulation
+    pub tbm: bool,
+    /// `topoext` (bool): CPU feature: topology extensions
+    pub topoext: bool,
+    /// `syscall` (bool): CPU feature: SYSCALL/SYSRET
+    pub syscall: bool,
+    /// `nx` (bool): CPU feature: no-execute pages
+    pub nx: bool,
+    /// `mmxext` (bool): CPU feature: AMD MMX extensions
+    pub mmxext: bool,
+    /// `fxsr-opt` (bool): CPU feature: FXSAVE/FXRSTOR optimizations
+    pub fxsr_opt: bool,
+    /// `pdpe1gb` (bool): CPU feature: 1 GiB pages
+    pub pdpe1gb: bool,
+    /// `rdtscp` (bool): CPU feature: RDTSCP
+    pub rdtscp: bool,
+    /// `lm` (bool): CPU feature: long mode
+    pub lm: bool,
+    /// `invtsc` (bool): CPU feature: invariant TSC (depends on the host's clock: not migratable)
+    pub invtsc: bool,
+    /// `ibpb` (bool): CPU feature: indirect branch prediction barrier (AMD)
+    pub ibpb: bool,
+    /// `amd-stibp` (bool): CPU feature: STIBP (AMD)
+    pub amd_stibp: bool,
+    /// `amd-ssbd` (bool): CPU feature: SSBD (AMD)
+    pub amd_ssbd: bool,
+    /// `virt-ssbd` (bool): CPU feature: virtualized SSBD (AMD)
+    pub virt_ssbd: bool,
+    /// `rdctl-no` (bool): CPU feature: not vulnerable to rogue data cache load
+    pub rdctl_no: bool,
+    /// `ibrs-all` (bool): CPU feature: enhanced IBRS
+    pub ibrs_all: bool,
+    /// `rsba` (bool): CPU feature: RSB alternate
+    pub rsba: bool,
+    /// `skip-l1dfl-vmentry` (bool): CPU feature: no L1D flush needed on VM entry
+    pub skip_l1dfl_vmentry: bool,
+    /// `ssb-no` (bool): CPU feature: not vulnerable to speculative store bypass
+    pub ssb_no: bool,
+    /// `mds-no` (bool): CPU feature: not vulnerable to microarchitectural data sampling
+    pub mds_no: bool,
+    /// `pschange-mc-no` (bool): CPU feature: no machine check on page size change
+    pub pschange_mc_no: bool,
+    /// `tsx-ctrl` (bool): CPU feature: IA32_TSX_CTRL
+    pub tsx_ctrl: bool,
+    /// `taa-no` (bool): CPU feature: not vulnerable to TSX asynchronous abort
+    pub taa_no: bool,
+    /// `gds-no` (bool): CPU feature: not vulnerable to gather data sampling
+    pub gds_no: bool,
+    /// `rfds-no` (bool): CPU feature: not vulnerable to register file data sampling
+    pub rfds_no: bool,
+    /// `arat` (bool): CPU feature: APIC timer always running
+    pub arat: bool,
+    /// `xsaveopt` (bool): CPU feature: XSAVEOPT instruction
+    pub xsaveopt: bool,
+    /// `xsavec` (bool): CPU feature: XSAVEC instruction (compacted save)
+    pub xsavec: bool,
+    /// `xgetbv1` (bool): CPU feature: XGETBV with ECX = 1
+    pub xgetbv1: bool,
+    /// `xsaves` (bool): CPU feature: XSAVES/XRSTORS and IA32_XSS
+    pub xsaves: bool,
+    /// `osvw` (bool): CPU feature: OS visible workaround
+    pub osvw: bool,
+    /// `perfctr-core` (bool): CPU feature: core performance counter extensions
+    pub perfctr_core: bool,
+    /// `clzero` (bool): CPU feature: CLZERO instruction
+    pub clzero: bool,
+    /// `xsaveerptr` (bool): CPU feature: XSAVE/XRSTOR always save/restore the FPU error pointers
+    pub xsaveerptr: bool,
+    /// `npt` (bool): CPU feature: nested page tables (SVM)
+    pub npt: bool,
+    /// `nrip-save` (bool): CPU feature: next RIP saved on #VMEXIT (SVM)
+    pub nrip_save: bool,
+}
+impl EpycV3X86_64CpuProps {
+    /// The device type these properties belong to.
+    pub const TYPE_NAME: &'static str = "EPYC-v3-x86_64-cpu";
+    /// Reads every property from an effective configuration.
+    pub fn from_config(cfg: &EffectiveConfig) -> Result<Self, PropsError> {
+        const T: &str = EpycV3X86_64CpuProps::TYPE_NAME;
+        Ok(Self {
+            kvm_msi_ext_dest_id: get_bool(cfg, T, "kvm-msi-ext-dest-id")?,
+            x_vendor_cpuid_only: get_bool(cfg, T, "x-vendor-cpuid-only")?,
+            hv_version_id_build: get_uint(cfg, T, "hv-version-id-build")?,
+            hv_version_id_major: get_uint(cfg, T, "hv-version-id-major")?,
+            hv_version_id_minor: get_uint(cfg, T, "hv-version-id-minor")?,
+            vendor: get_string(cfg, T, "vendor")?,
+            family: get_uint(cfg, T, "family")?,
+            model: get_uint(cfg, T, "model")?,
+            stepping: get_uint(cfg, T, "stepping")?,
+            level: get_uint(cfg, T, "level")?,
+            xlevel: get_uint(cfg, T, "xlevel")?,
+            model_id: get_string(cfg, T, "model-id")?,
+            fpu: get_bool(cfg, T, "fpu")?,
+            vme: get_bool(cfg, T, "vme")?,
+            de: get_bool(cfg, T, "de")?,
+            pse: get_bool(cfg, T, "pse")?,
+            tsc: get_bool(cfg, T, "tsc")?,
+            msr: get_bool(cfg, T, "msr")?,
+            pae: get_bool(cfg, T, "pae")?,
+            mce: get_bool(cfg, T, "mce")?,
+            cx8: get_bool(cfg, T, "cx8")?,
+            apic: get_bool(cfg, T, "apic")?,
+            sep: get_bool(cfg, T, "sep")?,
+            mtrr: get_bool(cfg, T, "mtrr")?,
+            pge: get_bool(cfg, T, "pge")?,
+            mca: get_bool(cfg, T, "mca")?,
+            cmov: get_bool(cfg, T, "cmov")?,
+            pat: get_bool(cfg, T, "pat")?,
+            pse36: get_bool(cfg, T, "pse36")?,
+            clflush: get_bool(cfg, T, "clflush")?,
+            mmx: get_bool(cfg, T, "mmx")?,
+            fxsr: get_bool(cfg, T, "fxsr")?,
+            sse: get_bool(cfg, T, "sse")?,
+            sse2: get_bool(cfg, T, "sse2")?,
+            ss: get_bool(cfg, T, "ss")?,
+            ht: get_bool(cfg, T, "ht")?,
+            pni: get_bool(cfg, T, "pni")?,
+            pclmulqdq: get_bool(cfg, T, "pclmulqdq")?,
+            dtes64: get_bool(cfg, T, "dtes64")?,
+            monitor: get_bool(cfg, T, "monitor")?,
+            ssse3: get_bool(cfg, T, "ssse3")?,
+            fma: get_bool(cfg, T, "fma")?,
+            cx16: get_bool(cfg, T, "cx16")?,
+            pdcm: get_bool(cfg, T, "pdcm")?,
+            pcid: get_bool(cfg, T, "pcid")?,
+            sse4_1: get_bool(cfg, T, "sse4.1")?,
+            sse4_2: get_bool(cfg, T, "sse4.2")?,
+            x2apic: get_bool(cfg, T, "x2apic")?,
+            movbe: get_bool(cfg, T, "movbe")?,
+            popcnt: get_bool(cfg, T, "popcnt")?,
+            tsc_deadline: get_bool(cfg, T, "tsc-deadline")?,
+            aes: get_bool(cfg, T, "aes")?,
+            xsave: get_bool(cfg, T, "xsave")?,
+            avx: get_bool(cfg, T, "avx")?,
+            f16c: get_bool(cfg, T, "f16c")?,
+            rdrand: get_bool(cfg, T, "rdrand")?,
+            hypervisor: get_bool(cfg, T, "hypervisor")?,
+            fsgsbase: get_bool(cfg, T, "fsgsbase")?,
+            bmi1: get_bool(cfg, T, "bmi1")?,
+            hle: get_bool(cfg, T, "hle")?,
+            avx2: get_bool(cfg, T, "avx2")?,
+            smep: get_bool(cfg, T, "smep")?,
+            bmi2: get_bool(cfg, T, "bmi2")?,
+            erms: get_bool(cfg, T, "erms")?,
+            invpcid: get_bool(cfg, T, "invpcid")?,
+            rtm: get_bool(cfg, T, "rtm")?,
+            mpx: get_bool(cfg, T, "mpx")?,
+            avx512f: get_bool(cfg, T, "avx512f")?,
+            rdseed: get_bool(cfg, T, "rdseed")?,
+            adx: get_bool(cfg, T, "adx")?,
+            smap: get_bool(cfg, T, "smap")?,
+            clflushopt: get_bool(cfg, T, "clflushopt")?,
+            clwb: get_bool(cfg, T, "clwb")?,
+            sha_ni: get_bool(cfg, T, "sha-ni")?,
+            umip: get_bool(cfg, T, "umip")?,
+            pku: get_bool(cfg, T, "pku")?,
+            vaes: get_bool(cfg, T, "vaes")?,
+            vpclmulqdq: get_bool(cfg, T, "vpclmulqdq")?,
+            rdpid: get_bool(cfg, T, "rdpid")?,
+            md_clear: get_bool(cfg, T, "md-clear")?,
+            spec_ctrl: get_bool(cfg, T, "spec-ctrl")?,
+            stibp: get_bool(cfg, T, "stibp")?,
+            arch_capabilities: get_bool(cfg, T, "arch-capabilities")?,
+            ssbd: get_bool(cfg, T, "ssbd")?,
+            lahf_lm: get_bool(cfg, T, "lahf-lm")?,
+            svm: get_bool(cfg, T, "svm")?,
+            cr8legacy: get_bool(cfg, T, "cr8legacy")?,
+            abm: get_bool(cfg, T, "abm")?,
+            sse4a: get_bool(cfg, T, "sse4a")?,
+            misalignsse: get_bool(cfg, T, "misalignsse")?,
+            p_3dnowprefetch: get_bool(cfg, T, "3dnowprefetch")?,
+            xop: get_bool(cfg, T, "xop")?,
+            fma4: get_bool(cfg, T, "fma4")?,
+            tbm: get_bool(cfg, T, "tbm")?,
+            topoext: get_bool(cfg, T, "topoext")?,
+            syscall: get_bool(cfg, T, "syscall")?,
+            nx: get_bool(cfg, T, "nx")?,
+            mmxext: get_bool(cfg, T, "mmxext")?,
+            fxsr_opt: get_bool(cfg, T, "fxsr-opt")?,
+            pdpe1gb: get_bool(cfg, T, "pdpe1gb")?,
+            rdtscp: get_bool(cfg, T, "rdtscp")?,
+            lm: get_bool(cfg, T, "lm")?,
+            invtsc: get_bool(cfg, T, "invtsc")?,
+            ibpb: get_bool(cfg, T, "ibpb")?,
+            amd_stibp: get_bool(cfg, T, "amd-stibp")?,
+            amd_ssbd: get_bool(cfg, T, "amd-ssbd")?,
+            virt_ssbd: get_bool(cfg, T, "virt-ssbd")?,
+            rdctl_no: get_bool(cfg, T, "rdctl-no")?,
+            ibrs_all: get_bool(cfg, T, "ibrs-all")?,
+            rsba: get_bool(cfg, T, "rsba")?,
+            skip_l1dfl_vmentry: get_bool(cfg, T, "skip-l1dfl-vmentry")?,
+            ssb_no: get_bool(cfg, T, "ssb-no")?,
+            mds_no: get_bool(cfg, T, "mds-no")?,
+            pschange_mc_no: get_bool(cfg, T, "pschange-mc-no")?,
+            tsx_ctrl: get_bool(cfg, T, "tsx-ctrl")?,
+            taa_no: get_bool(cfg, T, "taa-no")?,
+            gds_no: get_bool(cfg, T, "gds-no")?,
+            rfds_no: get_bool(cfg, T, "rfds-no")?,
+            arat: get_bool(cfg, T, "arat")?,
+            xsaveopt: get_bool(cfg, T, "xsaveopt")?,
+            xsavec: get_bool(cfg, T, "xsavec")?,
+            xgetbv1: get_bool(cfg, T, "xgetbv1")?,
+            xsaves: get_bool(cfg, T, "xsaves")?,
+            osvw: get_bool(cfg, T, "osvw")?,
+            perfctr_core: get_bool(cfg, T, "perfctr-core")?,
+            clzero: get_bool(cfg, T, "clzero")?,
+            xsaveerptr: get_bool(cfg, T, "xsaveerptr")?,
+            npt: get_bool(cfg, T, "npt")?,
+            nrip_save: get_bool(cfg, T, "nrip-save")?,
+        })
+    }
+}
+/// Typed properties of `EPYC-v4-x86_64-cpu`: v3 with its own model-id (the reference also changes its cache leaves; this project passes the host's)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EpycV4X86_64CpuProps {
+    /// `kvm-msi-ext-dest-id` (bool): Advertise KVM_FEATURE_MSI_EXT_DEST_ID
+    pub kvm_msi_ext_dest_id: bool,
+    /// `x-vendor-cpuid-only` (bool): Only pass vendor-specific CPUID leaves of the host vendor
+    pub x_vendor_cpuid_only: bool,
+    /// `hv-version-id-build` (u32): Hyper-V build number reported to the guest
+    pub hv_version_id_build: u32,
+    /// `hv-version-id-major` (u32): Hyper-V major version reported to the guest
+    pub hv_version_id_major: u32,
+    /// `hv-version-id-minor` (u32): Hyper-V minor version reported to the guest
+    pub hv_version_id_minor: u32,
+    /// `vendor` (string): CPUID vendor (leaf 0 and 0x80000000)
+    pub vendor: String,
+    /// `family` (u32 0..=270): CPUID family
+    pub family: u32,
+    /// `model` (u32 0..=255): CPUID model
+    pub model: u32,
+    /// `stepping` (u32 0..=15): CPUID stepping
+    pub stepping: u32,
+    /// `level` (u32): highest basic CPUID leaf
+    pub level: u32,
+    /// `xlevel` (u32): highest extended CPUID leaf
+    pub xlevel: u32,
+    /// `model-id` (string): brand string (leaves 0x80000002..4)
+    pub model_id: String,
+    /// `fpu` (bool): CPU feature: x87 FPU
+    pub fpu: bool,
+    /// `vme` (bool): CPU feature: virtual 8086 mode extensions
+    pub vme: bool,
+    /// `de` (bool): CPU feature: debugging extensions
+    pub de: bool,
+    /// `pse` (bool): CPU feature: page size extension
+    pub pse: bool,
+    /// `tsc` (bool): CPU feature: time stamp counter
+    pub tsc: bool,
+    /// `msr` (bool): CPU feature: RDMSR/WRMSR
+    pub msr: bool,
+    /// `pae` (bool): CPU feature: physical address extension
+    pub pae: bool,
+    /// `mce` (bool): CPU feature: machine check exception
+    pub mce: bool,
+    /// `cx8` (bool): CPU feature: CMPXCHG8B
+    pub cx8: bool,
+    /// `apic` (bool): CPU feature: on-chip APIC
+    pub apic: bool,
+    /// `sep` (bool): CPU feature: SYSENTER/SYSEXIT
+    pub sep: bool,
+    /// `mtrr` (bool): CPU feature: memory type range registers
+    pub mtrr: bool,
+    /// `pge` (bool): CPU feature: page global enable
+    pub pge: bool,
+    /// `mca` (bool): CPU feature: machine check architecture
+    pub mca: bool,
+    /// `cmov` (bool): CPU feature: conditional moves
+    pub cmov: bool,
+    /// `pat` (bool): CPU feature: page attribute table
+    pub pat: bool,
+    /// `pse36` (bool): CPU feature: 36-bit page size extension
+    pub pse36: bool,
+    /// `clflush` (bool): CPU feature: CLFLUSH
+    pub clflush: bool,
+    /// `mmx` (bool): CPU feature: MMX
+    pub mmx: bool,
+    /// `fxsr` (bool): CPU feature: FXSAVE/FXRSTOR
+    pub fxsr: bool,
+    /// `sse` (bool): CPU feature: SSE
+    pub sse: bool,
+    /// `sse2` (bool): CPU feature: SSE2
+    pub sse2: bool,
+    /// `ss` (bool): CPU feature: self snoop
+    pub ss: bool,
+    /// `ht` (bool): CPU feature: multi-threading
+    pub ht: bool,
+    /// `pni` (bool): CPU feature: SSE3
+    pub pni: bool,
+    /// `pclmulqdq` (bool): CPU feature: PCLMULQDQ
+    pub pclmulqdq: bool,
+    /// `dtes64` (bool): CPU feature: 64-bit debug store
+    pub dtes64: bool,
+    /// `monitor` (bool): CPU feature: MONITOR/MWAIT
+    pub monitor: bool,
+    /// `ssse3` (bool): CPU feature: SSSE3
+    pub ssse3: bool,
+    /// `fma` (bool): CPU feature: FMA3
+    pub fma: bool,
+    /// `cx16` (bool): CPU feature: CMPXCHG16B
+    pub cx16: bool,
+    /// `pdcm` (bool): CPU feature: perfmon and debug capability
+    pub pdcm: bool,
+    /// `pcid` (bool): CPU feature: process-context identifiers
+    pub pcid: bool,
+    /// `sse4.1` (bool): CPU feature: SSE4.1
+    pub sse4_1: bool,
+    /// `sse4.2` (bool): CPU feature: SSE4.2
+    pub sse4_2: bool,
+    /// `x2apic` (bool): CPU feature: x2APIC
+    pub x2apic: bool,
+    /// `movbe` (bool): CPU feature: MOVBE
+    pub movbe: bool,
+    /// `popcnt` (bool): CPU feature: POPCNT
+    pub popcnt: bool,
+    /// `tsc-deadline` (bool): CPU feature: TSC deadline timer
+    pub tsc_deadline: bool,
+    /// `aes` (bool): CPU feature: AES-NI
+    pub aes: bool,
+    /// `xsave` (bool): CPU feature: XSAVE
+    pub xsave: bool,
+    /// `avx` (bool): CPU feature: AVX
+    pub avx: bool,
+    /// `f16c` (bool): CPU feature: F16C
+    pub f16c: bool,
+    /// `rdrand` (bool): CPU feature: RDRAND
+    pub rdrand: bool,
+    /// `hypervisor` (bool): CPU feature: running under a hypervisor
+    pub hypervisor: bool,
+    /// `fsgsbase` (bool): CPU feature: RD/WRFSBASE
+    pub fsgsbase: bool,
+    /// `bmi1` (bool): CPU feature: BMI1
+    pub bmi1: bool,
+    /// `hle` (bool): CPU feature: hardware lock elision
+    pub hle: bool,
+    /// `avx2` (bool): CPU feature: AVX2
+    pub avx2: bool,
+    /// `smep` (bool): CPU feature: supervisor-mode execution prevention
+    pub smep: bool,
+    /// `bmi2` (bool): CPU feature: BMI2
+    pub bmi2: bool,
+    /// `erms` (bool): CPU feature: enhanced REP MOVSB/STOSB
+    pub erms: bool,
+    /// `invpcid` (bool): CPU feature: INVPCID
+    pub invpcid: bool,
+    /// `rtm` (bool): CPU feature: restricted transactional memory
+    pub rtm: bool,
+    /// `mpx` (bool): CPU feature: memory protection extensions
+    pub mpx: bool,
+    /// `avx512f` (bool): CPU feature: AVX-512 foundation
+    pub avx512f: bool,
+    /// `rdseed` (bool): CPU feature: RDSEED
+    pub rdseed: bool,
+    /// `adx` (bool): CPU feature: ADX
+    pub adx: bool,
+    /// `smap` (bool): CPU feature: supervisor-mode access prevention
+    pub smap: bool,
+    /// `clflushopt` (bool): CPU feature: CLFLUSHOPT
+    pub clflushopt: bool,
+    /// `clwb` (bool): CPU feature: CLWB
+    pub clwb: bool,
+    /// `sha-ni` (bool): CPU feature: SHA extensions
+    pub sha_ni: bool,
+    /// `umip` (bool): CPU feature: user-mode instruction prevention
+    pub umip: bool,
+    /// `pku` (bool): CPU feature: protection keys
+    pub pku: bool,
+    /// `vaes` (bool): CPU feature: vector AES
+    pub vaes: bool,
+    /// `vpclmulqdq` (bool): CPU feature: vector PCLMULQDQ
+    pub vpclmulqdq: bool,
+    /// `rdpid` (bool): CPU feature: RDPID
+    pub rdpid: bool,
+    /// `md-clear` (bool): CPU feature: VERW clears CPU buffers
+    pub md_clear: bool,
+    /// `spec-ctrl` (bool): CPU feature: IBRS and IBPB (IA32_SPEC_CTRL)
+    pub spec_ctrl: bool,
+    /// `stibp` (bool): CPU feature: single thread indirect branch predictors
+    pub stibp: bool,
+    /// `arch-capabilities` (bool): CPU feature: IA32_ARCH_CAPABILITIES
+    pub arch_capabilities: bool,
+    /// `ssbd` (bool): CPU feature: speculative store bypass disable
+    pub ssbd: bool,
+    /// `lahf-lm` (bool): CPU feature: LAHF/SAHF in long mode
+    pub lahf_lm: bool,
+    /// `svm` (bool): CPU feature: secure virtual machine
+    pub svm: bool,
+    /// `cr8legacy` (bool): CPU feature: CR8 in 32-bit mode
+    pub cr8legacy: bool,
+    /// `abm` (bool): CPU feature: LZCNT
+    pub abm: bool,
+    /// `sse4a` (bool): CPU feature: SSE4a
+    pub sse4a: bool,
+    /// `misalignsse` (bool): CPU feature: misaligned SSE mode
+    pub misalignsse: bool,
+    /// `3dnowprefetch` (bool): CPU feature: PREFETCH/PREFETCHW
+    pub p_3dnowprefetch: bool,
+    /// `xop` (bool): CPU feature: XOP
+    pub xop: bool,
+    /// `fma4` (bool): CPU feature: FMA4
+    pub fma4: bool,
+    /// `tbm` (bool): CPU feature: trailing bit manipulation
+    pub tbm: bool,
+    /// `topoext` (bool): CPU feature: topology extensions
+    pub topoext: bool,
+    /// `syscall` (bool): CPU feature: SYSCALL/SYSRET
+    pub syscall: bool,
+    /// `nx` (bool): CPU feature: no-execute pages
+    pub nx: bool,
+    /// `mmxext` (bool): CPU feature: AMD MMX extensions
+    pub mmxext: bool,
+    /// `fxsr-opt` (bool): CPU feature: FXSAVE/FXRSTOR optimizations
+    pub fxsr_opt: bool,
+    /// `pdpe1gb` (bool): CPU feature: 1 GiB pages
+    pub pdpe1gb: bool,
+    /// `rdtscp` (bool): CPU feature: RDTSCP
+    pub rdtscp: bool,
+    /// `lm` (bool): CPU feature: long mode
+    pub lm: bool,
+    /// `invtsc` (bool): CPU feature: invariant TSC (depends on the host's clock: not migratable)
+    pub invtsc: bool,
+    /// `ibpb` (bool): CPU feature: indirect branch prediction barrier (AMD)
+    pub ibpb: bool,
+    /// `amd-stibp` (bool): CPU feature: STIBP (AMD)
+    pub amd_stibp: bool,
+    /// `amd-ssbd` (bool): CPU feature: SSBD (AMD)
+    pub amd_ssbd: bool,
+    /// `virt-ssbd` (bool): CPU feature: virtualized SSBD (AMD)
+    pub virt_ssbd: bool,
+    /// `rdctl-no` (bool): CPU feature: not vulnerable to rogue data cache load
+    pub rdctl_no: bool,
+    /// `ibrs-all` (bool): CPU feature: enhanced IBRS
+    pub ibrs_all: bool,
+    /// `rsba` (bool): CPU feature: RSB alternate
+    pub rsba: bool,
+    /// `skip-l1dfl-vmentry` (bool): CPU feature: no L1D flush needed on VM entry
+    pub skip_l1dfl_vmentry: bool,
+    /// `ssb-no` (bool): CPU feature: not vulnerable to speculative store bypass
+    pub ssb_no: bool,
+    /// `mds-no` (bool): CPU feature: not vulnerable to microarchitectural data sampling
+    pub mds_no: bool,
+    /// `pschange-mc-no` (bool): CPU feature: no machine check on page size change
+    pub pschange_mc_no: bool,
+    /// `tsx-ctrl` (bool): CPU feature: IA32_TSX_CTRL
+    pub tsx_ctrl: bool,
+    /// `taa-no` (bool): CPU feature: not vulnerable to TSX asynchronous abort
+    pub taa_no: bool,
+    /// `gds-no` (bool): CPU feature: not vulnerable to gather data sampling
+    pub gds_no: bool,
+    /// `rfds-no` (bool): CPU feature: not vulnerable to register file data sampling
+    pub rfds_no: bool,
+    /// `arat` (bool): CPU feature: APIC timer always running
+    pub arat: bool,
+    /// `xsaveopt` (bool): CPU feature: XSAVEOPT instruction
+    pub xsaveopt: bool,
+    /// `xsavec` (bool): CPU feature: XSAVEC instruction (compacted save)
+    pub xsavec: bool,
+    /// `xgetbv1` (bool): CPU feature: XGETBV with ECX = 1
+    pub xgetbv1: bool,
+    /// `xsaves` (bool): CPU feature: XSAVES/XRSTORS and IA32_XSS
+    pub xsaves: bool,
+    /// `osvw` (bool): CPU feature: OS visible workaround
+    pub osvw: bool,
+    /// `perfctr-core` (bool): CPU feature: core performance counter extensions
+    pub perfctr_core: bool,
+    /// `clzero` (bool): CPU feature: CLZERO instruction
+    pub clzero: bool,
+    /// `xsaveerptr` (bool): CPU feature: XSAVE/XRSTOR always save/restore the FPU error pointers
+    pub xsaveerptr: bool,
+    /// `npt` (bool): CPU feature: nested page tables (SVM)
+    pub npt: bool,
+    /// `nrip-save` (bool): CPU feature: next RIP saved on #VMEXIT (SVM)
+    pub nrip_save: bool,
+}
+impl EpycV4X86_64CpuProps {
+    /// The device type these properties belong to.
+    pub const TYPE_NAME: &'static str = "EPYC-v4-x86_64-cpu";
+    /// Reads every property from an effective configuration.
+    pub fn from_config(cfg: &EffectiveConfig) -> Result<Self, PropsError> {
+        const T: &str = EpycV4X86_64CpuProps::TYPE_NAME;
+        Ok(Self {
+            kvm_msi_ext_dest_id: get_bool(cfg, T, "kvm-msi-ext-dest-id")?,
+            x_vendor_cpuid_only: get_bool(cfg, T, "x-vendor-cpuid-only")?,
+            hv_version_id_build: get_uint(cfg, T, "hv-version-id-build")?,
+            hv_version_id_major: get_uint(cfg, T, "hv-version-id-major")?,
+            hv_version_id_minor: get_uint(cfg, T, "hv-version-id-minor")?,
+            vendor: get_string(cfg, T, "vendor")?,
+            family: get_uint(cfg, T, "family")?,
+            model: get_uint(cfg, T, "model")?,
+            stepping: get_uint(cfg, T, "stepping")?,
+            level: get_uint(cfg, T, "level")?,
+            xlevel: get_uint(cfg, T, "xlevel")?,
+            model_id: get_string(cfg, T, "model-id")?,
+            fpu: get_bool(cfg, T, "fpu")?,
+            vme: get_bool(cfg, T, "vme")?,
+            de: get_bool(cfg, T, "de")?,
+            pse: get_bool(cfg, T, "pse")?,
+            tsc: get_bool(cfg, T, "tsc")?,
+            msr: get_bool(cfg, T, "msr")?,
+            pae: get_bool(cfg, T, "pae")?,
+            mce: get_bool(cfg, T, "mce")?,
+            cx8: get_bool(cfg, T, "cx8")?,
+            apic: get_bool(cfg, T, "apic")?,
+            sep: get_bool(cfg, T, "sep")?,
+            mtrr: get_bool(cfg, T, "mtrr")?,
+            pge: get_bool(cfg, T, "pge")?,
+            mca: get_bool(cfg, T, "mca")?,
+            cmov: get_bool(cfg, T, "cmov")?,
+            pat: get_bool(cfg, T, "pat")?,
+            pse36: get_bool(cfg, T, "pse36")?,
+            clflush: get_bool(cfg, T, "clflush")?,
+            mmx: get_bool(cfg, T, "mmx")?,
+            fxsr: get_bool(cfg, T, "fxsr")?,
+            sse: get_bool(cfg, T, "sse")?,
+            sse2: get_bool(cfg, T, "sse2")?,
+            ss: get_bool(cfg, T, "ss")?,
+            ht: get_bool(cfg, T, "ht")?,
+            pni: get_bool(cfg, T, "pni")?,
+            pclmulqdq: get_bool(cfg, T, "pclmulqdq")?,
+            dtes64: get_bool(cfg, T, "dtes64")?,
+            monitor: get_bool(cfg, T, "monitor")?,
+            ssse3: get_bool(cfg, T, "ssse3")?,
+            fma: get_bool(cfg, T, "fma")?,
+            cx16: get_bool(cfg, T, "cx16")?,
+            pdcm: get_bool(cfg, T, "pdcm")?,
+            pcid: get_bool(cfg, T, "pcid")?,
+            sse4_1: get_bool(cfg, T, "sse4.1")?,
+            sse4_2: get_bool(cfg, T, "sse4.2")?,
+            x2apic: get_bool(cfg, T, "x2apic")?,
+            movbe: get_bool(cfg, T, "movbe")?,
+            popcnt: get_bool(cfg, T, "popcnt")?,
+            tsc_deadline: get_bool(cfg, T, "tsc-deadline")?,
+            aes: get_bool(cfg, T, "aes")?,
+            xsave: get_bool(cfg, T, "xsave")?,
+            avx: get_bool(cfg, T, "avx")?,
+            f16c: get_bool(cfg, T, "f16c")?,
+            rdrand: get_bool(cfg, T, "rdrand")?,
+            hypervisor: get_bool(cfg, T, "hypervisor")?,
+            fsgsbase: get_bool(cfg, T, "fsgsbase")?,
+            bmi1: get_bool(cfg, T, "bmi1")?,
+            hle: get_bool(cfg, T, "hle")?,
+            avx2: get_bool(cfg, T, "avx2")?,
+            smep: get_bool(cfg, T, "smep")?,
+            bmi2: get_bool(cfg, T, "bmi2")?,
+            erms: get_bool(cfg, T, "erms")?,
+            invpcid: get_bool(cfg, T, "invpcid")?,
+            rtm: get_bool(cfg, T, "rtm")?,
+            mpx: get_bool(cfg, T, "mpx")?,
+            avx512f: get_bool(cfg, T, "avx512f")?,
+            rdseed: get_bool(cfg, T, "rdseed")?,
+            adx: get_bool(cfg, T, "adx")?,
+            smap: get_bool(cfg, T, "smap")?,
+            clflushopt: get_bool(cfg, T, "clflushopt")?,
+            clwb: get_bool(cfg, T, "clwb")?,
+            sha_ni: get_bool(cfg, T, "sha-ni")?,
+            umip: get_bool(cfg, T, "umip")?,
+            pku: get_bool(cfg, T, "pku")?,
+            vaes: get_bool(cfg, T, "vaes")?,
+            vpclmulqdq: get_bool(cfg, T, "vpclmulqdq")?,
+            rdpid: get_bool(cfg, T, "rdpid")?,
+            md_clear: get_bool(cfg, T, "md-clear")?,
+            spec_ctrl: get_bool(cfg, T, "spec-ctrl")?,
+            stibp: get_bool(cfg, T, "stibp")?,
+            arch_capabilities: get_bool(cfg, T, "arch-capabilities")?,
+            ssbd: get_bool(cfg, T, "ssbd")?,
+            lahf_lm: get_bool(cfg, T, "lahf-lm")?,
+            svm: get_bool(cfg, T, "svm")?,
+            cr8legacy: get_bool(cfg, T, "cr8legacy")?,
+            abm: get_bool(cfg, T, "abm")?,
+            sse4a: get_bool(cfg, T, "sse4a")?,
+            misalignsse: get_bool(cfg, T, "misalignsse")?,
+            p_3dnowprefetch: get_bool(cfg, T, "3dnowprefetch")?,
+            xop: get_bool(cfg, T, "xop")?,
+            fma4: get_bool(cfg, T, "fma4")?,
+            tbm: get_bool(cfg, T, "tbm")?,
+            topoext: get_bool(cfg, T, "topoext")?,
+            syscall: get_bool(cfg, T, "syscall")?,
+            nx: get_bool(cfg, T, "nx")?,
+            mmxext: get_bool(cfg, T, "mmxext")?,
+            fxsr_opt: get_bool(cfg, T, "fxsr-opt")?,
+            pdpe1gb: get_bool(cfg, T, "pdpe1gb")?,
+            rdtscp: get_bool(cfg, T, "rdtscp")?,
+            lm: get_bool(cfg, T, "lm")?,
+            invtsc: get_bool(cfg, T, "invtsc")?,
+            ibpb: get_bool(cfg, T, "ibpb")?,
+            amd_stibp: get_bool(cfg, T, "amd-stibp")?,
+            amd_ssbd: get_bool(cfg, T, "amd-ssbd")?,
+            virt_ssbd: get_bool(cfg, T, "virt-ssbd")?,
+            rdctl_no: get_bool(cfg, T, "rdctl-no")?,
+            ibrs_all: get_bool(cfg, T, "ibrs-all")?,
+            rsba: get_bool(cfg, T, "rsba")?,
+            skip_l1dfl_vmentry: get_bool(cfg, T, "skip-l1dfl-vmentry")?,
+            ssb_no: get_bool(cfg, T, "ssb-no")?,
+            mds_no: get_bool(cfg, T, "mds-no")?,
+            pschange_mc_no: get_bool(cfg, T, "pschange-mc-no")?,
+            tsx_ctrl: get_bool(cfg, T, "tsx-ctrl")?,
+            taa_no: get_bool(cfg, T, "taa-no")?,
+            gds_no: get_bool(cfg, T, "gds-no")?,
+            rfds_no: get_bool(cfg, T, "rfds-no")?,
+            arat: get_bool(cfg, T, "arat")?,
+            xsaveopt: get_bool(cfg, T, "xsaveopt")?,
+            xsavec: get_bool(cfg, T, "xsavec")?,
+            xgetbv1: get_bool(cfg, T, "xgetbv1")?,
+            xsaves: get_bool(cfg, T, "xsaves")?,
+            osvw: get_bool(cfg, T, "osvw")?,
+            perfctr_core: get_bool(cfg, T, "perfctr-core")?,
+            clzero: get_bool(cfg, T, "clzero")?,
+            xsaveerptr: get_bool(cfg, T, "xsaveerptr")?,
+            npt: get_bool(cfg, T, "npt")?,
+            nrip_save: get_bool(cfg, T, "nrip-save")?,
+        })
+    }
+}
 /// Typed properties of `qemu64-x86_64-cpu`: The baseline `qemu64` CPU model
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Qemu64X86_64CpuProps {
@@ -521,6 +2125,28 @@ pub struct Qemu64X86_64CpuProps {
     pub gds_no: bool,
     /// `rfds-no` (bool): CPU feature: not vulnerable to register file data sampling
     pub rfds_no: bool,
+    /// `arat` (bool): CPU feature: APIC timer always running
+    pub arat: bool,
+    /// `xsaveopt` (bool): CPU feature: XSAVEOPT instruction
+    pub xsaveopt: bool,
+    /// `xsavec` (bool): CPU feature: XSAVEC instruction (compacted save)
+    pub xsavec: bool,
+    /// `xgetbv1` (bool): CPU feature: XGETBV with ECX = 1
+    pub xgetbv1: bool,
+    /// `xsaves` (bool): CPU feature: XSAVES/XRSTORS and IA32_XSS
+    pub xsaves: bool,
+    /// `osvw` (bool): CPU feature: OS visible workaround
+    pub osvw: bool,
+    /// `perfctr-core` (bool): CPU feature: core performance counter extensions
+    pub perfctr_core: bool,
+    /// `clzero` (bool): CPU feature: CLZERO instruction
+    pub clzero: bool,
+    /// `xsaveerptr` (bool): CPU feature: XSAVE/XRSTOR always save/restore the FPU error pointers
+    pub xsaveerptr: bool,
+    /// `npt` (bool): CPU feature: nested page tables (SVM)
+    pub npt: bool,
+    /// `nrip-save` (bool): CPU feature: next RIP saved on #VMEXIT (SVM)
+    pub nrip_save: bool,
 }
 impl Qemu64X86_64CpuProps {
     /// The device type these properties belong to.
@@ -643,6 +2269,17 @@ impl Qemu64X86_64CpuProps {
             taa_no: get_bool(cfg, T, "taa-no")?,
             gds_no: get_bool(cfg, T, "gds-no")?,
             rfds_no: get_bool(cfg, T, "rfds-no")?,
+            arat: get_bool(cfg, T, "arat")?,
+            xsaveopt: get_bool(cfg, T, "xsaveopt")?,
+            xsavec: get_bool(cfg, T, "xsavec")?,
+            xgetbv1: get_bool(cfg, T, "xgetbv1")?,
+            xsaves: get_bool(cfg, T, "xsaves")?,
+            osvw: get_bool(cfg, T, "osvw")?,
+            perfctr_core: get_bool(cfg, T, "perfctr-core")?,
+            clzero: get_bool(cfg, T, "clzero")?,
+            xsaveerptr: get_bool(cfg, T, "xsaveerptr")?,
+            npt: get_bool(cfg, T, "npt")?,
+            nrip_save: get_bool(cfg, T, "nrip-save")?,
         })
     }
 }

@@ -23,6 +23,10 @@ impl Catalog {
                         .devices
                         .iter()
                         .filter(|d| !d.props.is_empty())
+                        .filter(|d| {
+                            self.device_type(&d.type_name)
+                                .is_none_or(|t| t.model_version().is_none())
+                        })
                         .map(|d| {
                             let props = d
                                 .props
@@ -50,6 +54,16 @@ impl Catalog {
                 .device_types
                 .iter()
                 .filter_map(|d| Some(LockSection::from_desc(d.name, d.vmstate?)))
+                .collect(),
+            cpu_model: self
+                .device_types
+                .iter()
+                .filter(|d| d.model_version().is_some())
+                .map(|d| {
+                    let own = d.props.iter().filter(|p| p.owner == d.name);
+                    let props = own.map(|p| (p.name.to_string(), p.default.to_string()));
+                    (d.name.to_string(), props.collect())
+                })
                 .collect(),
         }
     }

@@ -27,6 +27,11 @@ pub struct Lock {
     /// Every VMState section the release sends and loads.
     #[serde(default)]
     pub section: Vec<LockSection>,
+    /// Every versioned CPU model the release knows (`EPYC-v1-x86_64-cpu`)
+    /// → its own properties' values: the same on every machine type (no
+    /// delta may change a model version), so listed once, not per machine.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cpu_model: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 /// One machine type as a release presented it.
@@ -201,6 +206,7 @@ mod tests {
             BTreeMap::from([("x-pcie-err-unc-mask".to_string(), "on".to_string())]),
         );
         Lock {
+            cpu_model: BTreeMap::new(),
             release: "8.0".into(),
             stream_format: 1,
             min_stream_format: 1,

@@ -28,6 +28,7 @@ fn field(name: &str, since: u32) -> LockField {
 
 fn lock(release: &str, mask: &str) -> Lock {
     Lock {
+        cpu_model: BTreeMap::new(),
         release: release.into(),
         stream_format: 1,
         min_stream_format: 1,
