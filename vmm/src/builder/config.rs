@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use compat_runtime::{Catalog, EffectiveConfig, Knobs, Override, OverrideError, PropsError};
 use devices::generated::props::{
-    IsaSerialProps, PcieRootPortProps, Qemu64X86_64CpuProps, VirtioBlkDeviceProps, VirtioMmioProps,
+    IsaSerialProps, PcieRootPortProps, VirtioBlkDeviceProps, VirtioMmioProps,
 };
 use devices::pci::PcieRootPortConfig;
 use devices::serial::{SerialConfig, SerialOutput};
@@ -15,7 +15,7 @@ use devices::virtio::block::BlockConfig;
 pub use super::cmdline::{DISK_TYPE, DiskSpec, DriveSpec};
 use super::layout;
 use crate::cpu::choice::CpuChoice;
-use crate::vstate::cpuid::CpuIdentity;
+use crate::vstate::cpuid::{CpuIdentity, ModelFacts};
 
 /// The compat catalog compiled into this binary (`devices::generated`).
 pub fn catalog() -> &'static Catalog {
@@ -89,6 +89,9 @@ pub struct RunRequest {
     /// `--cpu` (or `--host-cpu`), resolved against this host: the guest's
     /// CPU features (none: the host's own CPUID, as before `--cpu`).
     pub cpu: Option<CpuChoice>,
+    /// `--cpu MODEL` for a named model: its device type, which the machine
+    /// instantiates instead of its default CPU model (none: the default).
+    pub cpu_model: Option<&'static str>,
     /// What this host offers a guest CPU (`--host-cpu` applied), when known.
     pub host_offer: Option<std::collections::BTreeSet<String>>,
     /// `--global`s, then `--device` settings of one-of-a-kind devices.
@@ -108,6 +111,7 @@ impl RunRequest {
             drives: vec![],
             disks: vec![],
             cpu: None,
+            cpu_model: None,
             host_offer: None,
             overrides: vec![],
             serial,
@@ -151,7 +155,7 @@ pub struct MachineConfig {
     pub root_port: Option<PcieRootPortConfig>,
     /// The CPU model's family, model and stepping (none: the machine type
     /// names no CPU model, the host's are shown).
-    pub cpu: Option<CpuIdentity>,
+    pub cpu: Option<ModelFacts>,
     /// The guest's CPU features if chosen (`--cpu`); none: the host's.
     pub cpu_choice: Option<CpuChoice>,
     /// The device types the machine instantiates (its `devices` knob, as
@@ -270,25 +274,16 @@ pub fn from_effective(
         None
     };
 
-    let cpu = if has(Qemu64X86_64CpuProps::TYPE_NAME) {
-        let p = Qemu64X86_64CpuProps::from_config(effective)?;
-        Some(CpuIdentity {
-            family: p.family,
-            model: p.model,
-            stepping: p.stepping,
-        })
-    } else {
-        None
-    };
-
-    // The guest's CPU features: `--cpu`, else the machine's CPU model's
-    // feature properties; refused at once where this host cannot give them.
+    // The CPU model: `--cpu MODEL`, else the one the machine type
+    // instantiates; its facts and features, unless `--cpu host|max` chose
+    // the host's own.
+    let device_types = with_cpu_model(knobs.devices, req.cpu_model);
+    let cpu_type = device_types.iter().copied().find(|t| is_cpu_model(t));
+    let named = cpu_type.filter(|_| req.cpu.is_none());
+    let cpu = named.map(|t| model_facts(effective, t));
     let cpu_choice = match &req.cpu {
         Some(c) => Some(c.clone()),
-        None if has(Qemu64X86_64CpuProps::TYPE_NAME) => {
-            Some(model_choice(effective, Qemu64X86_64CpuProps::TYPE_NAME))
-        }
-        None => None,
+        None => named.map(|t| model_choice(effective, t)),
     };
     if let (Some(c), Some(offer)) = (&cpu_choice, &req.host_offer) {
         crate::cpu::choice::enforce(catalog(), c, offer)?;
@@ -298,7 +293,7 @@ pub fn from_effective(
         cpu,
         cpu_choice,
         origins: Origins::new(),
-        device_types: knobs.devices.to_vec(),
+        device_types,
         machine: effective.machine.clone(),
         effective: effective.clone(),
         vcpus,
@@ -330,6 +325,58 @@ pub fn reconfigure_disk(
     b.props = props;
     b.provenance = "stream".into();
     Ok(())
+}
+
+fn is_cpu_model(t: &str) -> bool {
+    catalog().device_type(t).is_some_and(|d| d.cpu_model)
+}
+
+/// The device types a machine instantiates (`devices`, its knob) with CPU
+/// model type `cpu_model` (`--cpu MODEL`) in place of its default model.
+pub fn with_cpu_model(
+    devices: &[&'static str],
+    cpu_model: Option<&'static str>,
+) -> Vec<&'static str> {
+    let Some(c) = cpu_model else {
+        return devices.to_vec();
+    };
+    let mut out: Vec<&'static str> = devices
+        .iter()
+        .map(|&t| if is_cpu_model(t) { c } else { t })
+        .collect();
+    if !out.contains(&c) {
+        out.push(c);
+    }
+    out
+}
+
+/// What CPU model type `ty` says beyond its features, as its effective
+/// properties say (a model without `vendor`, `level`, ... keeps the host's).
+fn model_facts(effective: &EffectiveConfig, ty: &str) -> ModelFacts {
+    use compat_runtime::Value;
+    let uint = |p: &str| match effective.value(ty, p) {
+        Some(Value::Uint(v)) => u32::try_from(*v).ok(),
+        _ => None,
+    };
+    let text = |p: &str| match effective.value(ty, p) {
+        Some(Value::Str(s)) => Some(s.to_string()),
+        _ => None,
+    };
+    let identity = match (uint("family"), uint("model"), uint("stepping")) {
+        (Some(family), Some(model), Some(stepping)) => Some(CpuIdentity {
+            family,
+            model,
+            stepping,
+        }),
+        _ => None,
+    };
+    ModelFacts {
+        identity,
+        vendor: text("vendor"),
+        level: uint("level"),
+        xlevel: uint("xlevel"),
+        model_id: text("model-id"),
+    }
 }
 
 /// The features of CPU model type `ty` as its effective properties say

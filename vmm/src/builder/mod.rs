@@ -135,7 +135,9 @@ impl Machine {
 
         let mem = Arc::new(memory::create(config.mem_bytes)?);
         let mut vm = Vm::new(mem.clone())?;
-        vm.set_cpu_identity(config.cpu);
+        if let Some(facts) = &config.cpu {
+            vm.set_cpu_model(facts);
+        }
         if let Some(choice) = &config.cpu_choice {
             let catalog = config::catalog();
             vm.clear_cpuid_bits(&crate::cpu::choice::cleared_bits(catalog, choice));

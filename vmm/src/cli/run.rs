@@ -245,15 +245,18 @@ pub fn request(args: &RunArgs) -> Result<RunRequest, RunError> {
         overrides.push(Override::parse_global(g).map_err(ConfigError::from)?);
     }
     overrides.extend(inst.singles);
-    if let Some(spec) = args.cpu.as_deref() {
-        overrides.extend(
-            crate::cpu::choice::model_settings(config::catalog(), spec)
-                .map_err(ConfigError::from)?,
-        );
+    let mut cpu_model = None;
+    if let Some(spec) = args.cpu.as_deref()
+        && let Some((ty, settings)) = crate::cpu::choice::model_settings(config::catalog(), spec)
+            .map_err(ConfigError::from)?
+    {
+        cpu_model = Some(ty);
+        overrides.extend(settings);
     }
-    let (cpu, host_offer) = cpu_request(args)?;
+    let (cpu, host_offer) = cpu_request(args, cpu_model.is_some())?;
     Ok(RunRequest {
         cpu,
+        cpu_model,
         host_offer,
         machine: args
             .machine
@@ -270,7 +273,7 @@ pub fn request(args: &RunArgs) -> Result<RunRequest, RunError> {
 
 /// `--cpu`/`--host-cpu` resolved against this host, and what this host
 /// offers (the machine's CPU model is enforced against it).
-fn cpu_request(args: &RunArgs) -> Result<CpuRequest, RunError> {
+fn cpu_request(args: &RunArgs, named: bool) -> Result<CpuRequest, RunError> {
     let host_err = |e: String| RunError::Config(ConfigError::Host(e));
     let simulated = match &args.host_cpu {
         Some(p) => {
@@ -286,7 +289,7 @@ fn cpu_request(args: &RunArgs) -> Result<CpuRequest, RunError> {
         .map_err(|e| host_err(e.to_string()))?;
     let spec = match (&args.cpu, &simulated) {
         // A named model: its feature settings are `--global`s on its type.
-        (Some(s), _) if !s.starts_with(crate::cpu::choice::HOST_MODEL) => None,
+        (Some(_), _) if named => None,
         (Some(s), _) => Some(s.as_str()),
         (None, Some(_)) => Some(crate::cpu::choice::HOST_MODEL),
         (None, None) => None,

@@ -14,8 +14,11 @@ use compat_runtime::suggest::{did_you_mean, hint};
 use compat_runtime::{Catalog, FeatureLoc};
 use std::collections::BTreeSet;
 
-/// The only model `--cpu` knows so far.
+/// Everything this host's KVM can give, migratable features only.
 pub const HOST_MODEL: &str = "host";
+/// Everything this host's KVM can give, non-migratable features (`invtsc`)
+/// included: such a guest cannot migrate.
+pub const MAX_MODEL: &str = "max";
 
 /// A guest CPU: its model and the catalogued CPUID features it has (what
 /// travels in the manifest).
@@ -48,7 +51,7 @@ pub fn cleared_bits(catalog: &Catalog, choice: &CpuChoice) -> Vec<crate::vstate:
 /// Why a `--cpu` cannot be honoured.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChoiceError {
-    #[error("unknown CPU model `{0}` (this VMM knows qemu64 and host; see vmm cpu models)")]
+    #[error("unknown CPU model `{0}` (see vmm cpu models)")]
     UnknownModel(String),
     #[error("--cpu: unknown feature `{name}`{}", hint(.suggestion))]
     UnknownFeature {
@@ -75,12 +78,12 @@ pub fn missing_line(catalog: &Catalog, name: &str) -> String {
     format!("host doesn't support requested feature: {at}")
 }
 
-/// The catalogued, migratable features this host offers.
+/// The catalogued features this host offers (non-migratable ones included:
+/// only `max` takes those).
 pub fn host_features(catalog: &Catalog, leaves: &Leaves, msrs: &FeatureMsrs) -> BTreeSet<String> {
     catalog
         .cpu_features
         .iter()
-        .filter(|f| f.migratable)
         .filter(|f| has(f, leaves, msrs))
         .map(|f| f.name.to_string())
         .collect()
@@ -132,17 +135,10 @@ pub struct ModelInfo {
 /// Every CPU model (types with feature properties, at their defaults, and
 /// `host`) against what this host offers.
 pub fn models(catalog: &Catalog, offered: &BTreeSet<String>) -> Vec<ModelInfo> {
-    let is_model = |d: &&compat_runtime::DeviceType| {
-        d.ancestors.contains(&"x86_64-cpu")
-            && catalog
-                .cpu_features
-                .iter()
-                .all(|f| d.props.iter().any(|p| p.name == f.name))
-    };
     let mut out: Vec<ModelInfo> = catalog
         .device_types
         .iter()
-        .filter(is_model)
+        .filter(|d| d.cpu_model)
         .map(|d| {
             let on: Vec<&str> = d
                 .props
@@ -162,45 +158,64 @@ pub fn models(catalog: &Catalog, offered: &BTreeSet<String>) -> Vec<ModelInfo> {
             }
         })
         .collect();
+    let migratable = offered
+        .iter()
+        .filter(|n| by_name(catalog, n).is_some_and(|f| f.migratable));
     out.push(ModelInfo {
         name: HOST_MODEL.into(),
+        features: migratable.count(),
+        unavailable: Vec::new(),
+    });
+    out.push(ModelInfo {
+        name: MAX_MODEL.into(),
         features: offered.len(),
         unavailable: Vec::new(),
     });
     out
 }
 
-/// `--cpu MODEL[,F=on|off][,+F][,-F]` for a named model (`qemu64`): its
-/// feature settings as `--global MODEL-x86_64-cpu.F=on|off` (the model's
-/// properties; enforced like the model's own). `host` gives none (it is a
-/// [`parse`] choice).
+/// The CPU model type `name` means: `qemu64`, `EPYC-v2`, or an unversioned
+/// name (`EPYC`), which is version 1 as in the reference's pc machine types.
+pub fn model_type(
+    catalog: &Catalog,
+    name: &str,
+) -> Result<&'static compat_runtime::DeviceType, ChoiceError> {
+    let is_model = |ty: &str| {
+        catalog
+            .device_types
+            .iter()
+            .find(|d| d.name == ty && d.cpu_model)
+    };
+    is_model(&format!("{name}-x86_64-cpu"))
+        .or_else(|| is_model(&format!("{name}-v1-x86_64-cpu")))
+        .ok_or_else(|| ChoiceError::UnknownModel(name.to_string()))
+}
+
+/// `--cpu MODEL[,F=on|off][,+F][,-F]` for a named model (`qemu64`,
+/// `EPYC-v2`): the model's device type and its feature settings as `--global
+/// TYPE.F=on|off` (the model's properties; enforced like the model's own).
+/// `host` and `max` give none (they are [`parse`] choices).
 pub fn model_settings(
     catalog: &Catalog,
     spec: &str,
-) -> Result<Vec<compat_runtime::Override>, ChoiceError> {
+) -> Result<Option<(&'static str, Vec<compat_runtime::Override>)>, ChoiceError> {
     let mut parts = spec.split(',');
     let model = parts.next().unwrap_or_default();
-    if model == HOST_MODEL {
-        return Ok(Vec::new());
+    if model == HOST_MODEL || model == MAX_MODEL {
+        return Ok(None);
     }
-    let ty = format!("{model}-x86_64-cpu");
-    let known = catalog
-        .device_type(&ty)
-        .is_some_and(|d| d.props.iter().any(|p| p.name == "fpu"));
-    if !known {
-        return Err(ChoiceError::UnknownModel(model.to_string()));
-    }
+    let ty = model_type(catalog, model)?.name;
     let mut out = Vec::new();
     for p in parts.filter(|p| !p.is_empty()) {
         let (name, on) = setting(p)?;
         let f = feature(catalog, name)?;
         out.push(compat_runtime::Override::Global {
-            type_name: ty.clone(),
+            type_name: ty.to_string(),
             property: f.name.to_string(),
             value: if on { "on" } else { "off" }.to_string(),
         });
     }
-    Ok(out)
+    Ok(Some((ty, out)))
 }
 
 /// `+F`, `-F`, `F=on|off`.
@@ -243,15 +258,22 @@ pub fn parse(
 ) -> Result<CpuChoice, ChoiceError> {
     let mut parts = spec.split(',');
     let model = parts.next().unwrap_or_default();
-    if model != HOST_MODEL {
-        return Err(ChoiceError::UnknownModel(model.to_string()));
-    }
-    let mut features = offered.clone();
+    let max = match model {
+        HOST_MODEL => false,
+        MAX_MODEL => true,
+        _ => return Err(ChoiceError::UnknownModel(model.to_string())),
+    };
+    let migratable = |n: &str| by_name(catalog, n).is_some_and(|f| f.migratable);
+    let mut features: BTreeSet<String> = offered
+        .iter()
+        .filter(|n| max || migratable(n))
+        .cloned()
+        .collect();
     let mut wanted = Vec::new();
     for p in parts.filter(|p| !p.is_empty()) {
         let (name, on) = setting(p)?;
         let f = feature(catalog, name)?;
-        if !f.migratable {
+        if !f.migratable && !max {
             return Err(ChoiceError::NotMigratable(f.name.to_string()));
         }
         if on {
@@ -320,7 +342,9 @@ mod tests {
         let q = m.iter().find(|m| m.name == "qemu64").expect("qemu64");
         assert!(q.unavailable.contains(&"sse2".to_string()), "{q:?}");
         assert!(!q.unavailable.contains(&"cx16".to_string()), "{q:?}");
-        assert_eq!(m.last().map(|m| m.name.as_str()), Some("host"));
+        assert_eq!(m.last().map(|m| m.name.as_str()), Some("max"));
+        let epyc = m.iter().find(|m| m.name == "EPYC-v4").expect("EPYC-v4");
+        assert!(epyc.unavailable.contains(&"pni".to_string()), "{epyc:?}");
     }
 
     #[test]

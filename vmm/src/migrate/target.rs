@@ -109,15 +109,17 @@ impl<'a> MachineTarget<'a> {
         let persona = self.persona;
         let local = persona.local_release(&[&KVM_VM_DESC]);
         let overrides = self.settings.overrides.clone();
+        let cpu_model = self.settings.base.cpu_model;
         let resolve = |mt: &str| -> Result<_, String> {
             let machine = catalog.machine_or_err(mt).map_err(|e| e.to_string())?;
             let knobs = persona.knobs(machine).map_err(|e| e.to_string())?;
             let e = persona
                 .effective(mt, &overrides)
                 .map_err(|e| e.to_string())?;
+            let devices = bconfig::with_cpu_model(knobs.devices, cpu_model);
             Ok(mconfig::instantiated(
                 mconfig::from_effective(&e),
-                knobs.devices,
+                &devices,
                 catalog,
             ))
         };
@@ -168,7 +170,16 @@ impl<'a> MachineTarget<'a> {
             (e.map_err(VmError::new)?, Default::default())
         };
         let knobs = persona.knobs(machine).map_err(VmError::new)?;
+        // The guest's CPU (the stream's, checked against this host): a named
+        // model is instantiated as such, `host`/`max` keep the host's facts.
+        let guest = self.guest_cpu(m)?;
+        let guest_model = guest
+            .as_ref()
+            .and_then(|g| choice::model_type(catalog, &g.model).ok())
+            .map(|d| d.name);
         let req = RunRequest {
+            cpu: guest.clone().filter(|_| guest_model.is_none()),
+            cpu_model: guest_model.or(cpu_model),
             machine: machine.name.to_string(),
             cpus: Some(m.vcpus),
             mem_bytes: Some(m.ram_size),
@@ -178,7 +189,7 @@ impl<'a> MachineTarget<'a> {
         let mut cfg = bconfig::from_effective(&effective, &knobs, &req)
             .map_err(|e| VmError::new(format!("configuring the destination: {e}")))?;
         cfg.origins = origins;
-        cfg.cpu_choice = self.guest_cpu(m)?;
+        cfg.cpu_choice = guest;
         if accepted.adopted {
             adopt_disks(&mut cfg, m).map_err(VmError::new)?;
         }

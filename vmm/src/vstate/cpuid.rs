@@ -1,7 +1,8 @@
 //! Per-vCPU CPUID from `KVM_GET_SUPPORTED_CPUID`: APIC ids and a flat
 //! topology (one socket, `count` cores, one thread each).
 
-use kvm_bindings::CpuId;
+use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES};
+use kvm_ioctls::Kvm;
 
 /// Hypervisor-present bit (leaf 1 ECX[31]).
 const ECX_HYPERVISOR: u32 = 1 << 31;
@@ -62,6 +63,125 @@ impl CpuIdentity {
     }
 }
 
+/// The CPUID a guest can have on this host: `KVM_GET_SUPPORTED_CPUID`, less
+/// what a scratch vCPU does not keep after `KVM_SET_CPUID2`. Some KVMs list
+/// bits they then drop (measured here: `arch-capabilities`, leaf 7.0 EDX
+/// bit 29, with the PVM backend), so no guest could ever see them; the VMM
+/// must neither offer them nor count on them.
+pub fn usable(kvm: &Kvm) -> Result<CpuId, kvm_ioctls::Error> {
+    let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)?;
+    let vm = kvm.create_vm()?;
+    let vcpu = vm.create_vcpu(0)?;
+    vcpu.set_cpuid2(&supported)?;
+    let kept = vcpu.get_cpuid2(KVM_MAX_CPUID_ENTRIES)?;
+    let mut out = supported;
+    for e in out.as_mut_slice() {
+        let k = kept
+            .as_slice()
+            .iter()
+            .find(|b| b.function == e.function && b.index == e.index)
+            .map_or([0; 4], |b| [b.eax, b.ebx, b.ecx, b.edx]);
+        // Leaf 0xd EBX (subleaves 0, 1) follows XCR0/XSS: KVM rewrites it.
+        let ebx = if e.function == 0xd && e.index <= 1 {
+            e.ebx
+        } else {
+            e.ebx & k[1]
+        };
+        (e.eax, e.ebx, e.ecx, e.edx) = (e.eax & k[0], ebx, e.ecx & k[2], e.edx & k[3]);
+    }
+    Ok(out)
+}
+
+/// What a CPU model says beyond its features: identity, and (for models
+/// that name them) vendor, highest leaves and brand string. `None` fields
+/// keep the host's.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ModelFacts {
+    pub identity: Option<CpuIdentity>,
+    /// 12 ASCII bytes (`AuthenticAMD`).
+    pub vendor: Option<String>,
+    /// Highest basic leaf (leaf 0 EAX).
+    pub level: Option<u32>,
+    /// Highest extended leaf (leaf 0x80000000 EAX).
+    pub xlevel: Option<u32>,
+    /// Brand string, leaves 0x80000002..=0x80000004 (up to 48 bytes).
+    pub model_id: Option<String>,
+}
+
+/// Leaves that describe the processor rather than the topology.
+const BRAND_LEAVES: std::ops::RangeInclusive<u32> = 0x8000_0002..=0x8000_0004;
+
+/// Presents `m`'s vendor, highest leaves and brand string in `cpuid` (the
+/// host's supported table): leaves above the model's highest are left out,
+/// the highest leaf is the model's or, where this host has fewer, the
+/// host's (it cannot describe leaves it does not have).
+pub fn apply_model(cpuid: &mut CpuId, m: &ModelFacts) {
+    let host_max = |base: u32| {
+        cpuid
+            .as_slice()
+            .iter()
+            .find(|e| e.function == base)
+            .map_or(base, |e| e.eax)
+    };
+    let level = m.level.map(|l| l.min(host_max(0)));
+    let xlevel = m.xlevel.map(|l| l.min(host_max(0x8000_0000)));
+    let keep = |f: u32| match f {
+        0..0x4000_0000 => level.is_none_or(|l| f <= l),
+        0x8000_0000..=0x8fff_ffff => xlevel.is_none_or(|l| f <= l),
+        _ => true,
+    };
+    let entries: Vec<_> = cpuid
+        .as_slice()
+        .iter()
+        .filter(|e| keep(e.function))
+        .copied()
+        .collect();
+    let vendor = m.vendor.as_deref().map(|v| {
+        let mut b = [0u8; 12];
+        for (d, s) in b.iter_mut().zip(v.bytes()) {
+            *d = s;
+        }
+        let w = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        [w(0), w(4), w(8)]
+    });
+    let brand = m.model_id.as_deref().map(|id| {
+        let mut b = [0u8; 48];
+        for (d, s) in b.iter_mut().zip(id.bytes()) {
+            *d = s;
+        }
+        b
+    });
+    let mut out = entries;
+    for e in &mut out {
+        match e.function {
+            0 | 0x8000_0000 => {
+                if let (0, Some(l)) = (e.function, level) {
+                    e.eax = l;
+                }
+                if let (0x8000_0000, Some(l)) = (e.function, xlevel) {
+                    e.eax = l;
+                }
+                if let Some([b, d, c]) = vendor {
+                    (e.ebx, e.edx, e.ecx) = (b, d, c);
+                }
+            }
+            f if BRAND_LEAVES.contains(&f) => {
+                if let Some(b) = &brand {
+                    let at = (f - 0x8000_0002) as usize * 16;
+                    let w = |i: usize| {
+                        u32::from_le_bytes([b[at + i], b[at + i + 1], b[at + i + 2], b[at + i + 3]])
+                    };
+                    (e.eax, e.ebx, e.ecx, e.edx) = (w(0), w(4), w(8), w(12));
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Ok(c) = CpuId::from_entries(&out) {
+        *cpuid = c;
+    }
+}
+
 /// One CPUID bit: leaf, subleaf, register (0 EAX .. 3 EDX), bit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CpuidBit {
@@ -69,6 +189,79 @@ pub struct CpuidBit {
     pub subleaf: u32,
     pub reg: u8,
     pub bit: u8,
+}
+
+impl CpuidBit {
+    /// `CPUID[eax=07h,ecx=00h].EDX.arch-capabilities [bit 29]` (the
+    /// catalogue's name where it has one).
+    pub fn describe(&self) -> String {
+        let loc = compat_runtime::FeatureLoc::Cpuid {
+            leaf: self.leaf,
+            subleaf: self.subleaf,
+            reg: self.reg,
+            bit: self.bit,
+        };
+        let name = devices::generated::CATALOG
+            .cpu_features
+            .iter()
+            .find(|f| f.loc == loc)
+            .map(|f| f.name);
+        loc.describe_as(name)
+    }
+}
+
+/// Bits KVM maintains itself after `KVM_SET_CPUID2` (they follow the
+/// guest's CR4 and XCR0): OSXSAVE (leaf 1 ECX 27), OSPKE (leaf 7.0 ECX 4).
+const DYNAMIC: [CpuidBit; 2] = [
+    CpuidBit {
+        leaf: 1,
+        subleaf: 0,
+        reg: 2,
+        bit: 27,
+    },
+    CpuidBit {
+        leaf: 7,
+        subleaf: 0,
+        reg: 2,
+        bit: 4,
+    },
+];
+
+/// Every bit set in `sent` that `back` (`KVM_GET_CPUID2` after
+/// `KVM_SET_CPUID2`) lacks, but those KVM maintains itself ([`DYNAMIC`],
+/// and leaf 0xd EBX of subleaves 0 and 1: the XSAVE area size for the
+/// current XCR0/XSS).
+pub fn dropped(sent: &CpuId, back: &CpuId) -> Vec<CpuidBit> {
+    let mut out = Vec::new();
+    for e in sent.as_slice() {
+        let got = back
+            .as_slice()
+            .iter()
+            .find(|b| b.function == e.function && b.index == e.index);
+        let have = got.map_or([0; 4], |b| [b.eax, b.ebx, b.ecx, b.edx]);
+        for (reg, (want, have)) in [e.eax, e.ebx, e.ecx, e.edx]
+            .into_iter()
+            .zip(have)
+            .enumerate()
+        {
+            if e.function == 0xd && e.index <= 1 && reg == 1 {
+                continue;
+            }
+            let missing = want & !have;
+            for bit in (0..32u8).filter(|b| missing & (1 << b) != 0) {
+                let b = CpuidBit {
+                    leaf: e.function,
+                    subleaf: e.index,
+                    reg: reg as u8,
+                    bit,
+                };
+                if !DYNAMIC.contains(&b) {
+                    out.push(b);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Clears `bits` in `cpuid` (the features a chosen CPU does not have).
@@ -253,5 +446,95 @@ mod tests {
         let c = for_vcpu(&base, 0, 1, Some(old));
         assert_eq!(c.as_slice()[0].eax, 0x663);
         assert_eq!(c.as_slice()[1].eax, 0x663);
+    }
+
+    #[test]
+    fn bits_kvm_drops_are_found_but_not_those_it_maintains() {
+        let e = |function, index, ecx, edx| kvm_cpuid_entry2 {
+            function,
+            index,
+            ecx,
+            edx,
+            ..Default::default()
+        };
+        let sent =
+            CpuId::from_entries(&[e(1, 0, 1 << 27 | 1 << 21, 0), e(7, 0, 0, 1 << 29)]).unwrap();
+        let back = CpuId::from_entries(&[e(1, 0, 1 << 21, 0), e(7, 0, 0, 0)]).unwrap();
+        let d = dropped(&sent, &back);
+        assert_eq!(
+            d,
+            [CpuidBit {
+                leaf: 7,
+                subleaf: 0,
+                reg: 3,
+                bit: 29
+            }]
+        );
+        assert!(dropped(&sent, &sent).is_empty());
+    }
+
+    #[test]
+    fn a_model_names_vendor_levels_and_brand() {
+        let leaf = |function, eax| kvm_cpuid_entry2 {
+            function,
+            eax,
+            ..Default::default()
+        };
+        let entries = [
+            leaf(0, 0x10),
+            leaf(0xd, 0),
+            leaf(0x10, 0),
+            leaf(0x4000_0000, 0x4000_0001),
+            leaf(0x8000_0000, 0x8000_0021),
+            leaf(0x8000_0002, 0),
+            leaf(0x8000_0003, 0),
+            leaf(0x8000_0004, 0),
+            leaf(0x8000_0021, 0),
+        ];
+        let mut c = CpuId::from_entries(&entries).unwrap();
+        apply_model(
+            &mut c,
+            &ModelFacts {
+                identity: None,
+                vendor: Some("AuthenticAMD".into()),
+                level: Some(0xd),
+                xlevel: Some(0x8000_001e),
+                model_id: Some("AMD EPYC Processor".into()),
+            },
+        );
+        let fns: Vec<u32> = c.as_slice().iter().map(|e| e.function).collect();
+        assert_eq!(
+            fns,
+            [
+                0,
+                0xd,
+                0x4000_0000,
+                0x8000_0000,
+                0x8000_0002,
+                0x8000_0003,
+                0x8000_0004
+            ]
+        );
+        let e = c.as_slice();
+        assert_eq!((e[0].eax, e[3].eax), (0xd, 0x8000_001e));
+        let vendor: Vec<u8> = [e[0].ebx, e[0].edx, e[0].ecx]
+            .iter()
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        assert_eq!(vendor, b"AuthenticAMD");
+        let brand: Vec<u8> = e[4..7]
+            .iter()
+            .flat_map(|e| [e.eax, e.ebx, e.ecx, e.edx])
+            .flat_map(|w| w.to_le_bytes())
+            .collect();
+        assert!(brand.starts_with(b"AMD EPYC Processor\0"));
+        // A model above what this host has keeps the host's highest leaf.
+        let mut c = CpuId::from_entries(&entries).unwrap();
+        let more = ModelFacts {
+            level: Some(0x20),
+            ..Default::default()
+        };
+        apply_model(&mut c, &more);
+        assert_eq!(c.as_slice()[0].eax, 0x10);
     }
 }

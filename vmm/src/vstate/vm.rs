@@ -4,15 +4,15 @@ use std::sync::{Arc, OnceLock};
 
 use kvm_bindings::{
     CpuId, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE,
-    KVM_MAX_CPUID_ENTRIES, KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY, Msrs, kvm_clock_data,
-    kvm_irqchip, kvm_msr_entry, kvm_pit_config, kvm_pit_state2, kvm_userspace_memory_region,
+    KVM_MEM_LOG_DIRTY_PAGES, KVM_PIT_SPEAKER_DUMMY, Msrs, kvm_clock_data, kvm_irqchip,
+    kvm_msr_entry, kvm_pit_config, kvm_pit_state2, kvm_userspace_memory_region,
 };
 use kvm_ioctls::{Kvm, VmFd};
 use migration::guest_ram::{self, RamLayout};
 use vm_memory::Address;
 use vmm_sys_util::eventfd::EventFd;
 
-use super::cpuid::{CpuIdentity, CpuidBit};
+use super::cpuid::{CpuIdentity, CpuidBit, ModelFacts};
 use super::memory::{self, GuestMemoryMmap};
 use super::vcpu::{Vcpu, VcpuError};
 
@@ -115,9 +115,7 @@ impl Vm {
             ..Default::default()
         };
         fd.create_pit2(pit).map_err(kvm_err("KVM_CREATE_PIT2"))?;
-        let cpuid = kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
+        let cpuid = super::cpuid::usable(&kvm).map_err(kvm_err("KVM_GET_SUPPORTED_CPUID"))?;
         let msr_candidates = kvm
             .get_msr_index_list()
             .map_err(kvm_err("KVM_GET_MSR_INDEX_LIST"))?
@@ -238,10 +236,12 @@ impl Vm {
             .map_err(kvm_err("KVM_IRQFD"))
     }
 
-    /// Presents `identity` (the CPU model's family, model, stepping) in every
-    /// vCPU created from now on.
-    pub fn set_cpu_identity(&mut self, identity: Option<CpuIdentity>) {
-        self.identity = identity;
+    /// Presents the CPU model's facts (family, model, stepping; vendor,
+    /// highest leaves, brand string where it names them) in every vCPU
+    /// created from now on.
+    pub fn set_cpu_model(&mut self, facts: &ModelFacts) {
+        self.identity = facts.identity;
+        super::cpuid::apply_model(&mut self.cpuid, facts);
     }
 
     /// Gives every vCPU created from now on these feature MSR values.

@@ -37,6 +37,14 @@ pub enum VcpuError {
         /// The errno.
         source: kvm_ioctls::Error,
     },
+    /// KVM did not keep CPUID bits it was given.
+    #[error("vCPU {index}: KVM dropped CPUID bits it was given with KVM_SET_CPUID2: {bits}")]
+    CpuidDropped {
+        /// vCPU index.
+        index: u8,
+        /// Each bit, named where the feature catalogue knows it.
+        bits: String,
+    },
     /// Building an MSR list failed.
     #[error("vCPU {0}: cannot build the MSR list")]
     MsrList(u8),
@@ -111,7 +119,26 @@ impl Vcpu {
         identity: Option<super::cpuid::CpuIdentity>,
     ) -> Result<(), VcpuError> {
         let c = super::cpuid::for_vcpu(supported, self.index, count, identity);
-        self.fd.set_cpuid2(&c).map_err(self.err("KVM_SET_CPUID2"))
+        self.fd.set_cpuid2(&c).map_err(self.err("KVM_SET_CPUID2"))?;
+        // Read back: a bit KVM did not keep would be a CPU the guest does
+        // not see as configured (and another one after a migration).
+        let back = self
+            .fd
+            .get_cpuid2(kvm_bindings::KVM_MAX_CPUID_ENTRIES)
+            .map_err(self.err("KVM_GET_CPUID2"))?;
+        let lost = super::cpuid::dropped(&c, &back);
+        if lost.is_empty() {
+            Ok(())
+        } else {
+            Err(VcpuError::CpuidDropped {
+                index: self.index,
+                bits: lost
+                    .iter()
+                    .map(|b| b.describe())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
+        }
     }
 
     /// One-line register summary for crash reports.
