@@ -3,6 +3,7 @@
 mod common;
 mod control;
 mod cpu;
+mod cpu_models;
 mod instances;
 mod introspect;
 mod matrix_cells;

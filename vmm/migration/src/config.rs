@@ -138,6 +138,7 @@ pub fn manifest(
         devices,
         cpu: None,
         tsc_khz: None,
+        cpuid: Vec::new(),
     }
 }
 

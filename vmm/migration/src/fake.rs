@@ -210,6 +210,7 @@ impl MigrationSource for FakeSource {
             devices: Vec::new(),
             cpu: None,
             tsc_khz: None,
+            cpuid: Vec::new(),
             source_release: "test".into(),
             machine_type: self.machine_type.clone(),
             ram_size: self.spec.pages * PAGE_SIZE as u64,

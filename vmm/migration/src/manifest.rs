@@ -102,6 +102,21 @@ pub struct Manifest {
     /// destination runs the guest's TSC at it, or refuses.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tsc_khz: Option<u32>,
+    /// The effective CPUID table of vCPU 0 as given to KVM (at most
+    /// [`MAX_CPUID_LEAVES`]): a destination presents the same or refuses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cpuid: Vec<CpuidLeaf>,
+}
+
+/// The most CPUID entries a manifest may list (KVM's own limit is 80).
+pub const MAX_CPUID_LEAVES: usize = 256;
+
+/// One CPUID entry: leaf, subleaf, EAX, EBX, ECX, EDX.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CpuidLeaf {
+    pub leaf: u32,
+    pub subleaf: u32,
+    pub regs: [u32; 4],
 }
 
 impl Manifest {

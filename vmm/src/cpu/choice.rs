@@ -24,26 +24,37 @@ pub const MAX_MODEL: &str = "max";
 /// travels in the manifest).
 pub type CpuChoice = migration::manifest::GuestCpu;
 
-/// The CPUID bits a guest with `choice` must not see: every catalogued
-/// CPUID feature it does not have.
+/// The CPUID bits a guest with `choice` must not see: in every register
+/// that holds a catalogued feature, every bit but those of its features (an
+/// uncatalogued bit of the host's would show through otherwise, and differ
+/// on the next host). The VMM sets its own bits afterwards (hypervisor,
+/// HTT); KVM maintains OSXSAVE/OSPKE.
 pub fn cleared_bits(catalog: &Catalog, choice: &CpuChoice) -> Vec<crate::vstate::cpuid::CpuidBit> {
-    catalog
-        .cpu_features
-        .iter()
-        .filter(|f| !choice.features.contains(f.name))
-        .filter_map(|f| match f.loc {
-            FeatureLoc::Cpuid {
-                leaf,
-                subleaf,
-                reg,
-                bit,
-            } => Some(crate::vstate::cpuid::CpuidBit {
-                leaf,
-                subleaf,
-                reg,
-                bit,
-            }),
-            FeatureLoc::Msr { .. } => None,
+    let mut keep: std::collections::BTreeMap<(u32, u32, u8), u32> = Default::default();
+    for f in catalog.cpu_features {
+        if let FeatureLoc::Cpuid {
+            leaf,
+            subleaf,
+            reg,
+            bit,
+        } = f.loc
+        {
+            let k = keep.entry((leaf, subleaf, reg)).or_default();
+            if choice.features.contains(f.name) {
+                *k |= 1 << bit;
+            }
+        }
+    }
+    keep.into_iter()
+        .flat_map(|((leaf, subleaf, reg), mask)| {
+            (0..32u8)
+                .filter(move |b| mask & (1 << b) == 0)
+                .map(move |bit| crate::vstate::cpuid::CpuidBit {
+                    leaf,
+                    subleaf,
+                    reg,
+                    bit,
+                })
         })
         .collect()
 }
@@ -295,6 +306,27 @@ pub fn parse(
         model: model.to_string(),
         features,
     })
+}
+
+/// Why a guest with `choice` cannot migrate: a non-migratable feature
+/// (`--cpu max` takes `invtsc`), as the reference blocks it.
+pub fn migration_blocker(catalog: &Catalog, choice: &CpuChoice) -> Result<(), String> {
+    let fixed: Vec<&str> = catalog
+        .cpu_features
+        .iter()
+        .filter(|f| !f.migratable && choice.features.contains(f.name))
+        .map(|f| f.name)
+        .collect();
+    if fixed.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "migration blocked: the guest's CPU ({}) has {}, which cannot migrate (it depends on this host); start the guest with --cpu host or --cpu {},-{}",
+        choice.model,
+        fixed.join(", "),
+        choice.model,
+        fixed.join(",-")
+    ))
 }
 
 /// What `choice` needs that `offered` lacks, as the reference's lines.

@@ -151,12 +151,7 @@ mod tests {
         }
         let h = read(&CATALOG).expect("host");
         assert!(!h.vendor.is_empty() && h.family > 0, "{h:?}");
-        for f in [
-            "x2apic",
-            "cx16",
-            "tsc-deadline",
-            "clflushopt",
-        ] {
+        for f in ["x2apic", "cx16", "tsc-deadline", "clflushopt"] {
             assert!(
                 h.features.iter().any(|x| x == f),
                 "{f} missing: {:?}",
@@ -167,7 +162,8 @@ mod tests {
         // offered CPUID bit keeps them all (the read-back finds no loss).
         let mem = std::sync::Arc::new(crate::vstate::memory::create(16 << 20).expect("memory"));
         let vm = crate::vstate::vm::Vm::new(mem).expect("vm");
-        vm.create_vcpu(0, 1).expect("every offered bit survives KVM_SET_CPUID2");
+        vm.create_vcpu(0, 1)
+            .expect("every offered bit survives KVM_SET_CPUID2");
         // A feature this backend does not offer (measured: no SSE3 here) is absent
         // unless the host really gives it.
         let back: HostCpu = serde_json::from_str(&serde_json::to_string(&h).unwrap()).unwrap();

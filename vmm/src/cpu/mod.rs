@@ -6,6 +6,7 @@
 //! - [`baseline`]: the CPU several hosts can all present (`vmm cpu baseline`);
 //! - [`choice`]: `--cpu host,...`, the guest's features chosen from the
 //!   host's, and the refusal (`enforce`) of what a host cannot give;
+//! - [`table`]: the guest's effective CPUID table against a destination's;
 //! - [`host`]: this host's KVM (`KVM_GET_SUPPORTED_CPUID`, the feature MSRs)
 //!   as a [`host::HostCpu`], the `vmm cpu host` answer.
 
@@ -13,3 +14,4 @@ pub mod baseline;
 pub mod choice;
 pub mod features;
 pub mod host;
+pub mod table;

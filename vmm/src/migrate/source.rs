@@ -38,8 +38,12 @@ impl MigrationSource for MachineSource<'_> {
             section_infos(self.m.devices())?,
             self.m.instances(),
         );
+        if let Some(c) = &cfg.cpu_choice {
+            crate::cpu::choice::migration_blocker(bconfig::catalog(), c).map_err(VmError::new)?;
+        }
         manifest.cpu = cfg.cpu_choice.clone();
         manifest.tsc_khz = self.m.tsc_khz();
+        manifest.cpuid = self.m.vm().cpuid_table().to_vec();
         manifest.config =
             mconfig::instantiated(manifest.config, &cfg.device_types, bconfig::catalog());
         // `--as-release R`: R as the source release, R's section versions.

@@ -18,6 +18,7 @@ use migration::PAGE_SIZE;
 use migration::compat_check::{self, IncomingConfig};
 use migration::config as mconfig;
 use migration::instances;
+use migration::manifest::MAX_CPUID_LEAVES;
 use migration::manifest::{DeviceInstance, Manifest};
 use migration::stream::{Section, VcpuRecord};
 use migration::vm::{MigrationTarget, VmError};
@@ -336,6 +337,21 @@ impl MigrationTarget for MachineTarget<'_> {
                     "incompatible migration stream: the guest's TSC runs at {theirs} kHz, this host's at {ours} kHz, and it cannot be scaled here ({e})"
                 ))
             })?;
+        }
+        // The guest's CPUID table, bit for bit where it says what the
+        // processor is and what it has (an older source sends none).
+        if m.cpuid.len() > MAX_CPUID_LEAVES {
+            return Err(VmError::new(format!(
+                "incompatible migration stream: {} CPUID entries (at most {MAX_CPUID_LEAVES})",
+                m.cpuid.len()
+            )));
+        }
+        if !m.cpuid.is_empty() {
+            let notes = crate::cpu::table::compare(bconfig::catalog(), &m.cpuid, machine.vm().cpuid_table())
+                .map_err(|e| VmError::new(format!("incompatible migration stream: this host would present another CPU to the guest: {e}")))?;
+            for n in notes {
+                tracing::warn!("the guest's CPUID differs here in a host detail: {n}");
+            }
         }
         let ram = machine.vm().ram_pages() * PAGE_SIZE as u64;
         if ram != m.ram_size {

@@ -9,6 +9,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::{Kvm, VmFd};
 use migration::guest_ram::{self, RamLayout};
+use migration::manifest::CpuidLeaf;
 use vm_memory::Address;
 use vmm_sys_util::eventfd::EventFd;
 
@@ -98,6 +99,8 @@ pub struct Vm {
     identity: Option<CpuIdentity>,
     /// Feature MSR values every vCPU starts with (a chosen CPU's).
     feature_msrs: Vec<(u32, u64)>,
+    /// The CPUID table vCPU 0 was given (what a migration compares).
+    cpuid0: OnceLock<Vec<CpuidLeaf>>,
 }
 
 impl Vm {
@@ -142,6 +145,7 @@ impl Vm {
             msr_index: OnceLock::new(),
             identity: None,
             feature_msrs: Vec::new(),
+            cpuid0: OnceLock::new(),
         };
         for s in &vm.slots {
             vm.set_slot(s, false)?;
@@ -263,9 +267,22 @@ impl Vm {
             .map_err(kvm_err("KVM_CREATE_VCPU"))?;
         let msrs = self.savable_msrs(&fd)?;
         let vcpu = Vcpu::new(fd, index, msrs);
-        vcpu.configure_cpuid(&self.cpuid, count, self.identity)?;
+        let table = vcpu.configure_cpuid(&self.cpuid, count, self.identity)?;
+        if index == 0 {
+            let leaves = table.as_slice().iter().map(|e| CpuidLeaf {
+                leaf: e.function,
+                subleaf: e.index,
+                regs: [e.eax, e.ebx, e.ecx, e.edx],
+            });
+            let _ = self.cpuid0.set(leaves.collect());
+        }
         vcpu.set_msr_values(&self.feature_msrs)?;
         Ok(vcpu)
+    }
+
+    /// The CPUID table vCPU 0 was given (empty before it exists).
+    pub fn cpuid_table(&self) -> &[CpuidLeaf] {
+        self.cpuid0.get().map_or(&[], Vec::as_slice)
     }
 
     /// Turns KVM dirty-page logging on or off for memory slot `slot`.

@@ -20,6 +20,7 @@ fn manifest() -> Manifest {
         devices: Vec::new(),
         cpu: None,
         tsc_khz: None,
+        cpuid: Vec::new(),
         source_release: "8.0".into(),
         machine_type: "pc-7.2".into(),
         ram_size: 1 << 20,

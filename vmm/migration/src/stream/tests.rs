@@ -17,6 +17,7 @@ fn manifest(pages: u64, vcpus: u32, sections: &[(&str, u32)]) -> Manifest {
         devices: Vec::new(),
         cpu: None,
         tsc_khz: None,
+        cpuid: Vec::new(),
         source_release: "test".into(),
         machine_type: "pc-5.1".into(),
         ram_size: pages * PAGE_SIZE as u64,

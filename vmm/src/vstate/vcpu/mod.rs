@@ -111,13 +111,14 @@ impl Vcpu {
         &self.fd
     }
 
-    /// Sets the CPUID for this vCPU from the supported list (APIC id, topology).
+    /// Sets the CPUID for this vCPU from the supported list (APIC id,
+    /// topology) and returns the table it set.
     pub fn configure_cpuid(
         &self,
         supported: &CpuId,
         count: u8,
         identity: Option<super::cpuid::CpuIdentity>,
-    ) -> Result<(), VcpuError> {
+    ) -> Result<CpuId, VcpuError> {
         let c = super::cpuid::for_vcpu(supported, self.index, count, identity);
         self.fd.set_cpuid2(&c).map_err(self.err("KVM_SET_CPUID2"))?;
         // Read back: a bit KVM did not keep would be a CPU the guest does
@@ -128,7 +129,7 @@ impl Vcpu {
             .map_err(self.err("KVM_GET_CPUID2"))?;
         let lost = super::cpuid::dropped(&c, &back);
         if lost.is_empty() {
-            Ok(())
+            Ok(c)
         } else {
             Err(VcpuError::CpuidDropped {
                 index: self.index,
