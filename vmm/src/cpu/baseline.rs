@@ -19,6 +19,9 @@ pub struct Baseline {
     pub features: BTreeSet<String>,
     /// Per host (as named on the command line): its `--cpu` option.
     pub hosts: Vec<HostOption>,
+    /// The named models every host runs (their features within the
+    /// baseline, their vendor the hosts'), in catalogue order.
+    pub models: Vec<String>,
 }
 
 /// One host's start option.
@@ -71,10 +74,27 @@ pub fn baseline(catalog: &Catalog, hosts: &[(String, HostCpu)]) -> Result<Baseli
             }
         })
         .collect();
+    let vendor_ok = |d: &compat_runtime::DeviceType| {
+        d.props.iter().find(|p| p.name == "vendor").is_none_or(
+            |p| matches!(&p.default, compat_runtime::Value::Str(v) if *v == first.vendor),
+        )
+    };
+    let models = catalog
+        .device_types
+        .iter()
+        .filter(|d| d.cpu_model && vendor_ok(d))
+        .filter(|d| {
+            super::choice::model_features(catalog, d)
+                .iter()
+                .all(|f| common.contains(*f))
+        })
+        .filter_map(|d| d.model_name().map(str::to_string))
+        .collect();
     Ok(Baseline {
         vendor: first.vendor.clone(),
         features: common,
         hosts: options,
+        models,
     })
 }
 
@@ -89,7 +109,19 @@ pub fn text(b: &Baseline) -> String {
     for h in &b.hosts {
         out.push_str(&format!("{}: vmm run {}\n", h.host, h.cpu));
     }
-    out.push_str("named models all of them run: none catalogued yet (use --cpu host as above)\n");
+    // The newest: the last model version (catalogue order: v1, v2, ...),
+    // else a legacy unversioned model.
+    let versioned = b.models.iter().filter(|m| {
+        m.rsplit_once("-v")
+            .is_some_and(|(_, v)| v.parse::<u32>().is_ok())
+    });
+    match versioned.last().or(b.models.last()) {
+        Some(newest) => out.push_str(&format!(
+            "named models all of them run: {} (newest: vmm run --cpu {newest} on every host)\n",
+            b.models.join(", ")
+        )),
+        None => out.push_str("named models all of them run: none (use --cpu host as above)\n"),
+    }
     out
 }
 
@@ -118,6 +150,25 @@ mod tests {
             ]
         );
         assert!(b.features.contains("mds-no") && !b.features.contains("taa-no"));
+        // Intel hosts: qemu64 (no vendor of its own) runs, the EPYC models
+        // (AuthenticAMD) do not.
+        assert_eq!(b.models, ["qemu64"]);
+        let mut amd = seed_hosts();
+        for (_, h) in &mut amd {
+            h.vendor = "AuthenticAMD".into();
+            h.features = CATALOG.cpu_features.iter().map(|f| f.name.into()).collect();
+        }
+        let b = baseline(&CATALOG, &amd).unwrap();
+        assert!(
+            b.models.iter().any(|m| m.starts_with("EPYC-v")),
+            "{:?}",
+            b.models
+        );
+        assert!(
+            text(&b).contains("(newest: vmm run --cpu EPYC-v"),
+            "{}",
+            text(&b)
+        );
     }
 
     #[test]

@@ -143,6 +143,16 @@ pub struct ModelInfo {
     pub unavailable: Vec<String>,
 }
 
+/// The catalogued features CPU model type `d` has at its defaults.
+pub fn model_features(catalog: &Catalog, d: &compat_runtime::DeviceType) -> Vec<&'static str> {
+    d.props
+        .iter()
+        .filter(|p| catalog.cpu_features.iter().any(|f| f.name == p.name))
+        .filter(|p| p.default == compat_runtime::Value::Bool(true))
+        .map(|p| p.name)
+        .collect()
+}
+
 /// Every CPU model (types with feature properties, at their defaults, and
 /// `host`) against what this host offers.
 pub fn models(catalog: &Catalog, offered: &BTreeSet<String>) -> Vec<ModelInfo> {
@@ -151,13 +161,7 @@ pub fn models(catalog: &Catalog, offered: &BTreeSet<String>) -> Vec<ModelInfo> {
         .iter()
         .filter(|d| d.cpu_model)
         .map(|d| {
-            let on: Vec<&str> = d
-                .props
-                .iter()
-                .filter(|p| catalog.cpu_features.iter().any(|f| f.name == p.name))
-                .filter(|p| p.default == compat_runtime::Value::Bool(true))
-                .map(|p| p.name)
-                .collect();
+            let on = model_features(catalog, d);
             ModelInfo {
                 name: d.name.trim_end_matches("-x86_64-cpu").to_string(),
                 features: on.len(),
