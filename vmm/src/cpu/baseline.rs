@@ -111,11 +111,11 @@ pub fn text(b: &Baseline) -> String {
     }
     // The newest: the last model version (catalogue order: v1, v2, ...),
     // else a legacy unversioned model.
-    let versioned = b.models.iter().filter(|m| {
+    let mut versioned = b.models.iter().filter(|m| {
         m.rsplit_once("-v")
             .is_some_and(|(_, v)| v.parse::<u32>().is_ok())
     });
-    match versioned.last().or(b.models.last()) {
+    match versioned.next_back().or(b.models.last()) {
         Some(newest) => out.push_str(&format!(
             "named models all of them run: {} (newest: vmm run --cpu {newest} on every host)\n",
             b.models.join(", ")
