@@ -5,7 +5,7 @@
 
 use super::compat_check::{LocalRelease, SectionSupport};
 use super::manifest::{DeviceInstance, GuestConfig, Manifest, PropValue, SectionInfo};
-use super::stream::format::FORMAT_VERSION;
+use super::stream::format::DEFAULT_FORMAT_VERSION;
 use compat_runtime::table::{Catalog, Provenance};
 use compat_runtime::value::Value;
 use compat_runtime::vmstate::VmStateDesc;
@@ -128,7 +128,7 @@ pub fn manifest(
     devices: Vec<DeviceInstance>,
 ) -> Manifest {
     Manifest {
-        format_version: FORMAT_VERSION,
+        format_version: DEFAULT_FORMAT_VERSION,
         source_release: source_release.to_string(),
         machine_type: cfg.machine.clone(),
         ram_size,
@@ -139,6 +139,9 @@ pub fn manifest(
         cpu: None,
         tsc_khz: None,
         cpuid: Vec::new(),
+        channels: 0,
+        compression: None,
+        session: 0,
     }
 }
 
@@ -309,7 +312,7 @@ mod tests {
         assert_eq!(m.config, from_effective(&b));
         assert_eq!(
             (m.ram_size, m.vcpus, m.format_version),
-            (1 << 30, 2, FORMAT_VERSION)
+            (1 << 30, 2, DEFAULT_FORMAT_VERSION)
         );
     }
 

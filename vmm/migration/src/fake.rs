@@ -6,7 +6,7 @@ use super::bitmap::DirtyBitmap;
 use super::compat_check::{self, IncomingConfig, LocalRelease, SectionSupport};
 use super::manifest::{GuestConfig, Manifest, PropValue, SectionInfo};
 use super::stream::{Section, VcpuRecord};
-use super::vm::{MigrationSource, MigrationTarget, VmError};
+use super::vm::{MigrationSource, MigrationTarget, RamAccess, VmError};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -23,6 +23,69 @@ struct Shared {
     gate: Mutex<Gate>,
     cv: Condvar,
     rounds: AtomicU64,
+}
+
+impl Shared {
+    fn read(&self, first_page: u64, buf: &mut [u8]) -> Result<(), VmError> {
+        let start = first_page as usize * PAGE_SIZE;
+        let src = self
+            .ram
+            .get(start..start + buf.len())
+            .ok_or_else(|| VmError::new("read past RAM"))?;
+        for (d, s) in buf.iter_mut().zip(src) {
+            *d = s.load(Ordering::Relaxed);
+        }
+        Ok(())
+    }
+}
+
+/// The source's RAM as its channel threads read it.
+impl RamAccess for Shared {
+    fn read_pages(&self, first_page: u64, buf: &mut [u8]) -> Result<(), VmError> {
+        self.read(first_page, buf)
+    }
+
+    fn write_pages(&self, _: u64, _: &[u8]) -> Result<(), VmError> {
+        Err(VmError::new("the source's RAM is read-only here"))
+    }
+
+    fn write_zero_pages(&self, _: u64, _: u64) -> Result<(), VmError> {
+        Err(VmError::new("the source's RAM is read-only here"))
+    }
+}
+
+/// The destination's RAM while channel threads write it.
+#[derive(Default)]
+pub struct ChannelRam(Mutex<Vec<u8>>);
+
+impl RamAccess for ChannelRam {
+    fn read_pages(&self, first_page: u64, buf: &mut [u8]) -> Result<(), VmError> {
+        let ram = self.0.lock().map_err(|_| VmError::new("poisoned"))?;
+        let at = first_page as usize * PAGE_SIZE;
+        let src = ram
+            .get(at..at + buf.len())
+            .ok_or_else(|| VmError::new("read past RAM"))?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn write_pages(&self, first_page: u64, data: &[u8]) -> Result<(), VmError> {
+        let mut ram = self.0.lock().map_err(|_| VmError::new("poisoned"))?;
+        let at = first_page as usize * PAGE_SIZE;
+        ram.get_mut(at..at + data.len())
+            .ok_or_else(|| VmError::new("write past RAM"))?
+            .copy_from_slice(data);
+        Ok(())
+    }
+
+    fn write_zero_pages(&self, first_page: u64, count: u64) -> Result<(), VmError> {
+        let mut ram = self.0.lock().map_err(|_| VmError::new("poisoned"))?;
+        let at = first_page as usize * PAGE_SIZE;
+        ram.get_mut(at..at + count as usize * PAGE_SIZE)
+            .ok_or_else(|| VmError::new("write past RAM"))?
+            .fill(0);
+        Ok(())
+    }
 }
 
 struct Gate {
@@ -211,6 +274,9 @@ impl MigrationSource for FakeSource {
             cpu: None,
             tsc_khz: None,
             cpuid: Vec::new(),
+            channels: 0,
+            compression: None,
+            session: 0,
             source_release: "test".into(),
             machine_type: self.machine_type.clone(),
             ram_size: self.spec.pages * PAGE_SIZE as u64,
@@ -230,16 +296,11 @@ impl MigrationSource for FakeSource {
     }
 
     fn read_pages(&mut self, first_page: u64, buf: &mut [u8]) -> Result<(), VmError> {
-        let start = first_page as usize * PAGE_SIZE;
-        let src = self
-            .s
-            .ram
-            .get(start..start + buf.len())
-            .ok_or_else(|| VmError::new("read past RAM"))?;
-        for (d, s) in buf.iter_mut().zip(src) {
-            *d = s.load(Ordering::Relaxed);
-        }
-        Ok(())
+        self.s.read(first_page, buf)
+    }
+
+    fn ram(&self) -> Option<Arc<dyn RamAccess>> {
+        Some(self.s.clone())
     }
 
     fn start_dirty_tracking(&mut self) -> Result<(), VmError> {
@@ -334,6 +395,9 @@ pub struct FakeTarget {
     pub vcpus: Vec<VcpuRecord>,
     pub started: bool,
     pub manifest: Option<Manifest>,
+    /// RAM the channel threads write (a stream with data channels); moved
+    /// into `ram` when the guest starts.
+    pub channel_ram: Option<Arc<ChannelRam>>,
 }
 
 impl FakeTarget {
@@ -374,8 +438,16 @@ impl MigrationTarget for FakeTarget {
         };
         compat_check::check(m, &Self::local(), &how).map_err(VmError::new)?;
         self.ram = vec![0xAA; m.ram_size as usize];
+        if m.channels > 0 {
+            let ram = ChannelRam(Mutex::new(std::mem::take(&mut self.ram)));
+            self.channel_ram = Some(Arc::new(ram));
+        }
         self.manifest = Some(m.clone());
         Ok(())
+    }
+
+    fn ram(&self) -> Option<Arc<dyn RamAccess>> {
+        self.channel_ram.clone().map(|r| r as Arc<dyn RamAccess>)
     }
 
     fn write_pages(&mut self, first_page: u64, data: &[u8]) -> Result<(), VmError> {
@@ -410,6 +482,9 @@ impl MigrationTarget for FakeTarget {
     }
 
     fn start(&mut self) -> Result<(), VmError> {
+        if let Some(r) = self.channel_ram.take() {
+            self.ram = std::mem::take(&mut *r.0.lock().map_err(|_| VmError::new("poisoned"))?);
+        }
         self.started = true;
         Ok(())
     }

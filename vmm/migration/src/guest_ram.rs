@@ -22,6 +22,35 @@ struct Region {
     first_page: u64,
 }
 
+/// Guest RAM and its layout, shared with the channel threads of a
+/// multi-channel migration.
+pub struct SharedRam {
+    mem: std::sync::Arc<GuestMemoryMmap>,
+    layout: RamLayout,
+}
+
+impl SharedRam {
+    /// `mem` addressed by page index.
+    pub fn new(mem: std::sync::Arc<GuestMemoryMmap>) -> Self {
+        let layout = RamLayout::of(&mem);
+        Self { mem, layout }
+    }
+}
+
+impl super::vm::RamAccess for SharedRam {
+    fn read_pages(&self, first_page: u64, buf: &mut [u8]) -> Result<(), VmError> {
+        read_pages(&self.mem, &self.layout, first_page, buf)
+    }
+
+    fn write_pages(&self, first_page: u64, data: &[u8]) -> Result<(), VmError> {
+        write_pages(&self.mem, &self.layout, first_page, data)
+    }
+
+    fn write_zero_pages(&self, first_page: u64, count: u64) -> Result<(), VmError> {
+        write_zero_pages(&self.mem, &self.layout, first_page, count)
+    }
+}
+
 /// Where each page index lives in guest-physical memory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RamLayout {

@@ -1,6 +1,7 @@
 //! The destination's driver: validate the manifest, load, start, answer.
 
 use super::PAGE_SIZE;
+use super::channel::Receivers;
 use super::manifest::Manifest;
 use super::status::Status;
 use super::stream::{DecodeError, Decoder, Limits, Record};
@@ -36,6 +37,8 @@ pub enum IncomingError {
     Load(VmError),
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error("{0}")]
+    Channel(String),
     #[error("waiting for the source: {0}")]
     Accept(io::Error),
     #[error(
@@ -61,16 +64,31 @@ pub fn receive_on<T: MigrationTarget + ?Sized>(
     let conn = l.accept().map_err(IncomingError::Accept)?;
     let mut back = conn.back;
     let back = back.as_mut().map(|b| b as &mut dyn Write);
-    receive(conn.reader, back, target, Limits::default())
+    let accept = || l.accept_channel(transport::CHANNEL_ACCEPT_TIMEOUT);
+    receive_with(conn.reader, back, target, Limits::default(), Some(&accept))
 }
+
+/// Accepts one data channel's connection.
+pub type ChannelAcceptor<'a> = &'a dyn Fn() -> io::Result<Box<dyn Read + Send>>;
 
 /// Reads a whole stream into `target`; on a return channel, answers the
 /// manifest (accepted/refused) and the outcome (running/failed).
 pub fn receive<T: MigrationTarget + ?Sized>(
     reader: impl Read,
+    back: Option<&mut dyn Write>,
+    target: &mut T,
+    limits: Limits,
+) -> Result<IncomingSummary, IncomingError> {
+    receive_with(reader, back, target, limits, None)
+}
+
+/// [`receive`], accepting a stream's data channels with `channels`.
+pub fn receive_with<T: MigrationTarget + ?Sized>(
+    reader: impl Read,
     mut back: Option<&mut dyn Write>,
     target: &mut T,
     limits: Limits,
+    channels: Option<ChannelAcceptor>,
 ) -> Result<IncomingSummary, IncomingError> {
     let started = Instant::now();
     let mut tell = |s: Status| -> io::Result<()> {
@@ -79,7 +97,7 @@ pub fn receive<T: MigrationTarget + ?Sized>(
             None => Ok(()),
         }
     };
-    let result = load(reader, target, limits, &mut tell);
+    let result = load(reader, target, limits, channels, &mut tell);
     match result {
         Ok(mut summary) => {
             tell(Status::Running).map_err(IncomingError::Unconfirmed)?;
@@ -101,13 +119,32 @@ fn load<T: MigrationTarget + ?Sized>(
     reader: impl Read,
     target: &mut T,
     limits: Limits,
+    accept: Option<ChannelAcceptor>,
     tell: &mut dyn FnMut(Status) -> io::Result<()>,
 ) -> Result<IncomingSummary, IncomingError> {
     let mut d = Decoder::new(reader, limits)?;
     let manifest = d.read_manifest()?;
+    if manifest.channels > 0 && accept.is_none() {
+        return Err(IncomingError::Refused(VmError::new(
+            "the stream has data channels, which this transport cannot take (a file: snapshot is one stream)",
+        )));
+    }
     target.validate(&manifest).map_err(IncomingError::Refused)?;
+    let ram = target.ram();
+    if manifest.channels > 0 && ram.is_none() {
+        return Err(IncomingError::Refused(VmError::new(
+            "this destination takes no data channels",
+        )));
+    }
     // A source that cannot hear this will fail on its own.
     let _ = tell(Status::Accepted);
+    let receivers = match (accept, ram) {
+        (Some(accept), Some(ram)) if manifest.channels > 0 => {
+            Some(channels(&manifest, accept, ram, limits)?)
+        }
+        _ => None,
+    };
+    let mut syncs = 0;
     let (mut zero, mut normal) = (0, 0);
     let mut sections = Vec::new();
     let mut vcpus = Vec::new();
@@ -128,10 +165,22 @@ fn load<T: MigrationTarget + ?Sized>(
             Record::Section(s) => sections.push(s),
             Record::Vcpu(v) => vcpus.push(v),
             Record::Sync => {
+                syncs += 1;
+                if let Some(r) = &receivers {
+                    r.wait_sync(syncs, transport::READ_TIMEOUT)
+                        .map_err(IncomingError::Channel)?;
+                }
                 let _ = tell(Status::Synced);
             }
             Record::End => break,
         }
+    }
+    let mut channel_bytes = 0;
+    if let Some(r) = receivers {
+        let (st, bytes) = r.finish().map_err(IncomingError::Channel)?;
+        zero += st.zero;
+        normal += st.normal;
+        channel_bytes = bytes;
     }
     vcpus.sort_by_key(|v| v.index);
     target.load_devices(sections).map_err(IncomingError::Load)?;
@@ -139,9 +188,39 @@ fn load<T: MigrationTarget + ?Sized>(
     target.start().map_err(IncomingError::Load)?;
     Ok(IncomingSummary {
         manifest,
-        bytes: d.offset(),
+        bytes: d.offset() + channel_bytes,
         pages_zero: zero,
         pages_normal: normal,
         elapsed: Duration::ZERO,
     })
+}
+
+/// Accepts the stream's data channels (each connection says which it is)
+/// and starts their threads.
+fn channels(
+    m: &Manifest,
+    accept: ChannelAcceptor,
+    ram: std::sync::Arc<dyn super::vm::RamAccess>,
+    limits: Limits,
+) -> Result<Receivers, IncomingError> {
+    let n = m.channels as usize;
+    let mut got: Vec<(u32, Decoder<Box<dyn Read + Send>>)> = Vec::with_capacity(n);
+    while got.len() < n {
+        let conn = accept().map_err(|e| {
+            IncomingError::Channel(format!(
+                "waiting for data channel {} of {n}: {e}",
+                got.len() + 1
+            ))
+        })?;
+        let (d, i) = Decoder::channel(conn, limits, m)
+            .map_err(|e| IncomingError::Channel(format!("a data channel: {e}")))?;
+        if got.iter().any(|(j, _)| *j == i) {
+            return Err(IncomingError::Channel(format!(
+                "data channel {i} connected twice"
+            )));
+        }
+        got.push((i, d));
+    }
+    got.sort_by_key(|(i, _)| *i);
+    Receivers::start(got, ram).map_err(|e| IncomingError::Channel(e.to_string()))
 }

@@ -11,11 +11,15 @@
 //!   configuration, its device instances) before any RAM moves;
 //! - [`transport`] and [`status`]: `tcp:`/`unix:`/`file:` URIs and the return channel;
 //! - [`precopy`] (source) and [`incoming`] (destination): the two drivers;
+//! - [`channel`] and [`compress`]: the data channels of a multi-channel
+//!   migration and the compression of page contents;
 //! - [`ab`]: the a-b memory-consistency rule, shared with the end-to-end tests.
 
 pub mod ab;
 pub mod bitmap;
+pub mod channel;
 pub mod compat_check;
+pub mod compress;
 pub mod config;
 pub mod guest_ram;
 pub mod incoming;

@@ -106,6 +106,20 @@ pub struct Manifest {
     /// [`MAX_CPUID_LEAVES`]): a destination presents the same or refuses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cpuid: Vec<CpuidLeaf>,
+    /// Data channels besides the main connection (format 2; 0: the pages
+    /// travel on the main connection).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub channels: u32,
+    /// The compression method of page contents (format 2; `zstd`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<String>,
+    /// Ties the data channels to this stream (format 2, with channels).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub session: u64,
+}
+
+fn is_zero<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 
 /// The most CPUID entries a manifest may list (KVM's own limit is 80).

@@ -10,8 +10,10 @@
 
 use super::PAGE_SIZE;
 use super::bitmap::DirtyBitmap;
+use super::channel::{Senders, new_session};
 use super::manifest::Manifest;
 use super::status::{Status, StatusError};
+use super::stream::format::FORMAT_VERSION;
 use super::stream::format::MAX_RUN_PAGES;
 use super::stream::{Encoder, Section, VcpuRecord};
 use super::transport::{self, BackChannel, Outgoing, TransportError, Uri};
@@ -48,6 +50,8 @@ pub enum MigrateError {
     },
     #[error("cancelled")]
     Cancelled,
+    #[error("{0}")]
+    Channels(String),
     #[error("the source VM: {0}")]
     Vm(#[from] VmError),
     #[error("{0}; resuming the source guest failed too: {1}")]
@@ -62,11 +66,18 @@ pub fn migrate_to<S: MigrationSource + ?Sized>(
     progress: &mut dyn FnMut(&Progress),
     cancel: &CancelToken,
 ) -> Result<Summary, MigrateError> {
+    if params.channels > 0 && matches!(uri, Uri::File(_)) {
+        return Err(MigrateError::Channels(
+            "data channels need a tcp: or unix: destination (a file: snapshot is one stream)"
+                .into(),
+        ));
+    }
     let out = transport::connect(uri)?;
-    migrate(src, out, params, progress, cancel)
+    run(src, out, Some(uri), params, progress, cancel)
 }
 
-/// Migrates over an open connection. On error the guest is running again.
+/// Migrates over an open connection (no data channels: they would need a
+/// URI to connect to). On error the guest is running again.
 pub fn migrate<S: MigrationSource + ?Sized>(
     src: &mut S,
     out: Outgoing,
@@ -74,7 +85,21 @@ pub fn migrate<S: MigrationSource + ?Sized>(
     progress: &mut dyn FnMut(&Progress),
     cancel: &CancelToken,
 ) -> Result<Summary, MigrateError> {
+    run(src, out, None, params, progress, cancel)
+}
+
+fn run<S: MigrationSource + ?Sized>(
+    src: &mut S,
+    out: Outgoing,
+    uri: Option<&Uri>,
+    params: &Params,
+    progress: &mut dyn FnMut(&Progress),
+    cancel: &CancelToken,
+) -> Result<Summary, MigrateError> {
     let mut d = Driver {
+        uri,
+        senders: None,
+        channel_bytes: 0,
         src,
         params,
         progress,
@@ -98,6 +123,12 @@ pub fn migrate<S: MigrationSource + ?Sized>(
 type Writer = BufWriter<Box<dyn Write + Send>>;
 
 struct Driver<'a, S: MigrationSource + ?Sized> {
+    /// Where data channels connect to (none: pages on the main connection).
+    uri: Option<&'a Uri>,
+    /// The data channels' threads, once open.
+    senders: Option<Senders>,
+    /// What the data channels carried, once they ended.
+    channel_bytes: u64,
     src: &'a mut S,
     params: &'a Params,
     progress: &'a mut dyn FnMut(&Progress),
@@ -129,9 +160,12 @@ const REPORT_EVERY: u64 = 64 << 20;
 
 impl<S: MigrationSource + ?Sized> Driver<'_, S> {
     fn run(&mut self, w: Writer) -> Result<Summary, MigrateError> {
-        let manifest = self.src.manifest()?;
+        let mut manifest = self.src.manifest()?;
+        self.format_2(&mut manifest)?;
         let pages = manifest.pages();
-        let mut enc = Encoder::new(w).map_err(MigrateError::Send)?;
+        let mut enc = Encoder::versioned(w, manifest.format_version).map_err(MigrateError::Send)?;
+        enc.compress(self.params.compression)
+            .map_err(MigrateError::Send)?;
         enc.manifest(&manifest).map_err(|e| self.send_failed(e))?;
         enc.flush().map_err(|e| self.send_failed(e))?;
         if self.back.is_some() {
@@ -146,6 +180,7 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
                 }
             }
         }
+        self.open_channels(&manifest)?;
         self.src.start_dirty_tracking()?;
         self.tracking = true;
         let mut dirty = DirtyBitmap::full(pages);
@@ -154,20 +189,21 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
         loop {
             self.iteration += 1;
             let sent = dirty.count();
-            let (pass, before) = (Instant::now(), enc.bytes_written());
+            let (pass, before) = (Instant::now(), self.bytes(&enc));
             let (busy_bytes, mut busy) = self.send(&mut enc, &dirty)?;
             let t = Instant::now();
             enc.flush().map_err(|e| self.send_failed(e))?;
+            self.flush_channels()?;
             busy += t.elapsed();
             self.measure(busy_bytes, busy);
             if self.bandwidth == 0 {
                 // Nothing but zero pages so far: the whole pass is all we know.
-                self.measure(enc.bytes_written() - before, pass.elapsed());
+                self.measure(self.bytes(&enc) - before, pass.elapsed());
             }
             dirty = checked(self.src.take_dirty_bitmap()?, pages)?;
             let left = dirty.count();
             let expected = self.expected(left);
-            self.report(Phase::Precopy, enc.bytes_written(), left, expected);
+            self.report(Phase::Precopy, self.bytes(&enc), left, expected);
             let shrinking = (left as f64) < sent as f64 * SHRINK;
             if expected <= self.params.downtime_limit {
                 fitting += 1;
@@ -207,7 +243,11 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
         if self.back.is_some() {
             // Let the destination drain what is in flight (zero runs cost it
             // far more than their bytes) while the guest still runs, so the
-            // downtime is only the rest.
+            // downtime is only the rest. Every data channel first.
+            if let Some(s) = &self.senders {
+                let r = s.sync();
+                r.map_err(|e| self.send_failed(io::Error::other(e)))?;
+            }
             enc.sync()
                 .and_then(|()| enc.flush())
                 .map_err(|e| self.send_failed(e))?;
@@ -227,6 +267,11 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
         let mut dirty = checked(self.src.take_dirty_bitmap()?, manifest.pages())?;
         dirty.or_with(pending);
         self.send(&mut enc, &dirty)?;
+        if let Some(mut s) = self.senders.take() {
+            let r = s.end();
+            self.count_channels(&s);
+            r.map_err(|e| self.send_failed(io::Error::other(e)))?;
+        }
         let sections = self.src.save_devices()?;
         let vcpus = self.src.save_vcpus()?;
         check_state(manifest, &sections, &vcpus)?;
@@ -236,7 +281,7 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
         for v in &vcpus {
             enc.vcpu(v).map_err(|e| self.send_failed(e))?;
         }
-        let bytes = enc.bytes_written() + 5;
+        let bytes = enc.bytes_written() + 5 + self.channel_bytes;
         enc.end().map_err(|e| self.send_failed(e))?;
         self.report(Phase::Stopped, bytes, 0, Duration::ZERO);
         let outcome = if self.back.is_some() {
@@ -276,6 +321,11 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
         enc: &mut Encoder<Writer>,
         dirty: &DirtyBitmap,
     ) -> Result<(u64, Duration), MigrateError> {
+        if let Some(s) = self.senders.take() {
+            let r = self.send_channels(&s, enc, dirty);
+            self.senders = Some(s);
+            return r;
+        }
         let t = Instant::now();
         let start = enc.bytes_written();
         let (mut busy_bytes, mut busy) = (0, Duration::ZERO);
@@ -315,6 +365,134 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
             }
         }
         Ok((busy_bytes, busy))
+    }
+
+    /// [`send`](Self::send) over the data channels: each stripe queued to
+    /// its channel's thread (the caller waits for them at the pass's end).
+    fn send_channels(
+        &mut self,
+        s: &Senders,
+        enc: &Encoder<Writer>,
+        dirty: &DirtyBitmap,
+    ) -> Result<(u64, Duration), MigrateError> {
+        let t = Instant::now();
+        let start = self.bytes_with(enc, s);
+        let normal_before = s.stats().normal;
+        let mut left = dirty.count();
+        let mut reported = start;
+        let batch = u64::from(MAX_RUN_PAGES) * 16;
+        for (first, count) in dirty.runs() {
+            let mut p = first;
+            while p < first + count {
+                if self.cancel.is_cancelled() && !self.paused {
+                    return Err(MigrateError::Cancelled);
+                }
+                let n = (first + count - p).min(batch);
+                s.send_run(p, n)
+                    .map_err(|e| self.send_failed(io::Error::other(e)))?;
+                p += n;
+                left -= n;
+                let sent = self.bytes_with(enc, s);
+                if let Some(max) = self.params.max_bandwidth.filter(|m| *m > 0) {
+                    let due = Duration::from_secs_f64((sent - start) as f64 / max as f64);
+                    if let Some(wait) = due.checked_sub(t.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+                if !self.paused && sent - reported >= REPORT_EVERY {
+                    reported = sent;
+                    let st = s.stats();
+                    (self.zero, self.normal) = (st.zero, st.normal);
+                    self.report(Phase::Precopy, sent, left, self.expected(left));
+                }
+            }
+        }
+        let st = s.stats();
+        (self.zero, self.normal) = (st.zero, st.normal);
+        if st.normal > normal_before {
+            Ok((self.bytes_with(enc, s) - start, t.elapsed()))
+        } else {
+            Ok((0, Duration::ZERO))
+        }
+    }
+
+    /// Stream format 2 where channels or compression are asked for (format
+    /// 1 otherwise, so every release can read the stream).
+    fn format_2(&mut self, m: &mut Manifest) -> Result<(), MigrateError> {
+        let p = self.params;
+        if p.channels == 0 && p.compression.method().is_none() {
+            return Ok(());
+        }
+        if self.src.max_format() < FORMAT_VERSION {
+            return Err(MigrateError::Channels(format!(
+                "release {} writes stream format {}, which has no channels or compression (migrate without --channels and --compress)",
+                m.source_release,
+                self.src.max_format()
+            )));
+        }
+        if p.channels > crate::stream::format::MAX_CHANNELS {
+            return Err(MigrateError::Channels(format!(
+                "{} channels (1..={} allowed)",
+                p.channels,
+                crate::stream::format::MAX_CHANNELS
+            )));
+        }
+        if p.channels > 0 && self.uri.is_none() {
+            return Err(MigrateError::Channels(
+                "data channels need a destination URI to connect to".into(),
+            ));
+        }
+        m.format_version = FORMAT_VERSION;
+        m.channels = p.channels;
+        m.compression = p.compression.method().map(str::to_string);
+        if p.channels > 0 {
+            m.session = new_session();
+        }
+        Ok(())
+    }
+
+    /// Connects the data channels (after the destination accepted the
+    /// manifest) and starts their threads.
+    fn open_channels(&mut self, m: &Manifest) -> Result<(), MigrateError> {
+        let Some(uri) = self.uri.filter(|_| m.channels > 0) else {
+            return Ok(());
+        };
+        let ram = self.src.ram().ok_or_else(|| {
+            MigrateError::Channels("this guest's RAM cannot be shared with channel threads".into())
+        })?;
+        let mut writers: Vec<Box<dyn Write + Send>> = Vec::new();
+        for _ in 0..m.channels {
+            writers.push(Box::new(transport::connect(uri)?.writer));
+        }
+        let s = Senders::start(writers, m.session, self.params.compression, ram)
+            .map_err(|e| self.send_failed(e))?;
+        self.senders = Some(s);
+        Ok(())
+    }
+
+    /// Waits until every channel sent what it was given.
+    fn flush_channels(&mut self) -> Result<(), MigrateError> {
+        let r = self.senders.as_ref().map_or(Ok(()), Senders::flush);
+        r.map_err(|e| self.send_failed(io::Error::other(e)))
+    }
+
+    /// What ended channels carried, for the summary.
+    fn count_channels(&mut self, s: &Senders) {
+        self.channel_bytes = s.bytes();
+        let st = s.stats();
+        (self.zero, self.normal) = (st.zero, st.normal);
+    }
+
+    /// Bytes sent on every connection so far.
+    fn bytes(&self, enc: &Encoder<Writer>) -> u64 {
+        match &self.senders {
+            Some(s) => self.bytes_with(enc, s),
+            None => enc.bytes_written() + self.channel_bytes,
+        }
+    }
+
+    fn bytes_with(&self, enc: &Encoder<Writer>, s: &Senders) -> u64 {
+        enc.bytes_written() + s.bytes()
     }
 
     fn measure(&mut self, bytes: u64, took: Duration) {

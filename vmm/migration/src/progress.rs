@@ -19,6 +19,10 @@ pub struct Params {
     pub running_timeout: Duration,
     /// Iterations before giving up with "did not converge".
     pub max_iterations: u32,
+    /// Data channels besides the main connection (0: pages on the main one).
+    pub channels: u32,
+    /// Compression of page contents.
+    pub compression: crate::compress::Compression,
 }
 
 impl Default for Params {
@@ -29,6 +33,8 @@ impl Default for Params {
             accept_timeout: Duration::from_secs(10),
             running_timeout: Duration::from_secs(30),
             max_iterations: 100,
+            channels: 0,
+            compression: crate::compress::Compression::None,
         }
     }
 }

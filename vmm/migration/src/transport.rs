@@ -222,6 +222,59 @@ impl Listener {
     }
 }
 
+/// How long a destination waits for each data channel to connect.
+pub const CHANNEL_ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Listener {
+    /// Waits (at most `timeout`) for a data channel's connection.
+    pub fn accept_channel(&self, timeout: Duration) -> io::Result<Box<dyn Read + Send>> {
+        let deadline = std::time::Instant::now() + timeout;
+        match self {
+            Listener::Tcp(l) => {
+                l.set_nonblocking(true)?;
+                let r = poll_accept(|| l.accept().map(|(s, _)| s), deadline);
+                l.set_nonblocking(false)?;
+                let s = r?;
+                s.set_nonblocking(false)?;
+                s.set_nodelay(true)?;
+                s.set_read_timeout(Some(READ_TIMEOUT))?;
+                Ok(Box::new(BufReader::with_capacity(BUF, s)))
+            }
+            Listener::Unix(l, _) => {
+                l.set_nonblocking(true)?;
+                let r = poll_accept(|| l.accept().map(|(s, _)| s), deadline);
+                l.set_nonblocking(false)?;
+                let s = r?;
+                s.set_nonblocking(false)?;
+                s.set_read_timeout(Some(READ_TIMEOUT))?;
+                Ok(Box::new(BufReader::with_capacity(BUF, s)))
+            }
+            Listener::File(_) => Err(io::Error::other("a snapshot file has no data channels")),
+        }
+    }
+}
+
+/// Calls a non-blocking `accept` until it yields or `deadline` passes.
+fn poll_accept<T>(
+    mut accept: impl FnMut() -> io::Result<T>,
+    deadline: std::time::Instant,
+) -> io::Result<T> {
+    loop {
+        match accept() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                if std::time::Instant::now() >= deadline {
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "no data channel connected in time",
+                    ));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            r => return r,
+        }
+    }
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
         if let Listener::Unix(_, p) = self {

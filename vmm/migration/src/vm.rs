@@ -16,6 +16,17 @@ impl VmError {
     }
 }
 
+/// Guest RAM shared with the threads of a multi-channel migration (page
+/// indexes as in [`MigrationSource::read_pages`]).
+pub trait RamAccess: Send + Sync {
+    /// Copies `buf.len() / PAGE_SIZE` pages from `first_page` into `buf`.
+    fn read_pages(&self, first_page: u64, buf: &mut [u8]) -> Result<(), VmError>;
+    /// Writes `data.len() / PAGE_SIZE` pages from `first_page`.
+    fn write_pages(&self, first_page: u64, data: &[u8]) -> Result<(), VmError>;
+    /// Makes `count` pages from `first_page` read as zero.
+    fn write_zero_pages(&self, first_page: u64, count: u64) -> Result<(), VmError>;
+}
+
 /// The running guest on the migration source.
 ///
 /// RAM is addressed by page index into the concatenation of the guest's RAM
@@ -43,6 +54,16 @@ pub trait MigrationSource {
     fn save_devices(&mut self) -> Result<Vec<Section>, VmError>;
     /// Saves the state of every vCPU, index `0..manifest.vcpus`.
     fn save_vcpus(&mut self) -> Result<Vec<VcpuRecord>, VmError>;
+    /// The newest stream format this source may write (a frozen release's:
+    /// format 1 has no channels or compression).
+    fn max_format(&self) -> u32 {
+        super::stream::format::FORMAT_VERSION
+    }
+    /// Guest RAM for the channel threads (`None`: this source migrates on
+    /// the main connection only).
+    fn ram(&self) -> Option<std::sync::Arc<dyn RamAccess>> {
+        None
+    }
 }
 
 /// The guest being built on the migration destination.
@@ -61,4 +82,9 @@ pub trait MigrationTarget {
     fn load_vcpus(&mut self, vcpus: Vec<VcpuRecord>) -> Result<(), VmError>;
     /// Starts the guest; only called once the whole stream checked out.
     fn start(&mut self) -> Result<(), VmError>;
+    /// Guest RAM for the channel threads, once [`validate`](Self::validate)
+    /// accepted a manifest (`None`: this destination takes no channels).
+    fn ram(&self) -> Option<std::sync::Arc<dyn RamAccess>> {
+        None
+    }
 }

@@ -49,20 +49,16 @@ pub struct Decoder<R: Read> {
     phase: Phase,
     expect: Option<Expect>,
     buf: Vec<u8>,
+    /// A data channel: pages, sync points and the end only.
+    channel: bool,
+    /// Decompresses `ZPAGES` records (the manifest names `zstd`).
+    unzstd: Option<(zstd::bulk::Decompressor<'static>, Vec<u8>)>,
 }
 
 impl<R: Read> Decoder<R> {
     /// Reads and checks the header (magic and format version).
     pub fn new(r: R, limits: Limits) -> Result<Self, DecodeError> {
-        let mut d = Self {
-            r,
-            crc: crc32fast::Hasher::new(),
-            offset: 0,
-            limits,
-            phase: Phase::Manifest,
-            expect: None,
-            buf: Vec::new(),
-        };
+        let mut d = Self::bare(r, limits);
         let mut magic = [0; 8];
         d.fill(&mut magic)?;
         if magic != MAGIC {
@@ -77,6 +73,73 @@ impl<R: Read> Decoder<R> {
             });
         }
         Ok(d)
+    }
+
+    fn bare(r: R, limits: Limits) -> Self {
+        Self {
+            r,
+            crc: crc32fast::Hasher::new(),
+            offset: 0,
+            limits,
+            phase: Phase::Manifest,
+            expect: None,
+            buf: Vec::new(),
+            channel: false,
+            unzstd: None,
+        }
+    }
+
+    /// Reads the header of a data channel of the stream `m` announced (its
+    /// session; an index below its channel count), ready for its page
+    /// records; returns the channel's index too.
+    pub fn channel(r: R, limits: Limits, m: &Manifest) -> Result<(Self, u32), DecodeError> {
+        let mut d = Self::bare(r, limits);
+        let mut magic = [0; 8];
+        d.fill(&mut magic)?;
+        if magic != CHANNEL_MAGIC {
+            return Err(DecodeError::BadMagic);
+        }
+        let found = d.u32()?;
+        if found != FORMAT_VERSION {
+            return Err(DecodeError::UnsupportedVersion {
+                found,
+                min: FORMAT_VERSION,
+                max: FORMAT_VERSION,
+            });
+        }
+        let (session, index) = (d.u64()?, d.u32()?);
+        if session != m.session || index >= m.channels {
+            return Err(DecodeError::ForeignChannel {
+                session,
+                index,
+                channels: m.channels,
+            });
+        }
+        d.channel = true;
+        d.use_compression(m)?;
+        d.expect = Some(Expect {
+            pages: m.pages(),
+            vcpus: Vec::new(),
+            sections: BTreeMap::new(),
+        });
+        d.phase = Phase::Ram;
+        Ok((d, index))
+    }
+
+    fn use_compression(&mut self, m: &Manifest) -> Result<(), DecodeError> {
+        self.unzstd = match m.compression.as_deref() {
+            None => None,
+            Some("zstd") => Some((
+                zstd::bulk::Decompressor::new().map_err(DecodeError::Io)?,
+                Vec::new(),
+            )),
+            Some(other) => {
+                return Err(DecodeError::ManifestInvalid(format!(
+                    "unknown compression method `{other}`"
+                )));
+            }
+        };
+        Ok(())
     }
 
     /// Bytes consumed so far.
@@ -174,6 +237,7 @@ impl<R: Read> Decoder<R> {
         let m: Manifest = serde_json::from_slice(&json)
             .map_err(|e| DecodeError::ManifestInvalid(e.to_string()))?;
         self.expect = Some(self.check_manifest(&m)?);
+        self.use_compression(&m)?;
         self.phase = Phase::Ram;
         Ok(m)
     }
@@ -195,6 +259,18 @@ impl<R: Read> Decoder<R> {
             return bad(format!(
                 "RAM size {} is zero, not page-aligned or above {}",
                 m.ram_size, l.max_ram_size
+            ));
+        }
+        if m.format_version < FORMAT_VERSION && (m.channels > 0 || m.compression.is_some()) {
+            return bad(format!(
+                "stream format {} has no channels or compression",
+                m.format_version
+            ));
+        }
+        if m.channels > MAX_CHANNELS {
+            return bad(format!(
+                "{} data channels (at most {MAX_CHANNELS})",
+                m.channels
             ));
         }
         if m.vcpus == 0 || m.vcpus > l.max_vcpus {
@@ -292,6 +368,47 @@ impl<R: Read> Decoder<R> {
                 r?;
                 Ok(Decoded::Pages(first_page))
             }
+            TAG_ZPAGES if self.unzstd.is_some() && self.phase == Phase::Ram => {
+                let first_page = self.u64()?;
+                let count = self.u32()?;
+                if count == 0 || count > MAX_RUN_PAGES {
+                    return Err(DecodeError::BadRunLength {
+                        count,
+                        max: MAX_RUN_PAGES,
+                    });
+                }
+                if first_page
+                    .checked_add(u64::from(count))
+                    .is_none_or(|end| end > ex.pages)
+                {
+                    return Err(DecodeError::PageRange {
+                        first_page,
+                        count: u64::from(count),
+                        pages: ex.pages,
+                    });
+                }
+                let len = self.u32()?;
+                let raw = count as usize * PAGE_SIZE;
+                if len as usize > zstd::zstd_safe::compress_bound(raw) {
+                    return Err(DecodeError::BadFrame { offset });
+                }
+                let frame = self.bytes(len)?;
+                let mut buf = std::mem::take(&mut self.buf);
+                buf.resize(raw, 0);
+                let n = match self.unzstd.as_mut() {
+                    Some((z, _)) => z.decompress_to_buffer(&frame, &mut buf).ok(),
+                    None => None,
+                };
+                self.buf = buf;
+                if n != Some(raw) {
+                    return Err(DecodeError::BadFrame { offset });
+                }
+                Ok(Decoded::Pages(first_page))
+            }
+            TAG_SECTION | TAG_VCPU if self.channel => Err(DecodeError::OutOfOrder {
+                record: "device or vCPU state on a data channel",
+                offset,
+            }),
             TAG_SECTION => {
                 self.phase = Phase::State;
                 let name_len = self.u16()?;

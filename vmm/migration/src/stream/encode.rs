@@ -3,6 +3,7 @@
 use super::format::*;
 use super::{Section, VcpuRecord};
 use crate::PAGE_SIZE;
+use crate::compress::Compression;
 use crate::manifest::Manifest;
 use std::io::{self, Write};
 
@@ -20,19 +21,54 @@ pub struct Encoder<W: Write> {
     w: W,
     crc: crc32fast::Hasher,
     bytes: u64,
+    /// Compresses runs of non-zero pages (format 2, `--compress zstd`).
+    zstd: Option<(zstd::bulk::Compressor<'static>, Vec<u8>)>,
 }
 
 impl<W: Write> Encoder<W> {
-    /// Starts a stream: writes the magic and the format version.
+    /// Starts a stream of the default format (no channels, no compression).
     pub fn new(w: W) -> io::Result<Self> {
-        let mut e = Self {
+        Self::versioned(w, DEFAULT_FORMAT_VERSION)
+    }
+
+    /// Starts a stream: writes the magic and format `version`.
+    pub fn versioned(w: W, version: u32) -> io::Result<Self> {
+        let mut e = Self::bare(w);
+        e.put(&MAGIC)?;
+        e.put(&version.to_le_bytes())?;
+        Ok(e)
+    }
+
+    /// Starts data channel `index` of stream `session` (format 2).
+    pub fn channel(w: W, session: u64, index: u32) -> io::Result<Self> {
+        let mut e = Self::bare(w);
+        e.put(&CHANNEL_MAGIC)?;
+        e.put(&FORMAT_VERSION.to_le_bytes())?;
+        e.put(&session.to_le_bytes())?;
+        e.put(&index.to_le_bytes())?;
+        Ok(e)
+    }
+
+    fn bare(w: W) -> Self {
+        Self {
             w,
             crc: crc32fast::Hasher::new(),
             bytes: 0,
+            zstd: None,
+        }
+    }
+
+    /// Compresses every later run of non-zero pages with `c` (sent raw
+    /// where that is not smaller).
+    pub fn compress(&mut self, c: Compression) -> io::Result<()> {
+        self.zstd = match c {
+            Compression::None => None,
+            Compression::Zstd { level } => Some((
+                zstd::bulk::Compressor::new(level)?,
+                vec![0; zstd::zstd_safe::compress_bound(MAX_RUN_PAGES as usize * PAGE_SIZE)],
+            )),
         };
-        e.put(&MAGIC)?;
-        e.put(&FORMAT_VERSION.to_le_bytes())?;
-        Ok(e)
+        Ok(())
     }
 
     fn put(&mut self, b: &[u8]) -> io::Result<()> {
@@ -85,15 +121,37 @@ impl<W: Write> Encoder<W> {
                 self.put(&count.to_le_bytes())?;
                 stats.zero += u64::from(count);
             } else {
-                self.put(&[TAG_PAGES])?;
-                self.put(&first.to_le_bytes())?;
-                self.put(&count.to_le_bytes())?;
-                self.put(&data[i * PAGE_SIZE..j * PAGE_SIZE])?;
+                self.data_run(first, count, &data[i * PAGE_SIZE..j * PAGE_SIZE])?;
                 stats.normal += u64::from(count);
             }
             i = j;
         }
         Ok(stats)
+    }
+
+    /// One run of non-zero pages: compressed where that is smaller.
+    fn data_run(&mut self, first: u64, count: u32, raw: &[u8]) -> io::Result<()> {
+        if let Some((c, out)) = self.zstd.as_mut() {
+            let n = c.compress_to_buffer(raw, out.as_mut_slice())?;
+            if n < raw.len() {
+                let len = u32::try_from(n).map_err(io::Error::other)?;
+                let frame = std::mem::take(out);
+                let r = self
+                    .put(&[TAG_ZPAGES])
+                    .and_then(|()| self.put(&first.to_le_bytes()))
+                    .and_then(|()| self.put(&count.to_le_bytes()))
+                    .and_then(|()| self.put(&len.to_le_bytes()))
+                    .and_then(|()| self.put(&frame[..n]));
+                if let Some((_, out)) = self.zstd.as_mut() {
+                    *out = frame;
+                }
+                return r;
+            }
+        }
+        self.put(&[TAG_PAGES])?;
+        self.put(&first.to_le_bytes())?;
+        self.put(&count.to_le_bytes())?;
+        self.put(raw)
     }
 
     /// Writes one device section.
@@ -122,6 +180,16 @@ impl<W: Write> Encoder<W> {
         self.put(&[TAG_SYNC])
     }
 
+    /// Writes the end marker and the CRC-32 of everything before it, and
+    /// flushes (a data channel's end; its writer is dropped with it).
+    pub fn end_in_place(&mut self) -> io::Result<()> {
+        self.put(&[TAG_END])?;
+        let crc = self.crc.clone().finalize();
+        self.w.write_all(&crc.to_le_bytes())?;
+        self.bytes += 4;
+        self.w.flush()
+    }
+
     /// Writes the end marker and the CRC-32 of everything before it, flushes,
     /// and hands back the writer.
     pub fn end(mut self) -> io::Result<W> {
@@ -134,7 +202,7 @@ impl<W: Write> Encoder<W> {
     }
 }
 
-fn is_zero(page: &[u8]) -> bool {
+pub(crate) fn is_zero(page: &[u8]) -> bool {
     // OR-reduce each 64-byte block (no early exit inside a block, so the
     // inner loop vectorises); stop at the first non-zero block.
     page.chunks_exact(64).all(|block| {

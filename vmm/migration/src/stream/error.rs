@@ -63,4 +63,14 @@ pub enum DecodeError {
     Checksum { expected: u32, computed: u32 },
     #[error("the stream already ended")]
     AfterEnd,
+    #[error("damaged compressed frame at byte {offset}")]
+    BadFrame { offset: u64 },
+    #[error(
+        "not a data channel of this stream (session {session:#x}, channel {index}; the stream has {channels})"
+    )]
+    ForeignChannel {
+        session: u64,
+        index: u32,
+        channels: u32,
+    },
 }

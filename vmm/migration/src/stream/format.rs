@@ -2,8 +2,12 @@
 
 /// First eight bytes of every stream.
 pub const MAGIC: [u8; 8] = *b"VMMIGRT\0";
-/// The stream format version this build writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The newest stream format version this build writes and reads: 2 adds
+/// data channels and compressed page runs (`docs/stream.md`).
+pub const FORMAT_VERSION: u32 = 2;
+/// The format of a stream without channels or compression (what every
+/// release writes by default, so older releases can read it).
+pub const DEFAULT_FORMAT_VERSION: u32 = 1;
 /// The oldest stream format version this build reads.
 pub const MIN_FORMAT_VERSION: u32 = 1;
 
@@ -20,8 +24,16 @@ pub const TAG_VCPU: u8 = 0x05;
 /// Record tag: sync point; a destination with a return channel answers
 /// "synced" once it has processed everything before it.
 pub const TAG_SYNC: u8 = 0x06;
+/// Record tag (format 2): a run of non-zero pages, compressed with the
+/// manifest's method.
+pub const TAG_ZPAGES: u8 = 0x07;
 /// Record tag: the end marker, followed by the stream's CRC-32.
 pub const TAG_END: u8 = 0xEE;
+
+/// First eight bytes of every data channel (format 2).
+pub const CHANNEL_MAGIC: [u8; 8] = *b"VMMCHAN\0";
+/// Most data channels besides the main connection.
+pub const MAX_CHANNELS: u32 = 16;
 
 /// Most pages in one `PAGES` record (1 MiB of data).
 pub const MAX_RUN_PAGES: u32 = 256;
