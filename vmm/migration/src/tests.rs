@@ -313,8 +313,11 @@ fn fast_dirtier_converges_by_throttling() {
         ..GuestSpec::ab(pages)
     };
     let mut src = FakeSource::new(spec);
+    // A capped link (8 MiB/s: 250 ms per pass of 2 MiB) that the guest
+    // outruns, whatever this machine's speed.
     let params = Params {
         downtime_limit: Duration::from_millis(5),
+        max_bandwidth: Some(8 << 20),
         ..Params::default()
     };
     let (r, (t, dr), _) = migrate_pair(&mut src, FakeTarget::default(), &params);
