@@ -16,6 +16,7 @@ user_main:
         movq $64, disk_count            /* defaults */
         movq $W_IDLE, workload
         movq $A_POWEROFF, after
+        movq $FILL_SEED_DEFAULT, fill_seed
 
         /* struct hvm_start_info: magic@0 version@4 cmdline_paddr@24
          * memmap_paddr@40 memmap_entries@48 (version >= 1). */
@@ -67,6 +68,10 @@ user_main:
         je workload_ab
         cmp $W_DISK, %rax
         je workload_disk
+        cmp $W_FILL, %rax
+        je workload_fill
+        cmp $W_FILL_TEXT, %rax
+        je workload_fill
         cmp $W_REPORT, %rax
         je do_after
         /* idle */
@@ -144,6 +149,14 @@ next_token:
         call prefix
         test %eax, %eax
         jnz opt_ab_mib
+        STRADDR %edi, "fill.mib="
+        call prefix
+        test %eax, %eax
+        jnz opt_fill_mib
+        STRADDR %edi, "fill.seed="
+        call prefix
+        test %eax, %eax
+        jnz opt_fill_seed
         STRADDR %edi, "disk.count="
         call prefix
         test %eax, %eax
@@ -211,6 +224,16 @@ opt_workload:
         mov $W_DISK, %ebx
         test %eax, %eax
         jnz 1f
+        STRADDR %edi, "fill"
+        call word
+        mov $W_FILL, %ebx
+        test %eax, %eax
+        jnz 1f
+        STRADDR %edi, "fill.text"
+        call word
+        mov $W_FILL_TEXT, %ebx
+        test %eax, %eax
+        jnz 1f
         STRADDR %edi, "idle"
         call word
         mov $W_IDLE, %ebx
@@ -246,6 +269,14 @@ opt_after:
 opt_ab_mib:
         call parse_num
         mov %rax, ab_mib
+        jmp skip
+opt_fill_mib:
+        call parse_num
+        mov %rax, fill_mib
+        jmp skip
+opt_fill_seed:
+        call parse_num
+        mov %rax, fill_seed
         jmp skip
 opt_disk_count:
         call parse_num
@@ -695,7 +726,7 @@ hexdig:
         .bss
         .p2align 3
         .globl cmdline, memmap, memmap_n, nvirtio, vaddr, vsize, virq
-        .globl ecam, have_ecam, workload, after, ab_mib
+        .globl ecam, have_ecam, workload, after, ab_mib, fill_mib, fill_seed
         .globl disk_count, disk_bad, disk_start, disk_dev, have_disk_dev, crash
 cmdline:        .quad 0
 memmap:         .quad 0
@@ -709,6 +740,8 @@ have_ecam:      .quad 0
 workload:       .quad 0
 after:          .quad 0
 ab_mib:         .quad 0
+fill_mib:       .quad 0
+fill_seed:      .quad 0
 disk_count:     .quad 0
 disk_bad:       .quad 0
 disk_start:     .quad 0

@@ -253,3 +253,141 @@ fn cpu_lines_give_the_cpu_and_its_leaves() {
     assert_eq!(c.leaves[&1], [0x663, 0x800, 0xf7f8_3203, 0x178b_fbff]);
     assert_eq!(c.leaves[&7][1], 0x209c_01ab);
 }
+
+#[test]
+fn parses_fill_lines() {
+    let want = FillRange {
+        start: 0x11f000,
+        pages: 8192,
+        seed: 0x5eed,
+        kind: FillKind::Random,
+    };
+    assert_eq!(
+        parse_fill_start("fill: start=0x11f000 pages=8192 kind=random seed=0x5eed"),
+        Some(want)
+    );
+    assert_eq!(
+        parse_fill_done("fill: done pages=8192 start=0x11f000 seed=0x5eed kind=random\n"),
+        Some(want)
+    );
+    let text = parse_fill_done("fill: done pages=3 start=0x11f000 seed=0x0 kind=text").unwrap();
+    assert_eq!((text.kind, text.pages, text.seed), (FillKind::Text, 3, 0));
+    // Each parser takes only its own line.
+    assert_eq!(
+        parse_fill_start("fill: done pages=1 start=0x11f000 seed=0x1 kind=text"),
+        None
+    );
+    assert_eq!(
+        parse_fill_done("fill: start=0x11f000 pages=1 kind=text seed=0x1"),
+        None
+    );
+    assert_eq!(parse_fill_done("fill: error=no-memory"), None);
+    assert_eq!(
+        parse_fill_done("fill: done pages=1 start=0x11f000 seed=0x1 kind=zeros"),
+        None
+    );
+    assert_eq!(
+        parse_fill_done("ab: done pages=1 start=0x11f000 seed=0x1 kind=text"),
+        None
+    );
+    for kind in [FillKind::Random, FillKind::Text] {
+        assert_eq!(FillKind::from_name(kind.as_str()), Some(kind));
+    }
+    assert_eq!(FillKind::Text.workload(), "fill.text");
+}
+
+#[test]
+fn fill_prng_is_splitmix64() {
+    // The reference splitmix64 sequence from state 0.
+    assert_eq!(splitmix64(0, 1), 0xe220_a839_7b1d_cdaf);
+    assert_eq!(splitmix64(0, 2), 0x6e78_9e6a_a1b9_65f4);
+    assert_eq!(splitmix64(0, 3), 0x06c4_5d18_8009_454f);
+    let page = fill_pages(FillKind::Random, FILL_DEFAULT_SEED)
+        .nth(1)
+        .unwrap();
+    assert_eq!(page[..8], splitmix64(FILL_DEFAULT_SEED, 513).to_le_bytes());
+}
+
+#[test]
+fn fill_random_pages_differ() {
+    let pages: Vec<_> = fill_pages(FillKind::Random, 7).take(64).collect();
+    for w in pages.windows(2) {
+        assert_ne!(w[0], w[1]);
+    }
+    // Different seeds, different data.
+    assert_ne!(
+        fill_pages(FillKind::Random, 7).next(),
+        fill_pages(FillKind::Random, 8).next()
+    );
+}
+
+#[test]
+fn fill_text_pages_are_words() {
+    let pages: Vec<_> = fill_pages(FillKind::Text, FILL_DEFAULT_SEED)
+        .take(256)
+        .collect();
+    for w in pages.windows(2) {
+        assert_ne!(w[0], w[1], "neighbouring pages differ");
+    }
+    let mut newlines = 0;
+    let mut words = 0;
+    for page in &pages {
+        assert_eq!(page[PAGE - 1], b'\n');
+        let text = std::str::from_utf8(page).unwrap();
+        for line in text.lines() {
+            newlines += 1;
+            for w in line.split(' ').filter(|w| !w.is_empty()) {
+                assert!(FILL_WORDS.contains(&w), "{w:?}");
+                words += 1;
+            }
+        }
+        // Only the page's tail (under 8 bytes) is padding.
+        let body = text.trim_end_matches(['\n', ' ']).len();
+        assert!(body > PAGE - 8 - 8, "{body}");
+    }
+    // About 1 word in 8 ends a line; every word is used.
+    let ratio = words as f64 / newlines as f64;
+    assert!(
+        (6.0..9.0).contains(&ratio),
+        "{words} words, {newlines} lines"
+    );
+    let all = pages.concat();
+    let text = std::str::from_utf8(&all).unwrap();
+    for w in FILL_WORDS {
+        assert!(text.contains(&format!("{w} ")), "{w}");
+    }
+}
+
+#[test]
+fn fill_words_fit_the_guest_slots() {
+    for w in FILL_WORDS {
+        assert!((1..=7).contains(&w.len()), "{w}");
+        assert!(w.bytes().all(|b| b.is_ascii_lowercase()), "{w}");
+    }
+}
+
+#[test]
+fn fill_checker() {
+    let range = FillRange {
+        start: 0x2000,
+        pages: 3,
+        seed: 42,
+        kind: FillKind::Text,
+    };
+    let mut mem = vec![0u8; 0x2000];
+    for page in fill_pages(range.kind, range.seed).take(3) {
+        mem.extend_from_slice(&page);
+    }
+    assert_eq!(check_fill(&mem, 0, &range), Ok(()));
+    assert_eq!(check_fill(&mem[0x1000..], 0x1000, &range), Ok(()));
+    assert!(check_fill(&mem, 0x3000, &range).is_err(), "range below");
+    assert!(check_fill(&mem[..0x4000], 0, &range).is_err(), "short");
+    mem[0x2000 + 2 * PAGE + 100] ^= 1;
+    let err = check_fill(&mem, 0, &range).unwrap_err();
+    assert!(err.starts_with("page 2 (at 0x4000), byte 100"), "{err}");
+    let random = FillRange {
+        kind: FillKind::Random,
+        ..range
+    };
+    assert!(check_fill(&mem, 0, &random).is_err());
+}

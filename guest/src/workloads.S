@@ -1,17 +1,67 @@
-/* User-mode (CPL 3) workloads: `ab` (the migration memory workload) and
- * `disk` (a polled virtio-blk driver over virtio-mmio v2). */
+/* User-mode (CPL 3) workloads: `ab` (the migration memory workload),
+ * `fill`/`fill.text` (one pass of PRNG data over RAM, for transfer
+ * benchmarks) and `disk` (a polled virtio-blk driver over virtio-mmio v2). */
         .include "defs.inc"
         .text
         .code64
 
 /* ------------------------------------------------------------------------
+ * user_range(rdi = MiB limit, 0 = none) -> rax = start, rdx = end: the RAM
+ * range of `ab` and `fill`. start = __image_end (the first page after
+ * everything the guest uses); end = end of the PVH memmap RAM entry (type 1)
+ * containing start, capped at 4 GiB (the identity-mapped range) and at
+ * start + limit MiB if given (without a memmap RAM entry containing start,
+ * only the limit defines it), rounded down to 4 KiB. end <= start: no usable
+ * memory. Clobbers rcx, rsi, rdi, r8. */
+user_range:
+        mov %rdi, %r8                   /* MiB limit */
+        mov $__image_end, %esi          /* start */
+        xor %edx, %edx                  /* end (0: not found) */
+        mov memmap, %rdi
+        mov memmap_n, %rcx
+        test %rdi, %rdi
+        jz 3f
+1:      test %rcx, %rcx
+        jz 3f
+        cmpl $1, 16(%rdi)               /* RAM */
+        jne 2f
+        mov (%rdi), %rax
+        cmp %rax, %rsi
+        jb 2f
+        add 8(%rdi), %rax
+        cmp %rax, %rsi
+        jae 2f
+        mov %rax, %rdx
+        jmp 3f
+2:      add $24, %rdi
+        dec %rcx
+        jmp 1b
+3:      mov $0x100000000, %rax          /* only 0..4 GiB is mapped */
+        test %rdx, %rdx                 /* no RAM entry found: usable only */
+        jnz 4f                          /* with an explicit MiB limit */
+        test %r8, %r8
+        jz 5f
+        mov %rax, %rdx
+4:      cmp %rax, %rdx
+        jbe 7f
+        mov %rax, %rdx
+7:      mov %r8, %rax
+        test %rax, %rax
+        jz 5f
+        shl $20, %rax
+        add %rsi, %rax
+        cmp %rax, %rdx
+        jbe 5f
+        mov %rax, %rdx
+5:      and $~0xfff, %rdx
+        mov %rsi, %rax
+        ret
+
+/* ------------------------------------------------------------------------
  * ab: increment the first byte of every 4 KiB page of [start, end) forever,
  * in address order, so that at any instant every page's byte equals its
  * predecessor's or is one less (mod 256), with exactly one step.
- * start = __image_end (the first page after everything the guest uses);
- * end = end of the PVH memmap RAM entry (type 1) containing start, capped at
- * 4 GiB (the identity-mapped range) and at start + ab.mib MiB if given
- * (without a memmap RAM entry containing start, only ab.mib defines it).
+ * [start, end) = user_range(ab.mib).
  * The range's first bytes are set to 0 first, then
  *   ab: start=0x.. pages=N
  * is printed, then the passes run; `ab: pass=N` (N = completed passes) is
@@ -19,45 +69,10 @@
  * ticks after the previous progress line. */
         .globl workload_ab
 workload_ab:
-        mov $__image_end, %r12d         /* start */
-        xor %r13d, %r13d                /* end (0: not found) */
-        mov memmap, %rbx
-        mov memmap_n, %rcx
-        test %rbx, %rbx
-        jz 3f
-1:      test %rcx, %rcx
-        jz 3f
-        cmpl $1, 16(%rbx)               /* RAM */
-        jne 2f
-        mov (%rbx), %rax
-        cmp %rax, %r12
-        jb 2f
-        add 8(%rbx), %rax
-        cmp %rax, %r12
-        jae 2f
-        mov %rax, %r13
-        jmp 3f
-2:      add $24, %rbx
-        dec %rcx
-        jmp 1b
-3:      mov $0x100000000, %rax          /* only 0..4 GiB is mapped */
-        test %r13, %r13                 /* no RAM entry found: usable only */
-        jnz 4f                          /* with an explicit ab.mib */
-        cmpq $0, ab_mib
-        je 5f
-        mov %rax, %r13
-4:      cmp %rax, %r13
-        jbe 7f
-        mov %rax, %r13
-7:      mov ab_mib, %rax
-        test %rax, %rax
-        jz 5f
-        shl $20, %rax
-        add %r12, %rax
-        cmp %rax, %r13
-        jbe 5f
-        mov %rax, %r13
-5:      and $~0xfff, %r13
+        mov ab_mib, %rdi
+        call user_range
+        mov %rax, %r12                  /* start */
+        mov %rdx, %r13                  /* end */
         cmp %r12, %r13
         ja 6f
         PUTS "ab: error=no-memory\n"
@@ -96,6 +111,201 @@ ab_pass:
         call tsc
         mov %rax, %rbp
         jmp ab_pass
+
+/* ------------------------------------------------------------------------
+ * fill / fill.text: write PRNG data once to every 4 KiB page of
+ * [start, end) = user_range(fill.mib), in address order, with 8-byte stores,
+ * then idle (halt, without an `idle:` line):
+ *   fill: start=0x.. pages=N kind=random|text seed=0x..
+ *   fill: done pages=N start=0x.. seed=0x.. kind=random|text
+ * The PRNG is splitmix64 as a counter: output n (n = 1, 2, ...) is
+ * mix(seed + n * GOLDEN) (vmm_guest::splitmix64).
+ *   random: qword i of the range (i = 0, 1, ...) = output i + 1.
+ *   text: words from fill_words (below) separated by spaces and newlines;
+ *     each output gives 8 one-byte choices, low byte first: word = bits 0-4,
+ *     separator '\n' when bits 5-7 are 0 (1 in 8), else ' '. In each page,
+ *     words are written from offset 0 while an 8-byte slot still fits; the
+ *     rest of the page is spaces and its last byte '\n'. The choices run on
+ *     across pages (vmm_guest::fill_data is the model). */
+        .set GOLDEN, 0x9e3779b97f4a7c15
+        .set MIX1, 0xbf58476d1ce4e5b9
+        .set MIX2, 0x94d049bb133111eb
+
+/* MIX reg: reg = splitmix64's finalizer of reg (clobbers rdx; MIX1 in r10,
+ * MIX2 in r11). */
+.macro MIX r:req
+        mov \r, %rdx
+        shr $30, %rdx
+        xor %rdx, \r
+        imul %r10, \r
+        mov \r, %rdx
+        shr $27, %rdx
+        xor %rdx, \r
+        imul %r11, \r
+        mov \r, %rdx
+        shr $31, %rdx
+        xor %rdx, \r
+.endm
+
+        .globl workload_fill
+workload_fill:
+        mov fill_mib, %rdi
+        call user_range
+        mov %rax, %r12                  /* start */
+        mov %rdx, %r13                  /* end */
+        cmp %r12, %r13
+        ja 1f
+        PUTS "fill: error=no-memory\n"
+        jmp halt_forever
+1:      mov %r13, %r14
+        sub %r12, %r14
+        shr $12, %r14                   /* pages */
+        PHEX "fill: start=", %r12
+        PDEC " pages=", %r14
+        call put_fill_kind
+        PHEX " seed=", fill_seed
+        call newline
+        mov %r12, %rdi
+        mov %r14, %rsi
+        mov fill_seed, %r8
+        cmpq $W_FILL_TEXT, workload
+        je 2f
+        call fill_random
+        jmp 3f
+2:      call fill_text
+3:      PDEC "fill: done pages=", %r14
+        PHEX " start=", %r12
+        PHEX " seed=", fill_seed
+        call put_fill_kind
+        call newline
+        jmp halt_forever
+
+put_fill_kind:
+        STRADDR %edi, " kind=random"
+        cmpq $W_FILL_TEXT, workload
+        jne 1f
+        STRADDR %edi, " kind=text"
+1:      jmp puts
+
+/* fill_random(rdi = start, rsi = pages, r8 = seed). */
+fill_random:
+        mov $GOLDEN, %r9
+        mov $MIX1, %r10
+        mov $MIX2, %r11
+        shl $9, %rsi                    /* qwords */
+1:      add %r9, %r8
+        mov %r8, %rax
+        MIX %rax
+        mov %rax, (%rdi)
+        add $8, %rdi
+        dec %rsi
+        jnz 1b
+        ret
+
+/* fill_text(rdi = start, rsi = pages, r8 = seed). Each fill_words slot is
+ * the word padded with spaces to 7 bytes, then byte 7 = word length + 1
+ * (the advance): storing the whole slot and then the separator at the
+ * word's end leaves byte 7 to be overwritten by the next slot or the
+ * page's trailing spaces. */
+fill_text:
+        push %rbx
+        push %rbp
+        push %r12
+        push %r13
+        push %r15
+        mov $GOLDEN, %r9
+        mov $MIX1, %r10
+        mov $MIX2, %r11
+        mov $'\n', %r15d
+        xor %ebx, %ebx                  /* choices left in rbp */
+        xor %ebp, %ebp
+1:      lea 4096(%rdi), %r12            /* page end */
+        lea -8(%r12), %r13              /* last slot position */
+2:      test %ebx, %ebx
+        jnz 3f
+        add %r9, %r8                    /* next output: 8 choices */
+        mov %r8, %rbp
+        MIX %rbp
+        mov $8, %ebx
+3:      movzbl %bpl, %eax               /* choice */
+        shr $8, %rbp
+        dec %ebx
+        mov %eax, %ecx
+        and $31, %ecx
+        mov fill_words(,%rcx,8), %rdx
+        mov %rdx, (%rdi)
+        shr $56, %rdx                   /* advance */
+        add %rdx, %rdi
+        mov $' ', %edx
+        cmp $0x20, %eax
+        cmovb %r15d, %edx
+        mov %dl, -1(%rdi)               /* separator */
+        cmp %r13, %rdi
+        jbe 2b
+4:      cmp %r12, %rdi                  /* rest of the page: spaces */
+        jae 5f
+        movb $' ', (%rdi)
+        inc %rdi
+        jmp 4b
+5:      movb $'\n', -1(%r12)
+        mov %r12, %rdi
+        dec %rsi
+        jnz 1b
+        pop %r15
+        pop %r13
+        pop %r12
+        pop %rbp
+        pop %rbx
+        ret
+
+/* FWORD "w": one 8-byte fill_words slot (w: 1 to 7 letters). */
+.macro FWORD w:req
+8881:   .ascii "\w"
+8882:   .fill 7 - (8882b - 8881b), 1, ' '
+        .byte 8882b - 8881b + 1
+.endm
+
+        .section .rodata
+        .p2align 3
+/* The 32 words of fill.text, in choice order (vmm_guest::FILL_WORDS). */
+fill_words:
+        FWORD "the"
+        FWORD "and"
+        FWORD "that"
+        FWORD "with"
+        FWORD "this"
+        FWORD "from"
+        FWORD "which"
+        FWORD "have"
+        FWORD "there"
+        FWORD "would"
+        FWORD "their"
+        FWORD "about"
+        FWORD "memory"
+        FWORD "page"
+        FWORD "guest"
+        FWORD "host"
+        FWORD "virtual"
+        FWORD "machine"
+        FWORD "migrate"
+        FWORD "network"
+        FWORD "kernel"
+        FWORD "device"
+        FWORD "driver"
+        FWORD "system"
+        FWORD "process"
+        FWORD "state"
+        FWORD "copy"
+        FWORD "dirty"
+        FWORD "source"
+        FWORD "target"
+        FWORD "stream"
+        FWORD "bitmap"
+fill_words_end:
+        .if fill_words_end - fill_words != 32 * 8
+        .error "fill_words must have 32 slots"
+        .endif
+        .text
 
 /* ------------------------------------------------------------------------
  * disk: virtio-blk driver (virtio-mmio version 2 register layout), polled,

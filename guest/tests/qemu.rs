@@ -358,20 +358,85 @@ fn ab_under_qemu() {
     std::thread::sleep(Duration::from_millis(200));
 
     let mut mon = Monitor::connect(&sock);
-    let dump = dir.join("mem.bin");
     let size = range.start + range.pages * 4096;
     mon.cmd("stop");
-    mon.cmd(&format!("pmemsave 0 {size:#x} \"{}\"", dump.display()));
-    // pmemsave is synchronous: the file is complete once the prompt is back.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while std::fs::metadata(&dump).map(|m| m.len()).unwrap_or(0) < size {
-        assert!(Instant::now() < deadline, "pmemsave did not complete");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let mem = std::fs::read(&dump).unwrap();
+    let mem = pmemsave(&mut mon, 0, size, &dir.join("mem.bin"));
     check_ab(&mem, 0, range).unwrap();
     let passes = vm.output().lines().filter_map(parse_ab_pass).max().unwrap();
     assert!(passes >= 1);
+}
+
+/// `pmemsave`s `size` bytes of guest memory from `addr` into `dump` over
+/// the monitor `mon` and reads them back.
+fn pmemsave(mon: &mut Monitor, addr: u64, size: u64, dump: &Path) -> Vec<u8> {
+    mon.cmd(&format!(
+        "pmemsave {addr:#x} {size:#x} \"{}\"",
+        dump.display()
+    ));
+    // pmemsave is synchronous: the file is complete once the prompt is back.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::metadata(dump).map(|m| m.len()).unwrap_or(0) < size {
+        assert!(Instant::now() < deadline, "pmemsave did not complete");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::fs::read(dump).unwrap()
+}
+
+#[test]
+fn fill_under_qemu() {
+    let Some(q) = qemu() else { return };
+    // (kind, fill.mib, fill.seed): an explicit seed 0 is a seed too.
+    let cases = [
+        (FillKind::Random, 64, None),
+        (FillKind::Text, 64, None),
+        (FillKind::Text, 1, Some(0)),
+    ];
+    for (i, (kind, mib, seed)) in cases.into_iter().enumerate() {
+        let dir = scratch(&format!("fill{i}"));
+        let sock = dir.join("monitor.sock");
+        let monitor = format!("unix:{},server=on,wait=off", sock.display());
+        let mut append = format!("workload={} fill.mib={mib}", kind.workload());
+        if let Some(seed) = seed {
+            append += &format!(" fill.seed={seed}");
+        }
+        let mut vm = Vm::start(&q, &dir, &append, &["-monitor", &monitor]);
+        // Only the done line ends with `kind=...\n` (the start line goes on
+        // with `seed=`): once it is there, it is complete.
+        let out = vm.wait_for(&format!(" kind={}\n", kind.as_str()), BOOT);
+        let start = out
+            .lines()
+            .find_map(parse_fill_start)
+            .unwrap_or_else(|| panic!("{out}"));
+        let done = out
+            .lines()
+            .find_map(parse_fill_done)
+            .unwrap_or_else(|| panic!("{out}"));
+        assert_eq!(start, done, "{out}");
+        assert_eq!(done.kind, kind);
+        assert_eq!(done.seed, seed.unwrap_or(FILL_DEFAULT_SEED));
+        assert_eq!(out.lines().filter_map(parse_fill_done).count(), 1);
+        assert!(!out.contains("idle:"), "{out}");
+        // `-m 64`: with fill.mib=64 the RAM entry holding the image ends
+        // first and bounds the range.
+        let ram = parse_report(&out)
+            .memmap
+            .into_iter()
+            .find(|m| m.kind == 1 && m.addr <= done.start && m.addr + m.size > done.start)
+            .unwrap_or_else(|| panic!("no RAM entry holding the range\n{out}"));
+        let end = (ram.addr + ram.size).min(done.start + (mib << 20)) & !0xfff;
+        assert_eq!(done.pages, (end - done.start) / 4096, "{out}");
+        assert!(done.pages >= (mib * 256).min(15 * 1024), "{out}");
+
+        let mut mon = Monitor::connect(&sock);
+        mon.cmd("stop");
+        let size = done.pages * 4096;
+        let mem = pmemsave(&mut mon, done.start, size, &dir.join("mem.bin"));
+        check_fill(&mem, done.start, &done).unwrap();
+        assert!(
+            vm.child.try_wait().unwrap().is_none(),
+            "the guest idles after the fill"
+        );
+    }
 }
 
 #[test]

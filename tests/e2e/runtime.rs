@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::common::{Finished, TempPath, Vmm, run};
+use crate::common::{EXIT, Finished, TempPath, Vmm, run};
 use crate::require_kvm;
 
 const T: Duration = Duration::from_secs(60);
@@ -216,6 +216,49 @@ fn reset_reboots_in_the_same_process() {
     }
     assert_eq!(vmm.pid(), pid);
     // Dropping `vmm` kills the endlessly rebooting guest.
+}
+
+/// `vmm run` of `workload=fill` (`kind`) over 32 MiB: the guest announces
+/// the range, writes it once and says so, then idles until killed.
+fn fill_writes_its_range_then_idles(kind: vmm_guest::FillKind) {
+    let append = format!("workload={} fill.mib=32", kind.workload());
+    let mut vmm = Vmm::spawn(["run", "-m", MEM, "--append", &append]);
+    let line = vmm
+        .wait_line(T, |l| vmm_guest::parse_fill_done(l).is_some())
+        .unwrap_or_else(|| panic!("{append}: no `fill: done` line\n{}", vmm.transcript()));
+    let done = vmm_guest::parse_fill_done(&line).expect("fill: done line");
+    assert_eq!(
+        (done.pages, done.kind, done.seed),
+        (8192, kind, vmm_guest::FILL_DEFAULT_SEED),
+        "{append}: 32 MiB of 4 KiB pages\n{}",
+        vmm.transcript()
+    );
+    let start = vmm
+        .seen()
+        .iter()
+        .find_map(|l| vmm_guest::parse_fill_start(l))
+        .unwrap_or_else(|| panic!("{append}: no `fill: start=` line\n{}", vmm.transcript()));
+    assert_eq!(start, done, "{}", vmm.transcript());
+    assert!(
+        vmm.is_running(),
+        "{append}: the guest idles\n{}",
+        vmm.transcript()
+    );
+    vmm.kill_now();
+    let f = vmm.finish(EXIT);
+    assert!(!f.stderr.contains("panicked"), "{}", f.transcript());
+}
+
+#[test]
+fn fill_writes_its_range_once() {
+    require_kvm!();
+    fill_writes_its_range_then_idles(vmm_guest::FillKind::Random);
+}
+
+#[test]
+fn fill_text_writes_its_range_once() {
+    require_kvm!();
+    fill_writes_its_range_then_idles(vmm_guest::FillKind::Text);
 }
 
 fn fails_cleanly(args: &[&str], needle: &str) {
