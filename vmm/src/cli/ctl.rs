@@ -94,9 +94,38 @@ pub struct MigrateArgs {
     /// Deprecated in the reference (8.2), never implemented here: refused.
     #[arg(long, hide = true)]
     pub blk: bool,
-    /// The reference's old compression, deprecated in 8.2: refused.
-    #[arg(long, hide = true)]
-    pub compress: bool,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+/// How a migration moves guest RAM (`vmm migrate`, `vmm demo`).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TransferArgs {
+    /// Data connections besides the main one (0..=16): RAM is spread over
+    /// them, each sent and received on its own thread.
+    #[arg(long, value_name = "N", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=16))]
+    pub channels: u32,
+    /// Compression of page contents: none, zstd or zstd:LEVEL (1..=19). A
+    /// bare `--compress` is the reference's old compression method:
+    /// refused, naming its replacement.
+    #[arg(long, value_name = "METHOD", num_args = 0..=1, default_missing_value = OLD_COMPRESSION)]
+    pub compress: Option<String>,
+}
+
+/// What a bare `--compress` stands for.
+const OLD_COMPRESSION: &str = "old";
+
+impl TransferArgs {
+    /// Whether the reference's old method was asked for.
+    pub fn old_compression(&self) -> bool {
+        self.compress.as_deref() == Some(OLD_COMPRESSION)
+    }
+
+    /// The request's fields (`compress` checked by the VMM that runs it).
+    pub fn request(&self) -> (u32, Option<String>) {
+        (self.channels, self.compress.clone().filter(|c| c != "none"))
+    }
 }
 
 /// Parses `1000`, `64K`, `100M`, `1G`.
@@ -250,15 +279,18 @@ pub fn migrate(args: &MigrateArgs) -> Result<(), ControlError> {
     let deprecated = [
         ("inc", args.inc),
         ("blk", args.blk),
-        ("compress", args.compress),
+        ("compress", args.transfer.old_compression()),
     ];
     crate::release::lifecycle::migrate_options(crate::builder::config::catalog(), &deprecated)
         .map_err(|e| ControlError::Remote(e.to_string()))?;
     let mut c = Client::connect(&args.control)?;
+    let (channels, compress) = args.transfer.request();
     let req = Request::Migrate(MigrateRequest {
         uri: args.uri.clone(),
         downtime_limit: args.downtime_limit,
         max_bandwidth: args.max_bandwidth,
+        channels,
+        compress,
     });
     let tty = std::io::stderr().is_terminal();
     let json = args.json;

@@ -32,6 +32,8 @@ pub struct DemoArgs {
     /// Upper bound on the guest's downtime, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = DEFAULT_DOWNTIME_LIMIT_MS)]
     pub downtime_limit: u64,
+    #[command(flatten)]
+    pub transfer: super::ctl::TransferArgs,
 }
 
 /// How the demo's two processes are connected.
@@ -297,10 +299,13 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
             println!("{}", progress_text(p));
         }
     };
+    let (channels, compress) = args.transfer.request();
     let req = Request::Migrate(MigrateRequest {
         uri: uri.clone(),
         downtime_limit: args.downtime_limit,
         max_bandwidth: None,
+        channels,
+        compress,
     });
     let r = client(&src_sock)?.call(&req, &mut on_event);
     if tty {

@@ -5,6 +5,7 @@
 //! any) followed by exactly one response line.
 
 use crate::builder::config::Origins;
+use migration::compress::{BadCompression, Compression};
 use migration::manifest::{DeviceInstance, PropValue};
 use migration::precopy::{Params, Progress};
 use serde::{Deserialize, Serialize};
@@ -85,6 +86,12 @@ pub struct MigrateRequest {
     /// Bytes per second; absent or null for unlimited.
     #[serde(default)]
     pub max_bandwidth: Option<u64>,
+    /// Data channels besides the main connection (0..=16; 0: none).
+    #[serde(default)]
+    pub channels: u32,
+    /// `none`, `zstd` or `zstd:LEVEL`; absent: none.
+    #[serde(default)]
+    pub compress: Option<String>,
 }
 
 fn default_downtime() -> u64 {
@@ -92,13 +99,24 @@ fn default_downtime() -> u64 {
 }
 
 impl MigrateRequest {
-    /// The driver parameters this request asks for.
-    pub fn params(&self) -> Params {
-        Params {
+    /// The driver parameters this request asks for (a channel count or a
+    /// compression method out of range is refused).
+    pub fn params(&self) -> Result<Params, String> {
+        let max = migration::stream::format::MAX_CHANNELS;
+        if self.channels > max {
+            return Err(format!("{} channels (0..={max} allowed)", self.channels));
+        }
+        let compression = match &self.compress {
+            Some(c) => c.parse().map_err(|e: BadCompression| e.to_string())?,
+            None => Compression::None,
+        };
+        Ok(Params {
             downtime_limit: Duration::from_millis(self.downtime_limit),
             max_bandwidth: self.max_bandwidth,
+            channels: self.channels,
+            compression,
             ..Params::default()
-        }
+        })
     }
 }
 
@@ -227,7 +245,9 @@ mod tests {
             Request::Migrate(MigrateRequest {
                 uri: "tcp:h:1".into(),
                 downtime_limit: 300,
-                max_bandwidth: None
+                max_bandwidth: None,
+                channels: 0,
+                compress: None,
             })
         );
         assert_eq!(

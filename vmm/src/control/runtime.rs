@@ -235,7 +235,13 @@ impl ControlHandler for MachineHandler {
             progress(p);
         };
         let mut src = MachineSource::new(m, &self.0.persona);
-        let r = precopy::migrate_to(&mut src, &uri, &req.params(), &mut on_progress, cancel);
+        let r = precopy::migrate_to(
+            &mut src,
+            &uri,
+            &req.params().map_err(VmError::new)?,
+            &mut on_progress,
+            cancel,
+        );
         *plock(&self.0.progress) = None;
         match r {
             Ok(s) => {

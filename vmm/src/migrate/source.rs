@@ -9,9 +9,10 @@ use crate::release::persona::Persona;
 use migration::PAGE_SIZE;
 use migration::bitmap::DirtyBitmap;
 use migration::config as mconfig;
+use migration::guest_ram::SharedRam;
 use migration::manifest::Manifest;
 use migration::stream::{Section, VcpuRecord};
-use migration::vm::{MigrationSource, VmError};
+use migration::vm::{MigrationSource, RamAccess, VmError};
 
 /// A running machine as the source of a migration.
 pub struct MachineSource<'a> {
@@ -49,6 +50,15 @@ impl MigrationSource for MachineSource<'_> {
         // `--as-release R`: R as the source release, R's section versions.
         self.persona.announce(&mut manifest, &cfg.origins);
         Ok(manifest)
+    }
+
+    fn max_format(&self) -> u32 {
+        self.persona.max_stream_format()
+    }
+
+    fn ram(&self) -> Option<std::sync::Arc<dyn RamAccess>> {
+        let ram = SharedRam::new(self.m.vm().memory().clone());
+        Some(std::sync::Arc::new(ram))
     }
 
     fn read_pages(&mut self, first_page: u64, buf: &mut [u8]) -> Result<(), VmError> {

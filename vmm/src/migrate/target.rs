@@ -17,10 +17,12 @@ use devices::virtio::block::NO_SERIAL;
 use migration::PAGE_SIZE;
 use migration::compat_check::{self, IncomingConfig};
 use migration::config as mconfig;
+use migration::guest_ram::SharedRam;
 use migration::instances;
 use migration::manifest::MAX_CPUID_LEAVES;
 use migration::manifest::{DeviceInstance, Manifest};
 use migration::stream::{Section, VcpuRecord};
+use migration::vm::RamAccess;
 use migration::vm::{MigrationTarget, VmError};
 use std::sync::mpsc::{Receiver, channel};
 
@@ -308,7 +310,20 @@ fn order_disks(blocks: &mut Vec<BlockDevice>, streamed: &[&DeviceInstance]) {
 }
 
 impl MigrationTarget for MachineTarget<'_> {
+    fn ram(&self) -> Option<std::sync::Arc<dyn RamAccess>> {
+        let m = self.machine.as_ref()?;
+        Some(std::sync::Arc::new(SharedRam::new(m.vm().memory().clone())))
+    }
+
     fn validate(&mut self, m: &Manifest) -> Result<(), VmError> {
+        let max = self.persona.max_stream_format();
+        if m.format_version > max {
+            return Err(VmError::new(format!(
+                "incompatible migration stream: format {} (data channels or compression); release {} reads up to format {max}: migrate without --channels and --compress",
+                m.format_version,
+                self.persona.release()
+            )));
+        }
         let cfg = self.resolve_config(m)?;
         // Host resources: the stream's disks need as many here. A stream
         // that lists its instances is compared instance by instance below

@@ -149,6 +149,8 @@ fn migrate_streams_progress_then_the_summary() {
         uri: "tcp:h:1".into(),
         downtime_limit: 300,
         max_bandwidth: None,
+        channels: 0,
+        compress: None,
     });
     let sum = c.call(&req, &mut |e| events.push(e.clone())).unwrap();
     assert_eq!(events.len(), 3);
@@ -167,6 +169,8 @@ fn migrate_cancel_from_another_connection() {
             uri: "tcp:wait:1".into(),
             downtime_limit: 300,
             max_bandwidth: None,
+            channels: 0,
+            compress: None,
         });
         c.call(&req, &mut |_| {})
     });
@@ -230,8 +234,14 @@ impl ControlHandler for VmHandler {
     ) -> Result<Summary, VmError> {
         let uri = req.uri.parse().map_err(VmError::new)?;
         let mut vm = self.vm.lock().map_err(VmError::new)?;
-        migration::precopy::migrate_to(&mut *vm, &uri, &req.params(), progress, cancel)
-            .map_err(VmError::new)
+        migration::precopy::migrate_to(
+            &mut *vm,
+            &uri,
+            &req.params().map_err(VmError::new)?,
+            progress,
+            cancel,
+        )
+        .map_err(VmError::new)
     }
 }
 
@@ -261,6 +271,8 @@ fn migrate_a_fake_vm_through_the_control_socket() {
         uri: dest_uri.to_string(),
         downtime_limit: 300,
         max_bandwidth: None,
+        channels: 0,
+        compress: None,
     });
     let e = c.call(&req, &mut |_| {}).unwrap_err().to_string();
     assert!(e.contains("pc-8.2") && e.contains("pc-5.1"), "{e}");

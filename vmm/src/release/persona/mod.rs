@@ -293,6 +293,16 @@ impl Persona {
             .collect()
     }
 
+    /// The newest stream format this release writes (with channels or
+    /// compression) and reads: a frozen release's own, this build's
+    /// [`migration::stream::format::FORMAT_VERSION`].
+    pub fn max_stream_format(&self) -> u32 {
+        match &self.lock {
+            Some(l) => l.stream_format,
+            None => migration::stream::format::FORMAT_VERSION,
+        }
+    }
+
     /// The stream format this release writes and reads.
     pub fn stream_format(&self) -> StreamFormat {
         match &self.lock {

@@ -10,16 +10,17 @@
 
 use super::PAGE_SIZE;
 use super::bitmap::DirtyBitmap;
-use super::channel::{Senders, new_session};
+use super::channel::Senders;
 use super::manifest::Manifest;
 use super::status::{Status, StatusError};
-use super::stream::format::FORMAT_VERSION;
 use super::stream::format::MAX_RUN_PAGES;
 use super::stream::{Encoder, Section, VcpuRecord};
 use super::transport::{self, BackChannel, Outgoing, TransportError, Uri};
 use super::vm::{MigrationSource, VmError};
 use std::io::{self, BufWriter, Write};
 use std::time::{Duration, Instant};
+
+mod channels;
 
 pub use super::progress::{CancelToken, Outcome, Params, Phase, Progress, Summary};
 
@@ -312,8 +313,8 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
     /// Sends every page of `dirty`, honouring cancel and the bandwidth cap;
     /// reports progress every [`REPORT_EVERY`] bytes of a long pass.
     ///
-    /// Returns the bytes and time of the batches that carried page contents:
-    /// the cost of a dirty page, without the scanning of zero pages (an idle
+    /// Returns the page bytes and time of the batches that carried page
+    /// contents: the cost of a dirty page, without the scanning of zero pages (an idle
     /// guest's first pass is mostly zero pages and would make the link look
     /// slow).
     fn send(
@@ -338,7 +339,7 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
                     return Err(MigrateError::Cancelled);
                 }
                 let n = (first + count - p).min(u64::from(MAX_RUN_PAGES));
-                let (batch, before) = (Instant::now(), enc.bytes_written());
+                let batch = Instant::now();
                 let buf = &mut self.buf[..n as usize * PAGE_SIZE];
                 self.src.read_pages(p, buf)?;
                 let st = enc.pages(p, buf);
@@ -355,7 +356,9 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
                     }
                 }
                 if st.normal > 0 {
-                    busy_bytes += sent - before;
+                    // Page bytes moved, not wire bytes: with compression
+                    // the link carries fewer bytes than the guest dirties.
+                    busy_bytes += st.normal * PAGE_SIZE as u64;
                     busy += batch.elapsed();
                 }
                 if !self.paused && sent - reported >= REPORT_EVERY {
@@ -365,134 +368,6 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
             }
         }
         Ok((busy_bytes, busy))
-    }
-
-    /// [`send`](Self::send) over the data channels: each stripe queued to
-    /// its channel's thread (the caller waits for them at the pass's end).
-    fn send_channels(
-        &mut self,
-        s: &Senders,
-        enc: &Encoder<Writer>,
-        dirty: &DirtyBitmap,
-    ) -> Result<(u64, Duration), MigrateError> {
-        let t = Instant::now();
-        let start = self.bytes_with(enc, s);
-        let normal_before = s.stats().normal;
-        let mut left = dirty.count();
-        let mut reported = start;
-        let batch = u64::from(MAX_RUN_PAGES) * 16;
-        for (first, count) in dirty.runs() {
-            let mut p = first;
-            while p < first + count {
-                if self.cancel.is_cancelled() && !self.paused {
-                    return Err(MigrateError::Cancelled);
-                }
-                let n = (first + count - p).min(batch);
-                s.send_run(p, n)
-                    .map_err(|e| self.send_failed(io::Error::other(e)))?;
-                p += n;
-                left -= n;
-                let sent = self.bytes_with(enc, s);
-                if let Some(max) = self.params.max_bandwidth.filter(|m| *m > 0) {
-                    let due = Duration::from_secs_f64((sent - start) as f64 / max as f64);
-                    if let Some(wait) = due.checked_sub(t.elapsed()) {
-                        std::thread::sleep(wait);
-                    }
-                }
-                if !self.paused && sent - reported >= REPORT_EVERY {
-                    reported = sent;
-                    let st = s.stats();
-                    (self.zero, self.normal) = (st.zero, st.normal);
-                    self.report(Phase::Precopy, sent, left, self.expected(left));
-                }
-            }
-        }
-        let st = s.stats();
-        (self.zero, self.normal) = (st.zero, st.normal);
-        if st.normal > normal_before {
-            Ok((self.bytes_with(enc, s) - start, t.elapsed()))
-        } else {
-            Ok((0, Duration::ZERO))
-        }
-    }
-
-    /// Stream format 2 where channels or compression are asked for (format
-    /// 1 otherwise, so every release can read the stream).
-    fn format_2(&mut self, m: &mut Manifest) -> Result<(), MigrateError> {
-        let p = self.params;
-        if p.channels == 0 && p.compression.method().is_none() {
-            return Ok(());
-        }
-        if self.src.max_format() < FORMAT_VERSION {
-            return Err(MigrateError::Channels(format!(
-                "release {} writes stream format {}, which has no channels or compression (migrate without --channels and --compress)",
-                m.source_release,
-                self.src.max_format()
-            )));
-        }
-        if p.channels > crate::stream::format::MAX_CHANNELS {
-            return Err(MigrateError::Channels(format!(
-                "{} channels (1..={} allowed)",
-                p.channels,
-                crate::stream::format::MAX_CHANNELS
-            )));
-        }
-        if p.channels > 0 && self.uri.is_none() {
-            return Err(MigrateError::Channels(
-                "data channels need a destination URI to connect to".into(),
-            ));
-        }
-        m.format_version = FORMAT_VERSION;
-        m.channels = p.channels;
-        m.compression = p.compression.method().map(str::to_string);
-        if p.channels > 0 {
-            m.session = new_session();
-        }
-        Ok(())
-    }
-
-    /// Connects the data channels (after the destination accepted the
-    /// manifest) and starts their threads.
-    fn open_channels(&mut self, m: &Manifest) -> Result<(), MigrateError> {
-        let Some(uri) = self.uri.filter(|_| m.channels > 0) else {
-            return Ok(());
-        };
-        let ram = self.src.ram().ok_or_else(|| {
-            MigrateError::Channels("this guest's RAM cannot be shared with channel threads".into())
-        })?;
-        let mut writers: Vec<Box<dyn Write + Send>> = Vec::new();
-        for _ in 0..m.channels {
-            writers.push(Box::new(transport::connect(uri)?.writer));
-        }
-        let s = Senders::start(writers, m.session, self.params.compression, ram)
-            .map_err(|e| self.send_failed(e))?;
-        self.senders = Some(s);
-        Ok(())
-    }
-
-    /// Waits until every channel sent what it was given.
-    fn flush_channels(&mut self) -> Result<(), MigrateError> {
-        let r = self.senders.as_ref().map_or(Ok(()), Senders::flush);
-        r.map_err(|e| self.send_failed(io::Error::other(e)))
-    }
-
-    /// What ended channels carried, for the summary.
-    fn count_channels(&mut self, s: &Senders) {
-        self.channel_bytes = s.bytes();
-        let st = s.stats();
-        (self.zero, self.normal) = (st.zero, st.normal);
-    }
-
-    /// Bytes sent on every connection so far.
-    fn bytes(&self, enc: &Encoder<Writer>) -> u64 {
-        match &self.senders {
-            Some(s) => self.bytes_with(enc, s),
-            None => enc.bytes_written() + self.channel_bytes,
-        }
-    }
-
-    fn bytes_with(&self, enc: &Encoder<Writer>, s: &Senders) -> u64 {
-        enc.bytes_written() + s.bytes()
     }
 
     fn measure(&mut self, bytes: u64, took: Duration) {
