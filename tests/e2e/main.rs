@@ -1,5 +1,6 @@
 //! End-to-end tests: each module runs the real `vmm` binary.
 
+mod channels;
 mod common;
 mod control;
 mod cpu;

@@ -21,44 +21,12 @@
 //! restore must exit non-zero by itself, without "panicked", without guest
 //! output, and with a peak RSS (`wait4`) under the manifest's RAM + 32 MiB.
 
-use crate::common::{BOOT, EXIT, Finished, MIGRATE, Running, TempPath, Vmm, flat};
+use crate::common::{BOOT, EXIT, Finished, MIGRATE, Rng, Running, TempPath, Vmm, flat};
 use crate::require_kvm;
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
-
-/// A small deterministic generator (xorshift64*), seeded from
-/// `VMM_E2E_SEED` or the clock; the seed is printed.
-struct Rng(u64);
-
-impl Rng {
-    fn new(test: &str) -> Self {
-        let seed = std::env::var("VMM_E2E_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(1, |d| d.as_nanos() as u64)
-            });
-        println!("{test}: seed={seed} (replay with VMM_E2E_SEED={seed})");
-        Self(seed | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// A source `vmm run -M MACHINE -m MEM --append APPEND EXTRA... --control
 /// SOCK` whose guest runs the `ab` workload, once it counts.

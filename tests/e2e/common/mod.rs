@@ -7,6 +7,7 @@
 //!   drop;
 //! - [`control`]: `vmm ctl` / `vmm migrate` over a control socket, their
 //!   JSON and diagnostics, and [`Running`], a `vmm run --control` guest;
+//! - [`rng`]: [`Rng`], seeded random choices (the seed is printed);
 //! - [`serial`]: the guest's serial lines through the guest crate's
 //!   parsers (`ab` range and passes, hardware report).
 //!
@@ -15,11 +16,13 @@
 mod control;
 mod paths;
 mod process;
+mod rng;
 mod serial;
 
 pub use control::{Running, ctl, flat, json_of};
 pub use paths::TempPath;
 pub use process::{Finished, Vmm, run};
+pub use rng::Rng;
 pub use serial::{facts, hardware_report, max_pass};
 
 use std::time::{Duration, Instant};

@@ -145,36 +145,14 @@ fn load<T: MigrationTarget + ?Sized>(
         _ => None,
     };
     let mut syncs = 0;
-    let (mut zero, mut normal) = (0, 0);
-    let mut sections = Vec::new();
-    let mut vcpus = Vec::new();
-    loop {
-        match d.next_record()? {
-            Record::Pages { first_page, data } => {
-                normal += (data.len() / PAGE_SIZE) as u64;
-                target
-                    .write_pages(first_page, data)
-                    .map_err(IncomingError::Load)?;
-            }
-            Record::ZeroPages { first_page, count } => {
-                zero += count;
-                target
-                    .write_zero_pages(first_page, count)
-                    .map_err(IncomingError::Load)?;
-            }
-            Record::Section(s) => sections.push(s),
-            Record::Vcpu(v) => vcpus.push(v),
-            Record::Sync => {
-                syncs += 1;
-                if let Some(r) = &receivers {
-                    r.wait_sync(syncs, transport::READ_TIMEOUT)
-                        .map_err(IncomingError::Channel)?;
-                }
-                let _ = tell(Status::Synced);
-            }
-            Record::End => break,
+    let r = records(&mut d, target, receivers.as_ref(), &mut syncs, tell);
+    if let (Err(e), Some(rx)) = (&r, &receivers) {
+        // The main connection broke: a data channel that broke first says why.
+        if let Some(c) = rx.failure(Duration::from_millis(200)) {
+            return Err(IncomingError::Channel(format!("{c} (then: {e})")));
         }
     }
+    let (sections, mut vcpus, mut zero, mut normal) = r?;
     let mut channel_bytes = 0;
     if let Some(r) = receivers {
         let (st, bytes) = r.finish().map_err(IncomingError::Channel)?;
@@ -223,4 +201,52 @@ fn channels(
     }
     got.sort_by_key(|(i, _)| *i);
     Receivers::start(got, ram).map_err(|e| IncomingError::Channel(e.to_string()))
+}
+
+type Loaded = (
+    Vec<super::stream::Section>,
+    Vec<super::stream::VcpuRecord>,
+    u64,
+    u64,
+);
+
+/// The main connection's records after the manifest, up to its end.
+fn records<T: MigrationTarget + ?Sized, R: Read>(
+    d: &mut Decoder<R>,
+    target: &mut T,
+    receivers: Option<&Receivers>,
+    syncs: &mut u64,
+    tell: &mut dyn FnMut(Status) -> io::Result<()>,
+) -> Result<Loaded, IncomingError> {
+    let (mut zero, mut normal) = (0, 0);
+    let mut sections = Vec::new();
+    let mut vcpus = Vec::new();
+    loop {
+        match d.next_record()? {
+            Record::Pages { first_page, data } => {
+                normal += (data.len() / PAGE_SIZE) as u64;
+                target
+                    .write_pages(first_page, data)
+                    .map_err(IncomingError::Load)?;
+            }
+            Record::ZeroPages { first_page, count } => {
+                zero += count;
+                target
+                    .write_zero_pages(first_page, count)
+                    .map_err(IncomingError::Load)?;
+            }
+            Record::Section(s) => sections.push(s),
+            Record::Vcpu(v) => vcpus.push(v),
+            Record::Sync => {
+                *syncs += 1;
+                if let Some(r) = receivers {
+                    r.wait_sync(*syncs, transport::READ_TIMEOUT)
+                        .map_err(IncomingError::Channel)?;
+                }
+                let _ = tell(Status::Synced);
+            }
+            Record::End => break,
+        }
+    }
+    Ok((sections, vcpus, zero, normal))
 }

@@ -96,6 +96,23 @@ impl Receivers {
         }
     }
 
+    /// The first channel failure, waiting up to `grace` for one (the main
+    /// connection failed: a channel's own error usually says more).
+    pub fn failure(&self, grace: Duration) -> Option<String> {
+        let deadline = Instant::now() + grace;
+        let mut st = self.shared.state.lock().ok()?;
+        loop {
+            if let Some(e) = &st.failed {
+                return Some(e.clone());
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            st = self.shared.cv.wait_timeout(st, left).ok()?.0;
+        }
+    }
+
     /// Waits for every channel's end (its checksum checked); the pages and
     /// bytes they carried, or the first failure.
     pub fn finish(self) -> Result<(PageStats, u64), String> {
