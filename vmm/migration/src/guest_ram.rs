@@ -161,10 +161,31 @@ pub fn read_pages(
     buf: &mut [u8],
 ) -> Result<(), VmError> {
     let mut at = 0;
+    let mut backed = Vec::new();
     for (addr, pages) in layout.pieces(first_page, (buf.len() / PAGE_SIZE) as u64)? {
         let len = (pages * PAGE) as usize;
-        mem.read_slice(&mut buf[at..at + len], addr)
-            .map_err(mem_err)?;
+        let out = &mut buf[at..at + len];
+        let host = mem.get_host_address(addr).map_err(mem_err)? as u64;
+        if super::pagemap::backed(host, pages as usize, &mut backed).is_none() {
+            mem.read_slice(out, addr).map_err(mem_err)?;
+        } else {
+            // Runs of backed pages are read; pages never backed read as zero.
+            let mut i = 0;
+            while i < backed.len() {
+                let b = backed[i];
+                let j = (i..backed.len())
+                    .find(|&j| backed[j] != b)
+                    .unwrap_or(backed.len());
+                let run = &mut out[i * PAGE_SIZE..j * PAGE_SIZE];
+                if b {
+                    let a = GuestAddress(addr.0 + i as u64 * PAGE);
+                    mem.read_slice(run, a).map_err(mem_err)?;
+                } else {
+                    run.fill(0);
+                }
+                i = j;
+            }
+        }
         at += len;
     }
     Ok(())
@@ -198,11 +219,20 @@ pub fn write_zero_pages(
     const CHUNK: u64 = 256;
     let zeros = [0u8; PAGE_SIZE];
     let mut buf = vec![0u8; (CHUNK * PAGE) as usize];
+    let mut backed = Vec::new();
     for (addr, pages) in layout.pieces(first_page, count)? {
         let mut done = 0;
         while done < pages {
             let n = (pages - done).min(CHUNK);
             let a = addr.0 + done * PAGE;
+            // Pages the host never backed are zero already: not even read.
+            let host = mem.get_host_address(GuestAddress(a)).map_err(mem_err)? as u64;
+            if super::pagemap::backed(host, n as usize, &mut backed).is_some()
+                && backed.iter().all(|b| !b)
+            {
+                done += n;
+                continue;
+            }
             let chunk = &mut buf[..(n * PAGE) as usize];
             mem.read_slice(chunk, GuestAddress(a)).map_err(mem_err)?;
             for (i, page) in chunk.chunks_exact(PAGE_SIZE).enumerate() {

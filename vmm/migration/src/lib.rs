@@ -25,6 +25,7 @@ pub mod guest_ram;
 pub mod incoming;
 pub mod instances;
 pub mod manifest;
+pub mod pagemap;
 pub mod precopy;
 pub mod progress;
 pub mod status;
