@@ -321,6 +321,27 @@ impl<R: Read> Decoder<R> {
         }
     }
 
+    /// A page run's `first_page` and `count`: 1..=`max` pages inside the
+    /// guest's `pages`.
+    fn run(&mut self, max: u32, pages: u64) -> Result<(u64, u32), DecodeError> {
+        let first_page = self.u64()?;
+        let count = self.u32()?;
+        if count == 0 || count > max {
+            return Err(DecodeError::BadRunLength { count, max });
+        }
+        if first_page
+            .checked_add(u64::from(count))
+            .is_none_or(|end| end > pages)
+        {
+            return Err(DecodeError::PageRange {
+                first_page,
+                count: u64::from(count),
+                pages,
+            });
+        }
+        Ok((first_page, count))
+    }
+
     fn record(&mut self, ex: &mut Expect) -> Result<Decoded, DecodeError> {
         if self.phase == Phase::Done {
             return Err(DecodeError::AfterEnd);
@@ -335,26 +356,12 @@ impl<R: Read> Decoder<R> {
                         offset,
                     });
                 }
-                let first_page = self.u64()?;
-                let count = self.u32()?;
                 let max = if tag == TAG_PAGES {
                     MAX_RUN_PAGES
                 } else {
                     u32::MAX
                 };
-                if count == 0 || count > max {
-                    return Err(DecodeError::BadRunLength { count, max });
-                }
-                if first_page
-                    .checked_add(u64::from(count))
-                    .is_none_or(|end| end > ex.pages)
-                {
-                    return Err(DecodeError::PageRange {
-                        first_page,
-                        count: u64::from(count),
-                        pages: ex.pages,
-                    });
-                }
+                let (first_page, count) = self.run(max, ex.pages)?;
                 if tag == TAG_ZERO_PAGES {
                     return Ok(Decoded::Other(Record::ZeroPages {
                         first_page,
@@ -369,24 +376,7 @@ impl<R: Read> Decoder<R> {
                 Ok(Decoded::Pages(first_page))
             }
             TAG_ZPAGES if self.unzstd.is_some() && self.phase == Phase::Ram => {
-                let first_page = self.u64()?;
-                let count = self.u32()?;
-                if count == 0 || count > MAX_RUN_PAGES {
-                    return Err(DecodeError::BadRunLength {
-                        count,
-                        max: MAX_RUN_PAGES,
-                    });
-                }
-                if first_page
-                    .checked_add(u64::from(count))
-                    .is_none_or(|end| end > ex.pages)
-                {
-                    return Err(DecodeError::PageRange {
-                        first_page,
-                        count: u64::from(count),
-                        pages: ex.pages,
-                    });
-                }
+                let (first_page, count) = self.run(MAX_RUN_PAGES, ex.pages)?;
                 let len = self.u32()?;
                 let raw = count as usize * PAGE_SIZE;
                 if len as usize > zstd::zstd_safe::compress_bound(raw) {
