@@ -1,18 +1,38 @@
-//! `cargo xtask bench-migrate`: live migration over loopback TCP of idle and
-//! `ab`-dirtying guests, for `vmm` and (optionally) the reference VMM
-//! (QEMU driven through QMP, `qemu.rs`): total time, downtime, bytes sent, and
-//! the CPU the VMM threads used meanwhile (`cpu.rs`). Method and results:
-//! `docs/bench-migrate.md`.
+//! `cargo xtask bench-migrate`: live migration over loopback TCP of idle,
+//! `fill`ed (random or text pages) and `ab`-dirtying guests, for `vmm` over
+//! one stream or N data channels with or without zstd (`vmm.rs`) and for
+//! each reference VMM given (QEMU driven through QMP, single stream or
+//! multifd, `qemu.rs`): total time, downtime, bytes on the wire, the CPU the
+//! VMM threads used meanwhile (`cpu.rs`) against what this host can do
+//! (`report.rs`, `loopback.rs`), and per case the best setting of each side
+//! (`setting.rs`). Method and results: `docs/bench-migrate.md`.
 
 mod cpu;
+mod loopback;
 mod qemu;
+#[cfg(test)]
+mod reference_script;
+mod report;
+mod setting;
+mod vmm;
 
-use crate::bench_vmm::{Proc, VmmArgs, vmm_run};
-use cpu::{Cpu, CpuWatch};
+use crate::bench_vmm::{Proc, VmmArgs};
+use cpu::Cpu;
+use qemu::{Reference, RunError};
+use report::{HEADER, Host, row, row_without};
 use serde_json::Value;
+use setting::{Measured, Setting, median, ratio_line};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The guest workloads a case can run, and the serial line after which the
+/// source is migrated.
+const WORKLOADS: [(&str, &str); 4] = [
+    ("idle", "idle: halted"),
+    ("fill", "fill: done"),
+    ("fill.text", "fill: done"),
+    ("ab", "ab: pass="),
+];
 
 /// Arguments of `cargo xtask bench-migrate`.
 #[derive(clap::Args, Debug, Clone)]
@@ -20,10 +40,10 @@ pub struct Args {
     /// Guest RAM sizes in MiB.
     #[arg(long, value_delimiter = ',', default_value = "256,1024")]
     pub sizes: Vec<u64>,
-    /// Guest workloads (`idle`, `ab`).
-    #[arg(long, value_delimiter = ',', default_value = "idle,ab")]
+    /// Guest workloads (`idle`, `fill`, `fill.text`, `ab`).
+    #[arg(long, value_delimiter = ',', default_value = "idle,fill,fill.text,ab")]
     pub workloads: Vec<String>,
-    /// Migrations per VMM and case (medians are reported).
+    /// Migrations per VMM, setting and case (medians are reported).
     #[arg(long, default_value_t = 1)]
     pub runs: usize,
     /// Downtime limit in ms, for both VMMs.
@@ -32,8 +52,42 @@ pub struct Args {
     /// Give up on one migration after this many seconds.
     #[arg(long, default_value_t = 180)]
     pub timeout: u64,
-    #[command(flatten)]
-    pub vmms: VmmArgs,
+    /// vmm's settings: N (`--channels N`, 0 = one stream), N+zstd or
+    /// N+zstd:LEVEL.
+    #[arg(long, value_delimiter = ',', default_value = setting::VMM_DEFAULT)]
+    pub vmm_settings: Vec<Setting>,
+    /// The references' settings, same syntax (N = `multifd-channels`, 0 =
+    /// multifd off) [default: by version: QEMU 7.x `0`; newer
+    /// `0,2,2+zstd,4,4+zstd`].
+    #[arg(long, value_delimiter = ',')]
+    pub qemu_settings: Vec<Setting>,
+    /// A reference VMM (e.g. the wrapper printed by scripts/reference-qemu.sh
+    /// or scripts/reference-qemu10.sh); repeatable. None: vmm alone.
+    #[arg(long, value_name = "PATH")]
+    pub qemu: Vec<PathBuf>,
+    /// Guest ELF for both VMMs (default: vmm's embedded guest, written to a temp file).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// The vmm binary to measure [default: target/release/vmm, built first
+    /// with `cargo build --release -p vmm`].
+    #[arg(long, value_name = "PATH")]
+    pub vmm: Option<PathBuf>,
+    /// Do not run `cargo build --release -p vmm` first (it still runs if
+    /// target/release/vmm does not exist).
+    #[arg(long)]
+    pub no_build: bool,
+}
+
+impl Args {
+    /// The `vmm` binary and guest options in the form bench-boot shares.
+    fn vmms(&self) -> VmmArgs {
+        VmmArgs {
+            qemu: None,
+            kernel: self.kernel.clone(),
+            vmm: self.vmm.clone(),
+            no_build: self.no_build,
+        }
+    }
 }
 
 /// One migration's measurements.
@@ -47,8 +101,12 @@ struct Sample {
     /// two processes' own events (QEMU: the source's STOP and the
     /// destination's RESUME QMP timestamps), ms.
     downtime_events_ms: Option<f64>,
-    /// Bytes sent.
+    /// Bytes on the wire (vmm: `bytes`, all connections; QEMU:
+    /// `ram.transferred`, multifd included).
     bytes: u64,
+    /// Bytes of the pages sent with contents, before compression (vmm:
+    /// `pages_normal` × 4 KiB; QEMU: `ram.normal-bytes`).
+    page_bytes: u64,
     /// Pre-copy iterations (QEMU: dirty-sync-count).
     iterations: u64,
     /// CPU used during the migration by the source.
@@ -84,22 +142,6 @@ fn free_port() -> Result<u16, String> {
         .map_err(|e| format!("free port: {e}"))
 }
 
-/// What a `vmm run --incoming` destination says once it listens.
-const LISTENING: &str = "incoming: waiting on ";
-
-/// The URI a destination started with `--incoming tcp:127.0.0.1:0` listens
-/// on, from its own stderr line (bounded wait).
-fn listening_uri(dst: &Proc) -> Result<String, String> {
-    wait_for(READY, "the destination to listen", || {
-        dst.stderr().contains(LISTENING)
-    })?;
-    let err = dst.stderr();
-    err.lines()
-        .find_map(|l| l.strip_prefix(LISTENING))
-        .map(|u| u.trim().to_string())
-        .ok_or_else(|| format!("no `{LISTENING}` line: {err}"))
-}
-
 /// Polls `cond` every 5 ms for up to `timeout`.
 fn wait_for(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) -> Result<(), String> {
     let deadline = Instant::now() + timeout;
@@ -120,6 +162,16 @@ struct Case<'a> {
     args: &'a Args,
 }
 
+/// The serial line after which a guest running `workload` is migrated:
+/// `idle: halted`, the `fill: done` line (every page written once), the
+/// first `ab: pass=` line. `None` for an unknown workload.
+fn ready_line(workload: &str) -> Option<&'static str> {
+    WORKLOADS
+        .iter()
+        .find(|(w, _)| *w == workload)
+        .map(|(_, l)| *l)
+}
+
 impl Case<'_> {
     /// A scratch file of this case (a socket: `what` is `sock`, `src.qmp`, ...).
     fn scratch(&self, what: &str) -> PathBuf {
@@ -128,13 +180,10 @@ impl Case<'_> {
         std::env::temp_dir().join(format!("vmm-bench-mig-{mib}-{workload}-{what}-{pid}"))
     }
 
-    /// The serial line that says the guest's workload is under way.
+    /// The serial line that says the guest is ready to be migrated
+    /// (workloads are checked before any case runs).
     fn ready_line(&self) -> &'static str {
-        if self.workload == "ab" {
-            "ab: pass="
-        } else {
-            "idle: halted"
-        }
+        ready_line(self.workload).unwrap_or("idle: halted")
     }
 
     /// A run counts only if an `ab` guest goes on counting on the destination.
@@ -147,158 +196,88 @@ impl Case<'_> {
     }
 }
 
-/// One `vmm` → `vmm` migration.
-fn run_vmm(vmm: &Path, case: &Case) -> Result<Sample, String> {
-    let sock = case.scratch("sock");
-    let _ = std::fs::remove_file(&sock);
-    let mut c = vmm_run(vmm, case.kernel, case.mib, case.workload);
-    c.arg("--control").arg(&sock);
-    let src = Proc::spawn(c)?;
-    src.wait_line(READY, case.ready_line())?;
-    wait_for(READY, "the source's control socket", || sock.exists())?;
-    let mut c = Command::new(vmm);
-    c.args(["run", "--incoming", "tcp:127.0.0.1:0"]);
-    let dst = Proc::spawn(c)?;
-    let uri = listening_uri(&dst)?;
-
-    let watch = CpuWatch::start(src.pid(), dst.pid());
-    let t0 = Instant::now();
-    let out = Command::new(vmm)
-        .args(["migrate", "--control"])
-        .arg(&sock)
-        .args([
-            &uri,
-            "--json",
-            "--downtime-limit",
-            &case.args.downtime_limit.to_string(),
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("vmm migrate: {e}"))?;
-    let wall_s = t0.elapsed().as_secs_f64();
-    let (src_cpu, dst_cpu) = watch.finish();
-    let _ = std::fs::remove_file(&sock);
-    if !out.status.success() {
-        return Err(format!(
-            "vmm migrate failed: {}\nsource: {}\ndestination: {}",
-            String::from_utf8_lossy(&out.stderr),
-            src.stderr(),
-            dst.stderr()
-        ));
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let summary = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find_map(|v| v.get("summary").cloned())
-        .ok_or_else(|| format!("no summary in `vmm migrate --json` output: {text}"))?;
-    case.check_counting(&dst)?;
-    Ok(Sample {
-        src_cpu,
-        dst_cpu,
-        wall_s,
-        ..Sample::reported(
-            &summary,
-            ["total_ms", "downtime_ms"],
-            &summary,
-            ["bytes", "iterations"],
-        )
-    })
-}
-
-/// The median sample of a case (by downtime), other fields from the same run.
-fn pick(mut s: Vec<Sample>) -> Option<Sample> {
+/// The runs of one VMM and setting in one case: the row (the run with the
+/// median downtime) and the median total time.
+fn summarise(runs: Vec<Sample>) -> Option<(Sample, f64)> {
+    let total = median(&runs.iter().map(|s| s.total_ms).collect::<Vec<_>>());
+    let mut s = runs;
     s.sort_by(|a, b| a.downtime_ms.total_cmp(&b.downtime_ms));
     let n = s.len();
-    if n == 0 {
-        None
-    } else {
-        Some(s.swap_remove(n / 2))
+    (n > 0).then(|| (s.swap_remove(n / 2), total))
+}
+
+/// Every row of one VMM in one case: `run` once per setting and run, a row
+/// (or a note) printed per setting; the measured settings returned.
+fn measure(
+    label: &str,
+    settings: &[Setting],
+    case: &Case,
+    host: &Host,
+    mut run: impl FnMut(&Setting) -> Result<Sample, RunError>,
+) -> Vec<Measured> {
+    let (mib, workload) = (case.mib, case.workload);
+    let mut measured = Vec::new();
+    'setting: for set in settings {
+        let mut runs = Vec::new();
+        for _ in 0..case.args.runs {
+            match run(set) {
+                Ok(s) => runs.push(s),
+                Err(RunError::Unsupported(why)) => {
+                    eprintln!("note: {label} {set}: not supported by this binary: {why}");
+                    let what = format!("skipped: not supported: {why}");
+                    println!("{}", row_without(label, set, mib, workload, &what));
+                    continue 'setting;
+                }
+                Err(RunError::Failed(e)) => {
+                    eprintln!("{label} {set} {mib} MiB {workload} failed: {e}");
+                    println!(
+                        "{}",
+                        row_without(label, set, mib, workload, &format!("failed: {e}"))
+                    );
+                }
+            }
+        }
+        if let Some((s, total_ms)) = summarise(runs) {
+            println!("{}", row(label, set, mib, workload, &s, host));
+            measured.push(Measured {
+                vmm: label.to_string(),
+                setting: *set,
+                total_ms,
+            });
+        }
     }
-}
-
-/// Online CPUs of this host.
-fn ncpus() -> f64 {
-    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
-}
-
-/// Share of the whole host's CPU (all cores) the two processes used,
-/// vCPU threads included.
-fn host_busy(s: &Sample, cpus: f64) -> f64 {
-    (s.src_cpu.total + s.dst_cpu.total) / (s.wall_s.max(1e-9) * cpus.max(1.0))
-}
-
-/// Which resource limited the migration:
-/// - `CPU (VMM thread)`: one side's VMM threads used at least 85% of a core
-///   over the migration (a pegged migration/receive thread);
-/// - `CPU (host)`: both processes together kept at least 90% of all the
-///   host's cores busy (e.g. the guest's spinning vCPU plus both VMMs);
-/// - `memory`: the pages went at least at half this host's one-thread
-///   memcpy bandwidth;
-/// - `neither (waits)`: none of these; time went to waiting (polls,
-///   round trips, time-outs) rather than to work.
-fn bound(s: &Sample, cpus: f64, memcpy_bytes_s: f64) -> &'static str {
-    let w = s.wall_s.max(1e-9);
-    let u = (s.src_cpu.vmm() / w).max(s.dst_cpu.vmm() / w);
-    if u >= 0.85 {
-        "CPU (VMM thread)"
-    } else if host_busy(s, cpus) >= 0.9 {
-        "CPU (host)"
-    } else if s.bytes as f64 / w >= memcpy_bytes_s / 2.0 {
-        "memory"
-    } else {
-        "neither (waits)"
-    }
-}
-
-fn row(vmm: &str, mib: u64, workload: &str, s: &Sample, memcpy_bytes_s: f64) -> String {
-    let w = s.wall_s.max(1e-9);
-    let cpus = ncpus();
-    format!(
-        "| {vmm} | {mib} MiB {workload} | {:.0} | {:.1} | {} | {:.1} | {:.0} | {} | {:.0}% / {:.0}% | {:.0}% | {} |",
-        s.total_ms,
-        s.downtime_ms,
-        s.downtime_events_ms
-            .map_or_else(|| "—".to_string(), |d| format!("{d:.1}")),
-        s.bytes as f64 / (1 << 20) as f64,
-        s.bytes as f64 / (1 << 20) as f64 / (s.total_ms.max(1e-3) / 1e3),
-        s.iterations,
-        100.0 * s.src_cpu.vmm() / w,
-        100.0 * s.dst_cpu.vmm() / w,
-        100.0 * host_busy(s, cpus),
-        bound(s, cpus, memcpy_bytes_s),
-    )
-}
-
-/// Memory copy bandwidth of this machine (one thread, 256 MiB), for context.
-fn memcpy_gib_s() -> f64 {
-    let n = 256 << 20;
-    let a = vec![1u8; n];
-    let mut b = vec![0u8; n];
-    b.copy_from_slice(&a);
-    let t = Instant::now();
-    for _ in 0..4 {
-        b.copy_from_slice(&a);
-        std::hint::black_box(&b);
-    }
-    4.0 * n as f64 / t.elapsed().as_secs_f64() / (1u64 << 30) as f64
+    measured
 }
 
 fn bench(args: &Args) -> Result<(), String> {
-    let vmm = args.vmms.binary()?;
-    let guest = args.vmms.guest(&vmm, "mig")?;
+    if let Some(w) = args.workloads.iter().find(|w| ready_line(w).is_none()) {
+        let known: Vec<&str> = WORKLOADS.iter().map(|(w, _)| *w).collect();
+        return Err(format!(
+            "unknown workload `{w}` (known: {})",
+            known.join(", ")
+        ));
+    }
+    let refs = args
+        .qemu
+        .iter()
+        .map(|p| Reference::probe(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let vmm = args.vmms().binary()?;
+    let guest = args.vmms().guest(&vmm, "mig")?;
     let kernel = guest.path();
-    let memcpy = memcpy_gib_s();
-    let memcpy_bytes_s = memcpy * (1u64 << 30) as f64;
-    println!(
-        "memcpy (one thread): {memcpy:.1} GiB/s; {} CPUs; {} run(s) per case, median by downtime",
-        ncpus(),
-        args.runs
-    );
-    println!(
-        "| VMM | guest | total ms | downtime ms (reported) | downtime ms (events) | MiB sent | MiB/s | iterations | VMM-thread CPU src / dst | host CPU busy | bound |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    let host = Host::measure()?;
+    println!("{}", host.describe(args.runs));
+    for r in &refs {
+        println!(
+            "reference: {} ({}), version {}.{}.{}",
+            r.label(),
+            r.path.display(),
+            r.version.0,
+            r.version.1,
+            r.version.2
+        );
+    }
+    println!("{HEADER}");
     let mut ratios = Vec::new();
     for &mib in &args.sizes {
         for workload in &args.workloads {
@@ -308,36 +287,28 @@ fn bench(args: &Args) -> Result<(), String> {
                 workload,
                 args,
             };
-            let mut ours = Vec::new();
-            for _ in 0..args.runs {
-                ours.push(run_vmm(&vmm, &case)?);
+            let ours = measure("vmm", &args.vmm_settings, &case, &host, |set| {
+                vmm::run_vmm(&vmm, set, &case).map_err(RunError::Failed)
+            });
+            let mut theirs = Vec::new();
+            for r in &refs {
+                let settings = if args.qemu_settings.is_empty() {
+                    r.version.default_settings()
+                } else {
+                    args.qemu_settings.clone()
+                };
+                theirs.extend(measure(&r.label(), &settings, &case, &host, |set| {
+                    qemu::run_qemu(r, set, &case)
+                }));
             }
-            let Some(o) = pick(ours) else { continue };
-            println!("{}", row("vmm", mib, workload, &o, memcpy_bytes_s));
-            if let Some(q) = &args.vmms.qemu {
-                let mut theirs = Vec::new();
-                for _ in 0..args.runs {
-                    match qemu::run_qemu(q, &case) {
-                        Ok(s) => theirs.push(s),
-                        Err(e) => println!("| QEMU 7.2 | {mib} MiB {workload} | failed: {e} |"),
-                    }
-                }
-                if let Some(r) = pick(theirs) {
-                    println!("{}", row("QEMU 7.2", mib, workload, &r, memcpy_bytes_s));
-                    ratios.push((mib, workload.clone(), o, r));
-                }
+            if let Some(l) = ratio_line(workload, mib, &ours, &theirs) {
+                println!("\n{l}\n");
+                ratios.push(l);
             }
         }
     }
-    for (mib, workload, o, r) in &ratios {
-        let ev = r.downtime_events_ms.unwrap_or(f64::NAN);
-        println!(
-            "ratio {mib} MiB {workload}: downtime QEMU/vmm {:.1}x reported, {:.1}x vs QEMU's events; total QEMU/vmm {:.2}x; bytes vmm/QEMU {:.2}",
-            r.downtime_ms / o.downtime_ms.max(1e-3),
-            ev / o.downtime_ms.max(1e-3),
-            r.total_ms / o.total_ms.max(1e-3),
-            o.bytes as f64 / (r.bytes.max(1)) as f64
-        );
+    if !ratios.is_empty() {
+        println!("```\n{}\n```", ratios.join("\n"));
     }
     Ok(())
 }
@@ -352,22 +323,61 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_bound_classification() {
-        let mut s = Sample {
-            wall_s: 1.0,
+    fn workloads_and_their_ready_lines() {
+        assert_eq!(ready_line("fill"), Some("fill: done"));
+        assert_eq!(ready_line("fill.text"), Some("fill: done"));
+        assert_eq!(ready_line("ab"), Some("ab: pass="));
+        assert_eq!(ready_line("idle"), Some("idle: halted"));
+        assert_eq!(ready_line("fill.random"), None);
+        let args = <crate::Cli as clap::Parser>::parse_from(["xtask", "bench-migrate"]);
+        let crate::Command::BenchMigrate(args) = args.command else {
+            unreachable!("bench-migrate parses as bench-migrate")
+        };
+        assert_eq!(args.workloads, ["idle", "fill", "fill.text", "ab"]);
+        assert_eq!(args.sizes, [256, 1024]);
+        assert_eq!(args.vmm_settings.len(), 6);
+        assert!(args.qemu.is_empty() && args.qemu_settings.is_empty());
+    }
+
+    #[test]
+    fn two_references_and_settings_parse() {
+        let cli = <crate::Cli as clap::Parser>::try_parse_from([
+            "xtask",
+            "bench-migrate",
+            "--qemu",
+            "/a",
+            "--qemu",
+            "/b",
+            "--vmm-settings",
+            "0,4+zstd:3",
+        ]);
+        let Ok(crate::Cli {
+            command: crate::Command::BenchMigrate(args),
+        }) = cli
+        else {
+            panic!("bench-migrate with two --qemu does not parse")
+        };
+        assert_eq!(args.qemu, [PathBuf::from("/a"), PathBuf::from("/b")]);
+        assert_eq!(args.vmm_settings[1].to_string(), "4 channels + zstd:3");
+        let bad = <crate::Cli as clap::Parser>::try_parse_from([
+            "xtask",
+            "bench-migrate",
+            "--vmm-settings",
+            "2+lz4",
+        ]);
+        assert!(bad.is_err());
+    }
+
+    #[test]
+    fn medians_of_a_setting() {
+        let s = |total_ms, downtime_ms| Sample {
+            total_ms,
+            downtime_ms,
             ..Sample::default()
         };
-        s.src_cpu.total = 0.95;
-        assert_eq!(bound(&s, 2.0, 1e9), "CPU (VMM thread)");
-        s.src_cpu.vcpu = 0.5;
-        assert_eq!(bound(&s, 2.0, 1e9), "neither (waits)");
-        s.dst_cpu = Cpu {
-            total: 0.9,
-            vcpu: 0.9,
-        };
-        assert_eq!(bound(&s, 2.0, 1e9), "CPU (host)");
-        s.dst_cpu = Cpu::default();
-        s.bytes = 600_000_000;
-        assert_eq!(bound(&s, 2.0, 1e9), "memory");
+        let (row, total) = summarise(vec![s(300.0, 5.0), s(100.0, 1.0), s(200.0, 9.0)])
+            .unwrap_or_else(|| panic!("three runs summarise"));
+        assert_eq!((row.total_ms, row.downtime_ms, total), (300.0, 5.0, 200.0));
+        assert!(summarise(Vec::new()).is_none());
     }
 }
