@@ -3,6 +3,8 @@
 //! the reference VMM (`qemu-system-x86_64 -M microvm -enable-kvm -kernel <same ELF>`).
 //! Method and results: `docs/bench-boot.md`.
 
+#[cfg(test)]
+use crate::bench_vmm::Binaries;
 use crate::bench_vmm::{Proc, VmmArgs, reference_qemu, vmm_run};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -187,9 +189,11 @@ Rss: 300 kB
             mem_mib: 64,
             vmms: VmmArgs {
                 qemu: Some(fake.clone()),
-                kernel: None,
-                vmm: Some(fake),
-                no_build: true,
+                bins: Binaries {
+                    kernel: None,
+                    vmm: Some(fake),
+                    no_build: true,
+                },
             },
         };
         let r = bench(&args);

@@ -16,7 +16,7 @@ mod report;
 mod setting;
 mod vmm;
 
-use crate::bench_vmm::{Proc, VmmArgs};
+use crate::bench_vmm::{Binaries, Proc};
 use cpu::Cpu;
 use qemu::{Reference, RunError};
 use report::{HEADER, Host, row, row_without};
@@ -65,29 +65,8 @@ pub struct Args {
     /// or scripts/reference-qemu10.sh); repeatable. None: vmm alone.
     #[arg(long, value_name = "PATH")]
     pub qemu: Vec<PathBuf>,
-    /// Guest ELF for both VMMs (default: vmm's embedded guest, written to a temp file).
-    #[arg(long)]
-    pub kernel: Option<PathBuf>,
-    /// The vmm binary to measure [default: target/release/vmm, built first
-    /// with `cargo build --release -p vmm`].
-    #[arg(long, value_name = "PATH")]
-    pub vmm: Option<PathBuf>,
-    /// Do not run `cargo build --release -p vmm` first (it still runs if
-    /// target/release/vmm does not exist).
-    #[arg(long)]
-    pub no_build: bool,
-}
-
-impl Args {
-    /// The `vmm` binary and guest options in the form bench-boot shares.
-    fn vmms(&self) -> VmmArgs {
-        VmmArgs {
-            qemu: None,
-            kernel: self.kernel.clone(),
-            vmm: self.vmm.clone(),
-            no_build: self.no_build,
-        }
-    }
+    #[command(flatten)]
+    pub bins: Binaries,
 }
 
 /// One migration's measurements.
@@ -262,8 +241,8 @@ fn bench(args: &Args) -> Result<(), String> {
         .iter()
         .map(|p| Reference::probe(p))
         .collect::<Result<Vec<_>, _>>()?;
-    let vmm = args.vmms().binary()?;
-    let guest = args.vmms().guest(&vmm, "mig")?;
+    let vmm = args.bins.binary()?;
+    let guest = args.bins.guest(&vmm, "mig")?;
     let kernel = guest.path();
     let host = Host::measure()?;
     println!("{}", host.describe(args.runs));

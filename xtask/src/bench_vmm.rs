@@ -15,6 +15,21 @@ pub struct VmmArgs {
     /// The reference VMM (e.g. the wrapper printed by scripts/reference-qemu.sh).
     #[arg(long)]
     pub qemu: Option<PathBuf>,
+    #[command(flatten)]
+    pub bins: Binaries,
+}
+
+impl std::ops::Deref for VmmArgs {
+    type Target = Binaries;
+
+    fn deref(&self) -> &Binaries {
+        &self.bins
+    }
+}
+
+/// The `vmm` binary to measure and the guest ELF (every benchmark's).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Binaries {
     /// Guest ELF for both VMMs (default: vmm's embedded guest, written to a temp file).
     #[arg(long)]
     pub kernel: Option<PathBuf>,
@@ -28,7 +43,7 @@ pub struct VmmArgs {
     pub no_build: bool,
 }
 
-impl VmmArgs {
+impl Binaries {
     /// The binary to run: `--vmm` as given, or the default one, built first
     /// unless `--no-build` is given and it exists.
     pub fn binary(&self) -> Result<PathBuf, String> {
