@@ -24,7 +24,9 @@ fuzz_target!(|data: &[u8]| {
             Ok(Record::Pages { first_page, data }) => {
                 assert!(first_page + (data.len() / PAGE_SIZE) as u64 <= pages);
             }
-            Ok(Record::ZeroPages { first_page, count }) => assert!(first_page + count <= pages),
+            Ok(Record::ZeroPages { first_page, count } | Record::Landed { first_page, count }) => {
+                assert!(first_page + count <= pages)
+            }
             Ok(Record::Section(s)) => assert!(m.section(&s.name).is_some()),
             Ok(Record::Vcpu(v)) => assert!(v.index < m.vcpus),
             Ok(Record::Sync) => {}

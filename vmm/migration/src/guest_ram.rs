@@ -27,13 +27,32 @@ struct Region {
 pub struct SharedRam {
     mem: std::sync::Arc<GuestMemoryMmap>,
     layout: RamLayout,
+    /// Incoming pages may be written in place ([`SharedRam::landing`]).
+    landing: bool,
 }
 
 impl SharedRam {
-    /// `mem` addressed by page index.
+    /// `mem` addressed by page index (read and written with copies).
     pub fn new(mem: std::sync::Arc<GuestMemoryMmap>) -> Self {
         let layout = RamLayout::of(&mem);
-        Self { mem, layout }
+        Self {
+            mem,
+            layout,
+            landing: false,
+        }
+    }
+
+    /// `mem` of a destination whose guest does not run yet: incoming pages
+    /// are read from the stream straight into it
+    /// ([`RamAccess::land`](super::vm::RamAccess::land)). Only for RAM that
+    /// nothing else reads or writes until the stream ended: no vCPU runs,
+    /// no device is active, and the stream's channels write disjoint pages
+    /// (each page has one channel).
+    pub fn landing(mem: std::sync::Arc<GuestMemoryMmap>) -> Self {
+        Self {
+            landing: true,
+            ..Self::new(mem)
+        }
     }
 }
 
@@ -48,6 +67,33 @@ impl super::vm::RamAccess for SharedRam {
 
     fn write_zero_pages(&self, first_page: u64, count: u64) -> Result<(), VmError> {
         write_zero_pages(&self.mem, &self.layout, first_page, count)
+    }
+
+    fn land(
+        &self,
+        first_page: u64,
+        count: u64,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<(), ()>,
+    ) -> Option<Result<(), ()>> {
+        if !self.landing {
+            return None;
+        }
+        let pieces = self.layout.pieces(first_page, count).ok()?;
+        let [(addr, pages)] = pieces.as_slice() else {
+            return None; // across two regions: the caller copies
+        };
+        let len = (*pages * PAGE) as usize;
+        let vs = self.mem.get_slice(*addr, len).ok()?;
+        let guard = vs.ptr_guard_mut();
+        // SAFETY: `vs` covers `len` bytes of a guest RAM mapping that
+        // `self.mem` keeps alive for this call. A landing RAM is only made
+        // for a destination whose guest does not run yet and whose stream
+        // writes each page from one thread (`SharedRam::landing`), so no
+        // other access to these bytes happens while the slice lives.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(guard.as_ptr(), len) };
+        let r = fill(bytes);
+        vm_memory::bitmap::Bitmap::mark_dirty(vs.bitmap(), 0, len);
+        Some(r)
     }
 }
 

@@ -144,6 +144,9 @@ fn load<T: MigrationTarget + ?Sized>(
         }
         _ => None,
     };
+    if let Some(ram) = target.ram() {
+        d.land_in(ram);
+    }
     let mut syncs = 0;
     let r = records(&mut d, target, receivers.as_ref(), &mut syncs, tell);
     if let (Err(e), Some(rx)) = (&r, &receivers) {
@@ -229,6 +232,7 @@ fn records<T: MigrationTarget + ?Sized, R: Read>(
                     .write_pages(first_page, data)
                     .map_err(IncomingError::Load)?;
             }
+            Record::Landed { count, .. } => normal += count,
             Record::ZeroPages { first_page, count } => {
                 zero += count;
                 target

@@ -25,6 +25,19 @@ pub trait RamAccess: Send + Sync {
     fn write_pages(&self, first_page: u64, data: &[u8]) -> Result<(), VmError>;
     /// Makes `count` pages from `first_page` read as zero.
     fn write_zero_pages(&self, first_page: u64, count: u64) -> Result<(), VmError>;
+    /// Lets `fill` write pages `first_page..first_page + count` straight
+    /// into guest memory (the stream's bytes land there without a copy):
+    /// `None` where this RAM cannot (the caller then uses
+    /// [`write_pages`](Self::write_pages)), else whether `fill` succeeded.
+    fn land(
+        &self,
+        first_page: u64,
+        count: u64,
+        fill: &mut dyn FnMut(&mut [u8]) -> Result<(), ()>,
+    ) -> Option<Result<(), ()>> {
+        let _ = (first_page, count, fill);
+        None
+    }
 }
 
 /// The running guest on the migration source.

@@ -312,7 +312,10 @@ fn order_disks(blocks: &mut Vec<BlockDevice>, streamed: &[&DeviceInstance]) {
 impl MigrationTarget for MachineTarget<'_> {
     fn ram(&self) -> Option<std::sync::Arc<dyn RamAccess>> {
         let m = self.machine.as_ref()?;
-        Some(std::sync::Arc::new(SharedRam::new(m.vm().memory().clone())))
+        // Not started until the whole stream checked out: pages land in place.
+        Some(std::sync::Arc::new(SharedRam::landing(
+            m.vm().memory().clone(),
+        )))
     }
 
     fn validate(&mut self, m: &Manifest) -> Result<(), VmError> {

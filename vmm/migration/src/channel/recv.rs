@@ -43,8 +43,9 @@ impl Receivers {
             cv: Condvar::new(),
         });
         let mut threads = Vec::new();
-        for (slot, (index, d)) in channels.into_iter().enumerate() {
+        for (slot, (index, mut d)) in channels.into_iter().enumerate() {
             let (ram, sh) = (ram.clone(), shared.clone());
+            d.land_in(ram.clone());
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("mig-recv-{index}"))
@@ -155,6 +156,7 @@ fn run<R: Read>(
                 ram.write_pages(first_page, data)
                     .map_err(|e| e.to_string())?;
             }
+            Record::Landed { count, .. } => stats.normal += count,
             Record::ZeroPages { first_page, count } => {
                 stats.zero += count;
                 ram.write_zero_pages(first_page, count)

@@ -5,6 +5,7 @@ use super::format::*;
 use super::{Section, VcpuRecord};
 use crate::PAGE_SIZE;
 use crate::manifest::Manifest;
+use crate::vm::RamAccess;
 use std::collections::BTreeMap;
 use std::io::{self, Read};
 
@@ -13,6 +14,9 @@ use std::io::{self, Read};
 pub enum Record<'a> {
     /// Non-zero pages `first_page..first_page + data.len() / PAGE_SIZE`.
     Pages { first_page: u64, data: &'a [u8] },
+    /// `count` non-zero pages from `first_page`, already written into guest
+    /// RAM ([`Decoder::land_in`]).
+    Landed { first_page: u64, count: u64 },
     /// `count` zero pages from `first_page`.
     ZeroPages { first_page: u64, count: u64 },
     /// A device section (name and version already checked against the manifest).
@@ -53,6 +57,8 @@ pub struct Decoder<R: Read> {
     channel: bool,
     /// Decompresses `ZPAGES` records (the manifest names `zstd`).
     unzstd: Option<(zstd::bulk::Decompressor<'static>, Vec<u8>)>,
+    /// Guest RAM that raw page runs are read straight into.
+    land: Option<std::sync::Arc<dyn RamAccess>>,
 }
 
 impl<R: Read> Decoder<R> {
@@ -86,7 +92,14 @@ impl<R: Read> Decoder<R> {
             buf: Vec::new(),
             channel: false,
             unzstd: None,
+            land: None,
         }
+    }
+
+    /// Reads raw page runs straight into `ram` where it can take them in
+    /// place ([`RamAccess::land`]): they come back as [`Record::Landed`].
+    pub fn land_in(&mut self, ram: std::sync::Arc<dyn RamAccess>) {
+        self.land = Some(ram);
     }
 
     /// Reads the header of a data channel of the stream `m` announced (its
@@ -367,6 +380,24 @@ impl<R: Read> Decoder<R> {
                         first_page,
                         count: u64::from(count),
                     }));
+                }
+                if let Some(ram) = self.land.clone() {
+                    let mut failed = None;
+                    let mut fill = |b: &mut [u8]| self.fill(b).map_err(|e| failed = Some(e));
+                    match ram.land(first_page, u64::from(count), &mut fill) {
+                        Some(Ok(())) => {
+                            return Ok(Decoded::Other(Record::Landed {
+                                first_page,
+                                count: u64::from(count),
+                            }));
+                        }
+                        Some(Err(())) => {
+                            return Err(failed.unwrap_or(DecodeError::Truncated {
+                                offset: self.offset,
+                            }));
+                        }
+                        None => {}
+                    }
                 }
                 let mut buf = std::mem::take(&mut self.buf);
                 buf.resize(count as usize * PAGE_SIZE, 0);
