@@ -21,7 +21,7 @@ mod serial;
 
 pub use control::{Running, ctl, flat, json_of};
 pub use paths::TempPath;
-pub use process::{Finished, Vmm, run};
+pub use process::{Finished, Vmm, run, vmm_bin};
 pub use rng::Rng;
 pub use serial::{facts, hardware_report, max_pass};
 

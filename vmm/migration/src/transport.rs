@@ -163,6 +163,33 @@ impl Incoming {
     }
 }
 
+/// Binds a unix socket at `path` that only this user can connect to (mode
+/// 0600): it is created in a fresh private (0700) directory, its mode set,
+/// then renamed into place, so it is never reachable with the umask's
+/// wider permissions. `path` must not exist (a rename would replace it).
+pub fn bind_private_unix(path: &std::path::Path) -> io::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let dir = path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join(format!(
+            ".{}.{}.tmp",
+            name.unwrap_or_default(),
+            std::process::id()
+        ));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    let tmp = dir.join("s");
+    let bound = UnixListener::bind(&tmp)
+        .and_then(|l| {
+            std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600)).map(|()| l)
+        })
+        .and_then(|l| std::fs::rename(&tmp, path).map(|()| l));
+    let _ = std::fs::remove_file(&tmp);
+    let _ = std::fs::remove_dir(&dir);
+    bound
+}
+
 /// A destination waiting for its stream.
 pub enum Listener {
     /// Bound TCP socket.
@@ -182,10 +209,15 @@ pub fn listen(uri: &Uri) -> Result<Listener, TransportError> {
     };
     match uri {
         Uri::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a).map_err(io)?)),
-        Uri::Unix(p) => Ok(Listener::Unix(
-            UnixListener::bind(p).map_err(io)?,
-            p.clone(),
-        )),
+        Uri::Unix(p) => {
+            if p.exists() {
+                return Err(io(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "the path exists (remove it first)",
+                )));
+            }
+            Ok(Listener::Unix(bind_private_unix(p).map_err(io)?, p.clone()))
+        }
         Uri::File(p) => Ok(Listener::File(p.clone())),
     }
 }
@@ -343,11 +375,18 @@ mod tests {
 
     #[test]
     fn unix_listener_removes_its_socket() {
+        use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("vmm-tr-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let p = dir.join("m.sock");
         let l = listen(&Uri::Unix(p.clone())).unwrap();
         assert!(p.exists());
+        let mode = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "only this user may connect");
+        assert!(
+            listen(&Uri::Unix(p.clone())).is_err(),
+            "an existing path is never replaced"
+        );
         drop(l);
         assert!(!p.exists());
         assert!(connect(&Uri::Unix(p)).is_err());

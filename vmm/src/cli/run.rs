@@ -378,17 +378,6 @@ fn incoming_settings(args: &RunArgs, req: &RunRequest) -> IncomingSettings {
     }
 }
 
-/// Removes the control socket when the run ends (the server thread never returns).
-struct SocketGuard(Option<PathBuf>);
-
-impl Drop for SocketGuard {
-    fn drop(&mut self) {
-        if let Some(p) = &self.0 {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
 /// Runs the VM until power-off (Ok) or a crash/error.
 pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let req = request(args)?;
@@ -414,9 +403,13 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         tx.clone(),
         persona.clone(),
     ));
-    let _socket = SocketGuard(args.control.clone());
+    // Removes the socket when the run ends (the server thread never
+    // returns), if it still is this process's.
+    let mut _socket = None;
     if let Some(path) = &args.control {
-        ControlServer::bind(path)?.spawn(Arc::new(MachineHandler(shared.clone())));
+        let server = ControlServer::bind(path)?;
+        _socket = Some(server.guard());
+        server.spawn(Arc::new(MachineHandler(shared.clone())));
     }
     let serial_output = match &cfg {
         Some(c) => c.serial.as_ref().map(|s| s.output.clone()),

@@ -2,9 +2,12 @@
 
 use super::ControlError;
 use super::protocol::{Event, Line, Request};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+
+/// Longest answer or event line a client reads.
+pub const MAX_ANSWER: u64 = 16 << 20;
 
 /// A connection to a running `vmm`'s control socket.
 pub struct Client {
@@ -38,7 +41,13 @@ impl Client {
         self.writer.write_all(line.as_bytes())?;
         loop {
             let mut buf = String::new();
-            if self.reader.read_line(&mut buf)? == 0 {
+            let n = (&mut self.reader).take(MAX_ANSWER).read_line(&mut buf)?;
+            if n as u64 >= MAX_ANSWER && !buf.ends_with('\n') {
+                return Err(ControlError::Protocol(format!(
+                    "an answer line longer than {MAX_ANSWER} bytes"
+                )));
+            }
+            if n == 0 {
                 return Err(ControlError::Protocol(
                     "the vmm closed the connection".into(),
                 ));

@@ -20,6 +20,8 @@ pub enum ControlError {
     },
     #[error("control socket {0} is in use by a running vmm")]
     InUse(String),
+    #[error("control socket {0}: the path exists and is not a socket (it is left alone)")]
+    NotASocket(String),
     #[error("control socket I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("control protocol: {0}")]

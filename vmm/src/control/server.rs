@@ -1,12 +1,14 @@
-//! The server side: binds the socket with mode 0600 and serves requests.
+//! The server side: binds the socket with mode 0600 and serves requests
+//! (the same user's or root's processes only, at most [`MAX_CLIENTS`] at
+//! once, each closed after [`IDLE`] without a request).
 
 use super::ControlError;
 use super::protocol::{Event, MigrateRequest, Request, Response, StatusInfo, VerifyAbResult};
 use migration::precopy::{CancelToken, Progress, Summary};
 use migration::vm::VmError;
-use std::fs::{self, DirBuilder, Permissions};
+use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -54,6 +56,8 @@ pub trait ControlHandler: Send + Sync {
 pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
+    /// Device and inode of the socket as bound.
+    id: Option<(u64, u64)>,
 }
 
 struct State {
@@ -73,29 +77,30 @@ impl ControlServer {
             path: path.display().to_string(),
             source,
         };
-        if path.exists() {
+        if let Ok(meta) = fs::symlink_metadata(path) {
+            if !meta.file_type().is_socket() {
+                return Err(ControlError::NotASocket(path.display().to_string()));
+            }
             if UnixStream::connect(path).is_ok() {
                 return Err(ControlError::InUse(path.display().to_string()));
             }
             fs::remove_file(path).map_err(err)?;
         }
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-        let dir = path.parent().unwrap_or(Path::new(".")).join(format!(
-            ".{}.{}.tmp",
-            name.unwrap_or_default(),
-            std::process::id()
-        ));
-        DirBuilder::new().mode(0o700).create(&dir).map_err(err)?;
-        let tmp = dir.join("s");
-        let bound = UnixListener::bind(&tmp)
-            .and_then(|l| fs::set_permissions(&tmp, Permissions::from_mode(0o600)).map(|()| l))
-            .and_then(|l| fs::rename(&tmp, path).map(|()| l));
-        let _ = fs::remove_file(&tmp);
-        let _ = fs::remove_dir(&dir);
+        let listener = migration::transport::bind_private_unix(path).map_err(err)?;
         Ok(Self {
-            listener: bound.map_err(err)?,
+            listener,
             path: path.to_path_buf(),
+            id: file_id(path),
         })
+    }
+
+    /// Removes the socket when dropped, if the path still is this server's
+    /// socket (never another process's that took the path since).
+    pub fn guard(&self) -> SocketGuard {
+        SocketGuard {
+            path: self.path.clone(),
+            id: self.id,
+        }
     }
 
     /// Serves connections (one thread each) until a `quit` succeeded.
@@ -106,13 +111,35 @@ impl ControlServer {
             quitting: AtomicBool::new(false),
             path: self.path.clone(),
         });
+        let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         for conn in self.listener.incoming() {
             if state.quitting.load(Ordering::SeqCst) {
                 break;
             }
             let Ok(conn) = conn else { continue };
-            let st = state.clone();
-            std::thread::spawn(move || connection(&st, conn));
+            let uid = peer_uid(&conn);
+            if !peer_allowed(uid) {
+                let who = uid.map_or("unknown".to_string(), |u| u.to_string());
+                refuse(
+                    conn,
+                    format!("refused: peer uid {who} may not control this vmm"),
+                );
+                continue;
+            }
+            if active.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+                active.fetch_sub(1, Ordering::SeqCst);
+                refuse(
+                    conn,
+                    format!("refused: {MAX_CLIENTS} control connections are open"),
+                );
+                continue;
+            }
+            let _ = conn.set_read_timeout(Some(IDLE));
+            let (st, n) = (state.clone(), active.clone());
+            std::thread::spawn(move || {
+                connection(&st, conn);
+                n.fetch_sub(1, Ordering::SeqCst);
+            });
         }
     }
 
@@ -124,8 +151,62 @@ impl ControlServer {
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
-        let _ = fs::remove_file(&self.path);
+        drop(self.guard());
     }
+}
+
+/// Removes a control socket this process bound, once, if it is still there
+/// (same device and inode).
+pub struct SocketGuard {
+    path: PathBuf,
+    id: Option<(u64, u64)>,
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        if self.id.is_some() && file_id(&self.path) == self.id {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    fs::symlink_metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
+/// Most control connections served at once (the rest are told so and closed).
+pub const MAX_CLIENTS: usize = 16;
+/// A connection that sends no request this long is closed.
+pub const IDLE: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// The uid of the process at the other end of `conn` (`SO_PEERCRED`).
+fn peer_uid(conn: &UnixStream) -> Option<u32> {
+    use std::os::fd::AsRawFd;
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes of a `ucred`, the size
+    // passed; the fd is a live unix socket owned by `conn`.
+    let rc = unsafe {
+        libc::getsockopt(
+            conn.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&raw mut cred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(cred.uid)
+}
+
+/// Whether a peer may drive this VMM: the same user, or root.
+fn peer_allowed(uid: Option<u32>) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    uid.is_some_and(|u| u == me || u == 0)
 }
 
 /// Longest request line accepted.
@@ -141,14 +222,7 @@ fn connection(st: &State, conn: UnixStream) {
         match (&mut reader).take(MAX_LINE).read_line(&mut line) {
             Ok(0) | Err(_) => return,
             Ok(_) if !line.ends_with('\n') && line.len() as u64 >= MAX_LINE => {
-                let _ = send(
-                    &mut out,
-                    &Response {
-                        ok: false,
-                        result: None,
-                        error: Some("request line too long".into()),
-                    },
-                );
+                let _ = answer_error(&mut out, "request line too long");
                 return;
             }
             Ok(_) => {}
@@ -191,6 +265,30 @@ fn connection(st: &State, conn: UnixStream) {
             return;
         }
     }
+}
+
+/// Answers a connection that is not served: after its first request line
+/// (read with a short time-out, so the client's write never hits a closed
+/// socket), one error response; on a thread of its own.
+fn refuse(conn: UnixStream, why: String) {
+    std::thread::spawn(move || {
+        let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(1)));
+        let mut line = String::new();
+        let _ = BufReader::new(&conn).take(MAX_LINE).read_line(&mut line);
+        let mut out = conn;
+        let _ = answer_error(&mut out, &why);
+    });
+}
+
+fn answer_error(out: &mut UnixStream, why: &str) -> std::io::Result<()> {
+    send(
+        out,
+        &Response {
+            ok: false,
+            result: None,
+            error: Some(why.to_string()),
+        },
+    )
 }
 
 fn send<T: serde::Serialize>(out: &mut UnixStream, v: &T) -> std::io::Result<()> {

@@ -94,15 +94,79 @@ fn started(name: &str) -> (PathBuf, std::thread::JoinHandle<()>) {
 #[test]
 fn socket_is_private_and_exclusive() {
     let p = socket("mode");
-    fs::write(&p, b"stale").unwrap();
+    // A regular file at the path is never removed.
+    fs::write(&p, b"precious").unwrap();
+    assert!(matches!(
+        ControlServer::bind(&p),
+        Err(ControlError::NotASocket(_))
+    ));
+    assert_eq!(fs::read(&p).unwrap(), b"precious");
+    fs::remove_file(&p).unwrap();
+    // A stale socket (nobody listens) is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&p).unwrap());
     let srv = ControlServer::bind(&p).unwrap();
     assert_eq!(fs::metadata(&p).unwrap().mode() & 0o777, 0o600);
+    // A live one is refused, and the refused side removes nothing.
     assert!(matches!(
         ControlServer::bind(&p),
         Err(ControlError::InUse(_))
     ));
+    assert!(p.exists());
     drop(srv);
     assert!(!p.exists());
+}
+
+#[test]
+fn a_guard_never_removes_a_socket_that_is_not_its_own() {
+    let p = socket("guard");
+    let srv = ControlServer::bind(&p).unwrap();
+    let guard = srv.guard();
+    drop(srv);
+    // Another process took the path meanwhile.
+    let other = std::os::unix::net::UnixListener::bind(&p).unwrap();
+    drop(guard);
+    assert!(p.exists(), "the other socket was removed");
+    drop(other);
+    let _ = fs::remove_file(&p);
+}
+
+#[test]
+fn only_the_same_user_or_root_may_connect() {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    assert!(peer_allowed(Some(me)));
+    assert!(peer_allowed(Some(0)));
+    assert!(me == 12345 || !peer_allowed(Some(12345)));
+    assert!(!peer_allowed(None));
+    // A real connection's peer is this process's user.
+    let (a, _b) = UnixStream::pair().unwrap();
+    assert_eq!(peer_uid(&a), Some(me));
+}
+
+#[test]
+fn connections_beyond_the_cap_are_told_and_closed() {
+    let (p, _t) = started("cap");
+    let held: Vec<UnixStream> = (0..MAX_CLIENTS)
+        .map(|_| UnixStream::connect(&p).unwrap())
+        .collect();
+    // Each held connection is served by its thread; one more is refused.
+    let mut c = Client::connect(&p).unwrap();
+    let e = c
+        .call(&Request::Status, &mut |_| {})
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("16 control connections are open"), "{e}");
+    drop(held);
+    // Once they close, a client is served again (bounded retry: the
+    // server's threads notice the closed connections).
+    let ok = (0..200).any(|_| {
+        let r = Client::connect(&p).and_then(|mut c| c.call(&Request::Status, &mut |_| {}));
+        if r.is_err() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        r.is_ok()
+    });
+    assert!(ok, "no client served after the held connections closed");
 }
 
 #[test]
