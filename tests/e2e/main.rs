@@ -10,5 +10,6 @@ mod introspect;
 mod matrix_cells;
 mod migration;
 mod migration_failures;
+mod qmp;
 mod runtime;
 mod sticky;

@@ -66,6 +66,10 @@ pub struct RunArgs {
     /// Control socket (mode 0600) for `vmm ctl` and `vmm migrate`.
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
+    /// A QMP socket (the reference's management protocol):
+    /// `unix:PATH[,server=on][,wait=off]`.
+    #[arg(long, value_name = "unix:PATH")]
+    pub qmp: Option<String>,
     /// Wait for a migration stream (`tcp:HOST:PORT`, `unix:PATH`) or restore
     /// a snapshot (`file:PATH`) instead of booting. Alone, it adopts the
     /// stream's machine type and configuration; with `-M`/`--device`/`--global`
@@ -142,6 +146,10 @@ pub enum RunError {
         /// Registers.
         regs: String,
     },
+    /// A bad `--qmp` option.
+    #[error("{0}")]
+    #[diagnostic(code(vmm::cli::run::qmp))]
+    Qmp(String),
     /// A bad `--incoming` URI or listening failed.
     #[error("--incoming: {0}")]
     #[diagnostic(code(vmm::cli::run::incoming_uri))]
@@ -176,6 +184,7 @@ impl RunError {
             | RunError::Smp(_)
             | RunError::Serial(_)
             | RunError::Config(_)
+            | RunError::Qmp(_)
             | RunError::MissingImage(_) => 2,
             RunError::Persona(p) => match **p {
                 PersonaError::Config(_) | PersonaError::Override(_) => 2,
@@ -410,6 +419,16 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         let server = ControlServer::bind(path)?;
         _socket = Some(server.guard());
         server.spawn(Arc::new(MachineHandler(shared.clone())));
+    }
+    let mut _qmp = None;
+    if let Some(arg) = &args.qmp {
+        let path = crate::control::qmp::parse_arg(arg).map_err(RunError::Qmp)?;
+        let server = ControlServer::bind(&path)?;
+        _qmp = Some(server.guard());
+        server.spawn_as(
+            Arc::new(MachineHandler(shared.clone())),
+            crate::control::server::Protocol::Qmp,
+        );
     }
     let serial_output = match &cfg {
         Some(c) => c.serial.as_ref().map(|s| s.output.clone()),

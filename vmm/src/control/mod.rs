@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod protocol;
+pub mod qmp;
 pub mod runtime;
 pub mod server;
 

@@ -60,11 +60,21 @@ pub struct ControlServer {
     id: Option<(u64, u64)>,
 }
 
-struct State {
-    handler: Arc<dyn ControlHandler>,
+/// What the connections of a server share.
+pub(super) struct State {
+    pub(super) handler: Arc<dyn ControlHandler>,
     migration: Mutex<Option<CancelToken>>,
-    quitting: AtomicBool,
-    path: PathBuf,
+    pub(super) quitting: AtomicBool,
+    pub(super) path: PathBuf,
+}
+
+/// What a control socket speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// This project's JSON lines (`--control`, docs/control.md).
+    Lines,
+    /// The reference's QMP (`--qmp unix:PATH`, docs/control.md).
+    Qmp,
 }
 
 impl ControlServer {
@@ -105,6 +115,11 @@ impl ControlServer {
 
     /// Serves connections (one thread each) until a `quit` succeeded.
     pub fn serve(self, handler: Arc<dyn ControlHandler>) {
+        self.serve_as(handler, Protocol::Lines)
+    }
+
+    /// Serves connections speaking `proto` until a `quit` succeeded.
+    pub fn serve_as(self, handler: Arc<dyn ControlHandler>, proto: Protocol) {
         let state = Arc::new(State {
             handler,
             migration: Mutex::new(None),
@@ -137,7 +152,10 @@ impl ControlServer {
             let _ = conn.set_read_timeout(Some(IDLE));
             let (st, n) = (state.clone(), active.clone());
             std::thread::spawn(move || {
-                connection(&st, conn);
+                match proto {
+                    Protocol::Lines => connection(&st, conn),
+                    Protocol::Qmp => super::qmp::connection(&st, conn),
+                }
                 n.fetch_sub(1, Ordering::SeqCst);
             });
         }
@@ -145,7 +163,16 @@ impl ControlServer {
 
     /// Serves on a background thread.
     pub fn spawn(self, handler: Arc<dyn ControlHandler>) -> std::thread::JoinHandle<()> {
-        std::thread::spawn(move || self.serve(handler))
+        self.spawn_as(handler, Protocol::Lines)
+    }
+
+    /// Serves `proto` on a background thread.
+    pub fn spawn_as(
+        self,
+        handler: Arc<dyn ControlHandler>,
+        proto: Protocol,
+    ) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || self.serve_as(handler, proto))
     }
 }
 
@@ -210,7 +237,7 @@ fn peer_allowed(uid: Option<u32>) -> bool {
 }
 
 /// Longest request line accepted.
-const MAX_LINE: u64 = 64 << 10;
+pub(super) const MAX_LINE: u64 = 64 << 10;
 
 fn connection(st: &State, conn: UnixStream) {
     let Ok(mut out) = conn.try_clone() else {

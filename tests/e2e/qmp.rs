@@ -1,0 +1,55 @@
+//! `vmm run --qmp unix:PATH` driven by the reference's own QMP client
+//! library (`qemu.qmp`, installed by .ci/run): tests/qmp/client.py.
+
+use crate::common::{BOOT, EXIT, TempPath, Vmm, wait_until};
+use crate::require_kvm;
+
+fn python_with_qemu_qmp() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import qemu.qmp"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok && std::env::var_os("CI").is_some() {
+        panic!("CI is set but python3 cannot import qemu.qmp (.ci/run installs it)");
+    }
+    if !ok {
+        eprintln!("SKIP: python3 with qemu.qmp is not available");
+    }
+    ok
+}
+
+#[test]
+fn the_qemu_qmp_library_drives_vmm_over_qmp() {
+    require_kvm!();
+    if !python_with_qemu_qmp() {
+        return;
+    }
+    let sock = TempPath::new("qmp", "sock");
+    let qmp = format!("unix:{},server=on,wait=off", sock.arg());
+    let vm = Vmm::spawn(["run", "-m", "64M", "--qmp", &qmp]);
+    assert!(wait_until(BOOT, || sock.path().exists()), "no QMP socket");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/qmp/client.py");
+    let out = std::process::Command::new("python3")
+        .args([script, &sock.arg()])
+        .output()
+        .expect("python3");
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success() && so.contains("qmp: ok"), "{so}\n{se}");
+    // `quit` over QMP ends the process by itself.
+    let f = vm.finish(EXIT);
+    assert!(f.status.success(), "{}", f.transcript());
+}
+
+#[test]
+fn a_bad_qmp_option_is_refused() {
+    let f = crate::common::run(["run", "--qmp", "tcp:127.0.0.1:4444"], EXIT);
+    assert_eq!(f.status.code(), Some(2), "{}", f.transcript());
+    assert!(
+        f.stderr.contains("expected unix:PATH"),
+        "{}",
+        f.transcript()
+    );
+}
