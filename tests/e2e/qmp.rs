@@ -53,3 +53,35 @@ fn a_bad_qmp_option_is_refused() {
         f.transcript()
     );
 }
+
+#[test]
+fn a_migration_over_qmp_with_multifd_and_zstd_lands_consistent() {
+    require_kvm!();
+    if !python_with_qemu_qmp() {
+        return;
+    }
+    let sock = TempPath::new("qmp-mig", "sock");
+    let qmp = format!("unix:{}", sock.arg());
+    let src = crate::common::Running::ab_source(
+        &["-m", "128M", "--append", "workload=ab", "--qmp", &qmp],
+        "QMP source",
+    );
+    let (mut dst, uri) = crate::common::Running::destination(&[], "destination");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/qmp/migrate.py");
+    let out = std::process::Command::new("python3")
+        .args([script, &sock.arg(), &uri])
+        .output()
+        .expect("python3");
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && so.contains("active -> completed"),
+        "{so}\n{se}"
+    );
+    let range = src.ab.expect("ab range");
+    src.handed_over(&mut dst, "over QMP");
+    dst.verify_ab(range, "over QMP");
+    dst.quit("destination");
+}

@@ -6,10 +6,12 @@
 //! through [`client::Client`].
 
 pub mod client;
+pub mod handler;
 pub mod protocol;
 pub mod qmp;
 pub mod runtime;
 pub mod server;
+mod state;
 
 /// Errors of the control socket, on either side.
 #[derive(Debug, thiserror::Error)]

@@ -3,8 +3,10 @@
 //! once, each closed after [`IDLE`] without a request).
 
 use super::ControlError;
-use super::protocol::{Event, MigrateRequest, Request, Response, StatusInfo, VerifyAbResult};
-use migration::precopy::{CancelToken, Progress, Summary};
+pub use super::handler::ControlHandler;
+use super::protocol::{Event, Request, Response};
+use super::state::{MAX_LINE, State};
+use migration::precopy::{CancelToken, Progress};
 use migration::vm::VmError;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -14,58 +16,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// What the runtime does for each request. Called from the server's
-/// connection threads, possibly concurrently (`migrate-cancel` and `status`
-/// arrive while `migrate` runs).
-pub trait ControlHandler: Send + Sync {
-    /// State, machine type, pinned properties, migration progress.
-    fn status(&self) -> Result<StatusInfo, VmError>;
-    /// Pauses the vCPUs.
-    fn stop(&self) -> Result<(), VmError>;
-    /// Resumes the vCPUs.
-    fn cont(&self) -> Result<(), VmError>;
-    /// Shuts the VM down; the process should exit once this returns.
-    fn quit(&self) -> Result<(), VmError>;
-    /// Runs an outgoing migration (typically `precopy::migrate_to`), calling
-    /// `progress` as it goes and honouring `cancel`.
-    fn migrate(
-        &self,
-        req: &MigrateRequest,
-        progress: &mut dyn FnMut(&Progress),
-        cancel: &CancelToken,
-    ) -> Result<Summary, VmError>;
-    /// Called once the successful answer to `req` was written (or the client
-    /// went away): the place to end the process after `quit` or a migration
-    /// handed over, without cutting the answer off.
-    fn answered(&self, req: &Request) {
-        let _ = req;
-    }
-    /// Checks the a-b workload's memory image (`pages` pages from
-    /// guest-physical `start`) on a stopped guest.
-    fn verify_ab(&self, start: u64, pages: u64) -> Result<VerifyAbResult, VmError> {
-        let _ = (start, pages);
-        Err(VmError::new("verify-ab is not supported here"))
-    }
-    /// Resets the guest as its own reset through port 0xcf9 would.
-    fn system_reset(&self) -> Result<(), VmError> {
-        Err(VmError::new("system-reset is not supported here"))
-    }
-}
-
 /// A bound control socket; removes its path when dropped.
 pub struct ControlServer {
     listener: UnixListener,
     path: PathBuf,
     /// Device and inode of the socket as bound.
     id: Option<(u64, u64)>,
-}
-
-/// What the connections of a server share.
-pub(super) struct State {
-    pub(super) handler: Arc<dyn ControlHandler>,
-    migration: Mutex<Option<CancelToken>>,
-    pub(super) quitting: AtomicBool,
-    pub(super) path: PathBuf,
 }
 
 /// What a control socket speaks.
@@ -123,6 +79,7 @@ impl ControlServer {
         let state = Arc::new(State {
             handler,
             migration: Mutex::new(None),
+            qmp: Mutex::default(),
             quitting: AtomicBool::new(false),
             path: self.path.clone(),
         });
@@ -235,9 +192,6 @@ fn peer_allowed(uid: Option<u32>) -> bool {
     let me = unsafe { libc::geteuid() };
     uid.is_some_and(|u| u == me || u == 0)
 }
-
-/// Longest request line accepted.
-pub(super) const MAX_LINE: u64 = 64 << 10;
 
 fn connection(st: &State, conn: UnixStream) {
     let Ok(mut out) = conn.try_clone() else {

@@ -5,11 +5,14 @@
 //! caused them). A first set of commands, each with the reference's name
 //! and reply shape; the rest answer `CommandNotFound`.
 
+mod migrate;
+
 use super::protocol::Request;
-use super::server::{MAX_LINE, State};
+use super::state::{MAX_LINE, State};
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 /// The commands this server knows, as `query-commands` lists them.
@@ -23,6 +26,13 @@ pub const COMMANDS: &[&str] = &[
     "cont",
     "system_reset",
     "quit",
+    "migrate",
+    "migrate_cancel",
+    "query-migrate",
+    "migrate-set-parameters",
+    "query-migrate-parameters",
+    "migrate-set-capabilities",
+    "query-migrate-capabilities",
 ];
 
 /// `--qmp unix:PATH[,server=on][,wait=off]` (the reference's `-qmp` syntax):
@@ -63,14 +73,18 @@ fn write(out: &mut UnixStream, v: &Value) -> std::io::Result<()> {
 }
 
 fn event(out: &mut UnixStream, name: &str) {
+    event_with(out, name, json!({}));
+}
+
+fn event_with(out: &mut UnixStream, name: &str, data: Value) {
     let _ = write(
         out,
-        &json!({ "event": name, "data": {}, "timestamp": timestamp() }),
+        &json!({ "event": name, "data": data, "timestamp": timestamp() }),
     );
 }
 
 /// Serves one QMP connection.
-pub(super) fn connection(st: &State, conn: UnixStream) {
+pub(super) fn connection(st: &Arc<State>, conn: UnixStream) {
     let Ok(mut out) = conn.try_clone() else {
         return;
     };
@@ -97,6 +111,7 @@ pub(super) fn connection(st: &State, conn: UnixStream) {
             Ok(v) => {
                 let id = v.get("id").cloned();
                 let cmd = v.get("execute").and_then(Value::as_str).map(str::to_string);
+                let args = v.get("arguments").cloned().unwrap_or_else(|| json!({}));
                 let r = match (&cmd, negotiated) {
                     (None, _) => Err((
                         "GenericError",
@@ -110,7 +125,7 @@ pub(super) fn connection(st: &State, conn: UnixStream) {
                         "CommandNotFound",
                         "Expecting capabilities negotiation with 'qmp_capabilities'".to_string(),
                     )),
-                    (Some(c), true) => execute(st, c),
+                    (Some(c), true) => execute(st, c, &args, &out),
                 };
                 (r, id, cmd)
             }
@@ -193,7 +208,7 @@ fn next_object(r: &mut impl BufRead) -> Result<Option<String>, Option<String>> {
 }
 
 /// One command after negotiation.
-fn execute(st: &State, cmd: &str) -> Reply {
+fn execute(st: &Arc<State>, cmd: &str, args: &Value, out: &UnixStream) -> Reply {
     let h = &st.handler;
     let fail = |e: migration::vm::VmError| ("GenericError", e.to_string());
     match cmd {
@@ -222,6 +237,13 @@ fn execute(st: &State, cmd: &str) -> Reply {
         "cont" => h.cont().map(|()| json!({})).map_err(fail),
         "system_reset" => h.system_reset().map(|()| json!({})).map_err(fail),
         "quit" => h.quit().map(|()| json!({})).map_err(fail),
+        "migrate" => migrate::start(st, args, out),
+        "migrate_cancel" => migrate::cancel(st),
+        "query-migrate" => migrate::query(st),
+        "migrate-set-parameters" => migrate::set_parameters(st, args),
+        "query-migrate-parameters" => migrate::query_parameters(st),
+        "migrate-set-capabilities" => migrate::set_capabilities(st, args),
+        "query-migrate-capabilities" => migrate::query_capabilities(st),
         other => Err((
             "CommandNotFound",
             format!("The command {other} has not been found"),
