@@ -18,6 +18,26 @@ fn python_with_qemu_qmp() -> bool {
     ok
 }
 
+/// `python3 tests/qmp/SCRIPT ARGS...`, which must succeed and print
+/// `want`; its stdout.
+fn python(script: &str, args: &[&str], want: &str) -> String {
+    let path = format!("{}/../tests/qmp/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = std::process::Command::new("python3")
+        .arg(&path)
+        .args(args)
+        .output()
+        .expect("python3");
+    let (so, se) = (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(
+        out.status.success() && so.contains(want),
+        "{script}: {so}\n{se}"
+    );
+    so
+}
+
 #[test]
 fn the_qemu_qmp_library_drives_vmm_over_qmp() {
     require_kvm!();
@@ -28,16 +48,7 @@ fn the_qemu_qmp_library_drives_vmm_over_qmp() {
     let qmp = format!("unix:{},server=on,wait=off", sock.arg());
     let vm = Vmm::spawn(["run", "-m", "64M", "--qmp", &qmp]);
     assert!(wait_until(BOOT, || sock.path().exists()), "no QMP socket");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/qmp/client.py");
-    let out = std::process::Command::new("python3")
-        .args([script, &sock.arg()])
-        .output()
-        .expect("python3");
-    let (so, se) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(out.status.success() && so.contains("qmp: ok"), "{so}\n{se}");
+    python("client.py", &[&sock.arg()], "qmp: ok");
     // `quit` over QMP ends the process by itself.
     let f = vm.finish(EXIT);
     assert!(f.status.success(), "{}", f.transcript());
@@ -67,19 +78,7 @@ fn a_migration_over_qmp_with_multifd_and_zstd_lands_consistent() {
         "QMP source",
     );
     let (mut dst, uri) = crate::common::Running::destination(&[], "destination");
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/qmp/migrate.py");
-    let out = std::process::Command::new("python3")
-        .args([script, &sock.arg(), &uri])
-        .output()
-        .expect("python3");
-    let (so, se) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert!(
-        out.status.success() && so.contains("active -> completed"),
-        "{so}\n{se}"
-    );
+    python("migrate.py", &[&sock.arg(), &uri], "active -> completed");
     let range = src.ab.expect("ab range");
     src.handed_over(&mut dst, "over QMP");
     dst.verify_ab(range, "over QMP");

@@ -34,24 +34,8 @@ pub fn set_parameters(st: &State, args: &Value) -> Reply {
         match k.as_str() {
             "downtime-limit" => s.downtime_limit = n()?,
             "max-bandwidth" => s.max_bandwidth = n()?,
-            "multifd-channels" => {
-                let c = n()?;
-                if !(1..=16).contains(&c) {
-                    return Err(bad(format!(
-                        "Parameter 'multifd-channels' expects 1..16, not {c}"
-                    )));
-                }
-                s.channels = c as u32;
-            }
-            "multifd-zstd-level" => {
-                let l = n()?;
-                if !(1..=19).contains(&l) {
-                    return Err(bad(format!(
-                        "Parameter 'multifd-zstd-level' expects 1..19, not {l}"
-                    )));
-                }
-                s.zstd_level = l as u32;
-            }
+            "multifd-channels" => s.channels = ranged(k, n()?, 16)?,
+            "multifd-zstd-level" => s.zstd_level = ranged(k, n()?, 19)?,
             "multifd-compression" => match v.as_str() {
                 Some(c @ ("none" | "zstd")) => s.compression = c.to_string(),
                 _ => {
@@ -64,6 +48,14 @@ pub fn set_parameters(st: &State, args: &Value) -> Reply {
         }
     }
     Ok(json!({}))
+}
+
+/// `v` of parameter `k` if it is in `1..=max`.
+fn ranged(k: &str, v: u64, max: u32) -> Result<u32, (&'static str, String)> {
+    u32::try_from(v)
+        .ok()
+        .filter(|v| (1..=max).contains(v))
+        .ok_or_else(|| bad(format!("Parameter '{k}' expects 1..{max}, not {v}")))
 }
 
 /// `query-migrate-parameters`.
