@@ -6,7 +6,7 @@ use super::ControlError;
 pub use super::handler::ControlHandler;
 use super::protocol::{Event, Request, Response};
 use super::state::{MAX_LINE, State};
-use migration::precopy::{CancelToken, Progress};
+use migration::precopy::Progress;
 use migration::vm::VmError;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -300,38 +300,22 @@ fn handle(st: &State, req: Request, out: &mut UnixStream) -> Answer {
             let v = h.verify_ab(r.start, r.pages).map_err(|e| e.to_string())?;
             serde_json::to_value(v).map(Some).map_err(|e| e.to_string())
         }
-        Request::MigrateCancel => match lock(st).as_ref() {
-            Some(c) => {
-                c.cancel();
-                Ok(None)
-            }
-            None => Err("no migration is running".into()),
-        },
+        Request::MigrateCancel if st.cancel_migration() => Ok(None),
+        Request::MigrateCancel => Err("no migration is running".into()),
         Request::Migrate(req) => {
-            let cancel = CancelToken::default();
-            {
-                let mut cur = lock(st);
-                if cur.is_some() {
-                    return Err("a migration is already running".into());
-                }
-                *cur = Some(cancel.clone());
-            }
+            let cancel = st.begin_migration()?;
             let mut progress = |p: &Progress| {
                 // A client that went away does not stop the migration.
                 let _ = send(out, &Event::Progress(p.clone()));
             };
             let r = h.migrate(&req, &mut progress, &cancel);
-            *lock(st) = None;
+            st.end_migration();
             let sum = r.map_err(|e| e.to_string())?;
             serde_json::to_value(sum)
                 .map(Some)
                 .map_err(|e| e.to_string())
         }
     }
-}
-
-fn lock(st: &State) -> std::sync::MutexGuard<'_, Option<CancelToken>> {
-    st.migration.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]

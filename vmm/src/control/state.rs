@@ -13,11 +13,37 @@ pub(super) const MAX_LINE: u64 = 64 << 10;
 /// What the connections of a server share.
 pub(super) struct State {
     pub(super) handler: Arc<dyn ControlHandler>,
+    /// The outgoing migration in flight: [`State::begin_migration`].
     pub(super) migration: Mutex<Option<CancelToken>>,
     pub(super) quitting: AtomicBool,
     /// QMP's migration settings and last outcome.
     pub(super) qmp: Mutex<QmpMigration>,
     pub(super) path: PathBuf,
+}
+
+impl State {
+    /// Registers a new outgoing migration, started on any connection of
+    /// either protocol: its cancel token, or an error while one runs.
+    pub(super) fn begin_migration(&self) -> Result<CancelToken, String> {
+        let mut cur = self.migration.lock().unwrap_or_else(|p| p.into_inner());
+        if cur.is_some() {
+            return Err("a migration is already running".into());
+        }
+        let token = CancelToken::default();
+        *cur = Some(token.clone());
+        Ok(token)
+    }
+
+    /// The running migration ended.
+    pub(super) fn end_migration(&self) {
+        *self.migration.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Cancels the running migration; false when none runs.
+    pub(super) fn cancel_migration(&self) -> bool {
+        let cur = self.migration.lock().unwrap_or_else(|p| p.into_inner());
+        cur.as_ref().map(CancelToken::cancel).is_some()
+    }
 }
 
 /// QMP's migration settings (`migrate-set-parameters`/`-capabilities`) and

@@ -9,7 +9,7 @@
 use super::{Reply, event_with};
 use crate::control::protocol::{MigrateRequest, Request};
 use crate::control::state::{QmpMigration, State};
-use migration::precopy::{CancelToken, Outcome};
+use migration::precopy::Outcome;
 use serde_json::{Value, json};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -112,11 +112,12 @@ pub fn start(st: &Arc<State>, args: &Value, out: &UnixStream) -> Reply {
         .and_then(Value::as_str)
         .ok_or_else(|| bad("Parameter 'uri' is missing".into()))?
         .to_string();
+    let mut events = out.try_clone().map_err(|e| bad(e.to_string()))?;
+    let cancel = st
+        .begin_migration()
+        .map_err(|_| bad("There's a migration process in progress".into()))?;
     let req = {
         let mut s = shared(st);
-        if s.status == Some("active") {
-            return Err(bad("There's a migration process in progress".into()));
-        }
         s.status = Some("active");
         (s.summary, s.error) = (None, None);
         MigrateRequest {
@@ -128,14 +129,11 @@ pub fn start(st: &Arc<State>, args: &Value, out: &UnixStream) -> Reply {
                 .then(|| format!("zstd:{}", s.zstd_level)),
         }
     };
-    let cancel = CancelToken::default();
-    *st.migration.lock().unwrap_or_else(|p| p.into_inner()) = Some(cancel.clone());
-    let mut events = out.try_clone().map_err(|e| bad(e.to_string()))?;
     let st = st.clone();
     std::thread::spawn(move || {
         event_with(&mut events, "MIGRATION", json!({ "status": "active" }));
         let r = st.handler.migrate(&req, &mut |_| {}, &cancel);
-        *st.migration.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        st.end_migration();
         let status = {
             let mut s = shared(&st);
             let status = match &r {
@@ -197,13 +195,6 @@ pub fn query(st: &State) -> Reply {
 
 /// `migrate_cancel`.
 pub fn cancel(st: &State) -> Reply {
-    if let Some(c) = st
-        .migration
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_ref()
-    {
-        c.cancel();
-    }
+    st.cancel_migration();
     Ok(json!({}))
 }

@@ -1,7 +1,7 @@
 use super::*;
 use crate::control::client::Client;
 use crate::control::protocol::{MigrateRequest, StatusInfo};
-use migration::precopy::Summary;
+use migration::precopy::{CancelToken, Summary};
 use migration::precopy::{Outcome, Phase};
 use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
