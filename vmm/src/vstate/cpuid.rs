@@ -67,8 +67,19 @@ impl CpuIdentity {
 /// what a scratch vCPU does not keep after `KVM_SET_CPUID2`. Some KVMs list
 /// bits they then drop (measured here: `arch-capabilities`, leaf 7.0 EDX
 /// bit 29, with the PVM backend), so no guest could ever see them; the VMM
-/// must neither offer them nor count on them.
+/// must neither offer them nor count on them. Probed once per process (the
+/// host's KVM does not change under it): start-up asks twice, for the host
+/// offer and for the VM.
 pub fn usable(kvm: &Kvm) -> Result<CpuId, kvm_ioctls::Error> {
+    static USABLE: std::sync::OnceLock<CpuId> = std::sync::OnceLock::new();
+    if let Some(c) = USABLE.get() {
+        return Ok(c.clone());
+    }
+    let c = probe_usable(kvm)?;
+    Ok(USABLE.get_or_init(|| c).clone())
+}
+
+fn probe_usable(kvm: &Kvm) -> Result<CpuId, kvm_ioctls::Error> {
     let supported = kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)?;
     let vm = kvm.create_vm()?;
     let vcpu = vm.create_vcpu(0)?;
