@@ -89,9 +89,58 @@ fn an_incoming_unix_socket_is_private() {
         .permissions()
         .mode();
     assert_eq!(mode & 0o777, 0o600, "the umask must not widen it");
-    // (A destination still waiting for its stream does not act on `quit`
-    // yet — the QMP issue's `--incoming defer` work; the guard kills it.)
-    drop(dst);
+    let sock = dst.sock.path().to_path_buf();
+    dst.quit("a destination waiting on a unix socket");
+    assert!(!sock.exists(), "the control socket was left behind");
+}
+
+#[test]
+fn a_waiting_destination_ends_on_quit_deferred_or_listening() {
+    crate::require_kvm!();
+    let (dst, _uri) = crate::common::Running::destination(&[], "listening destination");
+    let sock = dst.sock.path().to_path_buf();
+    dst.quit("a destination listening on tcp");
+    assert!(!sock.exists(), "its control socket was left behind");
+    let dst = crate::common::Running::deferred(&[], "deferred destination");
+    let mut q = dst.qmp();
+    assert_eq!(
+        q.execute("query-status", serde_json::json!({}))
+            .expect("status")["status"],
+        "inmigrate"
+    );
+    // migrate-incoming with a bad URI is refused and it keeps waiting.
+    let e = q
+        .execute(
+            "migrate-incoming",
+            serde_json::json!({ "uri": "ftp:nowhere" }),
+        )
+        .expect_err("a bad URI");
+    assert!(e.to_string().contains("ftp:nowhere"), "{e}");
+    drop(q);
+    dst.quit("a deferred destination");
+}
+
+#[test]
+fn a_snapshot_never_overwrites_a_file_unless_asked() {
+    crate::require_kvm!();
+    let mut vm =
+        crate::common::Running::ab_source(&["-m", "64M", "--append", "workload=ab"], "vmm");
+    let file = TempPath::new("precious", "img");
+    std::fs::write(file.path(), b"keep me").expect("write");
+    let m = vm.migrate(&file.uri("file"));
+    assert_eq!(m.status.code(), Some(1), "{}", m.transcript());
+    assert!(
+        m.stderr
+            .contains("exists: a snapshot never replaces a file unless asked"),
+        "{}",
+        m.transcript()
+    );
+    assert_eq!(std::fs::read(file.path()).expect("read"), b"keep me");
+    vm.assert_counting("after the refused snapshot");
+    let m = crate::common::migrate(vm.sock.path(), &file.uri("file"), &["--overwrite"]);
+    assert!(m.status.success(), "{}", m.transcript());
+    assert!(std::fs::metadata(file.path()).expect("snapshot").len() > 1 << 20);
+    vm.quit("vmm");
 }
 
 #[test]

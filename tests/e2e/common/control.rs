@@ -1,6 +1,7 @@
-//! `vmm ctl` and `vmm migrate` over a control socket (the real CLI, every
-//! call bounded), their JSON answers and diagnostics, and [`Running`]: a
-//! `vmm run --control SOCK` guest driven through them.
+//! `vmm ctl` and `vmm migrate` over a control (QMP) socket (the real CLI,
+//! every call bounded), their JSON answers and diagnostics, and
+//! [`Running`]: a `vmm run --control SOCK` guest driven through them or
+//! through a QMP session of its own.
 
 use super::paths::TempPath;
 use super::process::{Finished, Vmm, run};
@@ -111,6 +112,37 @@ impl Running {
             ab: None,
         };
         (d, uri)
+    }
+
+    /// `vmm run ARGS --control SOCK --incoming defer`, once it waits for
+    /// QMP's `migrate-incoming` (it says so).
+    pub fn deferred(args: &[&str], ctx: &str) -> Self {
+        let sock = TempPath::new("ctl", "sock");
+        let mut vmm = spawn_run(args, &sock, &["--incoming", "defer"]);
+        let said = vmm.wait_stderr(BOOT, "incoming: deferred, waiting for migrate-incoming");
+        assert!(
+            said && sock.path().exists(),
+            "{ctx}: the deferred destination never waited: {args:?}\n{}",
+            vmm.transcript()
+        );
+        Self {
+            vmm,
+            sock,
+            ab: None,
+        }
+    }
+
+    /// A QMP session on this process's socket (bounded waits).
+    pub fn qmp(&self) -> qmp::Client {
+        qmp::Client::connect(self.sock.path(), EXIT)
+            .unwrap_or_else(|e| panic!("QMP on {}: {e}", self.sock.arg()))
+    }
+
+    /// Whether a QMP session can be opened and answers `query-status`.
+    pub fn qmp_ok(&self) -> bool {
+        qmp::Client::connect(self.sock.path(), EXIT)
+            .and_then(|mut c| c.execute("query-status", serde_json::json!({})))
+            .is_ok()
     }
 
     /// [`Running::incoming`] on a free TCP port of 127.0.0.1.

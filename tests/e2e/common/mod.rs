@@ -19,7 +19,7 @@ mod process;
 mod rng;
 mod serial;
 
-pub use control::{Running, ctl, flat, json_of};
+pub use control::{Running, ctl, flat, json_of, migrate};
 pub use paths::TempPath;
 pub use process::{Finished, Vmm, run, vmm_bin};
 pub use rng::Rng;

@@ -204,6 +204,7 @@ impl Machine {
             pio,
             mmio,
             power: layout::POWER,
+            pm1_status: std::sync::atomic::AtomicU16::new(0),
         });
         let tsc_khz = vcpus.first().and_then(|v| v.fd().get_tsc_khz().ok());
         Ok(Self {
@@ -275,6 +276,15 @@ impl Machine {
             Some(v) => v.set_throttle(percent),
             None => Ok(()),
         }
+    }
+
+    /// Presses the power button: sets `PWRBTN_STS` in the PM1 status
+    /// register, which the guest reads and clears.
+    pub fn press_power_button(&self) {
+        self.ctx.pm1_status.fetch_or(
+            crate::vstate::vcpu::PWRBTN_STS,
+            std::sync::atomic::Ordering::SeqCst,
+        );
     }
 
     /// Resumes paused vCPUs.

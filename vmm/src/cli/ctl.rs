@@ -1,19 +1,20 @@
-//! `vmm ctl ...` and `vmm migrate ...`: the control socket's command line.
+//! `vmm ctl ...` and `vmm migrate ...`: QMP clients of a running `vmm`
+//! (`super::session`), with text or JSON output.
 
+use super::session;
 use crate::control::ControlError;
-use crate::control::client::Client;
-use crate::control::protocol::{
-    DEFAULT_DOWNTIME_LIMIT_MS, DeviceInfo, Event, MigrateRequest, Request, StatusInfo,
-    VerifyAbRequest, VerifyAbResult,
+use crate::control::types::{
+    DEFAULT_DOWNTIME_LIMIT_MS, DeviceInfo, MigrateRequest, StatusInfo, VerifyAbResult,
 };
 use migration::precopy::{Outcome, Phase, Progress, Summary};
+use serde_json::json;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 /// `vmm ctl --control PATH COMMAND`
 #[derive(clap::Args, Debug)]
 pub struct CtlArgs {
-    /// The running vmm's control socket.
+    /// The running vmm's QMP socket (`vmm run --control` or `--qmp`).
     #[arg(long, value_name = "PATH")]
     pub control: PathBuf,
     #[command(subcommand)]
@@ -21,7 +22,7 @@ pub struct CtlArgs {
 }
 
 /// What `vmm ctl` asks.
-#[derive(clap::Subcommand, Debug, Clone, Copy)]
+#[derive(clap::Subcommand, Debug, Clone)]
 pub enum CtlCommand {
     /// Pause the guest's vCPUs.
     Stop,
@@ -47,6 +48,17 @@ pub enum CtlCommand {
     /// Reset the guest (like its own reset through port 0xcf9): it reboots
     /// in this process with the same configuration, pinned properties kept.
     SystemReset,
+    /// Press the guest's power button (ACPI PM1 PWRBTN_STS).
+    SystemPowerdown,
+    /// Any QMP command, its `return` printed as JSON (`vmm ctl qmp
+    /// qom-get '{"path": "disk0", "property": "serial"}'`).
+    Qmp {
+        /// The command (`query-status`, `qom-list`...).
+        command: String,
+        /// Its arguments, a JSON object.
+        #[arg(default_value = "{}")]
+        arguments: String,
+    },
     /// Check the `ab` workload's memory image on the stopped guest (DESIGN.md §4).
     VerifyAb {
         /// Guest-physical start of the range (the guest's `ab: start=0x...`).
@@ -73,7 +85,7 @@ pub fn parse_addr(s: &str) -> Result<u64, String> {
 /// `vmm migrate --control PATH URI`
 #[derive(clap::Args, Debug)]
 pub struct MigrateArgs {
-    /// The source vmm's control socket.
+    /// The source vmm's QMP socket (`vmm run --control` or `--qmp`).
     #[arg(long, value_name = "PATH")]
     pub control: PathBuf,
     /// Destination: tcp:HOST:PORT, unix:PATH or file:PATH (a snapshot).
@@ -87,6 +99,9 @@ pub struct MigrateArgs {
     /// Print progress events and the summary as JSON lines.
     #[arg(long)]
     pub json: bool,
+    /// A `file:` snapshot may replace an existing file (refused otherwise).
+    #[arg(long)]
+    pub overwrite: bool,
     /// Deprecated in the reference (8.2), never implemented here: prints the
     /// replacement (`compat/deprecations.toml`) and refuses.
     #[arg(long, hide = true)]
@@ -145,55 +160,60 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 
 /// Runs `vmm ctl`.
 pub fn ctl(args: &CtlArgs) -> Result<(), ControlError> {
-    let mut c = Client::connect(&args.control)?;
-    let req = match args.command {
-        CtlCommand::Stop => Request::Stop,
-        CtlCommand::Cont => Request::Cont,
-        CtlCommand::Status { .. } | CtlCommand::Qtree { .. } => Request::Status,
-        CtlCommand::Quit => Request::Quit,
-        CtlCommand::MigrateCancel => Request::MigrateCancel,
-        CtlCommand::SystemReset => Request::SystemReset,
-        CtlCommand::VerifyAb { start, pages, .. } => {
-            Request::VerifyAb(VerifyAbRequest { start, pages })
-        }
+    let mut c = session::connect(&args.control)?;
+    let simple = |c: &mut qmp::Client, cmd: &str| -> Result<(), ControlError> {
+        c.execute(cmd, json!({}))?;
+        Ok(())
     };
-    let v = c.call(&req, &mut |_| {})?;
-    if let CtlCommand::VerifyAb { json, .. } = args.command {
-        let r: VerifyAbResult =
-            serde_json::from_value(v.clone()).map_err(|e| ControlError::Protocol(e.to_string()))?;
-        if json {
-            println!("{v}");
-        } else {
-            print!("{}", verify_text(&r));
+    match &args.command {
+        CtlCommand::Stop => simple(&mut c, "stop"),
+        CtlCommand::Cont => simple(&mut c, "cont"),
+        CtlCommand::Quit => simple(&mut c, "quit"),
+        CtlCommand::MigrateCancel => simple(&mut c, "migrate_cancel"),
+        CtlCommand::SystemReset => simple(&mut c, "system_reset"),
+        CtlCommand::SystemPowerdown => simple(&mut c, "system_powerdown"),
+        CtlCommand::Qmp { command, arguments } => {
+            let a: serde_json::Value = serde_json::from_str(arguments)
+                .map_err(|e| ControlError::Remote(format!("arguments `{arguments}`: {e}")))?;
+            println!("{}", c.execute(command, a)?);
+            Ok(())
         }
-        if !r.consistent {
-            return Err(ControlError::Remote(format!(
-                "the a-b memory image is inconsistent: {}",
-                r.violation.as_deref().unwrap_or("?")
-            )));
+        CtlCommand::VerifyAb { start, pages, json } => {
+            let r = session::verify_ab(&mut c, *start, *pages)?;
+            if *json {
+                println!("{}", json!(r));
+            } else {
+                print!("{}", verify_text(&r));
+            }
+            if !r.consistent {
+                return Err(ControlError::Remote(format!(
+                    "the a-b memory image is inconsistent: {}",
+                    r.violation.as_deref().unwrap_or("?")
+                )));
+            }
+            Ok(())
         }
-        return Ok(());
+        CtlCommand::Qtree { json } => {
+            let v = c.execute("x-vmm-status", json!({}))?;
+            let st: StatusInfo = serde_json::from_value(v)
+                .map_err(|e| ControlError::Remote(format!("unexpected x-vmm-status: {e}")))?;
+            if *json {
+                println!("{}", json!(st.devices));
+            } else {
+                print!("{}", qtree_text(&st.devices));
+            }
+            Ok(())
+        }
+        CtlCommand::Status { json } => {
+            let v = c.execute("x-vmm-status", json!({}))?;
+            if *json {
+                println!("{v}");
+            } else {
+                print!("{}", status_text(&v));
+            }
+            Ok(())
+        }
     }
-    if let CtlCommand::Qtree { json } = args.command {
-        let st: StatusInfo =
-            serde_json::from_value(v).map_err(|e| ControlError::Protocol(e.to_string()))?;
-        if json {
-            let text = serde_json::to_string(&st.devices)
-                .map_err(|e| ControlError::Protocol(e.to_string()))?;
-            println!("{text}");
-        } else {
-            print!("{}", qtree_text(&st.devices));
-        }
-        return Ok(());
-    }
-    if let CtlCommand::Status { json } = args.command {
-        if json {
-            println!("{v}");
-        } else {
-            print!("{}", status_text(&v));
-        }
-    }
-    Ok(())
 }
 
 /// The `verify-ab` answer as text.
@@ -283,40 +303,38 @@ pub fn migrate(args: &MigrateArgs) -> Result<(), ControlError> {
     ];
     crate::release::lifecycle::migrate_options(crate::builder::config::catalog(), &deprecated)
         .map_err(|e| ControlError::Remote(e.to_string()))?;
-    let mut c = Client::connect(&args.control)?;
+    let mut c = session::connect(&args.control)?;
     let (channels, compress) = args.transfer.request();
-    let req = Request::Migrate(MigrateRequest {
+    let req = MigrateRequest {
         uri: args.uri.clone(),
         downtime_limit: args.downtime_limit,
         max_bandwidth: args.max_bandwidth,
         channels,
         compress,
-    });
+        overwrite: args.overwrite,
+    };
     let tty = std::io::stderr().is_terminal();
     let json = args.json;
-    let mut on_event = |e: &Event| {
-        let Event::Progress(p) = e;
+    let mut on_progress = |p: &Progress| {
         if json {
-            if let Ok(s) = serde_json::to_string(e) {
-                println!("{s}");
-            }
+            let mut v = json!(p);
+            v["event"] = json!("progress");
+            println!("{v}");
         } else if tty {
             eprint!("\r\x1b[K{}", progress_text(p));
             let _ = std::io::stderr().flush();
         }
     };
-    let r = c.call(&req, &mut on_event);
+    let r = session::migrate(&mut c, &req, &mut on_progress);
     if tty && !json {
         eprintln!();
     }
-    let v = r?;
+    let sum = r?;
     if json {
-        println!("{}", serde_json::json!({ "summary": v }));
-        return Ok(());
+        println!("{}", json!({ "summary": sum }));
+    } else {
+        print!("{}", summary_text(&sum));
     }
-    let sum: Summary =
-        serde_json::from_value(v).map_err(|e| ControlError::Protocol(e.to_string()))?;
-    print!("{}", summary_text(&sum));
     Ok(())
 }
 

@@ -6,13 +6,11 @@
 //! whole foreground process group, so the children stop with the demo.
 
 use crate::cli::ctl::{progress_text, summary_text, verify_text};
+use crate::cli::session;
 use crate::control::ControlError;
-use crate::control::client::Client;
-use crate::control::protocol::{
-    DEFAULT_DOWNTIME_LIMIT_MS, Event, MigrateRequest, Request, VerifyAbRequest, VerifyAbResult,
-};
+use crate::control::types::{DEFAULT_DOWNTIME_LIMIT_MS, MigrateRequest};
 use miette::Diagnostic;
-use migration::precopy::Summary;
+use migration::precopy::Progress;
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -220,8 +218,8 @@ impl Drop for TmpDir {
     }
 }
 
-fn client(path: &Path) -> Result<Client, DemoError> {
-    Ok(Client::connect(path)?)
+fn client(path: &Path) -> Result<qmp::Client, DemoError> {
+    Ok(session::connect(path)?)
 }
 
 /// How long the guest may take to boot and print its first pass.
@@ -290,8 +288,7 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
         args.downtime_limit
     );
     let tty = std::io::stdout().is_terminal();
-    let mut on_event = |e: &Event| {
-        let Event::Progress(p) = e;
+    let mut on_progress = |p: &Progress| {
         if tty {
             print!("\r\x1b[K{}", progress_text(p));
             let _ = std::io::stdout().flush();
@@ -300,19 +297,19 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
         }
     };
     let (channels, compress) = args.transfer.request();
-    let req = Request::Migrate(MigrateRequest {
+    let req = MigrateRequest {
         uri: uri.clone(),
         downtime_limit: args.downtime_limit,
         max_bandwidth: None,
         channels,
         compress,
-    });
-    let r = client(&src_sock)?.call(&req, &mut on_event);
+        overwrite: false,
+    };
+    let r = session::migrate(&mut client(&src_sock)?, &req, &mut on_progress);
     if tty {
         println!();
     }
-    let summary: Summary = serde_json::from_value(r?)
-        .map_err(|e| DemoError::Control(ControlError::Protocol(e.to_string())))?;
+    let summary = r?;
     dst.wait(false, "incoming: running", CONTINUE_WAIT, |l| {
         l == "incoming: running"
     })?;
@@ -334,24 +331,14 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
         "destination guest: {later} (the source's last was pass={last_src}; source exited: {})",
         src_status.map_or("no".to_string(), |s| s.to_string())
     );
-    client(&dst_sock)?.call(&Request::Stop, &mut |_| {})?;
+    let mut d = client(&dst_sock)?;
+    d.execute("stop", serde_json::json!({}))
+        .map_err(|e| DemoError::Control(e.into()))?;
     let verdict = match range {
-        Some(r) => {
-            let v = client(&dst_sock)?.call(
-                &Request::VerifyAb(VerifyAbRequest {
-                    start: r.start,
-                    pages: r.pages,
-                }),
-                &mut |_| {},
-            )?;
-            Some(
-                serde_json::from_value::<VerifyAbResult>(v)
-                    .map_err(|e| DemoError::Control(ControlError::Protocol(e.to_string())))?,
-            )
-        }
+        Some(r) => Some(session::verify_ab(&mut d, r.start, r.pages)?),
         None => None,
     };
-    let _ = client(&dst_sock).and_then(|mut c| Ok(c.call(&Request::Quit, &mut |_| {})?));
+    let _ = d.execute("quit", serde_json::json!({}));
     let _ = dst.wait_exit(Duration::from_secs(10));
     println!();
     print!("{}", summary_text(&summary));

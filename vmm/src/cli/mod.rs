@@ -7,6 +7,7 @@ pub mod dump_vmstate;
 pub mod introspect;
 pub mod logger;
 pub mod run;
+pub mod session;
 
 use std::process::ExitCode;
 

@@ -1,19 +1,21 @@
-//! The control socket: a JSON-lines protocol on a unix socket (mode 0600),
+//! The control plane: QMP on unix sockets (mode 0600, same user or root),
 //! documented in `docs/control.md`.
 //!
-//! The runtime implements [`server::ControlHandler`] and runs a
-//! [`server::ControlServer`]; `vmm ctl` and `vmm migrate` ([`cli`]) talk to it
-//! through [`client::Client`].
+//! The runtime implements [`handler::ControlHandler`]; `vmm run` binds a
+//! [`server::ControlServer`] per socket (`--qmp`, `--control`) and serves
+//! them all from one [`state::State`], sending events through one
+//! [`events::Events`]. `vmm ctl` and `vmm migrate` are QMP clients
+//! (`qmp::Client`).
 
-pub mod client;
+pub mod events;
 pub mod handler;
-pub mod protocol;
 pub mod qmp;
 pub mod runtime;
 pub mod server;
-mod state;
+pub mod state;
+pub mod types;
 
-/// Errors of the control socket, on either side.
+/// Errors of the control plane, on either side.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
     #[error("control socket {path}: {source}")]
@@ -25,10 +27,8 @@ pub enum ControlError {
     InUse(String),
     #[error("control socket {0}: the path exists and is not a socket (it is left alone)")]
     NotASocket(String),
-    #[error("control socket I/O: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("control protocol: {0}")]
-    Protocol(String),
+    #[error(transparent)]
+    Client(#[from] ::qmp::ClientError),
     #[error("{0}")]
     Remote(String),
 }

@@ -1,20 +1,17 @@
-//! The server side: binds the socket with mode 0600 and serves requests
-//! (the same user's or root's processes only, at most [`MAX_CLIENTS`] at
-//! once, each closed after [`IDLE`] without a request).
+//! The server side: binds a QMP socket with mode 0600 and serves it (the
+//! same user's or root's processes only, at most [`MAX_CLIENTS`] at once
+//! over every socket of the process, each closed after [`IDLE`] without a
+//! command).
 
 use super::ControlError;
-pub use super::handler::ControlHandler;
-use super::protocol::{Event, Request, Response};
-use super::state::{MAX_LINE, State};
-use migration::precopy::Progress;
-use migration::vm::VmError;
+use super::state::State;
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 /// A bound control socket; removes its path when dropped.
 pub struct ControlServer {
@@ -24,20 +21,11 @@ pub struct ControlServer {
     id: Option<(u64, u64)>,
 }
 
-/// What a control socket speaks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    /// This project's JSON lines (`--control`, docs/control.md).
-    Lines,
-    /// The reference's QMP (`--qmp unix:PATH`, docs/control.md).
-    Qmp,
-}
-
 impl ControlServer {
     /// Binds `path` with mode 0600. The socket is created inside a fresh
     /// private (0700) directory and renamed into place, so it is never
     /// reachable with wider permissions. A stale socket (nobody listening) is
-    /// replaced; a live one is an error.
+    /// replaced; a live one, or anything that is not a socket, is an error.
     pub fn bind(path: &Path) -> Result<Self, ControlError> {
         let err = |source| ControlError::Socket {
             path: path.display().to_string(),
@@ -50,8 +38,8 @@ impl ControlServer {
             if UnixStream::connect(path).is_ok() {
                 return Err(ControlError::InUse(path.display().to_string()));
             }
-            fs::remove_file(path).map_err(err)?;
         }
+        // The rename replaces a stale socket atomically.
         let listener = migration::transport::bind_private_unix(path).map_err(err)?;
         Ok(Self {
             listener,
@@ -69,21 +57,8 @@ impl ControlServer {
         }
     }
 
-    /// Serves connections (one thread each) until a `quit` succeeded.
-    pub fn serve(self, handler: Arc<dyn ControlHandler>) {
-        self.serve_as(handler, Protocol::Lines)
-    }
-
-    /// Serves connections speaking `proto` until a `quit` succeeded.
-    pub fn serve_as(self, handler: Arc<dyn ControlHandler>, proto: Protocol) {
-        let state = Arc::new(State {
-            handler,
-            migration: Mutex::new(None),
-            qmp: Mutex::default(),
-            quitting: AtomicBool::new(false),
-            path: self.path.clone(),
-        });
-        let active = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    /// Serves QMP connections (one thread each) until a `quit` succeeded.
+    pub fn serve(self, state: Arc<State>) {
         for conn in self.listener.incoming() {
             if state.quitting.load(Ordering::SeqCst) {
                 break;
@@ -92,44 +67,45 @@ impl ControlServer {
             let uid = peer_uid(&conn);
             if !peer_allowed(uid) {
                 let who = uid.map_or("unknown".to_string(), |u| u.to_string());
+                tracing::warn!(
+                    "control socket {}: refused peer uid {who}",
+                    self.path.display()
+                );
                 refuse(
                     conn,
-                    format!("refused: peer uid {who} may not control this vmm"),
+                    &format!("refused: peer uid {who} may not control this vmm"),
                 );
                 continue;
             }
-            if active.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
-                active.fetch_sub(1, Ordering::SeqCst);
+            if state.active.fetch_add(1, Ordering::SeqCst) >= MAX_CLIENTS {
+                state.active.fetch_sub(1, Ordering::SeqCst);
                 refuse(
                     conn,
-                    format!("refused: {MAX_CLIENTS} control connections are open"),
+                    &format!("refused: {MAX_CLIENTS} control connections are open"),
                 );
                 continue;
             }
             let _ = conn.set_read_timeout(Some(IDLE));
-            let (st, n) = (state.clone(), active.clone());
-            std::thread::spawn(move || {
-                match proto {
-                    Protocol::Lines => connection(&st, conn),
-                    Protocol::Qmp => super::qmp::connection(&st, conn),
-                }
-                n.fetch_sub(1, Ordering::SeqCst);
-            });
+            let (st, path) = (state.clone(), self.path.clone());
+            let spawned = std::thread::Builder::new()
+                .name("qmp".into())
+                .spawn(move || {
+                    super::qmp::connection(&st, conn);
+                    st.active.fetch_sub(1, Ordering::SeqCst);
+                    if st.quitting.load(Ordering::SeqCst) {
+                        // Wake the acceptor so it sees the flag.
+                        let _ = UnixStream::connect(&path);
+                    }
+                });
+            if spawned.is_err() {
+                state.active.fetch_sub(1, Ordering::SeqCst);
+            }
         }
     }
 
     /// Serves on a background thread.
-    pub fn spawn(self, handler: Arc<dyn ControlHandler>) -> std::thread::JoinHandle<()> {
-        self.spawn_as(handler, Protocol::Lines)
-    }
-
-    /// Serves `proto` on a background thread.
-    pub fn spawn_as(
-        self,
-        handler: Arc<dyn ControlHandler>,
-        proto: Protocol,
-    ) -> std::thread::JoinHandle<()> {
-        std::thread::spawn(move || self.serve_as(handler, proto))
+    pub fn spawn(self, state: Arc<State>) -> std::thread::JoinHandle<()> {
+        std::thread::spawn(move || self.serve(state))
     }
 }
 
@@ -193,129 +169,12 @@ fn peer_allowed(uid: Option<u32>) -> bool {
     uid.is_some_and(|u| u == me || u == 0)
 }
 
-fn connection(st: &State, conn: UnixStream) {
-    let Ok(mut out) = conn.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(conn);
-    loop {
-        let mut line = String::new();
-        match (&mut reader).take(MAX_LINE).read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) if !line.ends_with('\n') && line.len() as u64 >= MAX_LINE => {
-                let _ = answer_error(&mut out, "request line too long");
-                return;
-            }
-            Ok(_) => {}
-        }
-        if line.trim().is_empty() {
-            continue;
-        }
-        let mut answered = None;
-        let resp = match serde_json::from_str::<Request>(&line) {
-            Ok(req) => {
-                answered = Some(req.clone());
-                handle(st, req, &mut out)
-            }
-            Err(e) => Err(format!("bad request: {e}")),
-        };
-        let ok = resp.is_ok();
-        let resp = match resp {
-            Ok(result) => Response {
-                ok: true,
-                result,
-                error: None,
-            },
-            Err(e) => Response {
-                ok: false,
-                result: None,
-                error: Some(e),
-            },
-        };
-        let sent = send(&mut out, &resp);
-        if let Some(req) = answered.filter(|_| ok) {
-            // After the answer is on its way (or the client is gone).
-            st.handler.answered(&req);
-        }
-        if sent.is_err() {
-            return;
-        }
-        if st.quitting.load(Ordering::SeqCst) {
-            // Wake the acceptor so it sees the flag.
-            let _ = UnixStream::connect(&st.path);
-            return;
-        }
-    }
-}
-
-/// Answers a connection that is not served: after its first request line
-/// (read with a short time-out, so the client's write never hits a closed
-/// socket), one error response; on a thread of its own.
-fn refuse(conn: UnixStream, why: String) {
-    std::thread::spawn(move || {
-        let _ = conn.set_read_timeout(Some(std::time::Duration::from_secs(1)));
-        let mut line = String::new();
-        let _ = BufReader::new(&conn).take(MAX_LINE).read_line(&mut line);
-        let mut out = conn;
-        let _ = answer_error(&mut out, &why);
-    });
-}
-
-fn answer_error(out: &mut UnixStream, why: &str) -> std::io::Result<()> {
-    send(
-        out,
-        &Response {
-            ok: false,
-            result: None,
-            error: Some(why.to_string()),
-        },
-    )
-}
-
-fn send<T: serde::Serialize>(out: &mut UnixStream, v: &T) -> std::io::Result<()> {
-    let mut s = serde_json::to_string(v).map_err(std::io::Error::other)?;
-    s.push('\n');
-    out.write_all(s.as_bytes())
-}
-
-type Answer = Result<Option<serde_json::Value>, String>;
-
-fn handle(st: &State, req: Request, out: &mut UnixStream) -> Answer {
-    let h = &st.handler;
-    let done = |r: Result<(), VmError>| r.map(|()| None).map_err(|e| e.to_string());
-    match req {
-        Request::Status => {
-            let s = h.status().map_err(|e| e.to_string())?;
-            serde_json::to_value(s).map(Some).map_err(|e| e.to_string())
-        }
-        Request::Stop => done(h.stop()),
-        Request::SystemReset => done(h.system_reset()),
-        Request::Cont => done(h.cont()),
-        Request::Quit => {
-            h.quit().map_err(|e| e.to_string())?;
-            st.quitting.store(true, Ordering::SeqCst);
-            Ok(None)
-        }
-        Request::VerifyAb(r) => {
-            let v = h.verify_ab(r.start, r.pages).map_err(|e| e.to_string())?;
-            serde_json::to_value(v).map(Some).map_err(|e| e.to_string())
-        }
-        Request::MigrateCancel if st.cancel_migration() => Ok(None),
-        Request::MigrateCancel => Err("no migration is running".into()),
-        Request::Migrate(req) => {
-            let cancel = st.begin_migration()?;
-            let mut progress = |p: &Progress| {
-                // A client that went away does not stop the migration.
-                let _ = send(out, &Event::Progress(p.clone()));
-            };
-            let r = h.migrate(&req, &mut progress, &cancel);
-            st.end_migration();
-            let sum = r.map_err(|e| e.to_string())?;
-            serde_json::to_value(sum)
-                .map(Some)
-                .map_err(|e| e.to_string())
-        }
-    }
+/// Tells a connection that is not served why, in place of the greeting,
+/// and closes it (no thread: a flood costs one write each).
+fn refuse(mut conn: UnixStream, why: &str) {
+    let _ = conn.set_write_timeout(Some(std::time::Duration::from_millis(100)));
+    let e = qmp::command::answer(&Err(qmp::QmpError::generic(why)), None);
+    let _ = conn.write_all(&qmp::command::encode(&e));
 }
 
 #[cfg(test)]

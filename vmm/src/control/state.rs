@@ -1,33 +1,49 @@
-//! What the connections of a control server share, whichever protocol
-//! they speak.
+//! What the connections of every control socket of a process share: the
+//! handler, the event list, the migration in flight and QMP's migration
+//! settings.
 
+use super::events::Events;
 use super::handler::ControlHandler;
 use migration::precopy::{CancelToken, Summary};
-use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-/// Longest request accepted (a line, or a QMP object).
-pub(super) const MAX_LINE: u64 = 64 << 10;
+/// Longest command accepted (one QMP object).
+pub const MAX_COMMAND: usize = 64 << 10;
 
-/// What the connections of a server share.
-pub(super) struct State {
+/// The control plane of one process: give it to each
+/// [`super::server::ControlServer`] it serves.
+pub struct State {
     pub(super) handler: Arc<dyn ControlHandler>,
+    pub(super) events: Arc<Events>,
     /// The outgoing migration in flight: [`State::begin_migration`].
-    pub(super) migration: Mutex<Option<CancelToken>>,
+    migration: Mutex<Option<CancelToken>>,
     pub(super) quitting: AtomicBool,
+    /// Connections served now, over every socket.
+    pub(super) active: AtomicUsize,
     /// QMP's migration settings and last outcome.
     pub(super) qmp: Mutex<QmpMigration>,
-    pub(super) path: PathBuf,
 }
 
 impl State {
-    /// Registers a new outgoing migration, started on any connection of
-    /// either protocol: its cancel token, or an error while one runs.
+    /// The control plane over `handler`, sending events to `events`.
+    pub fn new(handler: Arc<dyn ControlHandler>, events: Arc<Events>) -> Arc<Self> {
+        Arc::new(Self {
+            handler,
+            events,
+            migration: Mutex::new(None),
+            quitting: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            qmp: Mutex::default(),
+        })
+    }
+
+    /// Registers a new outgoing migration: its cancel token, or an error
+    /// while one runs.
     pub(super) fn begin_migration(&self) -> Result<CancelToken, String> {
-        let mut cur = self.migration.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cur = lock(&self.migration);
         if cur.is_some() {
-            return Err("a migration is already running".into());
+            return Err("There's a migration process in progress".into());
         }
         let token = CancelToken::default();
         *cur = Some(token.clone());
@@ -36,28 +52,42 @@ impl State {
 
     /// The running migration ended.
     pub(super) fn end_migration(&self) {
-        *self.migration.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        *lock(&self.migration) = None;
     }
 
     /// Cancels the running migration; false when none runs.
     pub(super) fn cancel_migration(&self) -> bool {
-        let cur = self.migration.lock().unwrap_or_else(|p| p.into_inner());
-        cur.as_ref().map(CancelToken::cancel).is_some()
+        lock(&self.migration)
+            .as_ref()
+            .map(CancelToken::cancel)
+            .is_some()
+    }
+
+    /// QMP's migration settings.
+    pub(super) fn qmp(&self) -> MutexGuard<'_, QmpMigration> {
+        lock(&self.qmp)
     }
 }
 
+pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// QMP's migration settings (`migrate-set-parameters`/`-capabilities`) and
-/// the last migration's outcome (`query-migrate`).
+/// the last outgoing migration's outcome (`query-migrate`).
 #[derive(Debug)]
 pub(super) struct QmpMigration {
     pub(super) downtime_limit: u64,
     pub(super) max_bandwidth: u64,
     pub(super) multifd: bool,
+    pub(super) events: bool,
     pub(super) channels: u32,
     pub(super) compression: String,
     pub(super) zstd_level: u32,
-    /// `active`, `completed`, `failed`, `cancelled` (none: never started).
+    /// `setup`, `active`, `device`, `completed`, `failed`, `cancelled`
+    /// (none: never started).
     pub(super) status: Option<&'static str>,
+    pub(super) started: Option<std::time::Instant>,
     pub(super) summary: Option<Summary>,
     pub(super) error: Option<String>,
 }
@@ -65,13 +95,15 @@ pub(super) struct QmpMigration {
 impl Default for QmpMigration {
     fn default() -> Self {
         Self {
-            downtime_limit: super::protocol::DEFAULT_DOWNTIME_LIMIT_MS,
+            downtime_limit: super::types::DEFAULT_DOWNTIME_LIMIT_MS,
             max_bandwidth: 0,
             multifd: false,
+            events: true,
             channels: 2,
             compression: "none".into(),
             zstd_level: 1,
             status: None,
+            started: None,
             summary: None,
             error: None,
         }

@@ -62,6 +62,7 @@ pub struct MachineTarget<'a> {
     events: Option<Receiver<VmEvent>>,
     config: Option<MachineConfig>,
     adopted: bool,
+    on_manifest: Option<Box<dyn FnMut() + 'a>>,
 }
 
 impl<'a> MachineTarget<'a> {
@@ -83,7 +84,14 @@ impl<'a> MachineTarget<'a> {
             events: None,
             config: None,
             adopted: false,
+            on_manifest: None,
         }
+    }
+
+    /// Calls `f` when a stream's manifest arrives (before it is checked).
+    pub fn on_manifest(mut self, f: impl FnMut() + 'a) -> Self {
+        self.on_manifest = Some(Box::new(f));
+        self
     }
 
     /// Whether the configuration was adopted from the stream.
@@ -319,6 +327,9 @@ impl MigrationTarget for MachineTarget<'_> {
     }
 
     fn validate(&mut self, m: &Manifest) -> Result<(), VmError> {
+        if let Some(f) = self.on_manifest.as_mut() {
+            f();
+        }
         let max = self.persona.max_stream_format();
         if m.format_version > max {
             return Err(VmError::new(format!(

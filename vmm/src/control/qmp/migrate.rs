@@ -1,66 +1,79 @@
-//! QMP's migration commands: `migrate` (runs in the background, `MIGRATION`
-//! events to the connection that started it), `query-migrate`,
-//! `migrate_cancel`, `migrate-set-parameters` / `query-migrate-parameters`
+//! QMP's migration commands: `migrate` (runs in the background; `MIGRATION`
+//! events for each status change, `MIGRATION_PASS` for each pass, `STOP`
+//! when the guest stops for the switch-over), `migrate-incoming` (a
+//! `--incoming defer` destination), `query-migrate`, `migrate_cancel`,
+//! `migrate-set-parameters` / `query-migrate-parameters`
 //! (`downtime-limit`, `max-bandwidth`, `multifd-channels`,
 //! `multifd-compression`, `multifd-zstd-level`) and
-//! `migrate-set-capabilities` / `query-migrate-capabilities` (`multifd`;
-//! `return-path` and `auto-converge` are always on here).
+//! `migrate-set-capabilities` / `query-migrate-capabilities` (`multifd`,
+//! `events`; `return-path` and `auto-converge` are always on here).
 
-use super::{Reply, event_with};
-use crate::control::protocol::{MigrateRequest, Request};
-use crate::control::state::{QmpMigration, State};
-use migration::precopy::Outcome;
+use super::{Reply, fail};
+use crate::control::handler::Answered;
+use crate::control::state::State;
+use crate::control::types::MigrateRequest;
+use migration::precopy::{Outcome, Phase, Progress, Summary};
+use qmp::{Args, QmpError};
 use serde_json::{Value, json};
-use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
-fn shared(st: &State) -> std::sync::MutexGuard<'_, QmpMigration> {
-    st.qmp.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn bad(desc: String) -> (&'static str, String) {
-    ("GenericError", desc)
-}
-
 /// `migrate-set-parameters`.
-pub fn set_parameters(st: &State, args: &Value) -> Reply {
-    let mut s = shared(st);
-    let obj = args.as_object().cloned().unwrap_or_default();
-    for (k, v) in &obj {
-        let n = || {
-            v.as_u64()
-                .ok_or_else(|| bad(format!("Parameter '{k}' expects a number")))
-        };
-        match k.as_str() {
-            "downtime-limit" => s.downtime_limit = n()?,
-            "max-bandwidth" => s.max_bandwidth = n()?,
-            "multifd-channels" => s.channels = ranged(k, n()?, 16)?,
-            "multifd-zstd-level" => s.zstd_level = ranged(k, n()?, 19)?,
-            "multifd-compression" => match v.as_str() {
-                Some(c @ ("none" | "zstd")) => s.compression = c.to_string(),
-                _ => {
-                    return Err(bad(format!(
-                        "Parameter 'multifd-compression' expects none or zstd, not {v}"
-                    )));
-                }
-            },
-            other => return Err(bad(format!("Parameter '{other}' is not supported"))),
+pub fn set_parameters(st: &State, args: &Args) -> Reply {
+    args.only(&[
+        "downtime-limit",
+        "max-bandwidth",
+        "multifd-channels",
+        "multifd-zstd-level",
+        "multifd-compression",
+    ])?;
+    // Every argument is checked before any is applied.
+    let downtime = args.opt_u64("downtime-limit")?;
+    if downtime.is_some_and(|d| d > 2_000_000) {
+        return Err(QmpError::generic(
+            "Parameter 'downtime-limit' expects an integer in the range of 0 to 2000000 milliseconds",
+        ));
+    }
+    let bandwidth = args.opt_u64("max-bandwidth")?;
+    let channels = args
+        .opt_u64("multifd-channels")?
+        .map(|v| ranged("multifd-channels", v, 16))
+        .transpose()?;
+    let level = args
+        .opt_u64("multifd-zstd-level")?
+        .map(|v| ranged("multifd-zstd-level", v, 19))
+        .transpose()?;
+    let compression = match args.opt_str("multifd-compression")? {
+        None => None,
+        Some(c @ ("none" | "zstd")) => Some(c.to_string()),
+        Some(other) => {
+            return Err(QmpError::generic(format!(
+                "Parameter 'multifd-compression' does not accept value '{other}' (none or zstd)"
+            )));
         }
+    };
+    let mut s = st.qmp();
+    s.downtime_limit = downtime.unwrap_or(s.downtime_limit);
+    s.max_bandwidth = bandwidth.unwrap_or(s.max_bandwidth);
+    s.channels = channels.unwrap_or(s.channels);
+    s.zstd_level = level.unwrap_or(s.zstd_level);
+    if let Some(c) = compression {
+        s.compression = c;
     }
     Ok(json!({}))
 }
 
 /// `v` of parameter `k` if it is in `1..=max`.
-fn ranged(k: &str, v: u64, max: u32) -> Result<u32, (&'static str, String)> {
+fn ranged(k: &str, v: u64, max: u32) -> Result<u32, QmpError> {
     u32::try_from(v)
         .ok()
         .filter(|v| (1..=max).contains(v))
-        .ok_or_else(|| bad(format!("Parameter '{k}' expects 1..{max}, not {v}")))
+        .ok_or_else(|| QmpError::generic(format!("Parameter '{k}' expects 1..{max}, not {v}")))
 }
 
 /// `query-migrate-parameters`.
-pub fn query_parameters(st: &State) -> Reply {
-    let s = shared(st);
+pub fn query_parameters(st: &State, args: &Args) -> Reply {
+    args.only(&[])?;
+    let s = st.qmp();
     Ok(json!({
         "downtime-limit": s.downtime_limit,
         "max-bandwidth": s.max_bandwidth,
@@ -71,130 +84,263 @@ pub fn query_parameters(st: &State) -> Reply {
 }
 
 /// `migrate-set-capabilities`.
-pub fn set_capabilities(st: &State, args: &Value) -> Reply {
+pub fn set_capabilities(st: &State, args: &Args) -> Reply {
+    args.only(&["capabilities"])?;
     let caps = args
-        .get("capabilities")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("Parameter 'capabilities' is missing".into()))?;
-    let mut s = shared(st);
+        .opt_array("capabilities")?
+        .ok_or_else(|| QmpError::generic("Parameter 'capabilities' is missing"))?;
+    let mut wanted = Vec::new();
     for c in caps {
-        let name = c
-            .get("capability")
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let on = c.get("state").and_then(Value::as_bool).unwrap_or(false);
+        let name = c.get("capability").and_then(Value::as_str);
+        let on = c.get("state").and_then(Value::as_bool);
+        let (Some(name), Some(on)) = (name, on) else {
+            return Err(QmpError::generic(
+                "Invalid parameter type for 'capabilities', expected: {capability, state}",
+            ));
+        };
         match (name, on) {
-            ("multifd", on) => s.multifd = on,
-            ("return-path" | "auto-converge", true) => {}
-            ("return-path" | "auto-converge", false) => {
-                return Err(bad(format!("capability '{name}' is always on in this vmm")));
+            ("multifd" | "events", _) | ("return-path" | "auto-converge", true) => {
+                wanted.push((name, on))
             }
-            _ => return Err(bad(format!("capability '{name}' is not supported"))),
+            ("return-path" | "auto-converge", false) => {
+                return Err(QmpError::generic(format!(
+                    "Capability '{name}' is always on in this vmm"
+                )));
+            }
+            _ => {
+                return Err(QmpError::generic(format!(
+                    "Capability '{name}' is not supported by this vmm"
+                )));
+            }
+        }
+    }
+    if st.qmp().status.is_some_and(|s| !finished(s)) {
+        return Err(QmpError::generic("There's a migration process in progress"));
+    }
+    let mut s = st.qmp();
+    for (name, on) in wanted {
+        match name {
+            "multifd" => s.multifd = on,
+            "events" => s.events = on,
+            _ => {}
         }
     }
     Ok(json!({}))
 }
 
 /// `query-migrate-capabilities`.
-pub fn query_capabilities(st: &State) -> Reply {
-    let s = shared(st);
+pub fn query_capabilities(st: &State, args: &Args) -> Reply {
+    args.only(&[])?;
+    let s = st.qmp();
     Ok(json!([
         { "capability": "multifd", "state": s.multifd },
+        { "capability": "events", "state": s.events },
         { "capability": "return-path", "state": true },
         { "capability": "auto-converge", "state": true },
     ]))
 }
 
+fn finished(status: &str) -> bool {
+    matches!(status, "completed" | "failed" | "cancelled")
+}
+
+/// Records a status change and tells every connection (`MIGRATION`, when
+/// the `events` capability is on, as in the reference).
+fn set_status(st: &State, status: &'static str) {
+    let events = {
+        let mut s = st.qmp();
+        s.status = Some(status);
+        s.events
+    };
+    if events {
+        st.events.emit("MIGRATION", json!({ "status": status }));
+    }
+}
+
 /// `migrate`: starts the migration on its own thread and returns at once.
-pub fn start(st: &Arc<State>, args: &Value, out: &UnixStream) -> Reply {
-    let uri = args
-        .get("uri")
-        .and_then(Value::as_str)
-        .ok_or_else(|| bad("Parameter 'uri' is missing".into()))?
-        .to_string();
-    let mut events = out.try_clone().map_err(|e| bad(e.to_string()))?;
-    let cancel = st
-        .begin_migration()
-        .map_err(|_| bad("There's a migration process in progress".into()))?;
+/// This VMM's extension: `x-overwrite` lets a `file:` URI replace a file.
+pub fn start(st: &Arc<State>, args: &Args) -> Reply {
+    args.only(&["uri", "detach", "resume", "x-overwrite"])?;
+    let uri = args.str("uri")?.to_string();
+    if args.opt_bool("resume")? == Some(true) {
+        return Err(QmpError::generic(
+            "postcopy resume is not supported by this vmm",
+        ));
+    }
+    let overwrite = args.opt_bool("x-overwrite")?.unwrap_or(false);
+    let cancel = st.begin_migration().map_err(QmpError::generic)?;
     let req = {
-        let mut s = shared(st);
-        s.status = Some("active");
+        let mut s = st.qmp();
         (s.summary, s.error) = (None, None);
+        s.started = Some(std::time::Instant::now());
         MigrateRequest {
             uri,
             downtime_limit: s.downtime_limit,
             max_bandwidth: (s.max_bandwidth > 0).then_some(s.max_bandwidth),
             channels: if s.multifd { s.channels } else { 0 },
-            compress: (s.multifd && s.compression == "zstd")
-                .then(|| format!("zstd:{}", s.zstd_level)),
+            // Without multifd it compresses the main stream (an extension).
+            compress: (s.compression == "zstd").then(|| format!("zstd:{}", s.zstd_level)),
+            overwrite,
         }
     };
+    set_status(st, "setup");
     let st = st.clone();
-    std::thread::spawn(move || {
-        event_with(&mut events, "MIGRATION", json!({ "status": "active" }));
-        let r = st.handler.migrate(&req, &mut |_| {}, &cancel);
-        st.end_migration();
-        let status = {
-            let mut s = shared(&st);
-            let status = match &r {
-                Ok(_) => "completed",
-                Err(_) if cancel.is_cancelled() => "cancelled",
-                Err(_) => "failed",
-            };
-            s.status = Some(status);
-            match &r {
-                Ok(sum) => s.summary = Some(sum.clone()),
-                Err(e) => s.error = Some(e.to_string()),
-            }
-            status
-        };
-        event_with(&mut events, "MIGRATION", json!({ "status": status }));
-        if matches!(&r, Ok(s) if s.outcome == Outcome::Handover) {
-            st.handler.answered(&Request::Migrate(req));
-        }
-    });
+    let spawned = std::thread::Builder::new()
+        .name("migrate".into())
+        .spawn(move || run(&st, req, &cancel));
+    if spawned.is_err() {
+        return Err(QmpError::generic("cannot start the migration thread"));
+    }
     Ok(json!({}))
 }
 
-/// `query-migrate`.
-pub fn query(st: &State) -> Reply {
+/// The migration thread.
+fn run(st: &State, req: MigrateRequest, cancel: &migration::precopy::CancelToken) {
+    set_status(st, "active");
+    let (mut pass, mut stopped) = (0u32, false);
+    let mut progress = |p: &Progress| {
+        if p.iteration != pass && p.phase == Phase::Precopy {
+            pass = p.iteration;
+            st.events.emit("MIGRATION_PASS", json!({ "pass": pass }));
+        }
+        if p.phase == Phase::Stopped && !stopped {
+            stopped = true;
+            st.events.emit("STOP", json!({}));
+            set_status(st, "device");
+        }
+    };
+    let r = st.handler.migrate(&req, &mut progress, cancel);
+    st.end_migration();
+    let status = match &r {
+        Ok(_) => "completed",
+        Err(_) if cancel.is_cancelled() => "cancelled",
+        Err(_) => "failed",
+    };
+    {
+        let mut s = st.qmp();
+        match &r {
+            Ok(sum) => s.summary = Some(sum.clone()),
+            Err(e) => s.error = Some(e.to_string()),
+        }
+    }
+    if stopped && r.is_err() {
+        // The driver resumed the guest.
+        st.events.emit("RESUME", json!({}));
+    }
+    set_status(st, status);
+    if matches!(&r, Ok(s) if s.outcome == Outcome::Handover) {
+        // The guest runs on the destination. The process ends once its QMP
+        // clients had their chance to read the outcome (`query-migrate`)
+        // and went away, at the latest after HANDOVER_GRACE.
+        let t0 = std::time::Instant::now();
+        while st.active.load(std::sync::atomic::Ordering::SeqCst) > 0
+            && t0.elapsed() < HANDOVER_GRACE
+        {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        st.handler.answered(Answered::Migrated);
+    }
+}
+
+/// How long a source that handed its guest over waits for its QMP clients
+/// to disconnect before it exits.
+pub const HANDOVER_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `migrate-incoming`: a `--incoming defer` destination starts listening.
+pub fn incoming(st: &State, args: &Args) -> Reply {
+    args.only(&["uri", "exit-on-error"])?;
+    if args.get("channels").is_some() {
+        return Err(QmpError::generic(
+            "Parameter 'channels' is not supported: give 'uri'",
+        ));
+    }
+    let uri = args.str("uri")?;
+    st.handler
+        .migrate_incoming(uri)
+        .map(|_| json!({}))
+        .map_err(fail)
+}
+
+/// `query-migrate`: the outgoing migration's status and figures, or a
+/// destination's incoming status.
+pub fn query(st: &State, args: &Args) -> Reply {
+    args.only(&[])?;
     let progress = st.handler.status().ok().and_then(|s| s.migration);
-    let s = shared(st);
-    Ok(match s.status {
-        None => json!({}),
-        Some("active") => {
-            let f = |g: fn(&migration::precopy::Progress) -> u64| progress.as_ref().map_or(0, g);
-            json!({ "status": "active", "ram": {
-                "transferred": f(|p| p.bytes),
-                "remaining": f(|p| p.dirty_pages * 4096),
-                "dirty-sync-count": f(|p| u64::from(p.iteration)),
-                "normal": f(|p| p.pages_normal),
-                "duplicate": f(|p| p.pages_zero),
-            } })
-        }
-        Some(status) => {
-            let mut v = json!({ "status": status });
-            if let Some(sum) = &s.summary {
-                v["total-time"] = json!(sum.total_ms as u64);
-                v["downtime"] = json!(sum.downtime_ms as u64);
-                v["ram"] = json!({
-                    "transferred": sum.bytes,
-                    "remaining": 0,
-                    "dirty-sync-count": sum.iterations,
-                    "normal": sum.pages_normal,
-                    "duplicate": sum.pages_zero,
-                });
+    let s = st.qmp();
+    let Some(status) = s.status else {
+        return Ok(match st.handler.incoming_status() {
+            Some((status, uri)) => {
+                let mut v = json!({ "status": status });
+                if let Some(a) = uri.as_deref().and_then(socket_address) {
+                    v["socket-address"] = json!([a]);
+                }
+                v
             }
-            if let Some(e) = &s.error {
-                v["error-desc"] = json!(e);
-            }
-            v
-        }
+            None => json!({}),
+        });
+    };
+    let mut v = json!({ "status": status });
+    if let Some(started) = s.started.filter(|_| !finished(status)) {
+        v["total-time"] = json!(started.elapsed().as_millis() as u64);
+    }
+    if let Some(p) = progress.as_ref().filter(|_| !finished(status)) {
+        v["expected-downtime"] = json!(p.expected_downtime_ms as u64);
+        v["cpu-throttle-percentage"] = json!(p.throttle);
+        v["ram"] = json!({
+            "transferred": p.bytes,
+            "remaining": p.dirty_pages * migration::PAGE_SIZE as u64,
+            "dirty-sync-count": p.iteration,
+            "normal": p.pages_normal,
+            "duplicate": p.pages_zero,
+            "normal-bytes": p.pages_normal * migration::PAGE_SIZE as u64,
+            "mbps": p.bandwidth as f64 * 8.0 / 1e6,
+        });
+        v["x-vmm-progress"] = json!(p);
+    }
+    if let Some(sum) = &s.summary {
+        v["total-time"] = json!(sum.total_ms as u64);
+        v["downtime"] = json!(sum.downtime_ms as u64);
+        v["ram"] = ram(sum);
+        v["x-vmm-summary"] = json!(sum);
+    }
+    if let Some(e) = &s.error {
+        v["error-desc"] = json!(e);
+    }
+    Ok(v)
+}
+
+/// A listening URI as the reference's `SocketAddress`.
+fn socket_address(uri: &str) -> Option<Value> {
+    if let Some(path) = uri.strip_prefix("unix:") {
+        return Some(json!({ "type": "unix", "path": path }));
+    }
+    let (host, port) = uri.strip_prefix("tcp:")?.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some(json!({ "type": "inet", "host": host, "port": port }))
+}
+
+fn ram(sum: &Summary) -> Value {
+    let mbps = if sum.total_ms > 0.0 {
+        sum.bytes as f64 * 8.0 / (sum.total_ms * 1e3)
+    } else {
+        0.0
+    };
+    json!({
+        "transferred": sum.bytes,
+        "remaining": 0,
+        "dirty-sync-count": sum.iterations,
+        "normal": sum.pages_normal,
+        "duplicate": sum.pages_zero,
+        "normal-bytes": sum.pages_normal * migration::PAGE_SIZE as u64,
+        "mbps": mbps,
     })
 }
 
-/// `migrate_cancel`.
-pub fn cancel(st: &State) -> Reply {
-    st.cancel_migration();
+/// `migrate_cancel` (nothing to cancel is not an error, as in the reference).
+pub fn cancel(st: &State, args: &Args) -> Reply {
+    args.only(&[])?;
+    if st.cancel_migration() {
+        set_status(st, "cancelling");
+    }
     Ok(json!({}))
 }

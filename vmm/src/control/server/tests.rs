@@ -1,19 +1,33 @@
+//! The QMP server over fake handlers: socket creation and its refusals,
+//! peer check, connection cap, negotiation, every error class, events to
+//! every connection, migration commands, bad input. The real runtime is
+//! covered end to end in `tests/e2e/qmp.rs`.
+
 use super::*;
-use crate::control::client::Client;
-use crate::control::protocol::{MigrateRequest, StatusInfo};
-use migration::precopy::{CancelToken, Summary};
-use migration::precopy::{Outcome, Phase};
+use crate::control::events::Events;
+use crate::control::handler::{Answered, ControlHandler, MachineView};
+use crate::control::types::{MigrateRequest, StatusInfo, VerifyAbResult};
+use migration::precopy::{CancelToken, Phase, Progress, Summary};
+use migration::vm::VmError;
+use qmp::{Client, ClientError};
+use serde_json::{Value, json};
+use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
+use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
+
+const T: Duration = Duration::from_secs(10);
 
 #[derive(Default)]
 struct Fake {
     paused: AtomicBool,
+    events: Arc<Events>,
 }
 
-fn progress(i: u32) -> Progress {
+fn progress(i: u32, phase: Phase) -> Progress {
     Progress {
-        phase: Phase::Precopy,
+        phase,
         iteration: i,
         bytes: u64::from(i) * 100,
         pages_zero: 1,
@@ -25,20 +39,31 @@ fn progress(i: u32) -> Progress {
     }
 }
 
+fn status_of(state: &str, machine: &str) -> StatusInfo {
+    StatusInfo {
+        devices: Vec::new(),
+        state: state.into(),
+        machine_type: machine.into(),
+        release: "next".into(),
+        pinned: vec![],
+        migration: None,
+    }
+}
+
 impl ControlHandler for Fake {
     fn status(&self) -> Result<StatusInfo, VmError> {
         let paused = self.paused.load(Ordering::SeqCst);
-        Ok(StatusInfo {
-            devices: Vec::new(),
-            state: if paused { "paused" } else { "running" }.into(),
-            machine_type: "pc-7.2".into(),
-            release: "next".into(),
-            pinned: vec![],
-            migration: None,
-        })
+        Ok(status_of(
+            if paused { "paused" } else { "running" },
+            "pc-7.2",
+        ))
+    }
+    fn view(&self) -> Option<MachineView> {
+        None
     }
     fn stop(&self) -> Result<(), VmError> {
         self.paused.store(true, Ordering::SeqCst);
+        self.events.emit("STOP", json!({}));
         Ok(())
     }
     fn cont(&self) -> Result<(), VmError> {
@@ -52,32 +77,53 @@ impl ControlHandler for Fake {
     }
     fn migrate(
         &self,
-        request: &MigrateRequest,
+        req: &MigrateRequest,
         progress_cb: &mut dyn FnMut(&Progress),
         cancel: &CancelToken,
     ) -> Result<Summary, VmError> {
         for i in 1..=3 {
-            progress_cb(&progress(i));
+            progress_cb(&progress(i, Phase::Precopy));
         }
-        if request.uri == "tcp:wait:1" {
-            for _ in 0..500 {
-                if cancel.is_cancelled() {
-                    return Err(VmError::new("cancelled"));
-                }
-                std::thread::sleep(Duration::from_millis(10));
+        if req.uri.contains("slow") {
+            while !cancel.is_cancelled() {
+                std::thread::sleep(Duration::from_millis(5));
             }
-            return Err(VmError::new("never cancelled"));
+            return Err(VmError::new("cancelled"));
+        }
+        progress_cb(&progress(4, Phase::Stopped));
+        if req.uri.contains("refuse") {
+            return Err(VmError::new(
+                "the destination refused: pc-8.2 is not pc-5.1",
+            ));
         }
         Ok(Summary {
-            outcome: Outcome::Handover,
-            total_ms: 1.0,
-            downtime_ms: 0.5,
+            outcome: migration::precopy::Outcome::Snapshot,
+            total_ms: 12.5,
+            downtime_ms: 1.5,
             bytes: 300,
             pages_zero: 1,
             pages_normal: 2,
-            iterations: 3,
+            iterations: req.channels,
             max_throttle: 0,
         })
+    }
+    fn migrate_incoming(&self, _: &str) -> Result<String, VmError> {
+        Err(VmError::new(
+            "'-incoming' was not specified on the command line",
+        ))
+    }
+    fn incoming_status(&self) -> Option<(&'static str, Option<String>)> {
+        None
+    }
+    fn answered(&self, _: Answered) {}
+    fn verify_ab(&self, _: u64, _: u64) -> Result<VerifyAbResult, VmError> {
+        Err(VmError::new("verify-ab needs a stopped guest"))
+    }
+    fn system_reset(&self) -> Result<(), VmError> {
+        Ok(())
+    }
+    fn system_powerdown(&self) -> Result<(), VmError> {
+        Ok(())
     }
 }
 
@@ -89,8 +135,42 @@ fn socket(name: &str) -> PathBuf {
 
 fn started(name: &str) -> (PathBuf, std::thread::JoinHandle<()>) {
     let p = socket(name);
+    let events = Arc::new(Events::default());
+    let fake = Arc::new(Fake {
+        events: events.clone(),
+        ..Fake::default()
+    });
     let srv = ControlServer::bind(&p).unwrap();
-    (p, srv.spawn(Arc::new(Fake::default())))
+    (p, srv.spawn(State::new(fake, events)))
+}
+
+fn connect(p: &Path) -> Client {
+    Client::connect(p, T).unwrap()
+}
+
+fn error_of(r: Result<Value, ClientError>) -> (String, String) {
+    match r {
+        Err(ClientError::Command { class, desc }) => (class, desc),
+        other => panic!("expected an error answer, got {other:?}"),
+    }
+}
+
+/// Sends raw bytes on a fresh connection (after the greeting) and returns
+/// the first message back.
+fn raw(p: &Path, negotiate: bool, bytes: &[u8]) -> Value {
+    let mut s = UnixStream::connect(p).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let mut split = qmp::wire::Splitter::new(1 << 20);
+    let mut next = |s: &mut UnixStream| -> Value {
+        serde_json::from_slice(&split.next(s).unwrap().unwrap()).unwrap()
+    };
+    assert!(next(&mut s).get("QMP").is_some());
+    if negotiate {
+        s.write_all(br#"{"execute":"qmp_capabilities"}"#).unwrap();
+        assert_eq!(next(&mut s)["return"], json!({}));
+    }
+    s.write_all(bytes).unwrap();
+    next(&mut s)
 }
 
 #[test]
@@ -146,23 +226,30 @@ fn only_the_same_user_or_root_may_connect() {
 }
 
 #[test]
-fn connections_beyond_the_cap_are_told_and_closed() {
+fn connections_beyond_the_cap_are_told_and_closed_even_a_thousand() {
     let (p, _t) = started("cap");
-    let held: Vec<UnixStream> = (0..MAX_CLIENTS)
+    let held: Vec<Client> = (0..MAX_CLIENTS).map(|_| connect(&p)).collect();
+    // 1,000 more at once: each is told why instead of a greeting.
+    let flood: Vec<UnixStream> = (0..1000)
         .map(|_| UnixStream::connect(&p).unwrap())
         .collect();
-    // Each held connection is served by its thread; one more is refused.
-    let mut c = Client::connect(&p).unwrap();
-    let e = c
-        .call(&Request::Status, &mut |_| {})
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("16 control connections are open"), "{e}");
+    for mut s in flood {
+        s.set_read_timeout(Some(T)).unwrap();
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        assert!(text.contains("16 control connections are open"), "{text}");
+    }
+    let (class, desc) = match Client::connect(&p, T) {
+        Err(ClientError::Command { class, desc }) => (class, desc),
+        other => panic!("{:?}", other.err()),
+    };
+    assert_eq!(class, "GenericError");
+    assert!(desc.contains("16 control connections are open"), "{desc}");
     drop(held);
     // Once they close, a client is served again (bounded retry: the
     // server's threads notice the closed connections).
     let ok = (0..200).any(|_| {
-        let r = Client::connect(&p).and_then(|mut c| c.call(&Request::Status, &mut |_| {}));
+        let r = Client::connect(&p, T).and_then(|mut c| c.execute("query-status", json!({})));
         if r.is_err() {
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -172,93 +259,233 @@ fn connections_beyond_the_cap_are_told_and_closed() {
 }
 
 #[test]
-fn stop_cont_status_and_errors() {
-    let (p, _t) = started("basic");
-    let mut c = Client::connect(&p).unwrap();
-    let mut none = |_: &Event| panic!("no events expected");
-    let st = c.call(&Request::Status, &mut none).unwrap();
-    assert_eq!(st["state"], "running");
+fn negotiation_ids_and_the_references_error_classes() {
+    let (p, _t) = started("errors");
+    let greeting = raw(&p, false, br#"{"execute":"query-status","id":1}"#);
+    assert_eq!(greeting["error"]["class"], "CommandNotFound");
+    assert_eq!(greeting["id"], 1);
+    let v = raw(&p, true, br#"{"execute":"query-status","id":{"n":[7]}}"#);
+    assert_eq!(v["id"], json!({"n": [7]}));
+    assert_eq!(v["return"]["status"], "running");
+    for (input, class, text) in [
+        (
+            &br#"{"execute":"no-such"}"#[..],
+            "CommandNotFound",
+            "The command no-such has not been found",
+        ),
+        (
+            br#"{"arguments":{}}"#,
+            "GenericError",
+            "QMP input lacks member 'execute'",
+        ),
+        (
+            br#"{"execute":"stop","x":1}"#,
+            "GenericError",
+            "QMP input member 'x' is unexpected",
+        ),
+        (
+            br#"{"execute":"stop","arguments":{"a":1}}"#,
+            "GenericError",
+            "Parameter 'a' is unexpected",
+        ),
+        (
+            br#"{"execute":"migrate","arguments":{"uri":5}}"#,
+            "GenericError",
+            "Invalid parameter type for 'uri', expected: string",
+        ),
+        (
+            br#"{"execute":"migrate"}"#,
+            "GenericError",
+            "Parameter 'uri' is missing",
+        ),
+        (
+            br#"{"execute":"qmp_capabilities"}"#,
+            "CommandNotFound",
+            "already complete",
+        ),
+        (
+            br#"{"execute": bad json}"#,
+            "GenericError",
+            "JSON parse error",
+        ),
+    ] {
+        let v = raw(&p, true, input);
+        assert_eq!(
+            v["error"]["class"],
+            class,
+            "{}: {v}",
+            String::from_utf8_lossy(input)
+        );
+        let desc = v["error"]["desc"].as_str().unwrap_or("");
+        assert!(
+            desc.contains(text),
+            "{}: {desc}",
+            String::from_utf8_lossy(input)
+        );
+    }
+    // A 100 MB object is refused after its first 64 KiB, and the connection
+    // closed; the server serves the next one.
+    let mut s = UnixStream::connect(&p).unwrap();
+    s.set_read_timeout(Some(T)).unwrap();
+    let chunk = vec![b'x'; 1 << 20];
+    let _ = s.write_all(br#"{"execute":"a","arguments":{"s":""#);
+    let sent = (0..100).take_while(|_| s.write_all(&chunk).is_ok()).count();
+    assert!(sent < 100, "the server read a 100 MB command");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    assert!(text.contains("longer than 65536 bytes"), "{text}");
     assert_eq!(
-        c.call(&Request::Stop, &mut none).unwrap(),
-        serde_json::Value::Null
+        connect(&p).execute("query-status", json!({})).unwrap()["status"],
+        "running"
     );
+}
+
+#[test]
+fn commands_answer_and_events_go_to_every_connection() {
+    let (p, _t) = started("events");
+    let mut a = connect(&p);
+    let mut b = connect(&p);
+    let names: Vec<String> = a
+        .execute("query-commands", json!({}))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_string())
+        .collect();
+    for c in [
+        "qom-get",
+        "migrate-incoming",
+        "query-cpus-fast",
+        "x-vmm-status",
+    ] {
+        assert!(names.iter().any(|n| n == c), "{c} in {names:?}");
+    }
     assert_eq!(
-        c.call(&Request::Status, &mut none).unwrap()["state"],
+        a.execute("query-version", json!({})).unwrap()["qemu"]["major"],
+        10
+    );
+    a.execute("stop", json!({})).unwrap();
+    for c in [&mut a, &mut b] {
+        let e = c.wait_event(T, |e| e["event"] == "STOP").unwrap();
+        assert!(e["timestamp"]["seconds"].as_u64().unwrap() > 0, "{e}");
+    }
+    assert_eq!(
+        a.execute("query-status", json!({})).unwrap()["status"],
         "paused"
     );
-    c.call(&Request::Cont, &mut none).unwrap();
-    let e = c.call(&Request::Cont, &mut none).unwrap_err();
-    assert_eq!(e.to_string(), "the guest is already running");
-    let e = c.call(&Request::MigrateCancel, &mut none).unwrap_err();
-    assert!(e.to_string().contains("no migration"));
-    // A malformed line gets an error response, and the connection lives on.
-    let mut raw = UnixStream::connect(&p).unwrap();
-    raw.write_all(b"{\"cmd\":\"fly\"}\n").unwrap();
-    let mut l = String::new();
-    BufReader::new(raw).read_line(&mut l).unwrap();
-    assert!(
-        l.contains("\"ok\":false") && l.contains("bad request"),
-        "{l}"
+    a.execute("cont", json!({})).unwrap();
+    let (class, desc) = error_of(a.execute("cont", json!({})));
+    assert_eq!(class, "GenericError");
+    assert!(desc.contains("already running"), "{desc}");
+    let (_, desc) = error_of(a.execute("migrate-incoming", json!({"uri": "tcp:0:0"})));
+    assert!(desc.contains("'-incoming' was not specified"), "{desc}");
+    let (_, desc) = error_of(a.execute("qom-list", json!({"path": "/machine"})));
+    assert!(desc.contains("no guest is running"), "{desc}");
+}
+
+#[test]
+fn migrate_parameters_events_and_query_migrate() {
+    let (p, _t) = started("migrate");
+    let mut c = connect(&p);
+    let mut watcher = connect(&p);
+    let (_, desc) = error_of(c.execute("migrate-set-parameters", json!({"multifd-channels": 17})));
+    assert!(desc.contains("1..16"), "{desc}");
+    let (_, desc) = error_of(c.execute(
+        "migrate-set-parameters",
+        json!({"multifd-compression": "lz4"}),
+    ));
+    assert!(desc.contains("lz4"), "{desc}");
+    c.execute(
+        "migrate-set-parameters",
+        json!({"multifd-channels": 4, "downtime-limit": 50}),
+    )
+    .unwrap();
+    c.execute(
+        "migrate-set-capabilities",
+        json!({"capabilities": [{"capability": "multifd", "state": true}]}),
+    )
+    .unwrap();
+    let (_, desc) = error_of(c.execute(
+        "migrate-set-capabilities",
+        json!({"capabilities": [{"capability": "return-path", "state": false}]}),
+    ));
+    assert!(desc.contains("always on"), "{desc}");
+    let params = c.execute("query-migrate-parameters", json!({})).unwrap();
+    assert_eq!(
+        (
+            params["multifd-channels"].as_u64(),
+            params["downtime-limit"].as_u64()
+        ),
+        (Some(4), Some(50))
+    );
+    assert_eq!(c.execute("query-migrate", json!({})).unwrap(), json!({}));
+    c.execute("migrate", json!({"uri": "file:/nonexistent/x"}))
+        .unwrap();
+    let mut seen = Vec::new();
+    while seen.last().map(String::as_str) != Some("completed") {
+        let e = watcher
+            .wait_event(T, |e| e["event"] == "MIGRATION")
+            .unwrap();
+        seen.push(e["data"]["status"].as_str().unwrap().to_string());
+    }
+    assert_eq!(seen, ["setup", "active", "device", "completed"]);
+    let passes: Vec<Value> = watcher
+        .take_events()
+        .into_iter()
+        .filter(|e| e["event"] == "MIGRATION_PASS")
+        .collect();
+    assert_eq!(passes.len(), 3, "{passes:?}");
+    let q = c.execute("query-migrate", json!({})).unwrap();
+    assert_eq!(q["status"], "completed");
+    assert_eq!(
+        (q["total-time"].as_u64(), q["downtime"].as_u64()),
+        (Some(12), Some(1))
     );
     assert_eq!(
-        c.call(&Request::Status, &mut none).unwrap()["machine_type"],
-        "pc-7.2"
+        q["x-vmm-summary"]["iterations"], 4,
+        "multifd-channels reached the migration"
     );
+    // A failure names the culprit in error-desc.
+    c.execute("migrate", json!({"uri": "file:/refuse"}))
+        .unwrap();
+    let e = watcher
+        .wait_event(T, |e| {
+            e["event"] == "MIGRATION" && e["data"]["status"] == "failed"
+        })
+        .unwrap();
+    assert_eq!(e["data"]["status"], "failed");
+    let q = c.execute("query-migrate", json!({})).unwrap();
+    assert!(q["error-desc"].as_str().unwrap().contains("pc-5.1"), "{q}");
+    // The guest was stopped for the switch-over and resumed.
+    let resumed = watcher.wait_event(T, |e| e["event"] == "RESUME");
+    assert!(resumed.is_ok());
 }
 
 #[test]
-fn migrate_streams_progress_then_the_summary() {
-    let (p, _t) = started("migrate");
-    let mut c = Client::connect(&p).unwrap();
-    let mut events = Vec::new();
-    let req = Request::Migrate(MigrateRequest {
-        uri: "tcp:h:1".into(),
-        downtime_limit: 300,
-        max_bandwidth: None,
-        channels: 0,
-        compress: None,
-    });
-    let sum = c.call(&req, &mut |e| events.push(e.clone())).unwrap();
-    assert_eq!(events.len(), 3);
-    assert_eq!(events[2], Event::Progress(progress(3)));
-    let sum: Summary = serde_json::from_value(sum).unwrap();
-    assert_eq!(sum.iterations, 3);
-}
-
-#[test]
-fn migrate_cancel_from_another_connection() {
+fn migrate_cancel_from_another_connection_and_one_migration_at_a_time() {
     let (p, _t) = started("cancel");
-    let p2 = p.clone();
-    let t = std::thread::spawn(move || {
-        let mut c = Client::connect(&p2).unwrap();
-        let req = Request::Migrate(MigrateRequest {
-            uri: "tcp:wait:1".into(),
-            downtime_limit: 300,
-            max_bandwidth: None,
-            channels: 0,
-            compress: None,
-        });
-        c.call(&req, &mut |_| {})
-    });
-    let mut c = Client::connect(&p).unwrap();
-    let mut ok = false;
-    for _ in 0..200 {
-        if c.call(&Request::MigrateCancel, &mut |_| {}).is_ok() {
-            ok = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert!(ok, "migrate-cancel never found the migration");
-    let e = t.join().unwrap().unwrap_err();
-    assert_eq!(e.to_string(), "cancelled");
+    let mut c = connect(&p);
+    c.execute("migrate", json!({"uri": "file:/slow"})).unwrap();
+    let (_, desc) = error_of(c.execute("migrate", json!({"uri": "file:/x"})));
+    assert!(desc.contains("in progress"), "{desc}");
+    let mut other = connect(&p);
+    other.execute("migrate_cancel", json!({})).unwrap();
+    let e = c
+        .wait_event(T, |e| {
+            e["event"] == "MIGRATION" && e["data"]["status"] == "cancelled"
+        })
+        .unwrap();
+    assert_eq!(e["data"]["status"], "cancelled");
+    // Nothing to cancel is not an error (as in the reference).
+    other.execute("migrate_cancel", json!({})).unwrap();
 }
 
 #[test]
 fn quit_stops_the_server_and_removes_the_socket() {
     let (p, t) = started("quit");
-    let mut c = Client::connect(&p).unwrap();
-    c.call(&Request::Quit, &mut |_| {}).unwrap();
+    let mut c = connect(&p);
+    c.execute("quit", json!({})).unwrap();
     t.join().unwrap();
     assert!(!p.exists());
 }
@@ -272,14 +499,11 @@ struct VmHandler {
 impl ControlHandler for VmHandler {
     fn status(&self) -> Result<StatusInfo, VmError> {
         let vm = self.vm.lock().map_err(VmError::new)?;
-        Ok(StatusInfo {
-            devices: Vec::new(),
-            state: if vm.is_paused() { "paused" } else { "running" }.into(),
-            machine_type: vm.machine_type.clone(),
-            release: "test".into(),
-            pinned: vec![],
-            migration: None,
-        })
+        let state = if vm.is_paused() { "paused" } else { "running" };
+        Ok(status_of(state, &vm.machine_type))
+    }
+    fn view(&self) -> Option<MachineView> {
+        None
     }
     fn stop(&self) -> Result<(), VmError> {
         use migration::vm::MigrationSource;
@@ -300,19 +524,45 @@ impl ControlHandler for VmHandler {
     ) -> Result<Summary, VmError> {
         let uri = req.uri.parse().map_err(VmError::new)?;
         let mut vm = self.vm.lock().map_err(VmError::new)?;
-        migration::precopy::migrate_to(
-            &mut *vm,
-            &uri,
-            &req.params().map_err(VmError::new)?,
-            progress,
-            cancel,
-        )
-        .map_err(VmError::new)
+        let params = req.params().map_err(VmError::new)?;
+        migration::precopy::migrate_to(&mut *vm, &uri, &params, progress, cancel)
+            .map_err(VmError::new)
+    }
+    fn migrate_incoming(&self, _: &str) -> Result<String, VmError> {
+        Err(VmError::new("not a destination"))
+    }
+    fn incoming_status(&self) -> Option<(&'static str, Option<String>)> {
+        None
+    }
+    fn answered(&self, _: Answered) {}
+    fn verify_ab(&self, _: u64, _: u64) -> Result<VerifyAbResult, VmError> {
+        Err(VmError::new("no"))
+    }
+    fn system_reset(&self) -> Result<(), VmError> {
+        Ok(())
+    }
+    fn system_powerdown(&self) -> Result<(), VmError> {
+        Ok(())
+    }
+}
+
+/// `migrate` then `query-migrate` until it ends: its last answer.
+fn migrated(c: &mut Client, uri: &str) -> Value {
+    c.execute("migrate", json!({ "uri": uri })).unwrap();
+    loop {
+        let _ = c.next_event(Duration::from_millis(20)).unwrap();
+        let q = c.execute("query-migrate", json!({})).unwrap();
+        if matches!(
+            q["status"].as_str(),
+            Some("completed" | "failed" | "cancelled")
+        ) {
+            return q;
+        }
     }
 }
 
 #[test]
-fn migrate_a_fake_vm_through_the_control_socket() {
+fn migrate_a_fake_vm_through_qmp() {
     use migration::fake::{FakeSource, FakeTarget, GuestSpec, IMAGE_PAGES};
     use migration::{PAGE_SIZE, ab, incoming, transport};
     let pages = 1024;
@@ -320,8 +570,11 @@ fn migrate_a_fake_vm_through_the_control_socket() {
     let handler = Arc::new(VmHandler {
         vm: Mutex::new(FakeSource::new(GuestSpec::ab(pages))),
     });
-    let _srv = ControlServer::bind(&p).unwrap().spawn(handler.clone());
-    let mut c = Client::connect(&p).unwrap();
+    let events = Arc::new(Events::default());
+    let _srv = ControlServer::bind(&p)
+        .unwrap()
+        .spawn(State::new(handler, events));
+    let mut c = connect(&p);
 
     // Refused from the manifest: the message names both machine types.
     let dest_uri = transport::Uri::Unix(p.with_file_name("dest.sock"));
@@ -333,37 +586,36 @@ fn migrate_a_fake_vm_through_the_control_socket() {
         };
         incoming::receive_on(&l, &mut t).map(|_| ())
     });
-    let req = Request::Migrate(MigrateRequest {
-        uri: dest_uri.to_string(),
-        downtime_limit: 300,
-        max_bandwidth: None,
-        channels: 0,
-        compress: None,
-    });
-    let e = c.call(&req, &mut |_| {}).unwrap_err().to_string();
+    let q = migrated(&mut c, &dest_uri.to_string());
+    assert_eq!(q["status"], "failed");
+    let e = q["error-desc"].as_str().unwrap();
     assert!(e.contains("pc-8.2") && e.contains("pc-5.1"), "{e}");
     assert!(refusing.join().unwrap().is_err());
     assert_eq!(
-        c.call(&Request::Status, &mut |_| {}).unwrap()["state"],
+        c.execute("query-status", json!({})).unwrap()["status"],
         "running"
     );
 
-    // Accepted: live migration, progress events, summary, source stopped.
+    // Accepted: live migration, MIGRATION_PASS events, summary, source stopped.
     let l = transport::listen(&dest_uri).unwrap();
     let dest = std::thread::spawn(move || {
         let mut t = FakeTarget::default();
         incoming::receive_on(&l, &mut t).map(|_| t)
     });
-    let mut events = 0;
-    let sum = c.call(&req, &mut |_| events += 1).unwrap();
-    let sum: Summary = serde_json::from_value(sum).unwrap();
-    assert_eq!(sum.outcome, migration::precopy::Outcome::Handover);
-    assert!(events >= 2, "{events} events");
+    let q = migrated(&mut c, &dest_uri.to_string());
+    assert_eq!(q["status"], "completed", "{q}");
+    assert_eq!(q["x-vmm-summary"]["outcome"], "handover");
+    let passes = c
+        .take_events()
+        .into_iter()
+        .filter(|e| e["event"] == "MIGRATION_PASS")
+        .count();
+    assert!(passes >= 1, "{passes} passes");
     let t = dest.join().unwrap().unwrap();
     let range = &t.ram[IMAGE_PAGES as usize * PAGE_SIZE..];
     ab::check_ab_image(range, PAGE_SIZE).unwrap();
     assert_eq!(
-        c.call(&Request::Status, &mut |_| {}).unwrap()["state"],
+        c.execute("query-status", json!({})).unwrap()["status"],
         "paused"
     );
 }

@@ -20,7 +20,7 @@ use kvm_bindings::CpuId;
 use kvm_ioctls::VcpuFd;
 
 pub use boot::{BOOT_GDT, PvhEntry};
-pub use run::{ExitContext, PowerPorts, VmEvent};
+pub use run::{ExitContext, PWRBTN_STS, PowerPorts, VmEvent};
 pub use set::{PAUSE_TIMEOUT, THROTTLE_PERIOD, VcpuSet};
 pub use state::VcpuState;
 

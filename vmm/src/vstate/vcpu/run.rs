@@ -52,6 +52,19 @@ pub struct ExitContext {
     pub mmio: Bus,
     /// Power-off and reset ports.
     pub power: PowerPorts,
+    /// The ACPI PM1a status register (16 bits at the power-off port - 4,
+    /// as on the ICH9's PM block): `PWRBTN_STS` (bit 8) is set by the power
+    /// button (`system_powerdown`), cleared by the guest writing 1.
+    pub pm1_status: std::sync::atomic::AtomicU16,
+}
+
+/// `PWRBTN_STS` of the PM1 status register.
+pub const PWRBTN_STS: u16 = 1 << 8;
+
+impl ExitContext {
+    fn pm1_port(&self) -> u16 {
+        self.power.poweroff_port.wrapping_sub(4)
+    }
 }
 
 pub(super) fn vcpu_thread(
@@ -122,9 +135,20 @@ fn run_once(vcpu: &mut Vcpu, ctx: &ExitContext) -> Option<VmEvent> {
             if port == p.reset_port && data.first() == Some(&p.reset_value) {
                 return Some(VmEvent::Reset);
             }
+            if port == ctx.pm1_port() && data.len() == 2 {
+                let clear = u16::from_le_bytes([data[0], data[1]]);
+                ctx.pm1_status
+                    .fetch_and(!clear, std::sync::atomic::Ordering::SeqCst);
+                return None;
+            }
             if !ctx.pio.write(u64::from(port), data) {
                 tracing::trace!("vcpu{index}: out {port:#x} ignored");
             }
+            None
+        }
+        Ok(VcpuExit::IoIn(port, data)) if port == ctx.pm1_port() && data.len() == 2 => {
+            let v = ctx.pm1_status.load(std::sync::atomic::Ordering::SeqCst);
+            data.copy_from_slice(&v.to_le_bytes());
             None
         }
         Ok(VcpuExit::IoIn(port, data)) => {

@@ -19,6 +19,8 @@ pub struct VcpuSet {
     control: Arc<Control>,
     throttle_pct: Arc<std::sync::atomic::AtomicU8>,
     throttle_thread: Mutex<Option<JoinHandle<()>>>,
+    /// Each vCPU thread's kernel thread id, once it started (0 before).
+    tids: Arc<[std::sync::atomic::AtomicI64]>,
 }
 
 /// Length of one throttle cycle (run, then sit out).
@@ -67,17 +69,34 @@ impl VcpuSet {
             control: control.clone(),
             throttle_pct: Arc::new(std::sync::atomic::AtomicU8::new(0)),
             throttle_thread: Mutex::new(None),
+            tids: (0..vcpus.len())
+                .map(|_| std::sync::atomic::AtomicI64::new(0))
+                .collect(),
         };
-        for v in vcpus {
+        for (slot, v) in vcpus.into_iter().enumerate() {
             let (ctx, events, control) = (ctx.clone(), events.clone(), control.clone());
             let idx = lock(&v).index;
+            let tids = set.tids.clone();
             let h = std::thread::Builder::new()
                 .name(format!("vcpu{idx}"))
-                .spawn(move || super::run::vcpu_thread(v, ctx, events, control))
+                .spawn(move || {
+                    // SAFETY: gettid has no preconditions and cannot fail.
+                    let tid = unsafe { libc::syscall(libc::SYS_gettid) };
+                    tids[slot].store(tid, std::sync::atomic::Ordering::Relaxed);
+                    super::run::vcpu_thread(v, ctx, events, control)
+                })
                 .map_err(VcpuError::Spawn)?;
             set.threads.push(h);
         }
         Ok(set)
+    }
+
+    /// Each vCPU's host thread id, in index order (0: not started yet).
+    pub fn thread_ids(&self) -> Vec<i64> {
+        self.tids
+            .iter()
+            .map(|t| t.load(std::sync::atomic::Ordering::Relaxed))
+            .collect()
     }
 
     /// Number of vCPUs.

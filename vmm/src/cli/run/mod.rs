@@ -20,13 +20,27 @@ use crate::builder::cmdline;
 use crate::builder::config::{self, ConfigError, RunRequest};
 use crate::builder::{BuildError, Machine};
 use crate::control::ControlError;
+use crate::control::events::Events;
 use crate::control::runtime::{MachineHandler, RunEvent, RunShared, RunState};
 use crate::control::server::ControlServer;
-use crate::migrate::{IncomingSettings, MachineTarget};
+use crate::control::state::State;
+use crate::migrate::IncomingSettings;
 use crate::release::persona::{Persona, PersonaError};
 use crate::vstate::vcpu::VmEvent;
-use migration::incoming::{self, IncomingError};
-use migration::transport::{self, TransportError, Uri};
+use migration::incoming::IncomingError;
+use migration::transport::TransportError;
+
+mod incoming;
+use incoming::Incoming;
+
+/// Removes the control sockets when `run` returns, however it returns.
+struct SocketsRemoved<'a>(&'a RunShared);
+
+impl Drop for SocketsRemoved<'_> {
+    fn drop(&mut self) {
+        self.0.drop_sockets();
+    }
+}
 
 /// Arguments of `vmm run`.
 #[derive(clap::Args, Debug, Clone)]
@@ -63,15 +77,17 @@ pub struct RunArgs {
     /// Serial output: `stdio` or `file:PATH`.
     #[arg(long, default_value = "stdio")]
     pub serial: String,
-    /// Control socket (mode 0600) for `vmm ctl` and `vmm migrate`.
+    /// A QMP socket (mode 0600) for `vmm ctl`, `vmm migrate` and any QMP
+    /// client: shorthand for `--qmp unix:PATH,server=on,wait=off`.
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
     /// A QMP socket (the reference's management protocol):
     /// `unix:PATH[,server=on][,wait=off]`.
     #[arg(long, value_name = "unix:PATH")]
     pub qmp: Option<String>,
-    /// Wait for a migration stream (`tcp:HOST:PORT`, `unix:PATH`) or restore
-    /// a snapshot (`file:PATH`) instead of booting. Alone, it adopts the
+    /// Wait for a migration stream (`tcp:HOST:PORT`, `unix:PATH`), restore
+    /// a snapshot (`file:PATH`), or `defer`: wait for QMP's
+    /// `migrate-incoming` to say where, instead of booting. Alone, it adopts the
     /// stream's machine type and configuration; with `-M`/`--device`/`--global`
     /// those must not contradict the stream.
     #[arg(long, value_name = "URI")]
@@ -392,10 +408,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let req = request(args)?;
     let persona = Persona::from_arg(args.as_release.as_deref())?;
     persona.check_machine(args.machine.as_deref())?;
-    let incoming = match &args.incoming {
-        Some(u) => Some(u.parse::<Uri>().map_err(RunError::IncomingUri)?),
-        None => None,
-    };
+    let incoming = args.incoming.as_deref().map(Incoming::parse).transpose()?;
     // A destination resolves its configuration from the stream.
     let mut cfg = match incoming {
         Some(_) => None,
@@ -403,6 +416,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     };
     let kernel = load_kernel(args.kernel.as_deref())?;
     let (tx, main_rx) = mpsc::channel();
+    let events = Arc::new(Events::default());
     let shared = Arc::new(RunShared::new(
         if incoming.is_some() {
             RunState::Incoming
@@ -411,25 +425,21 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         },
         tx.clone(),
         persona.clone(),
+        events.clone(),
     ));
-    // Removes the socket when the run ends (the server thread never
-    // returns), if it still is this process's.
-    let mut _socket = None;
-    if let Some(path) = &args.control {
-        let server = ControlServer::bind(path)?;
-        _socket = Some(server.guard());
-        server.spawn(Arc::new(MachineHandler(shared.clone())));
-    }
-    let mut _qmp = None;
+    let control = State::new(Arc::new(MachineHandler(shared.clone())), events);
+    let mut sockets = args.control.iter().cloned().collect::<Vec<_>>();
     if let Some(arg) = &args.qmp {
-        let path = crate::control::qmp::parse_arg(arg).map_err(RunError::Qmp)?;
-        let server = ControlServer::bind(&path)?;
-        _qmp = Some(server.guard());
-        server.spawn_as(
-            Arc::new(MachineHandler(shared.clone())),
-            crate::control::server::Protocol::Qmp,
-        );
+        sockets.push(crate::control::qmp::parse_arg(arg).map_err(RunError::Qmp)?);
     }
+    for path in &sockets {
+        let server = ControlServer::bind(path)?;
+        // Removes the socket when the run ends (the server thread never
+        // returns), if it still is this process's.
+        shared.keep_socket(server.guard());
+        server.spawn(control.clone());
+    }
+    let _sockets = SocketsRemoved(&shared);
     let serial_output = match &cfg {
         Some(c) => c.serial.as_ref().map(|s| s.output.clone()),
         None => Some(req.serial.clone()),
@@ -448,45 +458,13 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         }
     };
     let mut generation = 0u64;
-    if let Some(uri) = &incoming {
-        if let Uri::File(p) = uri {
-            // A snapshot must exist before anything is built.
-            std::fs::metadata(p).map_err(|source| {
-                RunError::IncomingUri(TransportError::Io {
-                    what: "cannot read snapshot",
-                    uri: format!("file:{}", p.display()),
-                    source,
-                })
-            })?;
-        }
-        let listener = transport::listen(uri).map_err(RunError::IncomingUri)?;
-        if let Ok(u) = listener.uri() {
-            eprintln!("incoming: waiting on {u}");
-        }
-        let mut target = MachineTarget::new(
-            incoming_settings(args, &req),
-            &persona,
-            &kernel,
-            args.append.as_deref(),
-        );
-        let summary = incoming::receive_on(&listener, &mut target)?;
-        let adopted = target.adopted();
-        cfg = target.config().cloned();
-        let (machine, rx) = target.into_machine().ok_or(RunError::VcpusGone)?;
-        tracing::info!(
-            "incoming: {} from release {}, {} bytes, {} zero / {} normal pages in {:.1} ms{}",
-            summary.manifest.machine_type,
-            summary.manifest.source_release,
-            summary.bytes,
-            summary.pages_zero,
-            summary.pages_normal,
-            summary.elapsed.as_secs_f64() * 1000.0,
-            if adopted {
-                " (configuration adopted from the stream)"
-            } else {
-                ""
-            }
-        );
+    if let Some(how) = &incoming {
+        let Some((machine, rx, got)) =
+            incoming::receive(how, args, &req, &persona, &kernel, &shared)?
+        else {
+            return Ok(());
+        };
+        cfg = got;
         if let Some(slot) = &stdin_slot {
             *lock(slot) = machine.devices().serial.clone();
             start_stdin(slot);
@@ -494,6 +472,8 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         forward_events(generation, rx, tx.clone());
         *shared.write() = Some(machine);
         shared.set_state(RunState::Running);
+        shared.set_incoming("completed");
+        shared.emit("RESUME", serde_json::json!({}));
         eprintln!("incoming: running");
     }
     let cfg = cfg.ok_or(RunError::VcpusGone)?;
@@ -526,7 +506,15 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         };
         match ev {
             Ok(RunEvent::Vm(g, _) | RunEvent::VcpusGone(g)) if g != generation => {}
-            Ok(RunEvent::Vm(_, VmEvent::PowerOff)) | Ok(RunEvent::Quit) => {
+            Ok(RunEvent::Vm(_, VmEvent::PowerOff)) => {
+                shared.emit(
+                    "SHUTDOWN",
+                    serde_json::json!({ "guest": true, "reason": "guest-shutdown" }),
+                );
+                stop();
+                return Ok(());
+            }
+            Ok(RunEvent::Quit) => {
                 stop();
                 return Ok(());
             }
@@ -535,7 +523,17 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
                 tracing::info!("migrated: the guest runs on the destination");
                 return Ok(());
             }
-            Ok(RunEvent::Vm(_, VmEvent::Reset) | RunEvent::Reset) => {
+            Ok(RunEvent::Vm(_, VmEvent::Reset)) => {
+                shared.emit(
+                    "RESET",
+                    serde_json::json!({ "guest": true, "reason": "guest-reset" }),
+                );
+                tracing::info!("guest reset: rebooting");
+                stop();
+                first = false;
+                generation += 1;
+            }
+            Ok(RunEvent::Reset) => {
                 tracing::info!("guest reset: rebooting");
                 stop();
                 first = false;

@@ -1,8 +1,6 @@
-//! Requests, events and responses of the control protocol.
-//!
-//! One JSON object per line. The client sends one request per line; the
-//! server answers each with zero or more event lines (only `migrate` sends
-//! any) followed by exactly one response line.
+//! What the control commands carry, whichever way they are asked: the
+//! runtime's answers (`x-vmm-status`, `x-vmm-verify-ab`) and a migration's
+//! settings.
 
 use crate::builder::config::Origins;
 use migration::compress::{BadCompression, Compression};
@@ -15,33 +13,7 @@ use std::time::Duration;
 /// Default `--downtime-limit`, in milliseconds (like the reference).
 pub const DEFAULT_DOWNTIME_LIMIT_MS: u64 = 300;
 
-/// A request line.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "cmd", rename_all = "kebab-case")]
-pub enum Request {
-    Status,
-    Stop,
-    Cont,
-    Quit,
-    Migrate(MigrateRequest),
-    MigrateCancel,
-    VerifyAb(VerifyAbRequest),
-    /// A hard reset of the guest (the reset button): handled like the
-    /// guest's own reset through port 0xcf9, same configuration.
-    SystemReset,
-}
-
-/// Arguments of `verify-ab`: the guest's `ab: start=0x... pages=N` range.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyAbRequest {
-    /// Guest-physical address of the range's first page.
-    pub start: u64,
-    /// Number of pages.
-    pub pages: u64,
-}
-
-/// The answer to `verify-ab`.
+/// The answer to `x-vmm-verify-ab`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyAbResult {
     /// Pages checked.
@@ -74,7 +46,8 @@ pub struct BadPage {
     pub prev: u8,
 }
 
-/// Arguments of `migrate`.
+/// What a `migrate` command asks for (QMP's `migrate` with the
+/// `migrate-set-parameters` in force, or `vmm migrate`'s options).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MigrateRequest {
@@ -92,6 +65,9 @@ pub struct MigrateRequest {
     /// `none`, `zstd` or `zstd:LEVEL`; absent: none.
     #[serde(default)]
     pub compress: Option<String>,
+    /// A `file:` URI may replace an existing file (otherwise refused).
+    #[serde(default)]
+    pub overwrite: bool,
 }
 
 fn default_downtime() -> u64 {
@@ -118,24 +94,6 @@ impl MigrateRequest {
             ..Params::default()
         })
     }
-}
-
-/// An event line, sent before the response.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "event", rename_all = "kebab-case")]
-pub enum Event {
-    Progress(Progress),
-}
-
-/// The response line closing every request.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Response {
-    pub ok: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub result: Option<serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 /// One guest-visible property whose value is pinned for the guest's lifetime
@@ -195,7 +153,7 @@ impl DeviceInfo {
     }
 }
 
-/// The answer to `status`.
+/// The answer to `x-vmm-status`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StatusInfo {
     /// `running`, `paused`, `migrating`, `postmigrate`, `incoming`...
@@ -212,62 +170,26 @@ pub struct StatusInfo {
     pub migration: Option<Progress>,
 }
 
-/// A line a client may receive.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Line {
-    Event(Event),
-    Response(Response),
-}
-
-impl Line {
-    /// Parses a server line.
-    pub fn parse(s: &str) -> Result<Line, serde_json::Error> {
-        let v: serde_json::Value = serde_json::from_str(s)?;
-        if v.get("event").is_some() {
-            serde_json::from_value(v).map(Line::Event)
-        } else {
-            serde_json::from_value(v).map(Line::Response)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn request_spelling() {
-        let r: Request = serde_json::from_str(r#"{"cmd":"migrate-cancel"}"#).unwrap();
-        assert_eq!(r, Request::MigrateCancel);
-        let r: Request = serde_json::from_str(r#"{"cmd":"migrate","uri":"tcp:h:1"}"#).unwrap();
-        assert_eq!(
-            r,
-            Request::Migrate(MigrateRequest {
-                uri: "tcp:h:1".into(),
-                downtime_limit: 300,
-                max_bandwidth: None,
-                channels: 0,
-                compress: None,
-            })
-        );
-        assert_eq!(
-            serde_json::to_string(&Request::Status).unwrap(),
-            r#"{"cmd":"status"}"#
-        );
-        assert!(serde_json::from_str::<Request>(r#"{"cmd":"reboot"}"#).is_err());
-    }
-
-    #[test]
-    fn lines() {
-        let l = Line::parse(r#"{"ok":false,"error":"no"}"#).unwrap();
-        assert_eq!(
-            l,
-            Line::Response(Response {
-                ok: false,
-                result: None,
-                error: Some("no".into())
-            })
-        );
-        assert!(Line::parse(r#"{"event":"nope"}"#).is_err());
+    fn migrate_parameters_are_checked() {
+        let mut r = MigrateRequest {
+            uri: "tcp:h:1".into(),
+            downtime_limit: 300,
+            max_bandwidth: None,
+            channels: 4,
+            compress: Some("zstd:3".into()),
+            overwrite: false,
+        };
+        let p = r.params().unwrap();
+        assert_eq!((p.channels, p.downtime_limit.as_millis()), (4, 300));
+        r.channels = 17;
+        assert!(r.params().unwrap_err().contains("17 channels"));
+        r.channels = 0;
+        r.compress = Some("lz4".into());
+        assert!(r.params().is_err());
     }
 }

@@ -1,0 +1,135 @@
+//! `vmm run --incoming URI|defer`: the destination's side of a migration,
+//! before the guest runs. With `defer` the destination waits for QMP's
+//! `migrate-incoming` (as the reference's `-incoming defer`); `quit` while
+//! it waits ends the process.
+
+use super::{RunArgs, RunError, incoming_settings};
+use crate::builder::Machine;
+use crate::builder::config::{MachineConfig, RunRequest};
+use crate::control::runtime::{Deferred, RunShared};
+use crate::migrate::MachineTarget;
+use crate::release::persona::Persona;
+use crate::vstate::vcpu::VmEvent;
+use migration::incoming;
+use migration::transport::{self, Listener, TransportError, Uri};
+use std::sync::mpsc::{self, Receiver};
+
+/// Where the stream comes from.
+pub enum Incoming {
+    /// `--incoming URI`.
+    Uri(Uri),
+    /// `--incoming defer`: from `migrate-incoming`.
+    Defer,
+}
+
+impl Incoming {
+    /// Parses `--incoming`.
+    pub fn parse(arg: &str) -> Result<Self, RunError> {
+        if arg == "defer" {
+            return Ok(Incoming::Defer);
+        }
+        arg.parse()
+            .map(Incoming::Uri)
+            .map_err(RunError::IncomingUri)
+    }
+}
+
+/// The machine an incoming migration built, its events and configuration.
+pub type Received = (Machine, Receiver<VmEvent>, Option<MachineConfig>);
+
+fn listen(uri: &Uri) -> Result<Listener, TransportError> {
+    if let Uri::File(p) = uri {
+        // A snapshot must exist before anything is built.
+        std::fs::metadata(p).map_err(|source| TransportError::Io {
+            what: "cannot read snapshot",
+            uri: format!("file:{}", p.display()),
+            source,
+        })?;
+    }
+    transport::listen(uri)
+}
+
+/// Waits for `migrate-incoming` and listens where it says; `None` when
+/// `quit` came first.
+fn deferred(shared: &RunShared) -> Option<Listener> {
+    let (tx, rx) = mpsc::channel();
+    shared.defer(tx);
+    eprintln!("incoming: deferred, waiting for migrate-incoming");
+    let got = loop {
+        match rx.recv() {
+            Ok(Deferred::Listen(uri, reply)) => {
+                let l = uri
+                    .parse::<Uri>()
+                    .and_then(|u| listen(&u))
+                    .map_err(|e| e.to_string());
+                match l {
+                    Ok(l) => {
+                        let _ = reply.send(Ok(l.uri().map(|u| u.to_string()).unwrap_or(uri)));
+                        break Some(l);
+                    }
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                    }
+                }
+            }
+            Ok(Deferred::Quit) | Err(_) => break None,
+        }
+    };
+    shared.undefer();
+    got
+}
+
+/// Receives the guest; `None` when `quit` ended a deferred wait.
+pub fn receive(
+    how: &Incoming,
+    args: &RunArgs,
+    req: &RunRequest,
+    persona: &Persona,
+    kernel: &[u8],
+    shared: &RunShared,
+) -> Result<Option<Received>, RunError> {
+    let listener = match how {
+        Incoming::Uri(uri) => listen(uri).map_err(RunError::IncomingUri)?,
+        Incoming::Defer => match deferred(shared) {
+            Some(l) => l,
+            None => return Ok(None),
+        },
+    };
+    if let Ok(u) = listener.uri() {
+        eprintln!("incoming: waiting on {u}");
+        shared.set_listening(u.to_string());
+    }
+    shared.set_incoming("setup");
+    let mut target = MachineTarget::new(
+        incoming_settings(args, req),
+        persona,
+        kernel,
+        args.append.as_deref(),
+    )
+    .on_manifest(|| shared.set_incoming("active"));
+    let summary = match incoming::receive_on(&listener, &mut target) {
+        Ok(s) => s,
+        Err(e) => {
+            shared.set_incoming("failed");
+            return Err(e.into());
+        }
+    };
+    let adopted = target.adopted();
+    let cfg = target.config().cloned();
+    let (machine, rx) = target.into_machine().ok_or(RunError::VcpusGone)?;
+    tracing::info!(
+        "incoming: {} from release {}, {} bytes, {} zero / {} normal pages in {:.1} ms{}",
+        summary.manifest.machine_type,
+        summary.manifest.source_release,
+        summary.bytes,
+        summary.pages_zero,
+        summary.pages_normal,
+        summary.elapsed.as_secs_f64() * 1000.0,
+        if adopted {
+            " (configuration adopted from the stream)"
+        } else {
+            ""
+        }
+    );
+    Ok(Some((machine, rx, cfg)))
+}
