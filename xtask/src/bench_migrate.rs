@@ -1,13 +1,14 @@
 //! `cargo xtask bench-migrate`: live migration over loopback TCP of idle,
 //! `fill`ed (random or text pages) and `ab`-dirtying guests, for `vmm` over
 //! one stream or N data channels with or without zstd (`vmm.rs`) and for
-//! each reference VMM given (QEMU driven through QMP, single stream or
-//! multifd, `qemu.rs`): total time, downtime, bytes on the wire, the CPU the
+//! each reference VMM given (QEMU, single stream or multifd, `qemu.rs`),
+//! both driven by the same QMP code (`drive.rs`): total time, downtime, bytes on the wire, the CPU the
 //! VMM threads used meanwhile (`cpu.rs`) against what this host can do
 //! (`report.rs`, `loopback.rs`), and per case the best setting of each side
 //! (`setting.rs`). Method and results: `docs/bench-migrate.md`.
 
 mod cpu;
+mod drive;
 mod loopback;
 mod qemu;
 #[cfg(test)]
@@ -18,7 +19,8 @@ mod vmm;
 
 use crate::bench_vmm::{Binaries, Proc};
 use cpu::Cpu;
-use qemu::{Reference, RunError};
+use drive::RunError;
+use qemu::Reference;
 use report::{HEADER, Host, row, row_without};
 use serde_json::Value;
 use setting::{Measured, Setting, median, ratio_line};
@@ -267,7 +269,7 @@ fn bench(args: &Args) -> Result<(), String> {
                 args,
             };
             let ours = measure("vmm", &args.vmm_settings, &case, &host, |set| {
-                vmm::run_vmm(&vmm, set, &case).map_err(RunError::Failed)
+                vmm::run_vmm(&vmm, set, &case)
             });
             let mut theirs = Vec::new();
             for r in &refs {
@@ -295,6 +297,22 @@ fn bench(args: &Args) -> Result<(), String> {
 /// `cargo xtask bench-migrate`.
 pub fn run(args: &Args) -> Result<(), String> {
     bench(args).map_err(|e| format!("bench-migrate: {e}"))
+}
+
+/// Runs `f` on the case a test's command lines are built for: the default
+/// arguments, a 256 MiB `ab` guest booting `g.elf`.
+#[cfg(test)]
+fn with_test_case<R>(f: impl FnOnce(&Case) -> R) -> R {
+    let cli = <crate::Cli as clap::Parser>::parse_from(["xtask", "bench-migrate"]);
+    let crate::Command::BenchMigrate(args) = cli.command else {
+        unreachable!("bench-migrate parses as bench-migrate")
+    };
+    f(&Case {
+        kernel: Path::new("g.elf"),
+        mib: 256,
+        workload: "ab",
+        args: &args,
+    })
 }
 
 #[cfg(test)]

@@ -138,6 +138,19 @@ impl Client {
         }
     }
 
+    /// Waits up to `timeout` for the server to say anything, keeping the
+    /// events that arrive (for [`wait_event`](Self::wait_event) and
+    /// [`take_events`](Self::take_events)): the pause between two polls.
+    pub fn pause(&mut self, timeout: Duration) -> Result<(), ClientError> {
+        match self.next_event(timeout)? {
+            Some(e) => {
+                self.events.push_back(e);
+                Ok(())
+            }
+            None => Ok(()),
+        }
+    }
+
     /// The events received so far and not yet taken.
     pub fn take_events(&mut self) -> Vec<Value> {
         self.events.drain(..).collect()

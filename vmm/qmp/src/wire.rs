@@ -166,3 +166,33 @@ mod tests {
         assert_eq!(all(br#"{"a":1}{"b""#, 64).0.len(), 1);
     }
 }
+
+#[cfg(test)]
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever a client sends: no panic, every object within the
+        /// bound and balanced, every one parsed or refused (the fuzz
+        /// target `qmp_parser` does the same with coverage guidance).
+        #[test]
+        fn any_bytes_are_split_within_bounds(
+            data in proptest::collection::vec(
+                prop_oneof![
+                    Just(b'{'), Just(b'}'), Just(b'['), Just(b']'), Just(b'"'),
+                    Just(b'\\'), Just(b':'), Just(b','), Just(b' '), any::<u8>()
+                ],
+                0..512,
+            )
+        ) {
+            let mut s = Splitter::new(128);
+            let mut r = io::Cursor::new(data);
+            while let Ok(Some(obj)) = s.next(&mut r) {
+                prop_assert!(obj.len() <= 128);
+                prop_assert_eq!(obj.first(), Some(&b'{'));
+                let _ = crate::Command::parse(&obj);
+            }
+        }
+    }
+}

@@ -89,7 +89,7 @@ pub fn migrate(
     let mut last: Option<Progress> = None;
     loop {
         // Waiting for an event is the pause between two queries.
-        let _ = c.next_event(POLL)?;
+        c.pause(POLL)?;
         let v = c.execute("query-migrate", json!({}))?;
         if let Some(p) = v.get("x-vmm-progress").cloned() {
             let p: Progress = decode(p, "query-migrate")?;

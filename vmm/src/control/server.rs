@@ -19,6 +19,8 @@ pub struct ControlServer {
     path: PathBuf,
     /// Device and inode of the socket as bound.
     id: Option<(u64, u64)>,
+    /// A connection idle this long is closed ([`IDLE`]).
+    idle: std::time::Duration,
 }
 
 impl ControlServer {
@@ -45,7 +47,14 @@ impl ControlServer {
             listener,
             path: path.to_path_buf(),
             id: file_id(path),
+            idle: IDLE,
         })
+    }
+
+    /// Closes connections idle for `idle` instead of [`IDLE`].
+    pub fn with_idle(mut self, idle: std::time::Duration) -> Self {
+        self.idle = idle;
+        self
     }
 
     /// Removes the socket when dropped, if the path still is this server's
@@ -85,7 +94,7 @@ impl ControlServer {
                 );
                 continue;
             }
-            let _ = conn.set_read_timeout(Some(IDLE));
+            let _ = conn.set_read_timeout(Some(self.idle));
             let (st, path) = (state.clone(), self.path.clone());
             let spawned = std::thread::Builder::new()
                 .name("qmp".into())

@@ -9,8 +9,8 @@ use std::str::FromStr;
 /// How guest RAM travels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Setting {
-    /// Data connections besides the main one: `vmm migrate --channels N`,
-    /// QEMU `multifd-channels` N. 0 is one stream (QEMU: multifd off).
+    /// Data connections besides the main one: `multifd-channels` N for
+    /// both VMMs. 0 is one stream (QEMU: multifd off).
     pub channels: u32,
     /// zstd level of page contents; `None`: not compressed.
     pub zstd: Option<u32>,
@@ -66,17 +66,6 @@ impl fmt::Display for Setting {
             Some(ZSTD_DEFAULT_LEVEL) => write!(f, " + zstd"),
             Some(l) => write!(f, " + zstd:{l}"),
         }
-    }
-}
-
-impl Setting {
-    /// The `vmm migrate` options of this setting.
-    pub fn vmm_args(&self) -> Vec<String> {
-        let mut a = vec!["--channels".to_string(), self.channels.to_string()];
-        if let Some(l) = self.zstd {
-            a.extend(["--compress".to_string(), format!("zstd:{l}")]);
-        }
-        a
     }
 }
 
@@ -205,11 +194,6 @@ mod tests {
             ]
         );
         assert_eq!(s("1+zstd:3").to_string(), "1 channel + zstd:3");
-        assert_eq!(s("0").vmm_args(), ["--channels", "0"]);
-        assert_eq!(
-            s("4+zstd").vmm_args(),
-            ["--channels", "4", "--compress", "zstd:1"]
-        );
         for bad in ["", "x", "17", "2+lz4", "2+zstd:0", "2+zstd:20", "-1"] {
             assert!(bad.parse::<Setting>().is_err(), "{bad}");
         }

@@ -160,8 +160,8 @@ fn set_status(st: &State, status: &'static str) {
 /// `migrate`: starts the migration on its own thread and returns at once.
 /// This VMM's extension: `x-overwrite` lets a `file:` URI replace a file.
 pub fn start(st: &Arc<State>, args: &Args) -> Reply {
-    args.only(&["uri", "detach", "resume", "x-overwrite"])?;
-    let uri = args.str("uri")?.to_string();
+    args.only(&["uri", "channels", "detach", "resume", "x-overwrite"])?;
+    let uri = uri_of(args)?;
     if args.opt_bool("resume")? == Some(true) {
         return Err(QmpError::generic(
             "postcopy resume is not supported by this vmm",
@@ -248,17 +248,70 @@ pub const HANDOVER_GRACE: std::time::Duration = std::time::Duration::from_secs(1
 
 /// `migrate-incoming`: a `--incoming defer` destination starts listening.
 pub fn incoming(st: &State, args: &Args) -> Reply {
-    args.only(&["uri", "exit-on-error"])?;
-    if args.get("channels").is_some() {
-        return Err(QmpError::generic(
-            "Parameter 'channels' is not supported: give 'uri'",
-        ));
-    }
-    let uri = args.str("uri")?;
+    args.only(&["uri", "channels", "exit-on-error"])?;
+    let uri = uri_of(args)?;
     st.handler
-        .migrate_incoming(uri)
+        .migrate_incoming(&uri)
         .map(|_| json!({}))
         .map_err(fail)
+}
+
+/// The URI of `migrate` / `migrate-incoming`: `uri`, or the reference's
+/// `channels` (8.2+): one `main` channel whose `addr` is a socket
+/// (`inet` host/port, `unix` path) or a `file` (`filename`, no offset).
+/// This VMM opens its data channels itself (the `multifd` capability).
+fn uri_of(args: &Args) -> Result<String, QmpError> {
+    let channels = args.opt_array("channels")?;
+    let uri = args.opt_str("uri")?;
+    let list = match (uri, channels) {
+        (Some(u), None) => return Ok(u.to_string()),
+        (None, Some(c)) => c,
+        (Some(_), Some(_)) => {
+            return Err(QmpError::generic(
+                "need either 'uri' or 'channels' argument",
+            ));
+        }
+        (None, None) => return Err(QmpError::generic("Parameter 'uri' is missing")),
+    };
+    let [main] = list.as_slice() else {
+        return Err(QmpError::generic(
+            "'channels' must hold exactly one channel, of type 'main'",
+        ));
+    };
+    if main.get("channel-type").and_then(Value::as_str) != Some("main") {
+        return Err(QmpError::generic(
+            "the channel's 'channel-type' must be 'main'",
+        ));
+    }
+    let addr = main
+        .get("addr")
+        .ok_or_else(|| QmpError::generic("Parameter 'addr' is missing"))?;
+    let s = |k: &str| addr.get(k).and_then(Value::as_str);
+    let port = addr.get("port").and_then(|p| {
+        p.as_str()
+            .map(String::from)
+            .or_else(|| p.as_u64().map(|n| n.to_string()))
+    });
+    match (s("transport"), s("type")) {
+        (Some("socket"), Some("inet")) => match (s("host"), port) {
+            (Some(h), Some(p)) if h.contains(':') => Ok(format!("tcp:[{h}]:{p}")),
+            (Some(h), Some(p)) => Ok(format!("tcp:{h}:{p}")),
+            _ => Err(QmpError::generic("an inet address needs 'host' and 'port'")),
+        },
+        (Some("socket"), Some("unix")) => s("path")
+            .map(|p| format!("unix:{p}"))
+            .ok_or_else(|| QmpError::generic("a unix address needs 'path'")),
+        (Some("file"), _) if addr.get("offset").and_then(Value::as_u64).unwrap_or(0) == 0 => {
+            s("filename")
+                .map(|f| format!("file:{f}"))
+                .ok_or_else(|| QmpError::generic("a file address needs 'filename'"))
+        }
+        (t, ty) => Err(QmpError::generic(format!(
+            "address transport {} type {} is not supported (socket inet/unix, file)",
+            t.unwrap_or("?"),
+            ty.unwrap_or("-")
+        ))),
+    }
 }
 
 /// `query-migrate`: the outgoing migration's status and figures, or a
@@ -343,4 +396,38 @@ pub fn cancel(st: &State, args: &Args) -> Reply {
         set_status(st, "cancelling");
     }
     Ok(json!({}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(v: Value) -> Result<String, QmpError> {
+        uri_of(&Args(v.as_object().cloned().unwrap_or_default()))
+    }
+
+    #[test]
+    fn uri_or_the_references_channels() {
+        assert_eq!(uri(json!({"uri": "tcp:h:1"})).unwrap(), "tcp:h:1");
+        let main = |addr: Value| json!({"channels": [{"channel-type": "main", "addr": addr}]});
+        let inet =
+            json!({"transport": "socket", "type": "inet", "host": "10.0.0.2", "port": "4444"});
+        assert_eq!(uri(main(inet)).unwrap(), "tcp:10.0.0.2:4444");
+        let v6 = json!({"transport": "socket", "type": "inet", "host": "::1", "port": 9});
+        assert_eq!(uri(main(v6)).unwrap(), "tcp:[::1]:9");
+        let unix = json!({"transport": "socket", "type": "unix", "path": "/t/m"});
+        assert_eq!(uri(main(unix)).unwrap(), "unix:/t/m");
+        let file = json!({"transport": "file", "filename": "/t/s.img"});
+        assert_eq!(uri(main(file)).unwrap(), "file:/t/s.img");
+        for bad in [
+            json!({}),
+            json!({"uri": "tcp:h:1", "channels": []}),
+            json!({"channels": []}),
+            json!({"channels": [{"channel-type": "multifd", "addr": {}}]}),
+            main(json!({"transport": "rdma"})),
+            main(json!({"transport": "file", "filename": "/x", "offset": 4096})),
+        ] {
+            assert!(uri(bad.clone()).is_err(), "{bad}");
+        }
+    }
 }

@@ -232,6 +232,6 @@ impl ControlHandler for MachineHandler {
         }
         let g = self.0.read();
         let m = g.as_ref().ok_or_else(no_machine)?;
-        super::verify::verify_ab(&**m.vm().memory(), start, pages)
+        super::verify::verify_ab(m.vm().memory(), start, pages)
     }
 }

@@ -482,6 +482,36 @@ fn migrate_cancel_from_another_connection_and_one_migration_at_a_time() {
 }
 
 #[test]
+fn an_idle_connection_is_closed_and_its_slot_freed() {
+    let p = socket("idle");
+    let events = Arc::new(Events::default());
+    let fake = Arc::new(Fake {
+        events: events.clone(),
+        ..Fake::default()
+    });
+    let srv = ControlServer::bind(&p)
+        .unwrap()
+        .with_idle(Duration::from_millis(200));
+    let _t = srv.spawn(State::new(fake, events));
+    let mut held: Vec<Client> = (0..MAX_CLIENTS).map(|_| connect(&p)).collect();
+    // Silent for longer than the idle time: the server closes every one
+    // (each client sees the end of its stream, well before its own 10 s).
+    for c in &mut held {
+        assert!(matches!(c.next_event(T), Err(ClientError::Closed)));
+    }
+    // Their slots are free again (bounded retry: the threads end after
+    // closing).
+    let served = (0..200).any(|_| {
+        let ok = Client::connect(&p, T).is_ok();
+        if !ok {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ok
+    });
+    assert!(served, "the idle connections' slots were not freed");
+}
+
+#[test]
 fn quit_stops_the_server_and_removes_the_socket() {
     let (p, t) = started("quit");
     let mut c = connect(&p);
@@ -550,7 +580,7 @@ impl ControlHandler for VmHandler {
 fn migrated(c: &mut Client, uri: &str) -> Value {
     c.execute("migrate", json!({ "uri": uri })).unwrap();
     loop {
-        let _ = c.next_event(Duration::from_millis(20)).unwrap();
+        c.pause(Duration::from_millis(20)).unwrap();
         let q = c.execute("query-migrate", json!({})).unwrap();
         if matches!(
             q["status"].as_str(),
