@@ -113,8 +113,10 @@ fn qmp_shell_runs_a_scripted_session() {
                   query-status\n\
                   no-such-command\n\
                   quit\n";
+    // `qmp-shell` as the package installs it, run through python3 so that
+    // no PATH entry for pip's scripts is needed.
     let mut child = Command::new("timeout")
-        .args(["30", "qmp-shell", &vm.sock.arg()])
+        .args(["30", "python3", "-m", "qemu.qmp.qmp_shell", &vm.sock.arg()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
