@@ -28,6 +28,7 @@ pub mod manifest;
 pub mod pagemap;
 pub mod precopy;
 pub mod progress;
+pub mod secure;
 pub mod status;
 pub mod stream;
 pub mod transport;
