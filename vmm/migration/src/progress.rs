@@ -23,6 +23,8 @@ pub struct Params {
     pub channels: u32,
     /// Compression of page contents.
     pub compression: crate::compress::Compression,
+    /// TLS on every connection (a sealed file for a snapshot); none: plain.
+    pub tls: Option<crate::secure::SharedClient>,
 }
 
 impl Default for Params {
@@ -35,6 +37,7 @@ impl Default for Params {
             max_iterations: 100,
             channels: 0,
             compression: crate::compress::Compression::None,
+            tls: None,
         }
     }
 }

@@ -109,7 +109,8 @@ impl<S: MigrationSource + ?Sized> Driver<'_, S> {
         })?;
         let mut writers: Vec<Box<dyn Write + Send>> = Vec::new();
         for _ in 0..m.channels {
-            writers.push(Box::new(transport::connect(uri)?.writer));
+            let tls = self.params.tls.as_ref().map(|t| &*t.0);
+            writers.push(Box::new(transport::connect_secure(uri, tls)?.writer));
         }
         let s = Senders::start(writers, m.session, self.params.compression, ram)
             .map_err(|e| self.send_failed(e))?;

@@ -73,7 +73,8 @@ pub fn migrate_to<S: MigrationSource + ?Sized>(
                 .into(),
         ));
     }
-    let out = transport::connect(uri)?;
+    let tls = params.tls.as_ref().map(|t| &*t.0);
+    let out = transport::connect_secure(uri, tls)?;
     run(src, out, Some(uri), params, progress, cancel)
 }
 

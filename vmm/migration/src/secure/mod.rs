@@ -10,4 +10,4 @@ pub mod seal;
 pub mod session;
 
 pub use creds::{Creds, CredsError};
-pub use session::{Sock, TlsClient, TlsError, TlsServer, TlsStream};
+pub use session::{SharedClient, Sock, TlsClient, TlsError, TlsServer, TlsStream};

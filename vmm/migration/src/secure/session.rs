@@ -243,6 +243,23 @@ impl TlsClient {
     }
 }
 
+/// A source's TLS side as migration parameters carry it (compared by
+/// identity).
+#[derive(Clone)]
+pub struct SharedClient(pub Arc<TlsClient>);
+
+impl std::fmt::Debug for SharedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "TlsClient({})", self.0.creds.describe())
+    }
+}
+
+impl PartialEq for SharedClient {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
 /// A destination's side: its credentials and the client subjects allowed
 /// (`tls-authz`; empty: any certificate the CA signed).
 pub struct TlsServer {

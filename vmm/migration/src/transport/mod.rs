@@ -3,6 +3,17 @@
 //! Sockets are full duplex: the stream goes source → destination and the
 //! return channel ([`super::status`]) comes back on the same connection.
 //! `file:` is a snapshot: there is no return channel.
+//!
+//! With credentials every connection is a TLS 1.3 session ([`secure`](crate::secure))
+//! and a snapshot is sealed; a waiting destination admits the first peer
+//! that authenticates and sends a valid header and manifest, dropping the
+//! others ([`gate`]).
+
+mod gate;
+mod tls;
+
+pub use gate::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES};
+pub use tls::{connect_secure, listen_secure};
 
 use std::fmt;
 use std::fs::File;
@@ -190,14 +201,21 @@ pub fn bind_private_unix(path: &std::path::Path) -> io::Result<UnixListener> {
     bound
 }
 
-/// A destination waiting for its stream.
-pub enum Listener {
+/// What a destination is bound to.
+pub(crate) enum Bound {
     /// Bound TCP socket.
     Tcp(TcpListener),
     /// Bound unix socket (the path is removed on drop).
     Unix(UnixListener, PathBuf),
     /// Snapshot file to read.
     File(PathBuf),
+}
+
+/// A destination waiting for its stream, with the credentials its peers
+/// must have (none: any peer that sends a valid header and manifest).
+pub struct Listener {
+    pub(crate) bound: Bound,
+    pub(crate) tls: Option<std::sync::Arc<crate::secure::TlsServer>>,
 }
 
 /// Binds the destination's side (a file is only opened by [`Listener::accept`]).
@@ -207,8 +225,8 @@ pub fn listen(uri: &Uri) -> Result<Listener, TransportError> {
         uri: uri.to_string(),
         source,
     };
-    match uri {
-        Uri::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a).map_err(io)?)),
+    let bound = match uri {
+        Uri::Tcp(a) => Bound::Tcp(TcpListener::bind(a).map_err(io)?),
         Uri::Unix(p) => {
             if p.exists() {
                 return Err(io(io::Error::new(
@@ -216,78 +234,29 @@ pub fn listen(uri: &Uri) -> Result<Listener, TransportError> {
                     "the path exists (remove it first)",
                 )));
             }
-            Ok(Listener::Unix(bind_private_unix(p).map_err(io)?, p.clone()))
+            Bound::Unix(bind_private_unix(p).map_err(io)?, p.clone())
         }
-        Uri::File(p) => Ok(Listener::File(p.clone())),
-    }
+        Uri::File(p) => Bound::File(p.clone()),
+    };
+    Ok(Listener { bound, tls: None })
 }
 
 impl Listener {
     /// The URI a source should use (resolves `tcp:...:0` to the bound port).
     pub fn uri(&self) -> io::Result<Uri> {
-        Ok(match self {
-            Listener::Tcp(l) => Uri::Tcp(l.local_addr()?.to_string()),
-            Listener::Unix(_, p) => Uri::Unix(p.clone()),
-            Listener::File(p) => Uri::File(p.clone()),
+        Ok(match &self.bound {
+            Bound::Tcp(l) => Uri::Tcp(l.local_addr()?.to_string()),
+            Bound::Unix(_, p) => Uri::Unix(p.clone()),
+            Bound::File(p) => Uri::File(p.clone()),
         })
-    }
-
-    /// Waits for the one source (or opens the snapshot).
-    pub fn accept(&self) -> io::Result<Incoming> {
-        match self {
-            Listener::Tcp(l) => {
-                let (s, _) = l.accept()?;
-                s.set_nodelay(true)?;
-                s.set_read_timeout(Some(READ_TIMEOUT))?;
-                let back = s.try_clone()?;
-                Ok(Incoming {
-                    reader: BufReader::with_capacity(BUF, Box::new(s)),
-                    back: Some(Box::new(back)),
-                })
-            }
-            Listener::Unix(l, _) => Incoming::unix(l.accept()?.0),
-            Listener::File(p) => Ok(Incoming {
-                reader: BufReader::with_capacity(BUF, Box::new(File::open(p)?)),
-                back: None,
-            }),
-        }
     }
 }
 
 /// How long a destination waits for each data channel to connect.
 pub const CHANNEL_ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
 
-impl Listener {
-    /// Waits (at most `timeout`) for a data channel's connection.
-    pub fn accept_channel(&self, timeout: Duration) -> io::Result<Box<dyn Read + Send>> {
-        let deadline = std::time::Instant::now() + timeout;
-        match self {
-            Listener::Tcp(l) => {
-                l.set_nonblocking(true)?;
-                let r = poll_accept(|| l.accept().map(|(s, _)| s), deadline);
-                l.set_nonblocking(false)?;
-                let s = r?;
-                s.set_nonblocking(false)?;
-                s.set_nodelay(true)?;
-                s.set_read_timeout(Some(READ_TIMEOUT))?;
-                Ok(Box::new(BufReader::with_capacity(BUF, s)))
-            }
-            Listener::Unix(l, _) => {
-                l.set_nonblocking(true)?;
-                let r = poll_accept(|| l.accept().map(|(s, _)| s), deadline);
-                l.set_nonblocking(false)?;
-                let s = r?;
-                s.set_nonblocking(false)?;
-                s.set_read_timeout(Some(READ_TIMEOUT))?;
-                Ok(Box::new(BufReader::with_capacity(BUF, s)))
-            }
-            Listener::File(_) => Err(io::Error::other("a snapshot file has no data channels")),
-        }
-    }
-}
-
 /// Calls a non-blocking `accept` until it yields or `deadline` passes.
-fn poll_accept<T>(
+pub(crate) fn poll_accept<T>(
     mut accept: impl FnMut() -> io::Result<T>,
     deadline: std::time::Instant,
 ) -> io::Result<T> {
@@ -309,7 +278,7 @@ fn poll_accept<T>(
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, p) = self {
+        if let Bound::Unix(_, p) = &self.bound {
             let _ = std::fs::remove_file(p);
         }
     }
@@ -353,24 +322,50 @@ mod tests {
 
     #[test]
     fn tcp_listen_connect_and_back_channel() {
+        use crate::vm::MigrationSource;
         let l = listen(&"tcp:127.0.0.1:0".parse().unwrap()).unwrap();
         let uri = l.uri().unwrap();
+        // A valid header and manifest, then bytes of the stream.
+        let m = crate::fake::FakeSource::new(crate::fake::GuestSpec::ab(16))
+            .manifest()
+            .unwrap();
+        let mut start = Vec::new();
+        let mut e = crate::stream::Encoder::new(&mut start).unwrap();
+        e.manifest(&m).unwrap();
+        e.flush().unwrap();
+        drop(e);
+        start.extend_from_slice(b"hello");
+        let want = start.clone();
         let t = std::thread::spawn(move || {
             let mut i = l.accept().unwrap();
-            let mut s = [0; 5];
+            let mut s = vec![0; want.len()];
             i.reader.read_exact(&mut s).unwrap();
             i.back.unwrap().write_all(b"ok").unwrap();
             s
         });
+        // Strangers first: garbage, and one that says nothing; both are
+        // dropped (the silent one after its time-out) and the source is
+        // admitted meanwhile.
+        let a = tcp_addr(&uri);
+        let mut garbage = std::net::TcpStream::connect(a).unwrap();
+        garbage.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
+        let _silent = std::net::TcpStream::connect(a).unwrap();
         let mut o = connect(&uri).unwrap();
-        o.writer.write_all(b"hello").unwrap();
+        o.writer.write_all(&start).unwrap();
         o.writer.flush().unwrap();
         let mut back = o.back.unwrap();
         back.set_timeout(Some(Duration::from_secs(5))).unwrap();
         let mut b = [0; 2];
         back.read_exact(&mut b).unwrap();
         assert_eq!(&b, b"ok");
-        assert_eq!(&t.join().unwrap(), b"hello");
+        assert_eq!(t.join().unwrap(), start, "the manifest's bytes are put back in front");
+    }
+
+    fn tcp_addr(u: &Uri) -> &str {
+        match u {
+            Uri::Tcp(a) => a,
+            _ => unreachable!("a tcp URI"),
+        }
     }
 
     #[test]
