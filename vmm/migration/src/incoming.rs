@@ -185,14 +185,19 @@ fn channels(
     limits: Limits,
 ) -> Result<Receivers, IncomingError> {
     let n = m.channels as usize;
-    let mut got: Vec<(u32, Decoder<Box<dyn Read + Send>>)> = Vec::with_capacity(n);
-    while got.len() < n {
-        let conn = accept().map_err(|e| {
+    // Every connection first (with TLS each handshake needs this side),
+    // then their headers.
+    let mut conns = Vec::with_capacity(n);
+    while conns.len() < n {
+        conns.push(accept().map_err(|e| {
             IncomingError::Channel(format!(
                 "waiting for data channel {} of {n}: {e}",
-                got.len() + 1
+                conns.len() + 1
             ))
-        })?;
+        })?);
+    }
+    let mut got: Vec<(u32, Decoder<Box<dyn Read + Send>>)> = Vec::with_capacity(n);
+    for conn in conns {
         let (d, i) = Decoder::channel(conn, limits, m)
             .map_err(|e| IncomingError::Channel(format!("a data channel: {e}")))?;
         if got.iter().any(|(j, _)| *j == i) {

@@ -96,7 +96,10 @@ impl std::fmt::Debug for Psk {
 pub enum Creds {
     X509(X509),
     /// This side's key first, then every other key of the file.
-    Psk { file: PathBuf, keys: Vec<Psk> },
+    Psk {
+        file: PathBuf,
+        keys: Vec<Psk>,
+    },
 }
 
 fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CredsError> {
@@ -111,7 +114,10 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CredsError> {
 }
 
 fn pair(dir: &Path, who: &str) -> Result<Option<Pair>, CredsError> {
-    let (c, k) = (dir.join(format!("{who}-cert.pem")), dir.join(format!("{who}-key.pem")));
+    let (c, k) = (
+        dir.join(format!("{who}-cert.pem")),
+        dir.join(format!("{who}-key.pem")),
+    );
     if !c.exists() && !k.exists() {
         return Ok(None);
     }
@@ -135,7 +141,8 @@ pub fn parse_psk(text: &str) -> Result<Vec<Psk>, String> {
         if id.is_empty() || id.len() > 255 {
             return Err(format!("line {}: the identity must be 1..255 bytes", n + 1));
         }
-        let key = decode_hex(hex.trim()).ok_or_else(|| format!("line {}: the key is not hex", n + 1))?;
+        let key =
+            decode_hex(hex.trim()).ok_or_else(|| format!("line {}: the key is not hex", n + 1))?;
         if key.len() < MIN_PSK {
             return Err(format!(
                 "line {}: the key has {} bytes, at least {MIN_PSK} are needed",
@@ -224,9 +231,19 @@ mod tests {
     fn psk_files_in_the_references_format() {
         let k = parse_psk("# a comment\nqemu:000102030405060708090a0b0c0d0e0f\nother:ffffffffffffffffffffffffffffffff\n")
             .unwrap();
-        assert_eq!((k[0].identity.as_str(), k[0].key.len(), k[0].key[15]), ("qemu", 16, 15));
+        assert_eq!(
+            (k[0].identity.as_str(), k[0].key.len(), k[0].key[15]),
+            ("qemu", 16, 15)
+        );
         assert_eq!(k[1].identity, "other");
-        for bad in ["", "qemu", "qemu:zz", "qemu:0102", ":00112233445566778899aabbccddeeff", "q:0"] {
+        for bad in [
+            "",
+            "qemu",
+            "qemu:zz",
+            "qemu:0102",
+            ":00112233445566778899aabbccddeeff",
+            "q:0",
+        ] {
             assert!(parse_psk(bad).is_err(), "{bad:?}");
         }
     }

@@ -11,3 +11,6 @@ pub mod session;
 
 pub use creds::{Creds, CredsError};
 pub use session::{SharedClient, Sock, TlsClient, TlsError, TlsServer, TlsStream};
+
+#[cfg(test)]
+mod tests;

@@ -32,7 +32,8 @@ fn write(dir: &Path, name: &str, text: &str, secret: bool) -> Result<(), String>
         .mode(if secret { 0o600 } else { 0o644 })
         .open(&path)
         .map_err(|e| format!("{}: {e} (never overwritten)", path.display()))?;
-    f.write_all(text.as_bytes()).map_err(|e| format!("{}: {e}", path.display()))
+    f.write_all(text.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
 /// Writes a CA, a server certificate for `names` (DNS names or IP
@@ -41,8 +42,12 @@ fn write(dir: &Path, name: &str, text: &str, secret: bool) -> Result<(), String>
 pub fn generate(dir: &Path, names: &[String]) -> Result<Generated, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
-    ca_params.distinguished_name.push(DnType::CommonName, "vmm rehearsal CA");
-    ca_params.distinguished_name.push(DnType::OrganizationName, "vmm");
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "vmm rehearsal CA");
+    ca_params
+        .distinguished_name
+        .push(DnType::OrganizationName, "vmm");
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let ca_key = KeyPair::generate().map_err(err)?;
@@ -56,7 +61,10 @@ pub fn generate(dir: &Path, names: &[String]) -> Result<Generated, String> {
             all.push(n.clone());
         }
     }
-    let leaf = |cn: &str, sans: &[String], usage: ExtendedKeyUsagePurpose| -> Result<(String, String), String> {
+    let leaf = |cn: &str,
+                sans: &[String],
+                usage: ExtendedKeyUsagePurpose|
+     -> Result<(String, String), String> {
         let mut p = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
         p.distinguished_name.push(DnType::CommonName, cn);
         p.distinguished_name.push(DnType::OrganizationName, "vmm");
@@ -67,7 +75,10 @@ pub fn generate(dir: &Path, names: &[String]) -> Result<Generated, String> {
                 Err(_) => n.clone().try_into().map(SanType::DnsName).map_err(err),
             })
             .collect::<Result<_, _>>()?;
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+        p.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
         p.extended_key_usages = vec![usage];
         let key = KeyPair::generate().map_err(err)?;
         let cert = p.signed_by(&key, &issuer).map_err(err)?;
@@ -82,10 +93,17 @@ pub fn generate(dir: &Path, names: &[String]) -> Result<Generated, String> {
     write(dir, "client-cert.pem", &client_cert, false)?;
     write(dir, "client-key.pem", &client_key, true)?;
     Ok(Generated {
-        files: ["ca-cert.pem", "ca-key.pem", "server-cert.pem", "server-key.pem", "client-cert.pem", "client-key.pem"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+        files: [
+            "ca-cert.pem",
+            "ca-key.pem",
+            "server-cert.pem",
+            "server-key.pem",
+            "client-cert.pem",
+            "client-key.pem",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
         server_subject: "CN=destination,O=vmm".into(),
         client_subject: "CN=source,O=vmm".into(),
     })
@@ -98,6 +116,9 @@ pub fn psk_file(path: &Path, identity: &str) -> Result<(), String> {
         .map_err(|_| "no randomness".to_string())?;
     let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     write(dir, &name, &format!("{identity}:{hex}\n"), true)
 }

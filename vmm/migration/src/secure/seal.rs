@@ -36,9 +36,10 @@ fn key(psk: &[u8], salt: &[u8]) -> LessSafeKey {
     if let Ok(okm) = prk.expand(&[b"vmm snapshot v1"], Len) {
         let _ = okm.fill(&mut k);
     }
-    LessSafeKey::new(UnboundKey::new(&CHACHA20_POLY1305, &k).unwrap_or_else(|_| {
-        unreachable!("a 32-byte ChaCha20-Poly1305 key is always valid")
-    }))
+    LessSafeKey::new(
+        UnboundKey::new(&CHACHA20_POLY1305, &k)
+            .unwrap_or_else(|_| unreachable!("a 32-byte ChaCha20-Poly1305 key is always valid")),
+    )
 }
 
 fn nonce(i: u64) -> Nonce {
@@ -130,7 +131,9 @@ pub enum SealError {
     NotSealed,
     #[error("sealed for identity `{0}`, not this key's")]
     Identity(String),
-    #[error("the snapshot was altered or cut short (chunk {0} does not authenticate): refused before any state was loaded")]
+    #[error(
+        "the snapshot was altered or cut short (chunk {0} does not authenticate): refused before any state was loaded"
+    )]
     Tampered(u64),
     #[error("{0}")]
     Io(#[from] io::Error),
@@ -162,9 +165,15 @@ fn header<R: Read>(r: &mut R, identity: &str, psk: &[u8]) -> Result<LessSafeKey,
 
 /// Reads and authenticates the next chunk into `buf`; `Ok(true)` after the
 /// last one.
-fn chunk<R: Read>(r: &mut R, key: &LessSafeKey, index: u64, buf: &mut Vec<u8>) -> Result<bool, SealError> {
+fn chunk<R: Read>(
+    r: &mut R,
+    key: &LessSafeKey,
+    index: u64,
+    buf: &mut Vec<u8>,
+) -> Result<bool, SealError> {
     let mut h = [0u8; 4];
-    r.read_exact(&mut h).map_err(|_| SealError::Tampered(index))?;
+    r.read_exact(&mut h)
+        .map_err(|_| SealError::Tampered(index))?;
     let header = u32::from_be_bytes(h);
     let len = (header & !LAST) as usize;
     if len > CHUNK {
@@ -182,7 +191,11 @@ fn chunk<R: Read>(r: &mut R, key: &LessSafeKey, index: u64, buf: &mut Vec<u8>) -
 
 /// Checks every chunk of the sealed snapshot `f` and rewinds it; the
 /// reader of its plaintext.
-pub fn open<F: Read + Seek>(mut f: F, identity: &str, psk: &[u8]) -> Result<OpenReader<F>, SealError> {
+pub fn open<F: Read + Seek>(
+    mut f: F,
+    identity: &str,
+    psk: &[u8],
+) -> Result<OpenReader<F>, SealError> {
     let key = header(&mut f, identity, psk)?;
     let body = f.stream_position()?;
     let mut buf = Vec::with_capacity(CHUNK + TAG);
@@ -255,7 +268,10 @@ mod tests {
         let data: Vec<u8> = (0..(CHUNK * 2 + 123)).map(|i| (i % 251) as u8).collect();
         let file = sealed(&data);
         assert!(is_sealed(&file));
-        assert!(!file.windows(64).any(|w| w == &data[1000..1064]), "plaintext in the file");
+        assert!(
+            !file.windows(64).any(|w| w == &data[1000..1064]),
+            "plaintext in the file"
+        );
         let mut r = open(Cursor::new(file), "qemu", PSK).unwrap();
         let mut back = Vec::new();
         r.read_to_end(&mut back).unwrap();
@@ -272,7 +288,10 @@ mod tests {
             assert!(open(Cursor::new(bad), "qemu", PSK).is_err(), "flip at {at}");
         }
         let cut = file[..file.len() - 30].to_vec();
-        assert!(matches!(open(Cursor::new(cut), "qemu", PSK), Err(SealError::Tampered(_))));
+        assert!(matches!(
+            open(Cursor::new(cut), "qemu", PSK),
+            Err(SealError::Tampered(_))
+        ));
         let mut longer = file.clone();
         longer.push(0);
         assert!(open(Cursor::new(longer), "qemu", PSK).is_err());
@@ -280,7 +299,13 @@ mod tests {
             open(Cursor::new(file.clone()), "qemu", b"fedcba9876543210"),
             Err(SealError::Tampered(0))
         ));
-        assert!(matches!(open(Cursor::new(file), "other", PSK), Err(SealError::Identity(_))));
-        assert!(matches!(open(Cursor::new(b"plain stream".to_vec()), "qemu", PSK), Err(SealError::NotSealed)));
+        assert!(matches!(
+            open(Cursor::new(file), "other", PSK),
+            Err(SealError::Identity(_))
+        ));
+        assert!(matches!(
+            open(Cursor::new(b"plain stream".to_vec()), "qemu", PSK),
+            Err(SealError::NotSealed)
+        ));
     }
 }

@@ -210,13 +210,22 @@ impl TlsClient {
 
     /// Runs the handshake on `sock` (bounded by `timeout`) with a
     /// destination that must be `host` unless `tls-hostname` names another.
-    pub fn connect(&self, sock: Sock, host: &str, timeout: Duration) -> Result<TlsStream, TlsError> {
+    pub fn connect(
+        &self,
+        sock: Sock,
+        host: &str,
+        timeout: Duration,
+    ) -> Result<TlsStream, TlsError> {
         let name = match &self.creds {
             Creds::Psk { .. } => "vmm-psk".to_string(),
             Creds::X509(_) => self.hostname.clone().unwrap_or_else(|| host.to_string()),
         };
-        let name = ServerName::try_from(name.trim_start_matches('[').trim_end_matches(']').to_string())
-            .map_err(|e| TlsError::Config(format!("destination name `{name}`: {e}")))?;
+        let name = ServerName::try_from(
+            name.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+        )
+        .map_err(|e| TlsError::Config(format!("destination name `{name}`: {e}")))?;
         let conn = ClientConnection::new(self.config.clone(), name).map_err(cfg_err)?;
         let raw = sock.try_clone().map_err(TlsError::Handshake)?;
         let mut s = StreamOwned::new(conn, sock);
@@ -234,7 +243,9 @@ impl TlsClient {
                 let mut theirs = [0u8; 32];
                 s.read_exact(&mut theirs)?;
                 if !verify(&psk.key, DESTINATION, &exporter, &theirs) {
-                    *r = Some(TlsError::Peer("the destination does not hold this pre-shared key".into()));
+                    *r = Some(TlsError::Peer(
+                        "the destination does not hold this pre-shared key".into(),
+                    ));
                 }
             }
             Ok(())
@@ -297,8 +308,10 @@ fn handshake(
     timeout: Duration,
     f: impl FnOnce(&mut Option<TlsError>) -> io::Result<()>,
 ) -> Result<(), TlsError> {
-    raw.set_read_timeout(Some(timeout)).map_err(TlsError::Handshake)?;
-    raw.set_write_timeout(Some(timeout)).map_err(TlsError::Handshake)?;
+    raw.set_read_timeout(Some(timeout))
+        .map_err(TlsError::Handshake)?;
+    raw.set_write_timeout(Some(timeout))
+        .map_err(TlsError::Handshake)?;
     let mut refused = None;
     f(&mut refused).map_err(TlsError::Handshake)?;
     refused.map_or(Ok(()), Err)
@@ -324,10 +337,12 @@ impl TlsServer {
                         x.dir.display()
                     ))
                 })?;
-                let verifier =
-                    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(&x.ca)?), p)
-                        .build()
-                        .map_err(cfg_err)?;
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots(&x.ca)?),
+                    p,
+                )
+                .build()
+                .map_err(cfg_err)?;
                 builder
                     .with_client_cert_verifier(verifier)
                     .with_single_cert(server.chain, server.key)
@@ -379,8 +394,16 @@ impl TlsServer {
                             s.write_all(&proof(&k.key, DESTINATION, &exporter))?;
                             s.flush()?;
                         }
-                        Some(_) => *r = Some(TlsError::Peer(format!("wrong pre-shared key for identity `{id}`"))),
-                        None => *r = Some(TlsError::Peer(format!("unknown pre-shared key identity `{id}`"))),
+                        Some(_) => {
+                            *r = Some(TlsError::Peer(format!(
+                                "wrong pre-shared key for identity `{id}`"
+                            )))
+                        }
+                        None => {
+                            *r = Some(TlsError::Peer(format!(
+                                "unknown pre-shared key identity `{id}`"
+                            )))
+                        }
                     }
                 }
             }

@@ -41,13 +41,16 @@ fn open(sock: Sock, tls: Option<&TlsServer>) -> Result<Stream, String> {
     let raw = sock.try_clone().map_err(|e| e.to_string())?;
     match tls {
         Some(t) => {
-            let s = t.accept(sock, HANDSHAKE_TIMEOUT).map_err(|e| e.to_string())?;
+            let s = t
+                .accept(sock, HANDSHAKE_TIMEOUT)
+                .map_err(|e| e.to_string())?;
             let (r, w) = s.split().map_err(|e| e.to_string())?;
             Ok((Box::new(r), Box::new(w), raw))
         }
         None => {
             let back = sock.try_clone().map_err(|e| e.to_string())?;
-            raw.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(|e| e.to_string())?;
+            raw.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+                .map_err(|e| e.to_string())?;
             Ok((Box::new(sock), Box::new(back), raw))
         }
     }
@@ -57,7 +60,8 @@ fn open(sock: Sock, tls: Option<&TlsServer>) -> Result<Stream, String> {
 /// manifest; the connection with those bytes put back in front.
 fn admit(sock: Sock, tls: Option<&TlsServer>) -> Result<Incoming, String> {
     let (reader, back, raw) = open(sock, tls)?;
-    raw.set_read_timeout(Some(HANDSHAKE_TIMEOUT)).map_err(|e| e.to_string())?;
+    raw.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
+        .map_err(|e| e.to_string())?;
     let mut reader = BufReader::with_capacity(BUF, reader);
     let mut tee = Tee {
         inner: &mut reader,
@@ -67,7 +71,8 @@ fn admit(sock: Sock, tls: Option<&TlsServer>) -> Result<Incoming, String> {
         .and_then(|mut d| d.read_manifest())
         .map_err(|e| format!("no valid header and manifest: {e}"))?;
     let seen = tee.seen;
-    raw.set_read_timeout(Some(READ_TIMEOUT)).map_err(|e| e.to_string())?;
+    raw.set_read_timeout(Some(READ_TIMEOUT))
+        .map_err(|e| e.to_string())?;
     let chained: Box<dyn Read + Send> = Box::new(Cursor::new(seen).chain(reader));
     Ok(Incoming {
         reader: BufReader::with_capacity(BUF, chained),
@@ -124,7 +129,9 @@ impl Listener {
                 Err(e) => break Err(e),
             };
             if examining.load(Ordering::SeqCst) >= MAX_HANDSHAKES {
-                tracing::warn!("incoming: dropped a connection from {peer}: {MAX_HANDSHAKES} are being examined");
+                tracing::warn!(
+                    "incoming: dropped a connection from {peer}: {MAX_HANDSHAKES} are being examined"
+                );
                 continue;
             }
             examining.fetch_add(1, Ordering::SeqCst);
@@ -136,7 +143,9 @@ impl Listener {
                         Ok(inc) => {
                             let _ = tx.send(inc);
                         }
-                        Err(why) => tracing::warn!("incoming: dropped a connection from {peer}: {why}"),
+                        Err(why) => {
+                            tracing::warn!("incoming: dropped a connection from {peer}: {why}")
+                        }
                     }
                     n.fetch_sub(1, Ordering::SeqCst);
                 });
@@ -179,8 +188,8 @@ impl Listener {
     }
 
     /// Waits (at most `timeout`) for a data channel's connection: one that
-    /// authenticates (with credentials) and starts with the channel magic;
-    /// others are dropped and logged.
+    /// authenticates (with credentials) or starts with the channel magic
+    /// (without); others are dropped and logged.
     pub fn accept_channel(&self, timeout: Duration) -> io::Result<Box<dyn Read + Send>> {
         let deadline = Instant::now() + timeout;
         loop {
@@ -188,30 +197,45 @@ impl Listener {
             let r = poll_accept(|| try_accept(&self.bound), deadline);
             nonblocking(&self.bound, false)?;
             let (sock, peer) = r?;
-            let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+            let left = deadline
+                .saturating_duration_since(Instant::now())
+                .max(Duration::from_millis(100));
             match self.channel(sock, left.min(HANDSHAKE_TIMEOUT)) {
                 Ok(r) => return Ok(r),
-                Err(why) => tracing::warn!("incoming: dropped a channel connection from {peer}: {why}"),
+                Err(why) => {
+                    tracing::warn!("incoming: dropped a channel connection from {peer}: {why}")
+                }
             }
         }
     }
 
+    /// An authenticated session is a channel (its header is checked when
+    /// the stream is read: the source writes every channel's header only
+    /// once all are connected). A plain connection must start with the
+    /// channel magic.
     fn channel(&self, sock: Sock, timeout: Duration) -> Result<Box<dyn Read + Send>, String> {
         let raw = sock.try_clone().map_err(|e| e.to_string())?;
-        let mut r: Box<dyn Read + Send> = match &self.tls {
-            Some(t) => {
-                let s = t.accept(sock, timeout).map_err(|e| e.to_string())?;
-                Box::new(s.split().map_err(|e| e.to_string())?.0)
-            }
-            None => Box::new(sock),
-        };
-        raw.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        if let Some(t) = &self.tls {
+            let s = t.accept(sock, timeout).map_err(|e| e.to_string())?;
+            raw.set_read_timeout(Some(READ_TIMEOUT))
+                .map_err(|e| e.to_string())?;
+            let r = s.split().map_err(|e| e.to_string())?.0;
+            return Ok(Box::new(BufReader::with_capacity(BUF, r)));
+        }
+        let mut r = sock;
+        raw.set_read_timeout(Some(timeout))
+            .map_err(|e| e.to_string())?;
         let mut magic = [0u8; 8];
-        r.read_exact(&mut magic).map_err(|e| format!("no channel header: {e}"))?;
+        r.read_exact(&mut magic)
+            .map_err(|e| format!("no channel header: {e}"))?;
         if magic != crate::stream::format::CHANNEL_MAGIC {
             return Err("not a data channel (bad magic)".into());
         }
-        raw.set_read_timeout(Some(READ_TIMEOUT)).map_err(|e| e.to_string())?;
-        Ok(Box::new(BufReader::with_capacity(BUF, Cursor::new(magic).chain(r))))
+        raw.set_read_timeout(Some(READ_TIMEOUT))
+            .map_err(|e| e.to_string())?;
+        Ok(Box::new(BufReader::with_capacity(
+            BUF,
+            Cursor::new(magic).chain(r),
+        )))
     }
 }

@@ -358,7 +358,11 @@ mod tests {
         let mut b = [0; 2];
         back.read_exact(&mut b).unwrap();
         assert_eq!(&b, b"ok");
-        assert_eq!(t.join().unwrap(), start, "the manifest's bytes are put back in front");
+        assert_eq!(
+            t.join().unwrap(),
+            start,
+            "the manifest's bytes are put back in front"
+        );
     }
 
     fn tcp_addr(u: &Uri) -> &str {

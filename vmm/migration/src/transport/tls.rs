@@ -20,7 +20,10 @@ impl BackChannel for TlsReader {
 /// must name unless `tls-hostname` says otherwise).
 fn host_of(uri: &Uri) -> String {
     match uri {
-        Uri::Tcp(a) => a.rsplit_once(':').map_or(a.as_str(), |(h, _)| h).to_string(),
+        Uri::Tcp(a) => a
+            .rsplit_once(':')
+            .map_or(a.as_str(), |(h, _)| h)
+            .to_string(),
         _ => "localhost".to_string(),
     }
 }
@@ -51,7 +54,8 @@ pub fn connect_secure(uri: &Uri, tls: Option<&TlsClient>) -> Result<Outgoing, Tr
                 ))
             })?;
             let f = std::fs::File::create(p).map_err(io)?;
-            let w = SealWriter::new(BufWriter::with_capacity(BUF, f), &psk.identity, &psk.key).map_err(io)?;
+            let w = SealWriter::new(BufWriter::with_capacity(BUF, f), &psk.identity, &psk.key)
+                .map_err(io)?;
             return Ok(Outgoing {
                 writer: BufWriter::with_capacity(BUF, Box::new(w)),
                 back: None,
@@ -62,7 +66,9 @@ pub fn connect_secure(uri: &Uri, tls: Option<&TlsClient>) -> Result<Outgoing, Tr
         .connect(sock, &host_of(uri), super::HANDSHAKE_TIMEOUT)
         .map_err(|e| io(io::Error::other(e.to_string())))?;
     let (r, w) = s.split().map_err(io)?;
-    w.socket().set_write_timeout(Some(WRITE_TIMEOUT)).map_err(io)?;
+    w.socket()
+        .set_write_timeout(Some(WRITE_TIMEOUT))
+        .map_err(io)?;
     w.socket().set_read_timeout(None).map_err(io)?;
     Ok(Outgoing {
         writer: BufWriter::with_capacity(BUF, Box::new(w)),
@@ -74,7 +80,11 @@ pub fn connect_secure(uri: &Uri, tls: Option<&TlsClient>) -> Result<Outgoing, Tr
 /// certificate the CA signed, with a subject in `authz` if it is not
 /// empty; PSK: the key proof). A `file:` snapshot must be sealed with the
 /// pre-shared key.
-pub fn listen_secure(uri: &Uri, creds: Option<&Creds>, authz: Vec<String>) -> Result<Listener, TransportError> {
+pub fn listen_secure(
+    uri: &Uri,
+    creds: Option<&Creds>,
+    authz: Vec<String>,
+) -> Result<Listener, TransportError> {
     let mut l = super::listen(uri)?;
     let Some(creds) = creds else {
         return Ok(l);

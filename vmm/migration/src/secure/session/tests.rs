@@ -68,9 +68,16 @@ fn x509_refusals() {
     assert!(matches!(c, Err(TlsError::Handshake(_))), "{:?}", c.err());
     // A client whose subject is not allowed.
     let server = TlsServer::new(creds.clone(), vec!["CN=someone-else,O=vmm".into()]).unwrap();
-    let (s, _) = pair(server, TlsClient::new(creds.clone(), None).unwrap(), "localhost");
+    let (s, _) = pair(
+        server,
+        TlsClient::new(creds.clone(), None).unwrap(),
+        "localhost",
+    );
     let e = s.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(e.contains("CN=source,O=vmm") && e.contains("tls-authz"), "{e}");
+    assert!(
+        e.contains("CN=source,O=vmm") && e.contains("tls-authz"),
+        "{e}"
+    );
     // A client certificate from another CA.
     let other = x509("other-ca");
     let server = TlsServer::new(creds, vec![]).unwrap();
@@ -116,7 +123,10 @@ fn a_wrong_psk_or_identity_is_refused_on_both_sides() {
         "h",
     );
     let e = s.err().map(|e| e.to_string()).unwrap_or_default();
-    assert!(e.contains("unknown pre-shared key identity `mallory`"), "{e}");
+    assert!(
+        e.contains("unknown pre-shared key identity `mallory`"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -128,6 +138,10 @@ fn plaintext_garbage_and_silence_fail_the_handshake_in_bounded_time() {
     assert!(server.accept(Sock::Unix(a), T).is_err());
     let (a, _b) = UnixStream::pair().unwrap();
     let t0 = std::time::Instant::now();
-    assert!(server.accept(Sock::Unix(a), Duration::from_millis(200)).is_err());
+    assert!(
+        server
+            .accept(Sock::Unix(a), Duration::from_millis(200))
+            .is_err()
+    );
     assert!(t0.elapsed() < Duration::from_secs(5));
 }
