@@ -13,3 +13,4 @@ mod migration_failures;
 mod qmp;
 mod runtime;
 mod sticky;
+mod tls;

@@ -20,7 +20,7 @@ enum Command {
     Introspect(vmm::cli::introspect::Command),
     /// Dump every VMState description as JSON (the reference's -dump-vmstate format).
     DumpVmstate(vmm::cli::dump_vmstate::DumpVmstateArgs),
-    /// Send a command to a running vmm's control socket.
+    /// Send a QMP command to a running vmm (`--control`/`--qmp` socket).
     Ctl(vmm::cli::ctl::CtlArgs),
     /// Migrate a running vmm's guest live (or snapshot it to file:PATH).
     Migrate(vmm::cli::ctl::MigrateArgs),
@@ -31,6 +31,9 @@ enum Command {
     /// The guest CPU against this host's (`vmm cpu host`).
     #[command(subcommand)]
     Cpu(vmm::cli::cpu::CpuCommand),
+    /// Credentials for TLS migrations (`vmm tls gen DIR`: a rehearsal set).
+    #[command(subcommand)]
+    Tls(vmm::cli::tls::TlsCommand),
 }
 
 fn main() -> ExitCode {
@@ -44,5 +47,6 @@ fn main() -> ExitCode {
         Command::Run(args) => vmm::cli::run::main(*args),
         Command::GuestElf { path } => vmm::cli::run::guest_elf(&path),
         Command::Cpu(cmd) => vmm::cli::cpu::main(&cmd),
+        Command::Tls(cmd) => vmm::cli::tls::main(&cmd),
     }
 }

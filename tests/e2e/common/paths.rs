@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// A unique path in the temp dir (`vmm-e2e-TAG-PID-N.EXT`), removed on drop
-/// (if anything created it).
+/// (if anything created it; a directory with what it holds).
 pub struct TempPath(PathBuf);
 
 impl TempPath {
@@ -49,6 +49,10 @@ impl TempPath {
 
 impl Drop for TempPath {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        if self.0.is_dir() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }

@@ -102,6 +102,15 @@ pub struct MigrateArgs {
     /// A `file:` snapshot may replace an existing file (refused otherwise).
     #[arg(long)]
     pub overwrite: bool,
+    /// TLS 1.3 on every connection, authenticated both ways: an x509
+    /// directory (`ca-cert.pem`, `client-cert.pem`, `client-key.pem`) or
+    /// `psk:FILE`; for a `file:` snapshot, `psk:FILE` seals it.
+    #[arg(long, value_name = "DIR|psk:FILE")]
+    pub tls_creds: Option<String>,
+    /// The name the destination's certificate must have (default: the
+    /// URI's host).
+    #[arg(long, value_name = "NAME", requires = "tls_creds")]
+    pub tls_hostname: Option<String>,
     /// Deprecated in the reference (8.2), never implemented here: prints the
     /// replacement (`compat/deprecations.toml`) and refuses.
     #[arg(long, hide = true)]
@@ -312,6 +321,14 @@ pub fn migrate(args: &MigrateArgs) -> Result<(), ControlError> {
         channels,
         compress,
         overwrite: args.overwrite,
+        tls: args
+            .tls_creds
+            .as_ref()
+            .map(|c| crate::control::types::TlsSettings {
+                creds: c.clone(),
+                hostname: args.tls_hostname.clone(),
+                authz: Vec::new(),
+            }),
     };
     let tty = std::io::stderr().is_terminal();
     let json = args.json;

@@ -304,6 +304,7 @@ pub fn run(args: &DemoArgs) -> Result<(), DemoError> {
         channels,
         compress,
         overwrite: false,
+        tls: None,
     };
     let r = session::migrate(&mut client(&src_sock)?, &req, &mut on_progress);
     if tty {

@@ -39,6 +39,10 @@ pub fn settings(req: &MigrateRequest) -> Result<Vec<(&'static str, Value)>, Cont
         "max-bandwidth": req.max_bandwidth.unwrap_or(0),
     });
     let multifd = req.channels > 0;
+    // TLS as asked, or off (parameters persist on the vmm, as in the reference).
+    let tls = req.tls.clone().unwrap_or_default();
+    params["tls-creds"] = json!(tls.creds);
+    params["tls-hostname"] = json!(tls.hostname.unwrap_or_default());
     if multifd {
         params["multifd-channels"] = json!(req.channels);
     }
@@ -130,6 +134,7 @@ mod tests {
             channels,
             compress: compress.map(String::from),
             overwrite: false,
+            tls: None,
         }
     }
 

@@ -3,7 +3,7 @@
 //! the handler does the work and sends the events it causes
 //! ([`super::events::Events`]).
 
-use super::types::{MigrateRequest, StatusInfo, VerifyAbResult};
+use super::types::{MigrateRequest, StatusInfo, TlsSettings, VerifyAbResult};
 use compat_runtime::EffectiveConfig;
 use migration::manifest::DeviceInstance;
 use migration::precopy::{CancelToken, Progress, Summary};
@@ -64,8 +64,9 @@ pub trait ControlHandler: Send + Sync {
         cancel: &CancelToken,
     ) -> Result<Summary, VmError>;
     /// Starts listening for the incoming migration of a `--incoming defer`
-    /// destination; returns once it listens (the URI it listens on).
-    fn migrate_incoming(&self, uri: &str) -> Result<String, VmError>;
+    /// destination, requiring `tls` if given (else the command line's
+    /// `--tls-creds`); returns once it listens (the URI it listens on).
+    fn migrate_incoming(&self, uri: &str, tls: Option<TlsSettings>) -> Result<String, VmError>;
     /// The incoming migration's status (`setup`, `active`, `completed`,
     /// `failed`) and the URI it listens on, on a destination.
     fn incoming_status(&self) -> Option<(&'static str, Option<String>)>;

@@ -84,12 +84,28 @@ pub(super) struct QmpMigration {
     pub(super) channels: u32,
     pub(super) compression: String,
     pub(super) zstd_level: u32,
+    /// `tls-creds` (`DIR` or `psk:FILE`; empty: plain), `tls-hostname`,
+    /// `tls-authz` (empty: any subject the CA signed).
+    pub(super) tls_creds: String,
+    pub(super) tls_hostname: String,
+    pub(super) tls_authz: Vec<String>,
     /// `setup`, `active`, `device`, `completed`, `failed`, `cancelled`
     /// (none: never started).
     pub(super) status: Option<&'static str>,
     pub(super) started: Option<std::time::Instant>,
     pub(super) summary: Option<Summary>,
     pub(super) error: Option<String>,
+}
+
+impl QmpMigration {
+    /// The TLS settings in force, if `tls-creds` is set.
+    pub(super) fn tls(&self) -> Option<super::types::TlsSettings> {
+        (!self.tls_creds.is_empty()).then(|| super::types::TlsSettings {
+            creds: self.tls_creds.clone(),
+            hostname: (!self.tls_hostname.is_empty()).then(|| self.tls_hostname.clone()),
+            authz: self.tls_authz.clone(),
+        })
+    }
 }
 
 impl Default for QmpMigration {
@@ -102,6 +118,9 @@ impl Default for QmpMigration {
             channels: 2,
             compression: "none".into(),
             zstd_level: 1,
+            tls_creds: String::new(),
+            tls_hostname: String::new(),
+            tls_authz: Vec::new(),
             status: None,
             started: None,
             summary: None,

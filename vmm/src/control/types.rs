@@ -68,6 +68,32 @@ pub struct MigrateRequest {
     /// A `file:` URI may replace an existing file (otherwise refused).
     #[serde(default)]
     pub overwrite: bool,
+    /// TLS on every connection (a sealed snapshot for `file:`).
+    #[serde(default)]
+    pub tls: Option<TlsSettings>,
+}
+
+/// Migration credentials as the command line and QMP give them: the
+/// reference's `tls-creds` (here `DIR` or `psk:FILE`, there being no
+/// `object-add`), `tls-hostname` (the name the destination's certificate
+/// must have; default the URI's host) and `tls-authz` (client subjects a
+/// destination admits, `CN=...,O=...`; empty: any the CA signed).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsSettings {
+    pub creds: String,
+    #[serde(default)]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub authz: Vec<String>,
+}
+
+impl TlsSettings {
+    /// The source's side of a session with these credentials.
+    pub fn client(&self) -> Result<migration::secure::TlsClient, String> {
+        let creds =
+            migration::secure::Creds::load(&self.creds).map_err(|e| format!("tls-creds: {e}"))?;
+        migration::secure::TlsClient::new(creds, self.hostname.clone()).map_err(|e| e.to_string())
+    }
 }
 
 fn default_downtime() -> u64 {
@@ -86,11 +112,18 @@ impl MigrateRequest {
             Some(c) => c.parse().map_err(|e: BadCompression| e.to_string())?,
             None => Compression::None,
         };
+        let tls = match &self.tls {
+            Some(t) => Some(migration::secure::SharedClient(std::sync::Arc::new(
+                t.client()?,
+            ))),
+            None => None,
+        };
         Ok(Params {
             downtime_limit: Duration::from_millis(self.downtime_limit),
             max_bandwidth: self.max_bandwidth,
             channels: self.channels,
             compression,
+            tls,
             ..Params::default()
         })
     }
@@ -183,6 +216,7 @@ mod tests {
             channels: 4,
             compress: Some("zstd:3".into()),
             overwrite: false,
+            tls: None,
         };
         let p = r.params().unwrap();
         assert_eq!((p.channels, p.downtime_limit.as_millis()), (4, 300));
@@ -191,5 +225,11 @@ mod tests {
         r.channels = 0;
         r.compress = Some("lz4".into());
         assert!(r.params().is_err());
+        r.compress = None;
+        r.tls = Some(TlsSettings {
+            creds: "/nonexistent".into(),
+            ..TlsSettings::default()
+        });
+        assert!(r.params().unwrap_err().contains("tls-creds: /nonexistent"));
     }
 }

@@ -240,6 +240,20 @@ impl TlsClient {
                 hello.extend_from_slice(&proof(&psk.key, SOURCE, &exporter));
                 s.write_all(&hello)?;
                 s.flush()?;
+                let mut status = [0u8; 1];
+                s.read_exact(&mut status)?;
+                if status[0] != 0 {
+                    // The destination says why (bounded), then closes.
+                    let mut len = [0u8; 1];
+                    s.read_exact(&mut len)?;
+                    let mut why = vec![0u8; usize::from(len[0])];
+                    s.read_exact(&mut why)?;
+                    *r = Some(TlsError::Peer(format!(
+                        "the destination refused: {}",
+                        String::from_utf8_lossy(&why)
+                    )));
+                    return Ok(());
+                }
                 let mut theirs = [0u8; 32];
                 s.read_exact(&mut theirs)?;
                 if !verify(&psk.key, DESTINATION, &exporter, &theirs) {
@@ -356,6 +370,10 @@ impl TlsServer {
                     .map_err(cfg_err)?
             }
         };
+        let mut config = config;
+        // No session tickets: a data channel never reads, and unread
+        // tickets in its socket would turn its close into a reset.
+        config.send_tls13_tickets = 0;
         Ok(Self {
             creds,
             authz: authz.iter().map(|a| normalize(a)).collect(),
@@ -389,22 +407,23 @@ impl TlsServer {
                     let mut tag = [0u8; 32];
                     s.read_exact(&mut tag)?;
                     let id = String::from_utf8_lossy(&id).into_owned();
-                    match self.creds.psk_of(&id) {
+                    let why = match self.creds.psk_of(&id) {
                         Some(k) if verify(&k.key, SOURCE, &exporter, &tag) => {
+                            s.write_all(&[0])?;
                             s.write_all(&proof(&k.key, DESTINATION, &exporter))?;
                             s.flush()?;
+                            return Ok(());
                         }
-                        Some(_) => {
-                            *r = Some(TlsError::Peer(format!(
-                                "wrong pre-shared key for identity `{id}`"
-                            )))
-                        }
-                        None => {
-                            *r = Some(TlsError::Peer(format!(
-                                "unknown pre-shared key identity `{id}`"
-                            )))
-                        }
-                    }
+                        Some(_) => format!("wrong pre-shared key for identity `{id}`"),
+                        None => format!("unknown pre-shared key identity `{id}`"),
+                    };
+                    // Tell the source why (the text reveals nothing of the
+                    // keys), then refuse.
+                    let text = &why.as_bytes()[..why.len().min(255)];
+                    let mut msg = vec![1, text.len() as u8];
+                    msg.extend_from_slice(text);
+                    let _ = s.write_all(&msg).and_then(|()| s.flush());
+                    *r = Some(TlsError::Peer(why));
                 }
             }
             Ok(())

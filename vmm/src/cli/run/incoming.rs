@@ -7,10 +7,12 @@ use super::{RunArgs, RunError, incoming_settings};
 use crate::builder::Machine;
 use crate::builder::config::{MachineConfig, RunRequest};
 use crate::control::runtime::{Deferred, RunShared};
+use crate::control::types::TlsSettings;
 use crate::migrate::MachineTarget;
 use crate::release::persona::Persona;
 use crate::vstate::vcpu::VmEvent;
 use migration::incoming;
+use migration::secure::Creds;
 use migration::transport::{self, Listener, TransportError, Uri};
 use std::sync::mpsc::{self, Receiver};
 
@@ -37,7 +39,17 @@ impl Incoming {
 /// The machine an incoming migration built, its events and configuration.
 pub type Received = (Machine, Receiver<VmEvent>, Option<MachineConfig>);
 
-fn listen(uri: &Uri) -> Result<Listener, TransportError> {
+/// Credentials a destination requires of its source: the credentials and
+/// the client subjects admitted (`tls-authz`).
+pub type Required = (Creds, Vec<String>);
+
+/// Loads `--tls-creds` / QMP's `tls-creds` settings.
+pub fn required(t: &TlsSettings) -> Result<Required, String> {
+    let creds = Creds::load(&t.creds).map_err(|e| format!("--tls-creds: {e}"))?;
+    Ok((creds, t.authz.clone()))
+}
+
+fn listen(uri: &Uri, tls: Option<&Required>) -> Result<Listener, TransportError> {
     if let Uri::File(p) = uri {
         // A snapshot must exist before anything is built.
         std::fs::metadata(p).map_err(|source| TransportError::Io {
@@ -46,21 +58,32 @@ fn listen(uri: &Uri) -> Result<Listener, TransportError> {
             source,
         })?;
     }
-    transport::listen(uri)
+    match tls {
+        Some((creds, authz)) => transport::listen_secure(uri, Some(creds), authz.clone()),
+        None => transport::listen(uri),
+    }
 }
 
 /// Waits for `migrate-incoming` and listens where it says; `None` when
 /// `quit` came first.
-fn deferred(shared: &RunShared) -> Option<Listener> {
+fn deferred(shared: &RunShared, cli: Option<&Required>) -> Option<Listener> {
     let (tx, rx) = mpsc::channel();
     shared.defer(tx);
     eprintln!("incoming: deferred, waiting for migrate-incoming");
     let got = loop {
         match rx.recv() {
-            Ok(Deferred::Listen(uri, reply)) => {
+            Ok(Deferred::Listen(uri, qmp_tls, reply)) => {
+                // QMP's tls-* parameters, else the command line's.
+                let tls = match qmp_tls.as_ref().map(required).transpose() {
+                    Ok(t) => t,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        continue;
+                    }
+                };
                 let l = uri
                     .parse::<Uri>()
-                    .and_then(|u| listen(&u))
+                    .and_then(|u| listen(&u, tls.as_ref().or(cli)))
                     .map_err(|e| e.to_string());
                 match l {
                     Ok(l) => {
@@ -87,10 +110,11 @@ pub fn receive(
     persona: &Persona,
     kernel: &[u8],
     shared: &RunShared,
+    tls: Option<&Required>,
 ) -> Result<Option<Received>, RunError> {
     let listener = match how {
-        Incoming::Uri(uri) => listen(uri).map_err(RunError::IncomingUri)?,
-        Incoming::Defer => match deferred(shared) {
+        Incoming::Uri(uri) => listen(uri, tls).map_err(RunError::IncomingUri)?,
+        Incoming::Defer => match deferred(shared, tls) {
             Some(l) => l,
             None => return Ok(None),
         },

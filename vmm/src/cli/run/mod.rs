@@ -14,23 +14,21 @@ use devices::serial::Serial;
 
 use compat_runtime::Override;
 use devices::serial::SerialOutput;
-use miette::Diagnostic;
 
+use crate::builder::Machine;
 use crate::builder::cmdline;
 use crate::builder::config::{self, ConfigError, RunRequest};
-use crate::builder::{BuildError, Machine};
-use crate::control::ControlError;
 use crate::control::events::Events;
 use crate::control::runtime::{MachineHandler, RunEvent, RunShared, RunState};
 use crate::control::server::ControlServer;
 use crate::control::state::State;
 use crate::migrate::IncomingSettings;
-use crate::release::persona::{Persona, PersonaError};
+use crate::release::persona::Persona;
 use crate::vstate::vcpu::VmEvent;
-use migration::incoming::IncomingError;
-use migration::transport::TransportError;
 
+mod error;
 mod incoming;
+pub use error::RunError;
 use incoming::Incoming;
 
 /// Removes the control sockets when `run` returns, however it returns.
@@ -92,6 +90,19 @@ pub struct RunArgs {
     /// those must not contradict the stream.
     #[arg(long, value_name = "URI")]
     pub incoming: Option<String>,
+    /// With `--incoming`: the source must authenticate with these
+    /// credentials, TLS 1.3 on every connection: an x509 directory in the
+    /// reference's layout (`ca-cert.pem`, `server-cert.pem`,
+    /// `server-key.pem`...) or `psk:FILE` (`identity:hexkey` lines; also
+    /// the key of a sealed `file:` snapshot). `vmm tls gen` writes a
+    /// rehearsal set.
+    #[arg(long, value_name = "DIR|psk:FILE")]
+    pub tls_creds: Option<String>,
+    /// With x509 `--tls-creds`: a client certificate subject the
+    /// destination admits (`CN=source,O=vmm`); repeatable; none: any the
+    /// CA signed.
+    #[arg(long, value_name = "SUBJECT")]
+    pub tls_authz: Vec<String>,
     /// The guest's CPU: `MODEL[,FEATURE=on|off][,+FEATURE][,-FEATURE]`, MODEL
     /// `qemu64` (the default: its features, as data) or `host` (the features
     /// this host's KVM offers, migratable only). A feature the host lacks is
@@ -109,123 +120,8 @@ pub struct RunArgs {
     pub as_release: Option<String>,
 }
 
-/// Why `vmm run` failed.
-#[derive(Debug, thiserror::Error, Diagnostic)]
-pub enum RunError {
-    /// Bad `-m`.
-    #[error("invalid memory size `{0}`")]
-    #[diagnostic(
-        code(vmm::cli::run::memory),
-        help("use a size like 256M, 1G or 65536K")
-    )]
-    Memory(String),
-    /// Bad `--smp`.
-    #[error("invalid --smp `{0}`")]
-    #[diagnostic(code(vmm::cli::run::smp), help("use a number of vCPUs, e.g. --smp 2"))]
-    Smp(String),
-    /// Bad `--serial`.
-    #[error("invalid --serial `{0}`")]
-    #[diagnostic(code(vmm::cli::run::serial), help("use stdio or file:PATH"))]
-    Serial(String),
-    /// Machine type, overrides, drives.
-    #[error(transparent)]
-    #[diagnostic(code(vmm::cli::run::config))]
-    Config(#[from] ConfigError),
-    /// A `--drive` image does not exist.
-    #[error("disk image {0} does not exist")]
-    #[diagnostic(
-        code(vmm::cli::run::drive),
-        help("create it first, e.g. truncate -s 64M IMAGE")
-    )]
-    MissingImage(PathBuf),
-    /// `--kernel` unreadable.
-    #[error("cannot read kernel {path}: {source}")]
-    #[diagnostic(code(vmm::cli::run::kernel))]
-    Kernel {
-        /// Path.
-        path: PathBuf,
-        /// OS error.
-        source: std::io::Error,
-    },
-    /// Building the VM failed.
-    #[error(transparent)]
-    #[diagnostic(code(vmm::cli::run::build))]
-    Build(#[from] BuildError),
-    /// The guest crashed.
-    #[error("guest crashed on vCPU {vcpu}: {exit}\n  registers: {regs}")]
-    #[diagnostic(code(vmm::cli::run::guest_crash))]
-    GuestCrash {
-        /// vCPU.
-        vcpu: u8,
-        /// Exit description.
-        exit: String,
-        /// Registers.
-        regs: String,
-    },
-    /// A bad `--qmp` option.
-    #[error("{0}")]
-    #[diagnostic(code(vmm::cli::run::qmp))]
-    Qmp(String),
-    /// A bad `--incoming` URI or listening failed.
-    #[error("--incoming: {0}")]
-    #[diagnostic(code(vmm::cli::run::incoming_uri))]
-    IncomingUri(TransportError),
-    /// The incoming migration failed; no guest was started.
-    #[error("incoming migration failed: {0}")]
-    #[diagnostic(
-        code(vmm::cli::run::incoming),
-        help("nothing was started on this destination")
-    )]
-    Incoming(IncomingError),
-    /// The control socket.
-    #[error(transparent)]
-    #[diagnostic(code(vmm::cli::run::control))]
-    Control(#[from] ControlError),
-    /// `--as-release`, or the machine type's lifecycle.
-    #[error(transparent)]
-    #[diagnostic(transparent)]
-    Persona(Box<PersonaError>),
-    /// All vCPU threads ended without a power-off.
-    #[error("all vCPUs stopped without a power-off")]
-    #[diagnostic(code(vmm::cli::run::vcpus_gone))]
-    VcpusGone,
-}
-
-impl RunError {
-    /// The exit status: 2 for bad command-line input (as the reference's
-    /// usage errors), 1 for everything else.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            RunError::Memory(_)
-            | RunError::Smp(_)
-            | RunError::Serial(_)
-            | RunError::Config(_)
-            | RunError::Qmp(_)
-            | RunError::MissingImage(_) => 2,
-            RunError::Persona(p) => match **p {
-                PersonaError::Config(_) | PersonaError::Override(_) => 2,
-                _ => 1,
-            },
-            _ => 1,
-        }
-    }
-}
-
 /// `-M` when none is given.
 pub const DEFAULT_MACHINE: &str = "pc";
-
-impl From<PersonaError> for RunError {
-    fn from(e: PersonaError) -> Self {
-        RunError::Persona(Box::new(e))
-    }
-}
-
-impl From<IncomingError> for RunError {
-    fn from(e: IncomingError) -> Self {
-        // Not a `source`: the message already says it, once.
-        RunError::Incoming(e)
-    }
-}
 
 /// Parses `--smp N` or `--smp cpus=N[,...]`.
 fn parse_smp(s: &str) -> Result<u32, RunError> {
@@ -409,6 +305,17 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let persona = Persona::from_arg(args.as_release.as_deref())?;
     persona.check_machine(args.machine.as_deref())?;
     let incoming = args.incoming.as_deref().map(Incoming::parse).transpose()?;
+    let tls = match &args.tls_creds {
+        Some(c) => Some(
+            incoming::required(&crate::control::types::TlsSettings {
+                creds: c.clone(),
+                hostname: None,
+                authz: args.tls_authz.clone(),
+            })
+            .map_err(RunError::Tls)?,
+        ),
+        None => None,
+    };
     // A destination resolves its configuration from the stream.
     let mut cfg = match incoming {
         Some(_) => None,
@@ -460,7 +367,7 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let mut generation = 0u64;
     if let Some(how) = &incoming {
         let Some((machine, rx, got)) =
-            incoming::receive(how, args, &req, &persona, &kernel, &shared)?
+            incoming::receive(how, args, &req, &persona, &kernel, &shared, tls.as_ref())?
         else {
             return Ok(());
         };

@@ -25,6 +25,9 @@ pub fn set_parameters(st: &State, args: &Args) -> Reply {
         "multifd-channels",
         "multifd-zstd-level",
         "multifd-compression",
+        "tls-creds",
+        "tls-hostname",
+        "tls-authz",
     ])?;
     // Every argument is checked before any is applied.
     let downtime = args.opt_u64("downtime-limit")?;
@@ -51,7 +54,40 @@ pub fn set_parameters(st: &State, args: &Args) -> Reply {
             )));
         }
     };
+    let creds = args.opt_str("tls-creds")?;
+    if let Some(c) = creds.filter(|c| !c.is_empty()) {
+        migration::secure::Creds::load(c)
+            .map_err(|e| QmpError::generic(format!("Parameter 'tls-creds': {e}")))?;
+    }
+    let hostname = args.opt_str("tls-hostname")?;
+    let authz = match args.get("tls-authz") {
+        None => None,
+        Some(Value::String(s)) if s.is_empty() => Some(Vec::new()),
+        Some(Value::String(s)) => Some(vec![s.clone()]),
+        Some(Value::Array(a)) => Some(
+            a.iter()
+                .map(|v| v.as_str().map(String::from))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| {
+                    QmpError::generic("Invalid parameter type for 'tls-authz', expected: string")
+                })?,
+        ),
+        Some(_) => {
+            return Err(QmpError::generic(
+                "Invalid parameter type for 'tls-authz', expected: string",
+            ));
+        }
+    };
     let mut s = st.qmp();
+    if let Some(c) = creds {
+        s.tls_creds = c.to_string();
+    }
+    if let Some(h) = hostname {
+        s.tls_hostname = h.to_string();
+    }
+    if let Some(a) = authz {
+        s.tls_authz = a;
+    }
     s.downtime_limit = downtime.unwrap_or(s.downtime_limit);
     s.max_bandwidth = bandwidth.unwrap_or(s.max_bandwidth);
     s.channels = channels.unwrap_or(s.channels);
@@ -80,6 +116,9 @@ pub fn query_parameters(st: &State, args: &Args) -> Reply {
         "multifd-channels": s.channels,
         "multifd-compression": s.compression,
         "multifd-zstd-level": s.zstd_level,
+        "tls-creds": s.tls_creds,
+        "tls-hostname": s.tls_hostname,
+        "tls-authz": s.tls_authz.join(" "),
     }))
 }
 
@@ -181,6 +220,7 @@ pub fn start(st: &Arc<State>, args: &Args) -> Reply {
             // Without multifd it compresses the main stream (an extension).
             compress: (s.compression == "zstd").then(|| format!("zstd:{}", s.zstd_level)),
             overwrite,
+            tls: s.tls(),
         }
     };
     set_status(st, "setup");
@@ -250,8 +290,9 @@ pub const HANDOVER_GRACE: std::time::Duration = std::time::Duration::from_secs(1
 pub fn incoming(st: &State, args: &Args) -> Reply {
     args.only(&["uri", "channels", "exit-on-error"])?;
     let uri = uri_of(args)?;
+    let tls = st.qmp().tls();
     st.handler
-        .migrate_incoming(&uri)
+        .migrate_incoming(&uri, tls)
         .map(|_| json!({}))
         .map_err(fail)
 }

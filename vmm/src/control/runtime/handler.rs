@@ -204,7 +204,11 @@ impl ControlHandler for MachineHandler {
         }
     }
 
-    fn migrate_incoming(&self, uri: &str) -> Result<String, VmError> {
+    fn migrate_incoming(
+        &self,
+        uri: &str,
+        tls: Option<crate::control::types::TlsSettings>,
+    ) -> Result<String, VmError> {
         let tx = plock(&self.0.deferred).clone().ok_or_else(|| {
             VmError::new(
                 "'-incoming' was not specified on the command line (start with `--incoming defer`)",
@@ -212,7 +216,7 @@ impl ControlHandler for MachineHandler {
         })?;
         uri.parse::<Uri>().map_err(VmError::new)?;
         let (reply, answer) = std::sync::mpsc::channel();
-        tx.send(Deferred::Listen(uri.to_string(), reply))
+        tx.send(Deferred::Listen(uri.to_string(), tls, reply))
             .map_err(|_| VmError::new("the destination is no longer waiting"))?;
         match answer.recv_timeout(LISTEN_TIMEOUT) {
             Ok(r) => r.map_err(VmError::new),

@@ -39,9 +39,13 @@ pub enum RunEvent {
 /// What a `--incoming defer` destination's main loop waits for.
 #[derive(Debug)]
 pub enum Deferred {
-    /// `migrate-incoming URI`: listen there, answer with the URI listened
-    /// on (or why not) once listening.
-    Listen(String, Sender<Result<String, String>>),
+    /// `migrate-incoming URI` (with QMP's TLS parameters, if set): listen
+    /// there, answer with the URI listened on (or why not) once listening.
+    Listen(
+        String,
+        Option<crate::control::types::TlsSettings>,
+        Sender<Result<String, String>>,
+    ),
     /// `quit` before any stream came.
     Quit,
 }

@@ -107,7 +107,11 @@ impl ControlHandler for Fake {
             max_throttle: 0,
         })
     }
-    fn migrate_incoming(&self, _: &str) -> Result<String, VmError> {
+    fn migrate_incoming(
+        &self,
+        _: &str,
+        _: Option<crate::control::types::TlsSettings>,
+    ) -> Result<String, VmError> {
         Err(VmError::new(
             "'-incoming' was not specified on the command line",
         ))
@@ -558,7 +562,11 @@ impl ControlHandler for VmHandler {
         migration::precopy::migrate_to(&mut *vm, &uri, &params, progress, cancel)
             .map_err(VmError::new)
     }
-    fn migrate_incoming(&self, _: &str) -> Result<String, VmError> {
+    fn migrate_incoming(
+        &self,
+        _: &str,
+        _: Option<crate::control::types::TlsSettings>,
+    ) -> Result<String, VmError> {
         Err(VmError::new("not a destination"))
     }
     fn incoming_status(&self) -> Option<(&'static str, Option<String>)> {
