@@ -54,8 +54,8 @@ pub struct Args {
     /// Give up on one migration after this many seconds.
     #[arg(long, default_value_t = 180)]
     pub timeout: u64,
-    /// vmm's settings: N (`--channels N`, 0 = one stream), N+zstd or
-    /// N+zstd:LEVEL.
+    /// vmm's settings: N (`multifd-channels` N, 0 = one stream), N+zstd or
+    /// N+zstd:LEVEL, each optionally +tls (x509 on every connection).
     #[arg(long, value_delimiter = ',', default_value = setting::VMM_DEFAULT)]
     pub vmm_settings: Vec<Setting>,
     /// The references' settings, same syntax (N = `multifd-channels`, 0 =
@@ -141,6 +141,8 @@ struct Case<'a> {
     mib: u64,
     workload: &'a str,
     args: &'a Args,
+    /// Rehearsal x509 credentials (`vmm tls gen`) for the `+tls` rows.
+    tls: Option<&'a Path>,
 }
 
 /// The serial line after which a guest running `workload` is migrated:
@@ -247,6 +249,28 @@ fn bench(args: &Args) -> Result<(), String> {
     let guest = args.bins.guest(&vmm, "mig")?;
     let kernel = guest.path();
     let host = Host::measure()?;
+    // One set of rehearsal credentials for every `+tls` row of both VMMs.
+    let wants_tls = args
+        .vmm_settings
+        .iter()
+        .chain(&args.qemu_settings)
+        .any(|s| s.tls);
+    let tls_dir = std::env::temp_dir().join(format!("vmm-bench-tls-{}", std::process::id()));
+    if wants_tls {
+        let _ = std::fs::remove_dir_all(&tls_dir);
+        let out = std::process::Command::new(&vmm)
+            .args(["tls", "gen"])
+            .arg(&tls_dir)
+            .output()
+            .map_err(|e| format!("vmm tls gen: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "vmm tls gen: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+    }
+    let tls = wants_tls.then_some(tls_dir.as_path());
     println!("{}", host.describe(args.runs));
     for r in &refs {
         println!(
@@ -267,6 +291,7 @@ fn bench(args: &Args) -> Result<(), String> {
                 mib,
                 workload,
                 args,
+                tls,
             };
             let ours = measure("vmm", &args.vmm_settings, &case, &host, |set| {
                 vmm::run_vmm(&vmm, set, &case)
@@ -312,6 +337,7 @@ fn with_test_case<R>(f: impl FnOnce(&Case) -> R) -> R {
         mib: 256,
         workload: "ab",
         args: &args,
+        tls: None,
     })
 }
 

@@ -85,6 +85,42 @@ pub fn multifd_commands(set: &Setting) -> Vec<(&'static str, Value)> {
     out
 }
 
+/// Which VMM a side is (their TLS credentials are named differently).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// `tls-creds` is the credentials directory itself.
+    Vmm,
+    /// `tls-creds` names a `tls-creds-x509` object, added first.
+    Qemu,
+}
+
+/// The commands that turn x509 TLS (the rehearsal credentials in `dir`) on
+/// for the source and for the destination of a `kind` VMM.
+pub fn tls_commands(kind: Kind, dir: &Path) -> [Vec<(&'static str, Value)>; 2] {
+    let dir = dir.display().to_string();
+    let side = |endpoint: &str, source: bool| {
+        let mut out = Vec::new();
+        let creds = match kind {
+            Kind::Vmm => dir.clone(),
+            Kind::Qemu => {
+                out.push((
+                    "object-add",
+                    json!({"qom-type": "tls-creds-x509", "id": "tls0", "dir": dir,
+                           "endpoint": endpoint, "verify-peer": true}),
+                ));
+                "tls0".to_string()
+            }
+        };
+        let mut p = json!({ "tls-creds": creds });
+        if source {
+            p["tls-hostname"] = json!("localhost");
+        }
+        out.push(("migrate-set-parameters", p));
+        out
+    };
+    [side("client", true), side("server", false)]
+}
+
 /// A QMP event's host timestamp, in seconds.
 fn event_time(e: &Value) -> Option<f64> {
     let t = e.get("timestamp")?;
@@ -98,10 +134,23 @@ pub fn migrate(
     (dst, dq): (&Proc, &Path),
     set: &Setting,
     case: &Case,
+    kind: Kind,
 ) -> Result<Sample, RunError> {
     let args = case.args;
     let mut s = connect(sq)?;
     let mut d = connect(dq)?;
+    if set.tls {
+        let dir = case
+            .tls
+            .ok_or_else(|| "a +tls row without credentials".to_string())?;
+        let [on_src, on_dst] = tls_commands(kind, dir);
+        for c in on_dst {
+            exec(&mut d, &c).map_err(|e| RunError::Unsupported(format!("destination: {e}")))?;
+        }
+        for c in on_src {
+            exec(&mut s, &c).map_err(|e| RunError::Unsupported(format!("source: {e}")))?;
+        }
+    }
     for c in multifd_commands(set) {
         exec(&mut d, &c).map_err(|e| RunError::Unsupported(format!("destination: {e}")))?;
     }
@@ -201,5 +250,22 @@ mod tests {
         let c = multifd_commands(&set("0+zstd"));
         assert_eq!((c.len(), c[0].0), (1, "migrate-set-parameters"));
         assert_eq!(base_commands(300)[1].1["downtime-limit"], 300);
+    }
+
+    #[test]
+    fn tls_for_each_kind_of_vmm() {
+        let [src, dst] = tls_commands(Kind::Vmm, Path::new("/t/c"));
+        assert_eq!(
+            src[0].1.to_string(),
+            r#"{"tls-creds":"/t/c","tls-hostname":"localhost"}"#
+        );
+        assert_eq!(dst[0].1.to_string(), r#"{"tls-creds":"/t/c"}"#);
+        let [src, dst] = tls_commands(Kind::Qemu, Path::new("/t/c"));
+        assert_eq!(
+            (src[0].0, src[0].1["endpoint"].as_str()),
+            ("object-add", Some("client"))
+        );
+        assert_eq!(dst[0].1["endpoint"], "server");
+        assert_eq!(src[1].1["tls-creds"], "tls0");
     }
 }

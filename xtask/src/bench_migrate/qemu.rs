@@ -74,7 +74,7 @@ pub fn run_qemu(qemu: &Reference, set: &Setting, case: &Case) -> Result<Sample, 
     let mut c = qemu_cmd(path, case, &dq, "dst");
     c.args(["-incoming", "defer"]);
     let dst = Proc::spawn(c)?;
-    let r = drive::migrate((&src, &sq), (&dst, &dq), set, case);
+    let r = drive::migrate((&src, &sq), (&dst, &dq), set, case, drive::Kind::Qemu);
     let _ = std::fs::remove_file(&sq);
     let _ = std::fs::remove_file(&dq);
     r

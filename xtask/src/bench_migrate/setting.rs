@@ -14,6 +14,8 @@ pub struct Setting {
     pub channels: u32,
     /// zstd level of page contents; `None`: not compressed.
     pub zstd: Option<u32>,
+    /// TLS on every connection (x509, mutual; rehearsal credentials).
+    pub tls: bool,
 }
 
 /// The `vmm` settings measured by default: 1 stream, 2 and 4 channels, each
@@ -27,16 +29,21 @@ const ZSTD_DEFAULT_LEVEL: u32 = 1;
 impl FromStr for Setting {
     type Err = String;
 
-    /// `N` or `N+zstd` or `N+zstd:LEVEL`, N the data channels (0..=16).
+    /// `N`, `N+zstd` or `N+zstd:LEVEL`, N the data channels (0..=16),
+    /// each optionally followed by `+tls`.
     fn from_str(s: &str) -> Result<Self, String> {
         let bad = || {
             format!(
-                "`{s}`: expected N, N+zstd or N+zstd:LEVEL (N = data channels 0..=16, 0 = one stream)"
+                "`{s}`: expected N, N+zstd or N+zstd:LEVEL, optionally +tls (N = data channels 0..=16, 0 = one stream)"
             )
         };
-        let (n, comp) = match s.trim().split_once('+') {
+        let (rest, tls) = match s.trim().strip_suffix("+tls") {
+            Some(r) => (r, true),
+            None => (s.trim(), false),
+        };
+        let (n, comp) = match rest.split_once('+') {
             Some((n, c)) => (n, Some(c)),
-            None => (s.trim(), None),
+            None => (rest, None),
         };
         let channels: u32 = n.parse().map_err(|_| bad())?;
         if channels > 16 {
@@ -50,7 +57,11 @@ impl FromStr for Setting {
                 _ => return Err(bad()),
             },
         };
-        Ok(Self { channels, zstd })
+        Ok(Self {
+            channels,
+            zstd,
+            tls,
+        })
     }
 }
 
@@ -62,10 +73,14 @@ impl fmt::Display for Setting {
             n => write!(f, "{n} channels")?,
         }
         match self.zstd {
-            None => Ok(()),
-            Some(ZSTD_DEFAULT_LEVEL) => write!(f, " + zstd"),
-            Some(l) => write!(f, " + zstd:{l}"),
+            None => {}
+            Some(ZSTD_DEFAULT_LEVEL) => write!(f, " + zstd")?,
+            Some(l) => write!(f, " + zstd:{l}")?,
         }
+        if self.tls {
+            write!(f, " + TLS")?;
+        }
+        Ok(())
     }
 }
 
@@ -99,7 +114,11 @@ impl Version {
     /// anything newer one stream plus multifd 2 and 4 channels, without and
     /// with zstd.
     pub fn default_settings(&self) -> Vec<Setting> {
-        let s = |channels, zstd| Setting { channels, zstd };
+        let s = |channels, zstd| Setting {
+            channels,
+            zstd,
+            tls: false,
+        };
         if *self < Self(8, 0, 0) {
             vec![s(0, None)]
         } else {
@@ -194,6 +213,9 @@ mod tests {
             ]
         );
         assert_eq!(s("1+zstd:3").to_string(), "1 channel + zstd:3");
+        assert_eq!(s("4+tls").to_string(), "4 channels + TLS");
+        assert_eq!(s("2+zstd+tls").to_string(), "2 channels + zstd + TLS");
+        assert!("tls".parse::<Setting>().is_err());
         for bad in ["", "x", "17", "2+lz4", "2+zstd:0", "2+zstd:20", "-1"] {
             assert!(bad.parse::<Setting>().is_err(), "{bad}");
         }

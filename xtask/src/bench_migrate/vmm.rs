@@ -34,14 +34,17 @@ pub fn run_vmm(vmm: &Path, set: &Setting, case: &Case) -> Result<Sample, RunErro
     let src = Proc::spawn(vmm_cmd(vmm, case, &sq, false))?;
     src.wait_line(READY, case.ready_line())?;
     let dst = Proc::spawn(vmm_cmd(vmm, case, &dq, true))?;
-    let r = drive::migrate((&src, &sq), (&dst, &dq), set, case).map_err(|e| match e {
-        RunError::Failed(why) => RunError::Failed(format!(
-            "{why}\nsource: {}\ndestination: {}",
-            src.stderr(),
-            dst.stderr()
-        )),
-        other => other,
-    });
+    let r =
+        drive::migrate((&src, &sq), (&dst, &dq), set, case, drive::Kind::Vmm).map_err(
+            |e| match e {
+                RunError::Failed(why) => RunError::Failed(format!(
+                    "{why}\nsource: {}\ndestination: {}",
+                    src.stderr(),
+                    dst.stderr()
+                )),
+                other => other,
+            },
+        );
     let _ = std::fs::remove_file(&sq);
     let _ = std::fs::remove_file(&dq);
     r
