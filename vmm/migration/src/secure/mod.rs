@@ -8,6 +8,7 @@ pub mod creds;
 pub mod rehearsal;
 pub mod seal;
 pub mod session;
+pub mod stream;
 
 pub use creds::{Creds, CredsError};
 pub use session::{SharedClient, Sock, TlsClient, TlsError, TlsServer, TlsStream};

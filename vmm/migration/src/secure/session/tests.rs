@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::secure::rehearsal;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 const T: Duration = Duration::from_secs(10);
