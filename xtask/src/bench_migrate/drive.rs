@@ -12,7 +12,7 @@ use super::cpu::CpuWatch;
 use super::setting::Setting;
 use super::{Case, READY, Sample, free_port, wait_for};
 use crate::bench_vmm::Proc;
-use qmp::Client;
+use qmp::{Client, ClientError};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -35,9 +35,23 @@ impl From<String> for RunError {
 /// How long one QMP command may take.
 const ANSWER: Duration = Duration::from_secs(30);
 
+/// A QMP session once the VMM listens (a socket file can exist a moment
+/// before its `listen`: refused connections are retried within READY).
 fn connect(path: &Path) -> Result<Client, String> {
     wait_for(READY, "the QMP socket", || path.exists())?;
-    Client::connect(path, ANSWER).map_err(|e| format!("QMP {}: {e}", path.display()))
+    let deadline = Instant::now() + READY;
+    loop {
+        match Client::connect(path, ANSWER) {
+            Ok(c) => return Ok(c),
+            Err(ClientError::Connect { source, .. })
+                if source.kind() == std::io::ErrorKind::ConnectionRefused
+                    && Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(format!("QMP {}: {e}", path.display())),
+        }
+    }
 }
 
 fn exec(q: &mut Client, (cmd, args): &(&str, Value)) -> Result<Value, String> {
