@@ -64,6 +64,16 @@ fn listen(uri: &Uri, tls: Option<&Required>) -> Result<Listener, TransportError>
     }
 }
 
+/// Says where the destination listens: on stderr (`incoming: waiting on
+/// URI`, the port of `:0` resolved) and to `query-migrate` (`setup`).
+fn announce(shared: &RunShared, l: &Listener) {
+    if let Ok(u) = l.uri() {
+        eprintln!("incoming: waiting on {u}");
+        shared.set_listening(u.to_string());
+    }
+    shared.set_incoming("setup");
+}
+
 /// Waits for `migrate-incoming` and listens where it says; `None` when
 /// `quit` came first.
 fn deferred(shared: &RunShared, cli: Option<&Required>) -> Option<Listener> {
@@ -87,6 +97,9 @@ fn deferred(shared: &RunShared, cli: Option<&Required>) -> Option<Listener> {
                     .map_err(|e| e.to_string());
                 match l {
                     Ok(l) => {
+                        // Listening, and query-migrate says so, before
+                        // migrate-incoming returns.
+                        announce(shared, &l);
                         let _ = reply.send(Ok(l.uri().map(|u| u.to_string()).unwrap_or(uri)));
                         break Some(l);
                     }
@@ -113,17 +126,17 @@ pub fn receive(
     tls: Option<&Required>,
 ) -> Result<Option<Received>, RunError> {
     let listener = match how {
-        Incoming::Uri(uri) => listen(uri, tls).map_err(RunError::IncomingUri)?,
+        Incoming::Uri(uri) => {
+            let l = listen(uri, tls).map_err(RunError::IncomingUri)?;
+            announce(shared, &l);
+            l
+        }
         Incoming::Defer => match deferred(shared, tls) {
             Some(l) => l,
             None => return Ok(None),
         },
     };
-    if let Ok(u) = listener.uri() {
-        eprintln!("incoming: waiting on {u}");
-        shared.set_listening(u.to_string());
-    }
-    shared.set_incoming("setup");
+
     let mut target = MachineTarget::new(
         incoming_settings(args, req),
         persona,
