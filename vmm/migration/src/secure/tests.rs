@@ -30,6 +30,16 @@ fn psk(name: &str) -> Creds {
     Creds::load(&format!("psk:{}", f.display())).unwrap()
 }
 
+/// Migration parameters with `channels` and TLS with `creds`.
+fn tls_params(creds: &Creds, channels: u32) -> Params {
+    let client = TlsClient::new(creds.clone(), None).unwrap();
+    Params {
+        channels,
+        tls: Some(SharedClient(Arc::new(client))),
+        ..Params::default()
+    }
+}
+
 fn migrate_over_tls(creds: Creds, channels: u32) {
     let pages = 2048;
     let mut src = FakeSource::new(GuestSpec::ab(pages));
@@ -46,11 +56,7 @@ fn migrate_over_tls(creds: Creds, channels: u32) {
         let r = incoming::receive_on(&l, &mut t);
         (t, r)
     });
-    let params = Params {
-        channels,
-        tls: Some(SharedClient(Arc::new(TlsClient::new(creds, None).unwrap()))),
-        ..Params::default()
-    };
+    let params = tls_params(&creds, channels);
     let sum = precopy::migrate_to(
         &mut src,
         &uri,
@@ -91,10 +97,7 @@ fn a_refusal_names_the_culprit_inside_the_session() {
         };
         incoming::receive_on(&l, &mut t).map(|_| ())
     });
-    let params = Params {
-        tls: Some(SharedClient(Arc::new(TlsClient::new(creds, None).unwrap()))),
-        ..Params::default()
-    };
+    let params = tls_params(&creds, 0);
     let e = precopy::migrate_to(
         &mut src,
         &uri,
@@ -115,12 +118,7 @@ fn a_sealed_snapshot_restores_and_one_flipped_byte_is_refused() {
     let path = tmp("seal-file").join("snap.bin");
     let uri = Uri::File(path.clone());
     let mut src = FakeSource::new(GuestSpec::ab(512));
-    let params = Params {
-        tls: Some(SharedClient(Arc::new(
-            TlsClient::new(creds.clone(), None).unwrap(),
-        ))),
-        ..Params::default()
-    };
+    let params = tls_params(&creds, 0);
     precopy::migrate_to(
         &mut src,
         &uri,
