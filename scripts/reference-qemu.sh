@@ -54,12 +54,14 @@ lib_depends() { # the library packages PKG depends on that the machine lacks
         while read -r dep; do installed "$dep" || echo "$dep"; done
 }
 
-if [ -x "$wrapper" ] && [ -x "$real" ] && [ -z "$(missing_libs)" ]; then
+# SeaBIOS: the q35 machine types (`cargo xtask oracle`) need bios-256k.bin.
+if [ -x "$wrapper" ] && [ -x "$real" ] && [ -z "$(missing_libs)" ] \
+    && [ -e "$root/usr/share/seabios/bios-256k.bin" ]; then
     echo "$wrapper"
     exit 0
 fi
 
-fetch qemu-system-x86 qemu-system-data
+fetch qemu-system-x86 qemu-system-data seabios
 # Libraries: the direct ones first, then one more level, then check with ldd.
 pending="$(lib_depends qemu-system-x86)"
 for _round in 1 2 3; do

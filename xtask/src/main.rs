@@ -28,6 +28,7 @@ mod bench_codegen;
 mod bench_cpu;
 mod bench_migrate;
 mod bench_vmm;
+mod oracle;
 mod procfs;
 mod release;
 #[cfg(test)]
@@ -125,6 +126,10 @@ enum Command {
     BenchMigrate(bench_migrate::Args),
     /// Time `vmm cpu baseline` over 1,000 host files (target: under 0.1 s).
     BenchCpuBaseline(bench_cpu::Args),
+    /// Compare our resolved property values with the reference's (`qom-get`
+    /// on every machine type both know); fail on a difference not explained
+    /// in compat/oracle.allow.toml.
+    Oracle(oracle::Args),
 }
 
 fn main() -> ExitCode {
@@ -135,6 +140,7 @@ fn main() -> ExitCode {
         Command::BenchBoot(args) => bench_boot::run(&args),
         Command::BenchMigrate(args) => bench_migrate::run(&args),
         Command::BenchCpuBaseline(args) => bench_cpu::run(&args),
+        Command::Oracle(args) => oracle::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
