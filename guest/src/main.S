@@ -613,6 +613,8 @@ report_blk:
 /* ------------------------------------------------------------------------
  * PCI report through ECAM (bus 0 only). For each present function:
  *   pci: bdf=00:DD.F vendor=0x.. device=0x.. class=0x.. header=0x..
+ * for one with a PCI Express capability (id 0x10, walked from 0x34):
+ *   pcie: bdf=00:DD.F cap=0x.. devcap=0x..   (Device Capabilities)
  * and for one with an AER extended capability (id 1, walked from 0x100):
  *   aer: bdf=00:DD.F cap=0x.. uncor_mask=0x.. uncor_sever=0x.. */
 report_pci:
@@ -650,6 +652,7 @@ fn_loop:
         movzbl 0xe(%rbx), %eax
         PHEX " header=", %rax
         call newline
+        call report_pcie
         call report_aer
         test %r13, %r13                 /* function 0 without the multi-function */
         jnz fn_next                     /* bit: skip functions 1-7 */
@@ -688,6 +691,30 @@ put_bdf:
         call putc
         movzbl hexdig(%r13), %edi
         jmp putc
+
+/* report_pcie(): walk the capability list of the function at rbx for the
+ * PCI Express capability; print its Device Capabilities register (bit 5:
+ * Extended Tag Field Supported, the `x-pcie-ext-tag` property). */
+report_pcie:
+        testb $0x10, 6(%rbx)            /* status: capabilities list */
+        jz 9f
+        movzbl 0x34(%rbx), %r14d
+        mov $48, %ecx                   /* loop guard */
+1:      and $0xfc, %r14d
+        cmp $0x40, %r14d
+        jb 9f
+        cmpb $0x10, (%rbx,%r14)         /* PCI_CAP_ID_EXP */
+        je 2f
+        movzbl 1(%rbx,%r14), %r14d      /* next pointer */
+        dec %ecx
+        jnz 1b
+9:      ret
+2:      PUTS "pcie:"
+        call put_bdf
+        PHEX " cap=", %r14
+        movl 4(%rbx,%r14), %eax         /* PCI_EXP_DEVCAP */
+        PHEX " devcap=", %rax
+        jmp newline
 
 /* report_aer(): walk the extended capabilities of the function at rbx. */
 report_aer:

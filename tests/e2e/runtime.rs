@@ -125,6 +125,23 @@ fn aer_uncor_mask_follows_machine_type() {
     follows_machine_type("aer", "uncor_mask", &cases);
 }
 
+/// The root port's PCIe Device Capabilities register, as the guest reads
+/// it: bit 5 (Extended Tag Field Supported) is `x-pcie-ext-tag`. Every
+/// machine type we ship sets it (issue 14's erratum: the reference's pc-<=9.1
+/// do not); `--global` and `--device` reach it.
+#[test]
+fn pcie_ext_tag_is_the_bit_the_guest_reads() {
+    require_kvm!();
+    for (extra, want) in [
+        (&["-M", "pc-7.2"][..], "0x20"),
+        (&["-M", "pc-8.2", "--as-release", "8.2"], "0x20"),
+        (&["--global", "pci-device.x-pcie-ext-tag=off"], "0x0"),
+        (&["--device", "pcie-root-port,x-pcie-ext-tag=off"], "0x0"),
+    ] {
+        assert_fact(extra, "pcie", "devcap", want);
+    }
+}
+
 #[test]
 fn command_line_names_devices() {
     require_kvm!();
