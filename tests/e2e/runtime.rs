@@ -126,17 +126,18 @@ fn aer_uncor_mask_follows_machine_type() {
 }
 
 /// The root port's PCIe Device Capabilities register, as the guest reads
-/// it: bit 5 (Extended Tag Field Supported) is `x-pcie-ext-tag`. Every
-/// machine type we ship sets it (issue 14's erratum: the reference's pc-<=9.1
-/// do not); `--global` and `--device` reach it.
+/// it: bit 5 (Extended Tag Field Supported) is `x-pcie-ext-tag`. Releases
+/// 5.1 … 8.2 set it on every machine type (erratum pcie-ext-tag); since
+/// 8.2.1 it is off, the reference's value; `--global` and `--device` reach it.
 #[test]
 fn pcie_ext_tag_is_the_bit_the_guest_reads() {
     require_kvm!();
     for (extra, want) in [
-        (&["-M", "pc-7.2"][..], "0x20"),
-        (&["-M", "pc-8.2", "--as-release", "8.2"], "0x20"),
-        (&["--global", "pci-device.x-pcie-ext-tag=off"], "0x0"),
-        (&["--device", "pcie-root-port,x-pcie-ext-tag=off"], "0x0"),
+        (&["-M", "pc-7.2"][..], "0x0"),
+        (&["-M", "pc-7.2", "--as-release", "8.2"], "0x20"),
+        (&["-M", "pc-7.2", "--as-release", "8.2.1"], "0x0"),
+        (&["--global", "pci-device.x-pcie-ext-tag=on"], "0x20"),
+        (&["--device", "pcie-root-port,x-pcie-ext-tag=on"], "0x20"),
     ] {
         assert_fact(extra, "pcie", "devcap", want);
     }

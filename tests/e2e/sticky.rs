@@ -222,3 +222,96 @@ fn adopting_from_8_0_names_the_erratum_and_7_2_cannot_adopt_it() {
     );
     b.quit("power-off");
 }
+
+/// The same story for our own erratum (issue 14): releases 5.1 … 8.2 gave
+/// every PCI Express function Extended Tag (DevCap bit 5), which the
+/// reference's machine types never had; 8.2.1 fixed it. A `pc-7.2` guest
+/// started on 8.2 keeps the bit across 8.2.1 (adopting) and this build
+/// until it is powered off; new guests read it clear.
+#[test]
+fn ext_tag_of_8_2_sticks_until_power_off() {
+    require_kvm!();
+    const EXT: &str = "x-pcie-ext-tag";
+    let devcap = |lines: &[String]| common::facts(lines, "pcie", "devcap").pop();
+    let args = [
+        "--as-release",
+        "8.2",
+        "-M",
+        "pc-7.2",
+        "-m",
+        MEM,
+        "--append",
+        AB,
+    ];
+    let mut a = Running::ab_source(&args, "8.2 source");
+    assert_eq!(
+        devcap(a.vmm.seen()).as_deref(),
+        Some("0x20"),
+        "8.2 sets the bit"
+    );
+
+    // 8.2.1 started like the source: refused, naming the root port.
+    refused(
+        &mut a,
+        &["--as-release", "8.2.1", "-M", "pc-7.2", "-m", MEM],
+        &format!(
+            "property `pcie-root-port.{EXT}` differs: the stream has on, this destination has off"
+        ),
+        "8.2 -> 8.2.1 by default",
+    );
+    // 8.2.1 adopting, then this build adopting (its boots run the report).
+    let b = works(a, &["--as-release", "8.2.1"], "8.2 -> 8.2.1 adopting");
+    let st = b.status("8.2.1 adopting");
+    let pin = |st: &serde_json::Value| {
+        st["pinned"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["device"] == "pcie-root-port" && p["property"] == EXT)
+            .map(|p| (p["value"].to_string(), p["provenance"].to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        pin(&st),
+        [("\"on\"".to_string(), "\"stream\"".to_string())],
+        "{st}"
+    );
+    let c = works(
+        b,
+        &["--append", "workload=report after=halt"],
+        "8.2.1 -> this build",
+    );
+    let st = c.status("this build");
+    assert_eq!(st["release"], "next");
+    assert_eq!(
+        pin(&st),
+        [("\"on\"".to_string(), "\"stream\"".to_string())],
+        "{st}"
+    );
+    let ab = c.ab.expect("ab range");
+    c.verify_ab(ab, "this build");
+    c.ctl_ok(&["cont"], "this build");
+    let mut c = c;
+    c.reset_and_report("system-reset");
+    assert_eq!(
+        devcap(c.vmm.seen()).as_deref(),
+        Some("0x20"),
+        "after the reset the guest still has 8.2's Extended Tag\n{}",
+        c.vmm.seen().join("\n")
+    );
+    c.quit("power-off");
+    let fresh = common::run(
+        [
+            "run",
+            "-M",
+            "pc-7.2",
+            "-m",
+            MEM,
+            "--append",
+            "workload=report",
+        ],
+        EXIT,
+    );
+    fresh.assert_success();
+    assert_eq!(fresh.fact("pcie", "devcap").as_deref(), Some("0x0"));
+}

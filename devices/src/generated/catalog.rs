@@ -556,6 +556,18 @@ pub static CATALOG: Catalog = Catalog {
                                 ),
                             ],
                         },
+                        PropTimeline {
+                            prop: "x-pcie-ext-tag",
+                            steps: &[
+                                Step::compat(
+                                    8,
+                                    1,
+                                    Value::Bool(false),
+                                    "hw_compat_8_1",
+                                    "pci-device",
+                                ),
+                            ],
+                        },
                     ],
                 },
                 TypeTimeline {
@@ -581,6 +593,18 @@ pub static CATALOG: Catalog = Catalog {
                                     2,
                                     Value::Bool(false),
                                     "hw_compat_7_2",
+                                    "pci-device",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-pcie-ext-tag",
+                            steps: &[
+                                Step::compat(
+                                    8,
+                                    1,
+                                    Value::Bool(false),
+                                    "hw_compat_8_1",
                                     "pci-device",
                                 ),
                             ],
@@ -781,6 +805,18 @@ pub static CATALOG: Catalog = Catalog {
                                     2,
                                     Value::Bool(false),
                                     "hw_compat_7_2",
+                                    "pci-device",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-pcie-ext-tag",
+                            steps: &[
+                                Step::compat(
+                                    8,
+                                    1,
+                                    Value::Bool(false),
+                                    "hw_compat_8_1",
                                     "pci-device",
                                 ),
                             ],
@@ -989,12 +1025,35 @@ pub static CATALOG: Catalog = Catalog {
                 ),
             ],
         },
+        Delta {
+            name: "hw_compat_8_1",
+            series: "hw_compat",
+            version: MachineVersion::new(8, 1),
+            entries: &[
+                DeltaEntry::new(
+                    "pci-device",
+                    "x-pcie-ext-tag",
+                    Value::Bool(false),
+                    Some("8.2.1"),
+                ),
+            ],
+        },
     ],
     releases: &[
         Release {
             version: "5.1",
             date: "",
-            errata: &[],
+            errata: &[
+                Erratum {
+                    id: "pcie-ext-tag",
+                    summary: "every PCI Express function advertised Extended Tag (DevCap bit 5) on pc-<=8.2, which the reference's machine types do not",
+                    type_name: "pci-device",
+                    property: "x-pcie-ext-tag",
+                    shipped: Value::Bool(true),
+                    max_machine: MachineVersion::new(8, 2),
+                    fixed_in: "8.2.1",
+                },
+            ],
         },
         Release {
             version: "5.2",
@@ -1073,6 +1132,11 @@ pub static CATALOG: Catalog = Catalog {
         },
         Release {
             version: "8.2",
+            date: "",
+            errata: &[],
+        },
+        Release {
+            version: "8.2.1",
             date: "",
             errata: &[],
         },

@@ -156,7 +156,7 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                 "x-pcie-ext-tag",
                 "pci-device",
                 PropType::Bool,
-                Value::Bool(true),
+                Value::Bool(false),
                 "Advertise extended tag support in PCIe device capabilities",
             ),
             PropDef::new(
@@ -4884,7 +4884,7 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                 "x-pcie-ext-tag",
                 "pci-device",
                 PropType::Bool,
-                Value::Bool(true),
+                Value::Bool(false),
                 "Advertise extended tag support in PCIe device capabilities",
             ),
             PropDef::new(
@@ -5070,7 +5070,7 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                 "x-pcie-ext-tag",
                 "pci-device",
                 PropType::Bool,
-                Value::Bool(true),
+                Value::Bool(false),
                 "Advertise extended tag support in PCIe device capabilities",
             ),
             PropDef::new(

@@ -16,4 +16,5 @@ pub static LOCKS: &[(&str, &str)] = &[
     ("8.0.1", include_str!("../../../../compat/releases/8.0.1.lock.toml")),
     ("8.1", include_str!("../../../../compat/releases/8.1.lock.toml")),
     ("8.2", include_str!("../../../../compat/releases/8.2.lock.toml")),
+    ("8.2.1", include_str!("../../../../compat/releases/8.2.1.lock.toml")),
 ];

@@ -188,10 +188,13 @@ fn this_build_migrates_with_every_release_except_where_an_erratum_says_otherwise
             let back = compat_runtime::release::migrate(next, l, &m.name).works();
             // 7.2.1's retroactive `virtio-rng-pci` edit does not count: no
             // machine type builds a virtio-rng-pci, so no guest sees it.
-            let erratum = l
-                .errata
-                .iter()
-                .any(|e| e == "aer-uncor-mask" && m.name.as_str() <= "pc-7.2");
+            // 5.1 … 8.2 shipped x-pcie-ext-tag on (erratum pcie-ext-tag, fixed
+            // in 8.2.1, declared after those locks were frozen).
+            let ext_tag = l.release != "8.2.1" && l.release != NEXT;
+            let erratum = ext_tag
+                || l.errata
+                    .iter()
+                    .any(|e| e == "aer-uncor-mask" && m.name.as_str() <= "pc-7.2");
             assert_eq!(there && back, !erratum, "{} {}", l.release, m.name);
         }
     }
