@@ -231,13 +231,13 @@ fn a_released_cpu_model_version_is_never_edited() {
     let t = temp_copy("cpu-model");
     let rel = t.0.join("releases.toml");
     let s = std::fs::read_to_string(&rel).expect("read");
-    std::fs::write(&rel, format!("{s}\n[[release]]\nversion = \"8.2.1\"\n")).expect("write");
+    std::fs::write(&rel, format!("{s}\n[[release]]\nversion = \"8.2.2\"\n")).expect("write");
     let c = codegen::compile_dir(&t.0)
         .expect("io")
         .unwrap_or_else(|f| panic!("{}", f.render()));
-    let lock = codegen::release::freeze(&c.resolved.model, "8.2.1").expect("freeze");
+    let lock = codegen::release::freeze(&c.resolved.model, "8.2.2").expect("freeze");
     assert!(lock.contains("[cpu_model.EPYC-v2-x86_64-cpu]"), "{lock}");
-    std::fs::write(t.0.join("releases/8.2.1.lock.toml"), lock).expect("write");
+    std::fs::write(t.0.join("releases/8.2.2.lock.toml"), lock).expect("write");
     assert!(!check(&t.0).failed(), "the frozen tree is clean");
     edit(
         &t,
@@ -247,7 +247,7 @@ fn a_released_cpu_model_version_is_never_edited() {
     );
     let r = refused(&t);
     assert!(
-        r.contains("CPU model `EPYC-v2-x86_64-cpu` changed after release 8.2.1 presented it: `clzero` was off, is now on, `ibpb` was on, is now off"),
+        r.contains("CPU model `EPYC-v2-x86_64-cpu` changed after releases 8.2.1 … 8.2.2 presented it: `clzero` was off, is now on, `ibpb` was on, is now off"),
         "{}",
         r.text
     );
