@@ -1,4 +1,5 @@
-//! `cargo xtask bench-codegen`: compile synthetic compat trees of 1x, 4x and
+//! `cargo xtask bench-codegen`: compile the real `compat/` tree, then
+//! synthetic compat trees of 1x, 4x and
 //! 16x the size of (100 machine versions, 200 device types x 20 properties,
 //! 2,000 delta entries) and report the time of each phase and size.
 
@@ -168,61 +169,92 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Runs the benchmark and prints a table.
+/// One row: compiles `sources` (check, then emit) and prints its figures
+/// under `label`; the total time in ms.
+fn row(
+    label: &str,
+    counts: [usize; 3],
+    sources: &[SourceFile],
+    base: &mut Option<f64>,
+) -> Result<f64, String> {
+    let bytes: usize = sources.iter().map(|s| s.text.len()).sum();
+    let c0 = cpu_time();
+    let t0 = Instant::now();
+    let (resolved, diags) = codegen::check(sources);
+    let t1 = Instant::now();
+    let resolved = resolved.ok_or_else(|| {
+        format!(
+            "{label} tree does not compile:\n{}",
+            codegen::render_plain(&diags[..diags.len().min(3)], sources)
+        )
+    })?;
+    let files = codegen::emit::emit(&resolved).map_err(|e| e.to_string())?;
+    let t2 = Instant::now();
+    let cpu = match (c0, cpu_time()) {
+        (Some(a), Some(b)) => format!("{:.0}", ms(b.saturating_sub(a))),
+        _ => "-".into(),
+    };
+    let out: usize = files.iter().map(|f| f.content.len()).sum();
+    let total = ms(t2 - t0);
+    let per = match base {
+        Some(b) => format!("{:>6.2}x", total / b.max(f64::MIN_POSITIVE)),
+        None => "     -".into(),
+    };
+    let [machines, types, entries] = counts;
+    println!(
+        "{label:>5}  {machines:>8}  {types:>5}  {entries:>7}  {:>8}  {:>8.0}  {:>7.0}  {:>8.0}  {cpu:>6}  {:>10}  {per}",
+        bytes / 1024,
+        ms(t1 - t0),
+        ms(t2 - t1),
+        total,
+        out / 1024
+    );
+    if label == "1x" {
+        let sizes: Vec<String> = files
+            .iter()
+            .map(|f| format!("{} {} KiB", f.name, f.content.len() / 1024))
+            .collect();
+        println!("      output: {}", sizes.join(", "));
+    }
+    if !diags.is_empty() {
+        println!("      ({} warning(s))", diags.len());
+    }
+    Ok(total)
+}
+
+/// Runs the benchmark and prints a table: the real `compat/` tree first,
+/// then the synthetic sizes.
 pub fn run() -> Result<(), String> {
     println!(
-        "size  machines  types  entries  toml KiB  check ms  emit ms  total ms  cpu ms  output KiB  per-1x"
+        " size  machines  types  entries  toml KiB  check ms  emit ms  total ms  cpu ms  output KiB  per-1x"
     );
+    let real = codegen::parse::read_dir(&crate::root().join("compat"))
+        .map_err(|e| format!("compat/: {e}"))?;
+    let (resolved, _) = codegen::check(&real);
+    let model = resolved.as_ref().map(|r| &r.model);
+    let counts = [
+        model.map_or(0, |m| m.families.iter().map(|f| f.machines.len()).sum()),
+        model.map_or(0, |m| m.types.len()),
+        model.map_or(0, |m| m.deltas.iter().map(|d| d.entries.len()).sum()),
+    ];
+    row("real", counts, &real, &mut None)?;
     let mut base = None;
     let sizes: Vec<usize> = match std::env::var("BENCH_SIZES") {
         Ok(v) => v.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
         Err(_) => vec![1, 4, 16],
     };
     for k in sizes {
-        let sources = synthetic(k);
-        let bytes: usize = sources.iter().map(|s| s.text.len()).sum();
-        let c0 = cpu_time();
-        let t0 = Instant::now();
-        let (resolved, diags) = codegen::check(&sources);
-        let t1 = Instant::now();
-        let resolved = resolved.ok_or_else(|| {
-            format!(
-                "synthetic {k}x tree does not compile:\n{}",
-                codegen::render_plain(&diags[..diags.len().min(3)], &sources)
-            )
-        })?;
-        let files = codegen::emit::emit(&resolved).map_err(|e| e.to_string())?;
-        let t2 = Instant::now();
-        let cpu = match (c0, cpu_time()) {
-            (Some(a), Some(b)) => format!("{:.0}", ms(b.saturating_sub(a))),
-            _ => "-".into(),
-        };
-        let out: usize = files.iter().map(|f| f.content.len()).sum();
-        let total = ms(t2 - t0);
-        let per = total / base.get_or_insert(total).max(f64::MIN_POSITIVE);
-        println!(
-            "{k:>3}x  {:>8}  {:>5}  {:>7}  {:>8}  {:>8.0}  {:>7.0}  {:>8.0}  {cpu:>6}  {:>10}  {per:>6.2}x",
-            100 * k,
-            200 * k,
-            2000 * k,
-            bytes / 1024,
-            ms(t1 - t0),
-            ms(t2 - t1),
-            total,
-            out / 1024
-        );
-        if k == 1 {
-            let sizes: Vec<String> = files
-                .iter()
-                .map(|f| format!("{} {} KiB", f.name, f.content.len() / 1024))
-                .collect();
-            println!("      output: {}", sizes.join(", "));
-        }
-        if !diags.is_empty() {
-            println!("      ({} warning(s))", diags.len());
-        }
+        let total = row(
+            &format!("{k}x"),
+            [100 * k, 200 * k, 2000 * k],
+            &synthetic(k),
+            &mut base,
+        )?;
+        base.get_or_insert(total);
     }
-    println!("growth is linear when per-1x stays near 1x, 4x and 16x; cpu ms sums all threads");
+    println!(
+        "growth is linear when per-1x stays near 1x, 4x and 16x; cpu ms sums all threads; real: this repository's compat/"
+    );
     Ok(())
 }
 
