@@ -82,6 +82,24 @@ fn assert_origin(st: &serde_json::Value, want: &str) {
     );
 }
 
+/// A fresh `pc-7.2` guest's report on this build (after a power-off).
+fn fresh_pc_7_2() -> common::Finished {
+    let f = common::run(
+        [
+            "run",
+            "-M",
+            "pc-7.2",
+            "-m",
+            MEM,
+            "--append",
+            "workload=report",
+        ],
+        EXIT,
+    );
+    f.assert_success();
+    f
+}
+
 /// A migration that must be refused from the manifest naming `want`; the
 /// source keeps running.
 fn refused(src: &mut Running, dst_args: &[&str], want: &str, ctx: &str) {
@@ -179,19 +197,7 @@ fn aer_mask_of_8_0_sticks_until_power_off() {
 
     // Power-off, then a fresh `vmm run`: the property is gone.
     d.quit("power-off");
-    let fresh = common::run(
-        [
-            "run",
-            "-M",
-            "pc-7.2",
-            "-m",
-            MEM,
-            "--append",
-            "workload=report",
-        ],
-        EXIT,
-    );
-    fresh.assert_success();
+    let fresh = fresh_pc_7_2();
     assert_eq!(fresh.fact("aer", "uncor_mask").as_deref(), Some("0x0"));
 }
 
@@ -300,18 +306,6 @@ fn ext_tag_of_8_2_sticks_until_power_off() {
         c.vmm.seen().join("\n")
     );
     c.quit("power-off");
-    let fresh = common::run(
-        [
-            "run",
-            "-M",
-            "pc-7.2",
-            "-m",
-            MEM,
-            "--append",
-            "workload=report",
-        ],
-        EXIT,
-    );
-    fresh.assert_success();
+    let fresh = fresh_pc_7_2();
     assert_eq!(fresh.fact("pcie", "devcap").as_deref(), Some("0x0"));
 }
