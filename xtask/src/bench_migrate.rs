@@ -20,7 +20,7 @@ mod vmm;
 use crate::bench_vmm::{Binaries, Proc};
 use cpu::Cpu;
 use drive::RunError;
-use qemu::Reference;
+pub(crate) use qemu::Reference;
 use report::{HEADER, Host, row, row_without};
 use serde_json::Value;
 use setting::{Measured, Setting, median, ratio_line};
@@ -102,18 +102,13 @@ impl Sample {
     /// The figures a VMM reports: total time and downtime (ms) named
     /// `times` in `report`, bytes and iterations named `counts` in `counted`.
     fn reported(report: &Value, times: [&str; 2], counted: &Value, counts: [&str; 2]) -> Self {
+        let ms = |k: &str| report.get(k).and_then(Value::as_f64).unwrap_or(f64::NAN);
+        let n = |k: &str| counted.get(k).and_then(Value::as_u64).unwrap_or(0);
         // A total of 0 ms is a VMM's bookkeeping slip (QEMU 7.2 multifd
         // sometimes reports it), not a figure: it counts as unknown.
-        let ms = |k: &str| {
-            report
-                .get(k)
-                .and_then(Value::as_f64)
-                .filter(|v| k.contains("down") || *v > 0.0)
-                .unwrap_or(f64::NAN)
-        };
-        let n = |k: &str| counted.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let total = ms(times[0]);
         Self {
-            total_ms: ms(times[0]),
+            total_ms: if total > 0.0 { total } else { f64::NAN },
             downtime_ms: ms(times[1]),
             bytes: n(counts[0]),
             iterations: n(counts[1]),

@@ -6,10 +6,11 @@
 //! is dropped from the list once a write times out ([`WRITE_TIMEOUT`]); it
 //! never holds the others up for longer than that.
 
+use devices::bus::lock;
 use serde_json::Value;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// How long one message may take to leave for one client.
@@ -17,10 +18,6 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One connection's writing half.
 pub type Writer = Arc<Mutex<UnixStream>>;
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// Writes one message (`qmp::command::encode`) to a connection.
 pub fn send(w: &Writer, msg: &Value) -> std::io::Result<()> {

@@ -46,6 +46,9 @@ pub struct MachineView {
 pub trait ControlHandler: Send + Sync {
     /// State, machine type, pinned properties, devices, migration progress.
     fn status(&self) -> Result<StatusInfo, VmError>;
+    /// The last progress of an outgoing migration in flight (what
+    /// `query-migrate` polls: no device list built for it).
+    fn migration_progress(&self) -> Option<Progress>;
     /// The running machine for QOM; `None` while waiting for a stream.
     fn view(&self) -> Option<MachineView>;
     /// Pauses the vCPUs.

@@ -4,6 +4,7 @@
 
 use super::events::Events;
 use super::handler::ControlHandler;
+use devices::bus::lock;
 use migration::precopy::{CancelToken, Summary};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -67,10 +68,6 @@ impl State {
     pub(super) fn qmp(&self) -> MutexGuard<'_, QmpMigration> {
         lock(&self.qmp)
     }
-}
-
-pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// QMP's migration settings (`migrate-set-parameters`/`-capabilities`) and

@@ -56,8 +56,11 @@ pub struct Difference {
     pub theirs: String,
 }
 
-/// Our resolved values of `machine`: type → property → value.
-fn ours(vmm: &Path, machine: &str) -> Result<BTreeMap<String, BTreeMap<String, String>>, String> {
+/// Resolved values: type → property → value.
+type Values = BTreeMap<String, BTreeMap<String, String>>;
+
+/// Our resolved values of `machine`.
+fn ours(vmm: &Path, machine: &str) -> Result<Values, String> {
     let out = Command::new(vmm)
         .args(["props", "-M", machine, "--json"])
         .output()
@@ -134,11 +137,10 @@ pub fn canonical(v: &str) -> String {
 /// Compares one machine type against one reference.
 fn compare(
     r: &reference::Reference,
-    vmm: &Path,
+    ours: &Values,
     machine: &str,
     (major, minor): (u32, u32),
 ) -> Result<(Vec<Difference>, usize), String> {
-    let ours = ours(vmm, machine)?;
     let theirs_machine = format!("pc-q35-{major}.{minor}");
     let mut wanted: Vec<(&str, &str, Vec<String>)> = Vec::new();
     for (ty, path) in SHARED {
@@ -179,15 +181,22 @@ pub fn run(args: &Args) -> Result<(), String> {
     let vmm = args.bins.binary()?;
     let allow = Allow::load(&crate::root().join(&args.allow))?;
     let mut unexplained = 0;
+    // Our values once per machine type, whatever the number of references.
+    let mut cache: BTreeMap<String, Values> = BTreeMap::new();
+    let ours_machines = machines(&vmm)?;
     for q in &args.qemu {
         let r = reference::Reference::probe(q)?;
         let mut compared = 0;
         let mut rows = Vec::new();
-        for (machine, v) in machines(&vmm)? {
+        for (machine, v) in &ours_machines {
+            let (machine, v) = (machine.clone(), *v);
             if v > r.version() {
                 continue;
             }
-            let (d, n) = compare(&r, &vmm, &machine, v)?;
+            if !cache.contains_key(&machine) {
+                cache.insert(machine.clone(), ours(&vmm, &machine)?);
+            }
+            let (d, n) = compare(&r, &cache[&machine], &machine, v)?;
             compared += n;
             rows.extend(d);
         }

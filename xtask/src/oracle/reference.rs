@@ -3,56 +3,38 @@
 
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// Stands for the first vCPU's QOM path (from `query-cpus-fast`).
 pub const CPU: &str = "(cpu 0)";
 
-/// A reference binary and its version.
+/// A reference binary, its version, and the accelerator it runs under.
 pub struct Reference {
-    path: PathBuf,
-    version: (u32, u32),
-    label: String,
+    bin: crate::bench_migrate::Reference,
     /// `tcg`, or `kvm` for a binary without its TCG module (Debian's 7.2
     /// unpacked by scripts/reference-qemu.sh).
     accel: std::cell::Cell<&'static str>,
 }
 
 impl Reference {
-    /// Runs `PATH --version`.
+    /// Runs `PATH --version` (as the migration benchmark does).
     pub fn probe(path: &Path) -> Result<Self, String> {
-        let out = Command::new(path)
-            .arg("--version")
-            .output()
-            .map_err(|e| format!("{} --version: {e}", path.display()))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        let v = text
-            .split_whitespace()
-            .skip_while(|w| *w != "version")
-            .nth(1)
-            .and_then(|v| {
-                let mut it = v.split('.');
-                Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-            })
-            .ok_or_else(|| format!("{}: no version in `{}`", path.display(), text.trim()))?;
         Ok(Self {
-            path: path.to_path_buf(),
-            version: v,
-            label: format!("QEMU {}.{}", v.0, v.1),
+            bin: crate::bench_migrate::Reference::probe(path)?,
             accel: std::cell::Cell::new("tcg"),
         })
     }
 
     /// `(major, minor)`.
     pub fn version(&self) -> (u32, u32) {
-        self.version
+        (self.bin.version.0, self.bin.version.1)
     }
 
     /// `QEMU 10.0`.
     pub fn label(&self) -> String {
-        self.label.clone()
+        self.bin.label()
     }
 
     /// The accelerator the reference runs under.
@@ -63,7 +45,7 @@ impl Reference {
     /// The paused reference on `machine` with one instance of each shared
     /// type, its QMP socket at `qmp`.
     pub fn command(&self, machine: &str, qmp: &Path) -> Command {
-        let mut c = Command::new(&self.path);
+        let mut c = Command::new(&self.bin.path);
         c.args([
             "-M",
             machine,
@@ -102,7 +84,7 @@ impl Reference {
         let mut child = self
             .command(machine, &qmp)
             .spawn()
-            .map_err(|e| format!("{}: {e}", self.path.display()))?;
+            .map_err(|e| format!("{}: {e}", self.bin.path.display()))?;
         let r = self.session(&qmp, wanted);
         let _ = child.kill();
         let out = child.wait_with_output().map_err(|e| e.to_string())?;
@@ -113,7 +95,7 @@ impl Reference {
             self.accel.set("kvm");
             return self.read(machine, wanted);
         }
-        r.map_err(|e| format!("{} -M {machine}: {e}\n{err}", self.label))
+        r.map_err(|e| format!("{} -M {machine}: {e}\n{err}", self.label()))
     }
 
     fn session(

@@ -249,17 +249,21 @@ fn exporter<D>(c: &rustls::ConnectionCommon<D>) -> io::Result<[u8; 32]> {
         .map_err(io::Error::other)
 }
 
-fn proof(key: &[u8], who: &[u8], exporter: &[u8]) -> Vec<u8> {
-    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+/// The key and the message a side's proof is the HMAC-SHA256 of:
+/// `who` (which side) followed by the session's exporter.
+fn proof_input(key: &[u8], who: &[u8], exporter: &[u8]) -> (ring::hmac::Key, Vec<u8>) {
     let mut msg = who.to_vec();
     msg.extend_from_slice(exporter);
+    (ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key), msg)
+}
+
+fn proof(key: &[u8], who: &[u8], exporter: &[u8]) -> Vec<u8> {
+    let (k, msg) = proof_input(key, who, exporter);
     ring::hmac::sign(&k, &msg).as_ref().to_vec()
 }
 
 fn verify(key: &[u8], who: &[u8], exporter: &[u8], tag: &[u8]) -> bool {
-    let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
-    let mut msg = who.to_vec();
-    msg.extend_from_slice(exporter);
+    let (k, msg) = proof_input(key, who, exporter);
     ring::hmac::verify(&k, &msg, tag).is_ok()
 }
 

@@ -49,8 +49,6 @@ fn open(sock: Sock, tls: Option<&TlsServer>) -> Result<Stream, String> {
         }
         None => {
             let back = sock.try_clone().map_err(|e| e.to_string())?;
-            raw.set_read_timeout(Some(HANDSHAKE_TIMEOUT))
-                .map_err(|e| e.to_string())?;
             Ok((Box::new(sock), Box::new(back), raw))
         }
     }

@@ -7,7 +7,6 @@ use super::{RunArgs, RunError, incoming_settings};
 use crate::builder::Machine;
 use crate::builder::config::{MachineConfig, RunRequest};
 use crate::control::runtime::{Deferred, RunShared};
-use crate::control::types::TlsSettings;
 use crate::migrate::MachineTarget;
 use crate::release::persona::Persona;
 use crate::vstate::vcpu::VmEvent;
@@ -43,10 +42,10 @@ pub type Received = (Machine, Receiver<VmEvent>, Option<MachineConfig>);
 /// the client subjects admitted (`tls-authz`).
 pub type Required = (Creds, Vec<String>);
 
-/// Loads `--tls-creds` / QMP's `tls-creds` settings.
-pub fn required(t: &TlsSettings) -> Result<Required, String> {
-    let creds = Creds::load(&t.creds).map_err(|e| format!("--tls-creds: {e}"))?;
-    Ok((creds, t.authz.clone()))
+/// Loads `--tls-creds` / QMP's `tls-creds` with the subjects admitted.
+pub fn required(creds: &str, authz: &[String]) -> Result<Required, String> {
+    let creds = Creds::load(creds).map_err(|e| format!("--tls-creds: {e}"))?;
+    Ok((creds, authz.to_vec()))
 }
 
 fn listen(uri: &Uri, tls: Option<&Required>) -> Result<Listener, TransportError> {
@@ -84,7 +83,11 @@ fn deferred(shared: &RunShared, cli: Option<&Required>) -> Option<Listener> {
         match rx.recv() {
             Ok(Deferred::Listen(uri, qmp_tls, reply)) => {
                 // QMP's tls-* parameters, else the command line's.
-                let tls = match qmp_tls.as_ref().map(required).transpose() {
+                let tls = match qmp_tls
+                    .as_ref()
+                    .map(|t| required(&t.creds, &t.authz))
+                    .transpose()
+                {
                     Ok(t) => t,
                     Err(e) => {
                         let _ = reply.send(Err(e));

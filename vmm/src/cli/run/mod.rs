@@ -305,17 +305,12 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
     let persona = Persona::from_arg(args.as_release.as_deref())?;
     persona.check_machine(args.machine.as_deref())?;
     let incoming = args.incoming.as_deref().map(Incoming::parse).transpose()?;
-    let tls = match &args.tls_creds {
-        Some(c) => Some(
-            incoming::required(&crate::control::types::TlsSettings {
-                creds: c.clone(),
-                hostname: None,
-                authz: args.tls_authz.clone(),
-            })
-            .map_err(RunError::Tls)?,
-        ),
-        None => None,
-    };
+    let tls = args
+        .tls_creds
+        .as_deref()
+        .map(|c| incoming::required(c, &args.tls_authz))
+        .transpose()
+        .map_err(RunError::Tls)?;
     // A destination resolves its configuration from the stream.
     let mut cfg = match incoming {
         Some(_) => None,

@@ -23,7 +23,7 @@ pub fn execute(st: &State, name: &str, args: &Args) -> Reply {
             let (major, minor, micro) = VERSION;
             Ok(json!({
                 "qemu": { "major": major, "minor": minor, "micro": micro },
-                "package": format!("vmm {}", env!("CARGO_PKG_VERSION")),
+                "package": super::package(),
             }))
         }
         "query-name" => Ok(json!({})),

@@ -359,7 +359,7 @@ fn uri_of(args: &Args) -> Result<String, QmpError> {
 /// destination's incoming status.
 pub fn query(st: &State, args: &Args) -> Reply {
     args.only(&[])?;
-    let progress = st.handler.status().ok().and_then(|s| s.migration);
+    let progress = st.handler.migration_progress();
     let s = st.qmp();
     let Some(status) = s.status else {
         return Ok(match st.handler.incoming_status() {

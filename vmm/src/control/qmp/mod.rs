@@ -79,6 +79,11 @@ pub fn parse_arg(arg: &str) -> Result<std::path::PathBuf, String> {
     Ok(path.into())
 }
 
+/// What the greeting and `query-version` name in `package`.
+fn package() -> String {
+    format!("vmm {}", env!("CARGO_PKG_VERSION"))
+}
+
 /// A command's result.
 type Reply = Result<Value, QmpError>;
 
@@ -98,7 +103,7 @@ pub(super) fn connection(st: &Arc<State>, conn: UnixStream) {
         .lock()
         .map(|w| w.set_write_timeout(Some(super::events::WRITE_TIMEOUT)));
     let (major, minor, micro) = VERSION;
-    let package = format!("vmm {}", env!("CARGO_PKG_VERSION"));
+    let package = package();
     if send(&out, &qmp::command::greeting(major, minor, micro, &package)).is_err() {
         return;
     }

@@ -1,10 +1,11 @@
 //! [`ControlHandler`] over a [`RunShared`]: what each command does to the
 //! running machine, and the QMP events it causes.
 
-use super::{Deferred, RunEvent, RunShared, RunState, plock};
+use super::{Deferred, RunEvent, RunShared, RunState};
 use crate::control::handler::{Answered, ControlHandler, MachineView, VcpuInfo};
 use crate::control::types::{DeviceInfo, MigrateRequest, PinnedProp, StatusInfo, VerifyAbResult};
 use crate::migrate::MachineSource;
+use devices::bus::lock;
 use migration::precopy::{self, CancelToken, Outcome, Progress, Summary};
 use migration::transport::Uri;
 use migration::vm::VmError;
@@ -37,7 +38,7 @@ impl MachineHandler {
 impl ControlHandler for MachineHandler {
     fn status(&self) -> Result<StatusInfo, VmError> {
         let state = self.0.state();
-        let migration = plock(&self.0.progress).clone();
+        let migration = self.migration_progress();
         let guard = self.0.read();
         let (machine_type, pinned, devices) = match guard.as_ref() {
             Some(m) => (
@@ -53,8 +54,13 @@ impl ControlHandler for MachineHandler {
             release: self.0.persona.release().into(),
             pinned,
             devices,
-            migration: migration.filter(|_| state == RunState::Migrating),
+            migration,
         })
+    }
+
+    fn migration_progress(&self) -> Option<Progress> {
+        let p = lock(&self.0.progress).clone();
+        p.filter(|_| self.0.state() == RunState::Migrating)
     }
 
     fn view(&self) -> Option<MachineView> {
@@ -121,7 +127,7 @@ impl ControlHandler for MachineHandler {
                     "SHUTDOWN",
                     json!({ "guest": false, "reason": "host-qmp-quit" }),
                 );
-                let deferred = plock(&self.0.deferred).clone();
+                let deferred = lock(&self.0.deferred).clone();
                 match (self.0.state(), deferred) {
                     (RunState::Incoming, Some(tx)) => {
                         let _ = tx.send(Deferred::Quit);
@@ -181,12 +187,12 @@ impl ControlHandler for MachineHandler {
         self.0.set_state(RunState::Migrating);
         let shared = &self.0;
         let mut on_progress = |p: &Progress| {
-            *plock(&shared.progress) = Some(p.clone());
+            *lock(&shared.progress) = Some(p.clone());
             progress(p);
         };
         let mut src = MachineSource::new(m, &self.0.persona);
         let r = precopy::migrate_to(&mut src, &uri, &params, &mut on_progress, cancel);
-        *plock(&self.0.progress) = None;
+        *lock(&self.0.progress) = None;
         match r {
             Ok(s) => {
                 match s.outcome {
@@ -209,7 +215,7 @@ impl ControlHandler for MachineHandler {
         uri: &str,
         tls: Option<crate::control::types::TlsSettings>,
     ) -> Result<String, VmError> {
-        let tx = plock(&self.0.deferred).clone().ok_or_else(|| {
+        let tx = lock(&self.0.deferred).clone().ok_or_else(|| {
             VmError::new(
                 "'-incoming' was not specified on the command line (start with `--incoming defer`)",
             )
@@ -225,7 +231,7 @@ impl ControlHandler for MachineHandler {
     }
 
     fn incoming_status(&self) -> Option<(&'static str, Option<String>)> {
-        plock(&self.0.incoming).clone()
+        lock(&self.0.incoming).clone()
     }
 
     fn verify_ab(&self, start: u64, pages: u64) -> Result<VerifyAbResult, VmError> {

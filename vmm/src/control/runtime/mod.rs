@@ -17,9 +17,10 @@ use super::server::SocketGuard;
 use crate::builder::Machine;
 use crate::release::persona::Persona;
 use crate::vstate::vcpu::VmEvent;
+use devices::bus::lock;
 use migration::precopy::Progress;
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 /// What `vmm run`'s main loop waits for.
 #[derive(Debug)]
@@ -94,10 +95,6 @@ pub struct RunShared {
     sockets: Mutex<Vec<SocketGuard>>,
 }
 
-fn plock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl RunShared {
     /// An empty slot; `events` goes to the main loop, `qmp` to the QMP
     /// clients; `persona` is what this process presents (in status and in
@@ -133,12 +130,12 @@ impl RunShared {
 
     /// Sets the run state.
     pub fn set_state(&self, s: RunState) {
-        *plock(&self.state) = s;
+        *lock(&self.state) = s;
     }
 
     /// The run state.
     pub fn state(&self) -> RunState {
-        *plock(&self.state)
+        *lock(&self.state)
     }
 
     /// Sends a QMP event to every connection.
@@ -148,7 +145,7 @@ impl RunShared {
 
     /// Records (and tells the QMP clients) the incoming migration's status.
     pub fn set_incoming(&self, status: &'static str) {
-        let mut cur = plock(&self.incoming);
+        let mut cur = lock(&self.incoming);
         let uri = cur.take().and_then(|(_, u)| u);
         *cur = Some((status, uri));
         drop(cur);
@@ -157,27 +154,27 @@ impl RunShared {
 
     /// The destination listens on `uri`.
     pub fn set_listening(&self, uri: String) {
-        *plock(&self.incoming) = Some(("setup", Some(uri)));
+        *lock(&self.incoming) = Some(("setup", Some(uri)));
     }
 
     /// A `--incoming defer` destination waits on `tx` for `migrate-incoming`.
     pub fn defer(&self, tx: Sender<Deferred>) {
-        *plock(&self.deferred) = Some(tx);
+        *lock(&self.deferred) = Some(tx);
     }
 
     /// The deferred destination started listening (or its wait ended).
     pub fn undefer(&self) {
-        *plock(&self.deferred) = None;
+        *lock(&self.deferred) = None;
     }
 
     /// Keeps a control socket's guard, for [`RunShared::exit_now`].
     pub fn keep_socket(&self, g: SocketGuard) {
-        plock(&self.sockets).push(g);
+        lock(&self.sockets).push(g);
     }
 
     /// Removes the control sockets (when the process ends).
     pub fn drop_sockets(&self) {
-        plock(&self.sockets).clear();
+        lock(&self.sockets).clear();
     }
 
     /// Ends the process at once (exit 0) after removing its control
@@ -190,6 +187,6 @@ impl RunShared {
     }
 
     fn send(&self, e: RunEvent) {
-        let _ = plock(&self.events).send(e);
+        let _ = lock(&self.events).send(e);
     }
 }

@@ -61,6 +61,9 @@ impl ControlHandler for Fake {
     fn view(&self) -> Option<MachineView> {
         None
     }
+    fn migration_progress(&self) -> Option<Progress> {
+        None
+    }
     fn stop(&self) -> Result<(), VmError> {
         self.paused.store(true, Ordering::SeqCst);
         self.events.emit("STOP", json!({}));
@@ -537,6 +540,9 @@ impl ControlHandler for VmHandler {
         Ok(status_of(state, &vm.machine_type))
     }
     fn view(&self) -> Option<MachineView> {
+        None
+    }
+    fn migration_progress(&self) -> Option<Progress> {
         None
     }
     fn stop(&self) -> Result<(), VmError> {
