@@ -222,11 +222,131 @@ pub static CATALOG: Catalog = Catalog {
                     name: "pc-8.2",
                     family: "pc",
                     version: MachineVersion::new(8, 2),
-                    alias: Some("pc"),
+                    alias: None,
                     lifecycle: Lifecycle::Supported,
                     introduced_in: "8.2",
                     knobs: Knobs {
                         max_cpus: 1024,
+                        default_cpus: 1,
+                        memory_mib: 512,
+                        devices: &[
+                            "isa-serial",
+                            "virtio-blk-device",
+                            "virtio-mmio",
+                            "pcie-root-port",
+                            "qemu64-x86_64-cpu",
+                        ],
+                    },
+                },
+                MachineType {
+                    name: "pc-9.0",
+                    family: "pc",
+                    version: MachineVersion::new(9, 0),
+                    alias: None,
+                    lifecycle: Lifecycle::Supported,
+                    introduced_in: "9.0",
+                    knobs: Knobs {
+                        max_cpus: 4096,
+                        default_cpus: 1,
+                        memory_mib: 512,
+                        devices: &[
+                            "isa-serial",
+                            "virtio-blk-device",
+                            "virtio-mmio",
+                            "pcie-root-port",
+                            "qemu64-x86_64-cpu",
+                        ],
+                    },
+                },
+                MachineType {
+                    name: "pc-9.1",
+                    family: "pc",
+                    version: MachineVersion::new(9, 1),
+                    alias: None,
+                    lifecycle: Lifecycle::Supported,
+                    introduced_in: "9.1",
+                    knobs: Knobs {
+                        max_cpus: 4096,
+                        default_cpus: 1,
+                        memory_mib: 512,
+                        devices: &[
+                            "isa-serial",
+                            "virtio-blk-device",
+                            "virtio-mmio",
+                            "pcie-root-port",
+                            "qemu64-x86_64-cpu",
+                        ],
+                    },
+                },
+                MachineType {
+                    name: "pc-9.2",
+                    family: "pc",
+                    version: MachineVersion::new(9, 2),
+                    alias: None,
+                    lifecycle: Lifecycle::Supported,
+                    introduced_in: "9.2",
+                    knobs: Knobs {
+                        max_cpus: 4096,
+                        default_cpus: 1,
+                        memory_mib: 512,
+                        devices: &[
+                            "isa-serial",
+                            "virtio-blk-device",
+                            "virtio-mmio",
+                            "pcie-root-port",
+                            "qemu64-x86_64-cpu",
+                        ],
+                    },
+                },
+                MachineType {
+                    name: "pc-10.0",
+                    family: "pc",
+                    version: MachineVersion::new(10, 0),
+                    alias: None,
+                    lifecycle: Lifecycle::Supported,
+                    introduced_in: "10.0",
+                    knobs: Knobs {
+                        max_cpus: 4096,
+                        default_cpus: 1,
+                        memory_mib: 512,
+                        devices: &[
+                            "isa-serial",
+                            "virtio-blk-device",
+                            "virtio-mmio",
+                            "pcie-root-port",
+                            "qemu64-x86_64-cpu",
+                        ],
+                    },
+                },
+                MachineType {
+                    name: "pc-10.1",
+                    family: "pc",
+                    version: MachineVersion::new(10, 1),
+                    alias: None,
+                    lifecycle: Lifecycle::Supported,
+                    introduced_in: "10.1",
+                    knobs: Knobs {
+                        max_cpus: 4096,
+                        default_cpus: 1,
+                        memory_mib: 512,
+                        devices: &[
+                            "isa-serial",
+                            "virtio-blk-device",
+                            "virtio-mmio",
+                            "pcie-root-port",
+                            "qemu64-x86_64-cpu",
+                        ],
+                    },
+                },
+                MachineType {
+                    name: "pc-10.2",
+                    family: "pc",
+                    version: MachineVersion::new(10, 2),
+                    alias: Some("pc"),
+                    lifecycle: Lifecycle::Supported,
+                    introduced_in: "10.2",
+                    knobs: Knobs {
+                        max_cpus: 4096,
                         default_cpus: 1,
                         memory_mib: 512,
                         devices: &[
@@ -244,6 +364,18 @@ pub static CATALOG: Catalog = Catalog {
                     type_name: "EPYC-v1-x86_64-cpu",
                     props: &[
                         PropTimeline {
+                            prop: "guest-phys-bits",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Uint(0),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
                             prop: "hv-version-id-build",
                             steps: &[
                                 Step::compat(
@@ -292,6 +424,78 @@ pub static CATALOG: Catalog = Catalog {
                             ],
                         },
                         PropTimeline {
+                            prop: "legacy-multi-node",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Bool(true),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-amd-topoext-features-only",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-arch-cap-always-on",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(true),
+                                    "pc_compat_10_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-consistent-cache",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_10_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-l1-cache-per-thread",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-pdcm-on-even-without-pmu",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(true),
+                                    "pc_compat_10_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
                             prop: "x-vendor-cpuid-only",
                             steps: &[
                                 Step::compat(
@@ -299,6 +503,18 @@ pub static CATALOG: Catalog = Catalog {
                                     0,
                                     Value::Bool(false),
                                     "pc_compat_6_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-vendor-cpuid-only-v2",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_10_0",
                                     "x86_64-cpu",
                                 ),
                             ],
@@ -309,6 +525,18 @@ pub static CATALOG: Catalog = Catalog {
                     type_name: "EPYC-v2-x86_64-cpu",
                     props: &[
                         PropTimeline {
+                            prop: "guest-phys-bits",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Uint(0),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
                             prop: "hv-version-id-build",
                             steps: &[
                                 Step::compat(
@@ -357,6 +585,78 @@ pub static CATALOG: Catalog = Catalog {
                             ],
                         },
                         PropTimeline {
+                            prop: "legacy-multi-node",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Bool(true),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-amd-topoext-features-only",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-arch-cap-always-on",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(true),
+                                    "pc_compat_10_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-consistent-cache",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_10_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-l1-cache-per-thread",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-pdcm-on-even-without-pmu",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(true),
+                                    "pc_compat_10_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
                             prop: "x-vendor-cpuid-only",
                             steps: &[
                                 Step::compat(
@@ -364,6 +664,18 @@ pub static CATALOG: Catalog = Catalog {
                                     0,
                                     Value::Bool(false),
                                     "pc_compat_6_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-vendor-cpuid-only-v2",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_10_0",
                                     "x86_64-cpu",
                                 ),
                             ],
@@ -374,6 +686,18 @@ pub static CATALOG: Catalog = Catalog {
                     type_name: "EPYC-v3-x86_64-cpu",
                     props: &[
                         PropTimeline {
+                            prop: "guest-phys-bits",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Uint(0),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
                             prop: "hv-version-id-build",
                             steps: &[
                                 Step::compat(
@@ -422,6 +746,78 @@ pub static CATALOG: Catalog = Catalog {
                             ],
                         },
                         PropTimeline {
+                            prop: "legacy-multi-node",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Bool(true),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-amd-topoext-features-only",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-arch-cap-always-on",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(true),
+                                    "pc_compat_10_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-consistent-cache",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_10_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-l1-cache-per-thread",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-pdcm-on-even-without-pmu",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(true),
+                                    "pc_compat_10_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
                             prop: "x-vendor-cpuid-only",
                             steps: &[
                                 Step::compat(
@@ -429,6 +825,18 @@ pub static CATALOG: Catalog = Catalog {
                                     0,
                                     Value::Bool(false),
                                     "pc_compat_6_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-vendor-cpuid-only-v2",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_10_0",
                                     "x86_64-cpu",
                                 ),
                             ],
@@ -439,6 +847,18 @@ pub static CATALOG: Catalog = Catalog {
                     type_name: "EPYC-v4-x86_64-cpu",
                     props: &[
                         PropTimeline {
+                            prop: "guest-phys-bits",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Uint(0),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
                             prop: "hv-version-id-build",
                             steps: &[
                                 Step::compat(
@@ -487,6 +907,78 @@ pub static CATALOG: Catalog = Catalog {
                             ],
                         },
                         PropTimeline {
+                            prop: "legacy-multi-node",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Bool(true),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-amd-topoext-features-only",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-arch-cap-always-on",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(true),
+                                    "pc_compat_10_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-consistent-cache",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_10_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-l1-cache-per-thread",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-pdcm-on-even-without-pmu",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(true),
+                                    "pc_compat_10_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
                             prop: "x-vendor-cpuid-only",
                             steps: &[
                                 Step::compat(
@@ -498,11 +990,35 @@ pub static CATALOG: Catalog = Catalog {
                                 ),
                             ],
                         },
+                        PropTimeline {
+                            prop: "x-vendor-cpuid-only-v2",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_10_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
                     ],
                 },
                 TypeTimeline {
                     type_name: "migration",
                     props: &[
+                        PropTimeline {
+                            prop: "multifd-clean-tls-termination",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    2,
+                                    Value::Bool(false),
+                                    "hw_compat_9_2",
+                                    "migration",
+                                ),
+                            ],
+                        },
                         PropTimeline {
                             prop: "multifd-flush-after-each-section",
                             steps: &[
@@ -516,6 +1032,18 @@ pub static CATALOG: Catalog = Catalog {
                             ],
                         },
                         PropTimeline {
+                            prop: "send-switchover-start",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    2,
+                                    Value::Bool(false),
+                                    "hw_compat_9_2",
+                                    "migration",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
                             prop: "x-preempt-pre-7-2",
                             steps: &[
                                 Step::compat(
@@ -523,6 +1051,18 @@ pub static CATALOG: Catalog = Catalog {
                                     2,
                                     Value::Bool(true),
                                     "hw_compat_7_2",
+                                    "migration",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "zero-page-detection",
+                            steps: &[
+                                Step::compat(
+                                    8,
+                                    2,
+                                    Value::variant("legacy"),
+                                    "hw_compat_8_2",
                                     "migration",
                                 ),
                             ],
@@ -566,6 +1106,13 @@ pub static CATALOG: Catalog = Catalog {
                                     "hw_compat_8_1",
                                     "pci-device",
                                 ),
+                                Step::compat(
+                                    9,
+                                    1,
+                                    Value::Bool(false),
+                                    "hw_compat_9_1",
+                                    "pci-device",
+                                ),
                             ],
                         },
                     ],
@@ -607,6 +1154,13 @@ pub static CATALOG: Catalog = Catalog {
                                     "hw_compat_8_1",
                                     "pci-device",
                                 ),
+                                Step::compat(
+                                    9,
+                                    1,
+                                    Value::Bool(false),
+                                    "hw_compat_9_1",
+                                    "pci-device",
+                                ),
                             ],
                         },
                     ],
@@ -623,6 +1177,18 @@ pub static CATALOG: Catalog = Catalog {
                                     Value::Uint(6),
                                     "pc_compat_6_0",
                                     "qemu64-x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "guest-phys-bits",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Uint(0),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
                                 ),
                             ],
                         },
@@ -675,6 +1241,18 @@ pub static CATALOG: Catalog = Catalog {
                             ],
                         },
                         PropTimeline {
+                            prop: "legacy-multi-node",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Bool(true),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
                             prop: "model",
                             steps: &[
                                 Step::compat(
@@ -699,6 +1277,66 @@ pub static CATALOG: Catalog = Catalog {
                             ],
                         },
                         PropTimeline {
+                            prop: "x-amd-topoext-features-only",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-arch-cap-always-on",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(true),
+                                    "pc_compat_10_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-consistent-cache",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_10_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-l1-cache-per-thread",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-pdcm-on-even-without-pmu",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(true),
+                                    "pc_compat_10_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
                             prop: "x-vendor-cpuid-only",
                             steps: &[
                                 Step::compat(
@@ -706,6 +1344,18 @@ pub static CATALOG: Catalog = Catalog {
                                     0,
                                     Value::Bool(false),
                                     "pc_compat_6_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-vendor-cpuid-only-v2",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_10_0",
                                     "x86_64-cpu",
                                 ),
                             ],
@@ -771,6 +1421,66 @@ pub static CATALOG: Catalog = Catalog {
                     ],
                 },
                 TypeTimeline {
+                    type_name: "virtio-pci",
+                    props: &[
+                        PropTimeline {
+                            prop: "x-pcie-ari-nextfn-1",
+                            steps: &[
+                                Step::compat(
+                                    8,
+                                    0,
+                                    Value::Bool(true),
+                                    "hw_compat_8_0",
+                                    "pci-device",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-pcie-err-unc-mask",
+                            steps: &[
+                                Step::compat(
+                                    7,
+                                    2,
+                                    Value::Bool(false),
+                                    "hw_compat_7_2",
+                                    "pci-device",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-pcie-ext-tag",
+                            steps: &[
+                                Step::compat(
+                                    8,
+                                    1,
+                                    Value::Bool(false),
+                                    "hw_compat_8_1",
+                                    "pci-device",
+                                ),
+                                Step::compat(
+                                    9,
+                                    1,
+                                    Value::Bool(false),
+                                    "hw_compat_9_1",
+                                    "pci-device",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-pcie-pm-no-soft-reset",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Bool(false),
+                                    "hw_compat_9_0",
+                                    "virtio-pci",
+                                ),
+                            ],
+                        },
+                    ],
+                },
+                TypeTimeline {
                     type_name: "virtio-rng-pci",
                     props: &[
                         PropTimeline {
@@ -819,6 +1529,25 @@ pub static CATALOG: Catalog = Catalog {
                                     "hw_compat_8_1",
                                     "pci-device",
                                 ),
+                                Step::compat(
+                                    9,
+                                    1,
+                                    Value::Bool(false),
+                                    "hw_compat_9_1",
+                                    "pci-device",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-pcie-pm-no-soft-reset",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Bool(false),
+                                    "hw_compat_9_0",
+                                    "virtio-pci",
+                                ),
                             ],
                         },
                     ],
@@ -826,6 +1555,18 @@ pub static CATALOG: Catalog = Catalog {
                 TypeTimeline {
                     type_name: "x86_64-cpu",
                     props: &[
+                        PropTimeline {
+                            prop: "guest-phys-bits",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Uint(0),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
                         PropTimeline {
                             prop: "hv-version-id-build",
                             steps: &[
@@ -875,6 +1616,78 @@ pub static CATALOG: Catalog = Catalog {
                             ],
                         },
                         PropTimeline {
+                            prop: "legacy-multi-node",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Bool(true),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-amd-topoext-features-only",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-arch-cap-always-on",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(true),
+                                    "pc_compat_10_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-consistent-cache",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_10_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-l1-cache-per-thread",
+                            steps: &[
+                                Step::compat(
+                                    9,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_9_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-pdcm-on-even-without-pmu",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(true),
+                                    "pc_compat_10_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
                             prop: "x-vendor-cpuid-only",
                             steps: &[
                                 Step::compat(
@@ -882,6 +1695,18 @@ pub static CATALOG: Catalog = Catalog {
                                     0,
                                     Value::Bool(false),
                                     "pc_compat_6_0",
+                                    "x86_64-cpu",
+                                ),
+                            ],
+                        },
+                        PropTimeline {
+                            prop: "x-vendor-cpuid-only-v2",
+                            steps: &[
+                                Step::compat(
+                                    10,
+                                    0,
+                                    Value::Bool(false),
+                                    "pc_compat_10_0",
                                     "x86_64-cpu",
                                 ),
                             ],
@@ -1038,6 +1863,116 @@ pub static CATALOG: Catalog = Catalog {
                 ),
             ],
         },
+        Delta {
+            name: "hw_compat_8_2",
+            series: "hw_compat",
+            version: MachineVersion::new(8, 2),
+            entries: &[
+                DeltaEntry::new(
+                    "migration",
+                    "zero-page-detection",
+                    Value::variant("legacy"),
+                    None,
+                ),
+            ],
+        },
+        Delta {
+            name: "hw_compat_9_0",
+            series: "hw_compat",
+            version: MachineVersion::new(9, 0),
+            entries: &[
+                DeltaEntry::new(
+                    "virtio-pci",
+                    "x-pcie-pm-no-soft-reset",
+                    Value::Bool(false),
+                    None,
+                ),
+            ],
+        },
+        Delta {
+            name: "pc_compat_9_0",
+            series: "pc_compat",
+            version: MachineVersion::new(9, 0),
+            entries: &[
+                DeltaEntry::new(
+                    "x86_64-cpu",
+                    "x-amd-topoext-features-only",
+                    Value::Bool(false),
+                    None,
+                ),
+                DeltaEntry::new(
+                    "x86_64-cpu",
+                    "x-l1-cache-per-thread",
+                    Value::Bool(false),
+                    None,
+                ),
+                DeltaEntry::new("x86_64-cpu", "guest-phys-bits", Value::Uint(0), None),
+                DeltaEntry::new(
+                    "x86_64-cpu",
+                    "legacy-multi-node",
+                    Value::Bool(true),
+                    None,
+                ),
+            ],
+        },
+        Delta {
+            name: "hw_compat_9_1",
+            series: "hw_compat",
+            version: MachineVersion::new(9, 1),
+            entries: &[
+                DeltaEntry::new("pci-device", "x-pcie-ext-tag", Value::Bool(false), None),
+            ],
+        },
+        Delta {
+            name: "hw_compat_9_2",
+            series: "hw_compat",
+            version: MachineVersion::new(9, 2),
+            entries: &[
+                DeltaEntry::new(
+                    "migration",
+                    "multifd-clean-tls-termination",
+                    Value::Bool(false),
+                    None,
+                ),
+                DeltaEntry::new(
+                    "migration",
+                    "send-switchover-start",
+                    Value::Bool(false),
+                    None,
+                ),
+            ],
+        },
+        Delta {
+            name: "pc_compat_10_0",
+            series: "pc_compat",
+            version: MachineVersion::new(10, 0),
+            entries: &[
+                DeltaEntry::new(
+                    "x86_64-cpu",
+                    "x-consistent-cache",
+                    Value::Bool(false),
+                    None,
+                ),
+                DeltaEntry::new(
+                    "x86_64-cpu",
+                    "x-vendor-cpuid-only-v2",
+                    Value::Bool(false),
+                    None,
+                ),
+                DeltaEntry::new(
+                    "x86_64-cpu",
+                    "x-arch-cap-always-on",
+                    Value::Bool(true),
+                    None,
+                ),
+                DeltaEntry::new(
+                    "x86_64-cpu",
+                    "x-pdcm-on-even-without-pmu",
+                    Value::Bool(true),
+                    None,
+                ),
+            ],
+        },
     ],
     releases: &[
         Release {
@@ -1137,6 +2072,36 @@ pub static CATALOG: Catalog = Catalog {
         },
         Release {
             version: "8.2.1",
+            date: "",
+            errata: &[],
+        },
+        Release {
+            version: "9.0",
+            date: "",
+            errata: &[],
+        },
+        Release {
+            version: "9.1",
+            date: "",
+            errata: &[],
+        },
+        Release {
+            version: "9.2",
+            date: "",
+            errata: &[],
+        },
+        Release {
+            version: "10.0",
+            date: "",
+            errata: &[],
+        },
+        Release {
+            version: "10.1",
+            date: "",
+            errata: &[],
+        },
+        Release {
+            version: "10.2",
             date: "",
             errata: &[],
         },

@@ -5,7 +5,7 @@ use compat_runtime::{DeviceType, PropDef, PropType, Value};
 #[allow(unused_imports)]
 use std::borrow::Cow;
 /// Every device type, parents before children.
-pub static DEVICE_TYPES: [DeviceType; 15] = [
+pub static DEVICE_TYPES: [DeviceType; 16] = [
     DeviceType {
         name: "device",
         parent: None,
@@ -47,7 +47,7 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                             Cow::Borrowed("multifd"),
                         ],
                     ),
-                    Value::variant("legacy"),
+                    Value::variant("multifd"),
                     "Where zero pages are detected",
                 )
                 .inert(
@@ -62,6 +62,26 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                 )
                 .inert(
                     "this VMM's manifest always names the machine type; there is no configuration section",
+                ),
+            PropDef::new(
+                    "multifd-clean-tls-termination",
+                    "migration",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "multifd channels end their TLS sessions with close_notify",
+                )
+                .inert(
+                    "a destination of this VMM takes a channel as complete at its checksummed end inside the session, never from how the TLS session closes",
+                ),
+            PropDef::new(
+                    "send-switchover-start",
+                    "migration",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "Send a switchover-start message on the return path before the final stop",
+                )
+                .inert(
+                    "this VMM's stream has no switchover-start message; its destination is told of the switchover by the device-state section",
                 ),
             PropDef::new(
                     "send-section-footer",
@@ -91,7 +111,7 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                     "Advertise KVM_FEATURE_MSI_EXT_DEST_ID",
                 )
                 .inert(
-                    "CPUID is the host's supported list with this VMM's topology; CPU models are not applied yet",
+                    "the KVM paravirtual leaves (0x40000000 ...) are the host KVM's supported entries; no property selects their bits",
                 ),
             PropDef::new(
                     "x-vendor-cpuid-only",
@@ -101,7 +121,7 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                     "Only pass vendor-specific CPUID leaves of the host vendor",
                 )
                 .inert(
-                    "CPUID is the host's supported list with this VMM's topology; CPU models are not applied yet",
+                    "CPUID leaves are the host KVM's supported table cut to the CPU model's levels; this VMM never adds or removes leaves by vendor",
                 ),
             PropDef::new(
                     "hv-version-id-build",
@@ -127,6 +147,84 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                     "Hyper-V minor version reported to the guest",
                 )
                 .inert("this VMM presents no Hyper-V enlightenments"),
+            PropDef::new(
+                    "x-amd-topoext-features-only",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "Report AMD topology-extension leaves only with the topoext feature",
+                )
+                .inert(
+                    "the AMD topology leaf 0x8000001E is the host's supported entry with this VMM's one-thread-per-core ids; no property selects it",
+                ),
+            PropDef::new(
+                    "x-l1-cache-per-thread",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "CPUID leaf 4 reports L1 caches as per thread instead of per core",
+                )
+                .inert(
+                    "this VMM's vCPUs are one thread per core, so per-thread and per-core L1 caches give the same leaf 4",
+                ),
+            PropDef::new(
+                    "guest-phys-bits",
+                    "x86_64-cpu",
+                    PropType::uint(32, 0, 4294967295, true, false),
+                    Value::Auto,
+                    "Guest physical address bits reported in CPUID 0x80000008 EAX[23:16] (auto: resolved when the vCPU is realised; 0: not reported)",
+                )
+                .inert(
+                    "CPUID 0x80000008 EAX is the host KVM's supported value; this VMM does not set guest physical bits",
+                ),
+            PropDef::new(
+                    "legacy-multi-node",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(false),
+                    "Report the pre-9.1 node count in CPUID 0x8000001E ECX",
+                )
+                .inert("this VMM presents a single node: 0x8000001E ECX is cleared"),
+            PropDef::new(
+                    "x-consistent-cache",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "CPUID leaves 2 and 4 describe the same caches",
+                )
+                .inert(
+                    "the cache leaves 2 and 4 are the host KVM's supported entries; no property selects them",
+                ),
+            PropDef::new(
+                    "x-vendor-cpuid-only-v2",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "Also hide the other vendor's leaves 0x80000005/6 and cache bits",
+                )
+                .inert(
+                    "CPUID leaves are the host KVM's supported table cut to the CPU model's levels; this VMM never adds or removes leaves by vendor",
+                ),
+            PropDef::new(
+                    "x-arch-cap-always-on",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(false),
+                    "Keep the arch-capabilities CPUID bit on even when no IA32_ARCH_CAPABILITIES bit is set",
+                )
+                .inert(
+                    "arch-capabilities is on exactly when the CPU model lists it (compat/cpu/models.toml); the MSR's bits are the host's",
+                ),
+            PropDef::new(
+                    "x-pdcm-on-even-without-pmu",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(false),
+                    "Keep PDCM (CPUID.1:ECX[15]) on when the vPMU is off",
+                )
+                .inert(
+                    "PDCM is on exactly when the CPU model lists it; this VMM has no vPMU switch that would drop it",
+                ),
         ],
         vmstate: Some(&super::vmstate::X86_64_CPU),
         cpu_model: false,
@@ -156,7 +254,7 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                 "x-pcie-ext-tag",
                 "pci-device",
                 PropType::Bool,
-                Value::Bool(false),
+                Value::Bool(true),
                 "Advertise extended tag support in PCIe device capabilities",
             ),
             PropDef::new(
@@ -267,7 +365,7 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                     "Advertise KVM_FEATURE_MSI_EXT_DEST_ID",
                 )
                 .inert(
-                    "CPUID is the host's supported list with this VMM's topology; CPU models are not applied yet",
+                    "the KVM paravirtual leaves (0x40000000 ...) are the host KVM's supported entries; no property selects their bits",
                 ),
             PropDef::new(
                     "x-vendor-cpuid-only",
@@ -277,7 +375,7 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                     "Only pass vendor-specific CPUID leaves of the host vendor",
                 )
                 .inert(
-                    "CPUID is the host's supported list with this VMM's topology; CPU models are not applied yet",
+                    "CPUID leaves are the host KVM's supported table cut to the CPU model's levels; this VMM never adds or removes leaves by vendor",
                 ),
             PropDef::new(
                     "hv-version-id-build",
@@ -303,6 +401,84 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                     "Hyper-V minor version reported to the guest",
                 )
                 .inert("this VMM presents no Hyper-V enlightenments"),
+            PropDef::new(
+                    "x-amd-topoext-features-only",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "Report AMD topology-extension leaves only with the topoext feature",
+                )
+                .inert(
+                    "the AMD topology leaf 0x8000001E is the host's supported entry with this VMM's one-thread-per-core ids; no property selects it",
+                ),
+            PropDef::new(
+                    "x-l1-cache-per-thread",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "CPUID leaf 4 reports L1 caches as per thread instead of per core",
+                )
+                .inert(
+                    "this VMM's vCPUs are one thread per core, so per-thread and per-core L1 caches give the same leaf 4",
+                ),
+            PropDef::new(
+                    "guest-phys-bits",
+                    "x86_64-cpu",
+                    PropType::uint(32, 0, 4294967295, true, false),
+                    Value::Auto,
+                    "Guest physical address bits reported in CPUID 0x80000008 EAX[23:16] (auto: resolved when the vCPU is realised; 0: not reported)",
+                )
+                .inert(
+                    "CPUID 0x80000008 EAX is the host KVM's supported value; this VMM does not set guest physical bits",
+                ),
+            PropDef::new(
+                    "legacy-multi-node",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(false),
+                    "Report the pre-9.1 node count in CPUID 0x8000001E ECX",
+                )
+                .inert("this VMM presents a single node: 0x8000001E ECX is cleared"),
+            PropDef::new(
+                    "x-consistent-cache",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "CPUID leaves 2 and 4 describe the same caches",
+                )
+                .inert(
+                    "the cache leaves 2 and 4 are the host KVM's supported entries; no property selects them",
+                ),
+            PropDef::new(
+                    "x-vendor-cpuid-only-v2",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "Also hide the other vendor's leaves 0x80000005/6 and cache bits",
+                )
+                .inert(
+                    "CPUID leaves are the host KVM's supported table cut to the CPU model's levels; this VMM never adds or removes leaves by vendor",
+                ),
+            PropDef::new(
+                    "x-arch-cap-always-on",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(false),
+                    "Keep the arch-capabilities CPUID bit on even when no IA32_ARCH_CAPABILITIES bit is set",
+                )
+                .inert(
+                    "arch-capabilities is on exactly when the CPU model lists it (compat/cpu/models.toml); the MSR's bits are the host's",
+                ),
+            PropDef::new(
+                    "x-pdcm-on-even-without-pmu",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(false),
+                    "Keep PDCM (CPUID.1:ECX[15]) on when the vPMU is off",
+                )
+                .inert(
+                    "PDCM is on exactly when the CPU model lists it; this VMM has no vPMU switch that would drop it",
+                ),
             PropDef::new(
                 "vendor",
                 "EPYC-v1-x86_64-cpu",
@@ -1195,7 +1371,7 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                     "Advertise KVM_FEATURE_MSI_EXT_DEST_ID",
                 )
                 .inert(
-                    "CPUID is the host's supported list with this VMM's topology; CPU models are not applied yet",
+                    "the KVM paravirtual leaves (0x40000000 ...) are the host KVM's supported entries; no property selects their bits",
                 ),
             PropDef::new(
                     "x-vendor-cpuid-only",
@@ -1205,7 +1381,7 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                     "Only pass vendor-specific CPUID leaves of the host vendor",
                 )
                 .inert(
-                    "CPUID is the host's supported list with this VMM's topology; CPU models are not applied yet",
+                    "CPUID leaves are the host KVM's supported table cut to the CPU model's levels; this VMM never adds or removes leaves by vendor",
                 ),
             PropDef::new(
                     "hv-version-id-build",
@@ -1231,6 +1407,84 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                     "Hyper-V minor version reported to the guest",
                 )
                 .inert("this VMM presents no Hyper-V enlightenments"),
+            PropDef::new(
+                    "x-amd-topoext-features-only",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "Report AMD topology-extension leaves only with the topoext feature",
+                )
+                .inert(
+                    "the AMD topology leaf 0x8000001E is the host's supported entry with this VMM's one-thread-per-core ids; no property selects it",
+                ),
+            PropDef::new(
+                    "x-l1-cache-per-thread",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "CPUID leaf 4 reports L1 caches as per thread instead of per core",
+                )
+                .inert(
+                    "this VMM's vCPUs are one thread per core, so per-thread and per-core L1 caches give the same leaf 4",
+                ),
+            PropDef::new(
+                    "guest-phys-bits",
+                    "x86_64-cpu",
+                    PropType::uint(32, 0, 4294967295, true, false),
+                    Value::Auto,
+                    "Guest physical address bits reported in CPUID 0x80000008 EAX[23:16] (auto: resolved when the vCPU is realised; 0: not reported)",
+                )
+                .inert(
+                    "CPUID 0x80000008 EAX is the host KVM's supported value; this VMM does not set guest physical bits",
+                ),
+            PropDef::new(
+                    "legacy-multi-node",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(false),
+                    "Report the pre-9.1 node count in CPUID 0x8000001E ECX",
+                )
+                .inert("this VMM presents a single node: 0x8000001E ECX is cleared"),
+            PropDef::new(
+                    "x-consistent-cache",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "CPUID leaves 2 and 4 describe the same caches",
+                )
+                .inert(
+                    "the cache leaves 2 and 4 are the host KVM's supported entries; no property selects them",
+                ),
+            PropDef::new(
+                    "x-vendor-cpuid-only-v2",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "Also hide the other vendor's leaves 0x80000005/6 and cache bits",
+                )
+                .inert(
+                    "CPUID leaves are the host KVM's supported table cut to the CPU model's levels; this VMM never adds or removes leaves by vendor",
+                ),
+            PropDef::new(
+                    "x-arch-cap-always-on",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(false),
+                    "Keep the arch-capabilities CPUID bit on even when no IA32_ARCH_CAPABILITIES bit is set",
+                )
+                .inert(
+                    "arch-capabilities is on exactly when the CPU model lists it (compat/cpu/models.toml); the MSR's bits are the host's",
+                ),
+            PropDef::new(
+                    "x-pdcm-on-even-without-pmu",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(false),
+                    "Keep PDCM (CPUID.1:ECX[15]) on when the vPMU is off",
+                )
+                .inert(
+                    "PDCM is on exactly when the CPU model lists it; this VMM has no vPMU switch that would drop it",
+                ),
             PropDef::new(
                 "vendor",
                 "EPYC-v2-x86_64-cpu",
@@ -2123,7 +2377,7 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                     "Advertise KVM_FEATURE_MSI_EXT_DEST_ID",
                 )
                 .inert(
-                    "CPUID is the host's supported list with this VMM's topology; CPU models are not applied yet",
+                    "the KVM paravirtual leaves (0x40000000 ...) are the host KVM's supported entries; no property selects their bits",
                 ),
             PropDef::new(
                     "x-vendor-cpuid-only",
@@ -2133,7 +2387,7 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                     "Only pass vendor-specific CPUID leaves of the host vendor",
                 )
                 .inert(
-                    "CPUID is the host's supported list with this VMM's topology; CPU models are not applied yet",
+                    "CPUID leaves are the host KVM's supported table cut to the CPU model's levels; this VMM never adds or removes leaves by vendor",
                 ),
             PropDef::new(
                     "hv-version-id-build",
@@ -2159,6 +2413,84 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                     "Hyper-V minor version reported to the guest",
                 )
                 .inert("this VMM presents no Hyper-V enlightenments"),
+            PropDef::new(
+                    "x-amd-topoext-features-only",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "Report AMD topology-extension leaves only with the topoext feature",
+                )
+                .inert(
+                    "the AMD topology leaf 0x8000001E is the host's supported entry with this VMM's one-thread-per-core ids; no property selects it",
+                ),
+            PropDef::new(
+                    "x-l1-cache-per-thread",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "CPUID leaf 4 reports L1 caches as per thread instead of per core",
+                )
+                .inert(
+                    "this VMM's vCPUs are one thread per core, so per-thread and per-core L1 caches give the same leaf 4",
+                ),
+            PropDef::new(
+                    "guest-phys-bits",
+                    "x86_64-cpu",
+                    PropType::uint(32, 0, 4294967295, true, false),
+                    Value::Auto,
+                    "Guest physical address bits reported in CPUID 0x80000008 EAX[23:16] (auto: resolved when the vCPU is realised; 0: not reported)",
+                )
+                .inert(
+                    "CPUID 0x80000008 EAX is the host KVM's supported value; this VMM does not set guest physical bits",
+                ),
+            PropDef::new(
+                    "legacy-multi-node",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(false),
+                    "Report the pre-9.1 node count in CPUID 0x8000001E ECX",
+                )
+                .inert("this VMM presents a single node: 0x8000001E ECX is cleared"),
+            PropDef::new(
+                    "x-consistent-cache",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "CPUID leaves 2 and 4 describe the same caches",
+                )
+                .inert(
+                    "the cache leaves 2 and 4 are the host KVM's supported entries; no property selects them",
+                ),
+            PropDef::new(
+                    "x-vendor-cpuid-only-v2",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "Also hide the other vendor's leaves 0x80000005/6 and cache bits",
+                )
+                .inert(
+                    "CPUID leaves are the host KVM's supported table cut to the CPU model's levels; this VMM never adds or removes leaves by vendor",
+                ),
+            PropDef::new(
+                    "x-arch-cap-always-on",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(false),
+                    "Keep the arch-capabilities CPUID bit on even when no IA32_ARCH_CAPABILITIES bit is set",
+                )
+                .inert(
+                    "arch-capabilities is on exactly when the CPU model lists it (compat/cpu/models.toml); the MSR's bits are the host's",
+                ),
+            PropDef::new(
+                    "x-pdcm-on-even-without-pmu",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(false),
+                    "Keep PDCM (CPUID.1:ECX[15]) on when the vPMU is off",
+                )
+                .inert(
+                    "PDCM is on exactly when the CPU model lists it; this VMM has no vPMU switch that would drop it",
+                ),
             PropDef::new(
                 "vendor",
                 "EPYC-v3-x86_64-cpu",
@@ -3051,7 +3383,7 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                     "Advertise KVM_FEATURE_MSI_EXT_DEST_ID",
                 )
                 .inert(
-                    "CPUID is the host's supported list with this VMM's topology; CPU models are not applied yet",
+                    "the KVM paravirtual leaves (0x40000000 ...) are the host KVM's supported entries; no property selects their bits",
                 ),
             PropDef::new(
                     "x-vendor-cpuid-only",
@@ -3061,7 +3393,7 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                     "Only pass vendor-specific CPUID leaves of the host vendor",
                 )
                 .inert(
-                    "CPUID is the host's supported list with this VMM's topology; CPU models are not applied yet",
+                    "CPUID leaves are the host KVM's supported table cut to the CPU model's levels; this VMM never adds or removes leaves by vendor",
                 ),
             PropDef::new(
                     "hv-version-id-build",
@@ -3087,6 +3419,84 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                     "Hyper-V minor version reported to the guest",
                 )
                 .inert("this VMM presents no Hyper-V enlightenments"),
+            PropDef::new(
+                    "x-amd-topoext-features-only",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "Report AMD topology-extension leaves only with the topoext feature",
+                )
+                .inert(
+                    "the AMD topology leaf 0x8000001E is the host's supported entry with this VMM's one-thread-per-core ids; no property selects it",
+                ),
+            PropDef::new(
+                    "x-l1-cache-per-thread",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "CPUID leaf 4 reports L1 caches as per thread instead of per core",
+                )
+                .inert(
+                    "this VMM's vCPUs are one thread per core, so per-thread and per-core L1 caches give the same leaf 4",
+                ),
+            PropDef::new(
+                    "guest-phys-bits",
+                    "x86_64-cpu",
+                    PropType::uint(32, 0, 4294967295, true, false),
+                    Value::Auto,
+                    "Guest physical address bits reported in CPUID 0x80000008 EAX[23:16] (auto: resolved when the vCPU is realised; 0: not reported)",
+                )
+                .inert(
+                    "CPUID 0x80000008 EAX is the host KVM's supported value; this VMM does not set guest physical bits",
+                ),
+            PropDef::new(
+                    "legacy-multi-node",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(false),
+                    "Report the pre-9.1 node count in CPUID 0x8000001E ECX",
+                )
+                .inert("this VMM presents a single node: 0x8000001E ECX is cleared"),
+            PropDef::new(
+                    "x-consistent-cache",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "CPUID leaves 2 and 4 describe the same caches",
+                )
+                .inert(
+                    "the cache leaves 2 and 4 are the host KVM's supported entries; no property selects them",
+                ),
+            PropDef::new(
+                    "x-vendor-cpuid-only-v2",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "Also hide the other vendor's leaves 0x80000005/6 and cache bits",
+                )
+                .inert(
+                    "CPUID leaves are the host KVM's supported table cut to the CPU model's levels; this VMM never adds or removes leaves by vendor",
+                ),
+            PropDef::new(
+                    "x-arch-cap-always-on",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(false),
+                    "Keep the arch-capabilities CPUID bit on even when no IA32_ARCH_CAPABILITIES bit is set",
+                )
+                .inert(
+                    "arch-capabilities is on exactly when the CPU model lists it (compat/cpu/models.toml); the MSR's bits are the host's",
+                ),
+            PropDef::new(
+                    "x-pdcm-on-even-without-pmu",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(false),
+                    "Keep PDCM (CPUID.1:ECX[15]) on when the vPMU is off",
+                )
+                .inert(
+                    "PDCM is on exactly when the CPU model lists it; this VMM has no vPMU switch that would drop it",
+                ),
             PropDef::new(
                 "vendor",
                 "EPYC-v4-x86_64-cpu",
@@ -3979,7 +4389,7 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                     "Advertise KVM_FEATURE_MSI_EXT_DEST_ID",
                 )
                 .inert(
-                    "CPUID is the host's supported list with this VMM's topology; CPU models are not applied yet",
+                    "the KVM paravirtual leaves (0x40000000 ...) are the host KVM's supported entries; no property selects their bits",
                 ),
             PropDef::new(
                     "x-vendor-cpuid-only",
@@ -3989,7 +4399,7 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                     "Only pass vendor-specific CPUID leaves of the host vendor",
                 )
                 .inert(
-                    "CPUID is the host's supported list with this VMM's topology; CPU models are not applied yet",
+                    "CPUID leaves are the host KVM's supported table cut to the CPU model's levels; this VMM never adds or removes leaves by vendor",
                 ),
             PropDef::new(
                     "hv-version-id-build",
@@ -4015,6 +4425,84 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                     "Hyper-V minor version reported to the guest",
                 )
                 .inert("this VMM presents no Hyper-V enlightenments"),
+            PropDef::new(
+                    "x-amd-topoext-features-only",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "Report AMD topology-extension leaves only with the topoext feature",
+                )
+                .inert(
+                    "the AMD topology leaf 0x8000001E is the host's supported entry with this VMM's one-thread-per-core ids; no property selects it",
+                ),
+            PropDef::new(
+                    "x-l1-cache-per-thread",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "CPUID leaf 4 reports L1 caches as per thread instead of per core",
+                )
+                .inert(
+                    "this VMM's vCPUs are one thread per core, so per-thread and per-core L1 caches give the same leaf 4",
+                ),
+            PropDef::new(
+                    "guest-phys-bits",
+                    "x86_64-cpu",
+                    PropType::uint(32, 0, 4294967295, true, false),
+                    Value::Auto,
+                    "Guest physical address bits reported in CPUID 0x80000008 EAX[23:16] (auto: resolved when the vCPU is realised; 0: not reported)",
+                )
+                .inert(
+                    "CPUID 0x80000008 EAX is the host KVM's supported value; this VMM does not set guest physical bits",
+                ),
+            PropDef::new(
+                    "legacy-multi-node",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(false),
+                    "Report the pre-9.1 node count in CPUID 0x8000001E ECX",
+                )
+                .inert("this VMM presents a single node: 0x8000001E ECX is cleared"),
+            PropDef::new(
+                    "x-consistent-cache",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "CPUID leaves 2 and 4 describe the same caches",
+                )
+                .inert(
+                    "the cache leaves 2 and 4 are the host KVM's supported entries; no property selects them",
+                ),
+            PropDef::new(
+                    "x-vendor-cpuid-only-v2",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "Also hide the other vendor's leaves 0x80000005/6 and cache bits",
+                )
+                .inert(
+                    "CPUID leaves are the host KVM's supported table cut to the CPU model's levels; this VMM never adds or removes leaves by vendor",
+                ),
+            PropDef::new(
+                    "x-arch-cap-always-on",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(false),
+                    "Keep the arch-capabilities CPUID bit on even when no IA32_ARCH_CAPABILITIES bit is set",
+                )
+                .inert(
+                    "arch-capabilities is on exactly when the CPU model lists it (compat/cpu/models.toml); the MSR's bits are the host's",
+                ),
+            PropDef::new(
+                    "x-pdcm-on-even-without-pmu",
+                    "x86_64-cpu",
+                    PropType::Bool,
+                    Value::Bool(false),
+                    "Keep PDCM (CPUID.1:ECX[15]) on when the vPMU is off",
+                )
+                .inert(
+                    "PDCM is on exactly when the CPU model lists it; this VMM has no vPMU switch that would drop it",
+                ),
             PropDef::new(
                 "family",
                 "qemu64-x86_64-cpu",
@@ -4884,7 +5372,7 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                 "x-pcie-ext-tag",
                 "pci-device",
                 PropType::Bool,
-                Value::Bool(false),
+                Value::Bool(true),
                 "Advertise extended tag support in PCIe device capabilities",
             ),
             PropDef::new(
@@ -5046,9 +5534,59 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
         cpu_model: false,
     },
     DeviceType {
-        name: "virtio-rng-pci",
+        name: "virtio-pci",
         parent: Some("pci-device"),
-        ancestors: &["virtio-rng-pci", "pci-device", "device"],
+        ancestors: &["virtio-pci", "pci-device", "device"],
+        doc: "Common behaviour of virtio functions on PCI (the reference's virtio-pci proxy)",
+        props: &[
+            PropDef::new(
+                "x-pcie-err-unc-mask",
+                "pci-device",
+                PropType::Bool,
+                Value::Bool(true),
+                "Initialise and allow writes to the AER PCI_ERR_UNCOR_MASK register",
+            ),
+            PropDef::new(
+                    "x-pcie-ari-nextfn-1",
+                    "pci-device",
+                    PropType::Bool,
+                    Value::Bool(false),
+                    "ARI capability next-function number is 1 (pre-8.1 bug)",
+                )
+                .inert("this VMM's root port has no ARI capability"),
+            PropDef::new(
+                "x-pcie-ext-tag",
+                "pci-device",
+                PropType::Bool,
+                Value::Bool(true),
+                "Advertise extended tag support in PCIe device capabilities",
+            ),
+            PropDef::new(
+                    "acpi-index",
+                    "pci-device",
+                    PropType::uint(32, 0, 4294967295, false, false),
+                    Value::Uint(0),
+                    "ACPI index for the guest's NIC naming (0: none)",
+                )
+                .inert("this VMM builds no ACPI tables"),
+            PropDef::new(
+                    "x-pcie-pm-no-soft-reset",
+                    "virtio-pci",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "Set No_Soft_Reset in the PCI power-management capability of a PCIe virtio function",
+                )
+                .inert(
+                    "this VMM builds no virtio function on PCI (its virtio devices sit on virtio-mmio; virtio-rng-pci is declared for its compat history), so there is no PM capability to carry the bit",
+                ),
+        ],
+        vmstate: None,
+        cpu_model: false,
+    },
+    DeviceType {
+        name: "virtio-rng-pci",
+        parent: Some("virtio-pci"),
+        ancestors: &["virtio-rng-pci", "virtio-pci", "pci-device", "device"],
         doc: "virtio entropy source on PCI",
         props: &[
             PropDef::new(
@@ -5070,7 +5608,7 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                 "x-pcie-ext-tag",
                 "pci-device",
                 PropType::Bool,
-                Value::Bool(false),
+                Value::Bool(true),
                 "Advertise extended tag support in PCIe device capabilities",
             ),
             PropDef::new(
@@ -5081,6 +5619,16 @@ pub static DEVICE_TYPES: [DeviceType; 15] = [
                     "ACPI index for the guest's NIC naming (0: none)",
                 )
                 .inert("this VMM builds no ACPI tables"),
+            PropDef::new(
+                    "x-pcie-pm-no-soft-reset",
+                    "virtio-pci",
+                    PropType::Bool,
+                    Value::Bool(true),
+                    "Set No_Soft_Reset in the PCI power-management capability of a PCIe virtio function",
+                )
+                .inert(
+                    "this VMM builds no virtio function on PCI (its virtio devices sit on virtio-mmio; virtio-rng-pci is declared for its compat history), so there is no PM capability to carry the bit",
+                ),
             PropDef::new(
                 "vectors",
                 "virtio-rng-pci",

@@ -145,6 +145,10 @@ pub struct MigrationProps {
     pub zero_page_detection: MigrationZeroPageDetection,
     /// `send-configuration` (bool): Send the configuration section (machine type name)
     pub send_configuration: bool,
+    /// `multifd-clean-tls-termination` (bool): multifd channels end their TLS sessions with close_notify
+    pub multifd_clean_tls_termination: bool,
+    /// `send-switchover-start` (bool): Send a switchover-start message on the return path before the final stop
+    pub send_switchover_start: bool,
     /// `send-section-footer` (bool): Send a footer after each section to catch stream desync
     pub send_section_footer: bool,
 }
@@ -168,6 +172,12 @@ impl MigrationProps {
                 MigrationZeroPageDetection::from_name,
             )?,
             send_configuration: get_bool(cfg, T, "send-configuration")?,
+            multifd_clean_tls_termination: get_bool(
+                cfg,
+                T,
+                "multifd-clean-tls-termination",
+            )?,
+            send_switchover_start: get_bool(cfg, T, "send-switchover-start")?,
             send_section_footer: get_bool(cfg, T, "send-section-footer")?,
         })
     }
@@ -185,6 +195,22 @@ pub struct X86_64CpuProps {
     pub hv_version_id_major: u32,
     /// `hv-version-id-minor` (u32): Hyper-V minor version reported to the guest
     pub hv_version_id_minor: u32,
+    /// `x-amd-topoext-features-only` (bool): Report AMD topology-extension leaves only with the topoext feature
+    pub x_amd_topoext_features_only: bool,
+    /// `x-l1-cache-per-thread` (bool): CPUID leaf 4 reports L1 caches as per thread instead of per core
+    pub x_l1_cache_per_thread: bool,
+    /// `guest-phys-bits` (u32 | auto): Guest physical address bits reported in CPUID 0x80000008 EAX[23:16] (auto: resolved when the vCPU is realised; 0: not reported)
+    pub guest_phys_bits: AutoOr<u32>,
+    /// `legacy-multi-node` (bool): Report the pre-9.1 node count in CPUID 0x8000001E ECX
+    pub legacy_multi_node: bool,
+    /// `x-consistent-cache` (bool): CPUID leaves 2 and 4 describe the same caches
+    pub x_consistent_cache: bool,
+    /// `x-vendor-cpuid-only-v2` (bool): Also hide the other vendor's leaves 0x80000005/6 and cache bits
+    pub x_vendor_cpuid_only_v2: bool,
+    /// `x-arch-cap-always-on` (bool): Keep the arch-capabilities CPUID bit on even when no IA32_ARCH_CAPABILITIES bit is set
+    pub x_arch_cap_always_on: bool,
+    /// `x-pdcm-on-even-without-pmu` (bool): Keep PDCM (CPUID.1:ECX[15]) on when the vPMU is off
+    pub x_pdcm_on_even_without_pmu: bool,
 }
 impl X86_64CpuProps {
     /// The device type these properties belong to.
@@ -198,6 +224,18 @@ impl X86_64CpuProps {
             hv_version_id_build: get_uint(cfg, T, "hv-version-id-build")?,
             hv_version_id_major: get_uint(cfg, T, "hv-version-id-major")?,
             hv_version_id_minor: get_uint(cfg, T, "hv-version-id-minor")?,
+            x_amd_topoext_features_only: get_bool(
+                cfg,
+                T,
+                "x-amd-topoext-features-only",
+            )?,
+            x_l1_cache_per_thread: get_bool(cfg, T, "x-l1-cache-per-thread")?,
+            guest_phys_bits: get_auto_uint(cfg, T, "guest-phys-bits")?,
+            legacy_multi_node: get_bool(cfg, T, "legacy-multi-node")?,
+            x_consistent_cache: get_bool(cfg, T, "x-consistent-cache")?,
+            x_vendor_cpuid_only_v2: get_bool(cfg, T, "x-vendor-cpuid-only-v2")?,
+            x_arch_cap_always_on: get_bool(cfg, T, "x-arch-cap-always-on")?,
+            x_pdcm_on_even_without_pmu: get_bool(cfg, T, "x-pdcm-on-even-without-pmu")?,
         })
     }
 }
@@ -303,6 +341,22 @@ pub struct EpycV1X86_64CpuProps {
     pub hv_version_id_major: u32,
     /// `hv-version-id-minor` (u32): Hyper-V minor version reported to the guest
     pub hv_version_id_minor: u32,
+    /// `x-amd-topoext-features-only` (bool): Report AMD topology-extension leaves only with the topoext feature
+    pub x_amd_topoext_features_only: bool,
+    /// `x-l1-cache-per-thread` (bool): CPUID leaf 4 reports L1 caches as per thread instead of per core
+    pub x_l1_cache_per_thread: bool,
+    /// `guest-phys-bits` (u32 | auto): Guest physical address bits reported in CPUID 0x80000008 EAX[23:16] (auto: resolved when the vCPU is realised; 0: not reported)
+    pub guest_phys_bits: AutoOr<u32>,
+    /// `legacy-multi-node` (bool): Report the pre-9.1 node count in CPUID 0x8000001E ECX
+    pub legacy_multi_node: bool,
+    /// `x-consistent-cache` (bool): CPUID leaves 2 and 4 describe the same caches
+    pub x_consistent_cache: bool,
+    /// `x-vendor-cpuid-only-v2` (bool): Also hide the other vendor's leaves 0x80000005/6 and cache bits
+    pub x_vendor_cpuid_only_v2: bool,
+    /// `x-arch-cap-always-on` (bool): Keep the arch-capabilities CPUID bit on even when no IA32_ARCH_CAPABILITIES bit is set
+    pub x_arch_cap_always_on: bool,
+    /// `x-pdcm-on-even-without-pmu` (bool): Keep PDCM (CPUID.1:ECX[15]) on when the vPMU is off
+    pub x_pdcm_on_even_without_pmu: bool,
     /// `vendor` (string): CPUID vendor (leaf 0 and 0x80000000)
     pub vendor: String,
     /// `family` (u32 0..=270): CPUID family
@@ -564,6 +618,18 @@ impl EpycV1X86_64CpuProps {
             hv_version_id_build: get_uint(cfg, T, "hv-version-id-build")?,
             hv_version_id_major: get_uint(cfg, T, "hv-version-id-major")?,
             hv_version_id_minor: get_uint(cfg, T, "hv-version-id-minor")?,
+            x_amd_topoext_features_only: get_bool(
+                cfg,
+                T,
+                "x-amd-topoext-features-only",
+            )?,
+            x_l1_cache_per_thread: get_bool(cfg, T, "x-l1-cache-per-thread")?,
+            guest_phys_bits: get_auto_uint(cfg, T, "guest-phys-bits")?,
+            legacy_multi_node: get_bool(cfg, T, "legacy-multi-node")?,
+            x_consistent_cache: get_bool(cfg, T, "x-consistent-cache")?,
+            x_vendor_cpuid_only_v2: get_bool(cfg, T, "x-vendor-cpuid-only-v2")?,
+            x_arch_cap_always_on: get_bool(cfg, T, "x-arch-cap-always-on")?,
+            x_pdcm_on_even_without_pmu: get_bool(cfg, T, "x-pdcm-on-even-without-pmu")?,
             vendor: get_string(cfg, T, "vendor")?,
             family: get_uint(cfg, T, "family")?,
             model: get_uint(cfg, T, "model")?,
@@ -704,6 +770,22 @@ pub struct EpycV2X86_64CpuProps {
     pub hv_version_id_major: u32,
     /// `hv-version-id-minor` (u32): Hyper-V minor version reported to the guest
     pub hv_version_id_minor: u32,
+    /// `x-amd-topoext-features-only` (bool): Report AMD topology-extension leaves only with the topoext feature
+    pub x_amd_topoext_features_only: bool,
+    /// `x-l1-cache-per-thread` (bool): CPUID leaf 4 reports L1 caches as per thread instead of per core
+    pub x_l1_cache_per_thread: bool,
+    /// `guest-phys-bits` (u32 | auto): Guest physical address bits reported in CPUID 0x80000008 EAX[23:16] (auto: resolved when the vCPU is realised; 0: not reported)
+    pub guest_phys_bits: AutoOr<u32>,
+    /// `legacy-multi-node` (bool): Report the pre-9.1 node count in CPUID 0x8000001E ECX
+    pub legacy_multi_node: bool,
+    /// `x-consistent-cache` (bool): CPUID leaves 2 and 4 describe the same caches
+    pub x_consistent_cache: bool,
+    /// `x-vendor-cpuid-only-v2` (bool): Also hide the other vendor's leaves 0x80000005/6 and cache bits
+    pub x_vendor_cpuid_only_v2: bool,
+    /// `x-arch-cap-always-on` (bool): Keep the arch-capabilities CPUID bit on even when no IA32_ARCH_CAPABILITIES bit is set
+    pub x_arch_cap_always_on: bool,
+    /// `x-pdcm-on-even-without-pmu` (bool): Keep PDCM (CPUID.1:ECX[15]) on when the vPMU is off
+    pub x_pdcm_on_even_without_pmu: bool,
     /// `vendor` (string): CPUID vendor (leaf 0 and 0x80000000)
     pub vendor: String,
     /// `family` (u32 0..=270): CPUID family
@@ -965,6 +1047,18 @@ impl EpycV2X86_64CpuProps {
             hv_version_id_build: get_uint(cfg, T, "hv-version-id-build")?,
             hv_version_id_major: get_uint(cfg, T, "hv-version-id-major")?,
             hv_version_id_minor: get_uint(cfg, T, "hv-version-id-minor")?,
+            x_amd_topoext_features_only: get_bool(
+                cfg,
+                T,
+                "x-amd-topoext-features-only",
+            )?,
+            x_l1_cache_per_thread: get_bool(cfg, T, "x-l1-cache-per-thread")?,
+            guest_phys_bits: get_auto_uint(cfg, T, "guest-phys-bits")?,
+            legacy_multi_node: get_bool(cfg, T, "legacy-multi-node")?,
+            x_consistent_cache: get_bool(cfg, T, "x-consistent-cache")?,
+            x_vendor_cpuid_only_v2: get_bool(cfg, T, "x-vendor-cpuid-only-v2")?,
+            x_arch_cap_always_on: get_bool(cfg, T, "x-arch-cap-always-on")?,
+            x_pdcm_on_even_without_pmu: get_bool(cfg, T, "x-pdcm-on-even-without-pmu")?,
             vendor: get_string(cfg, T, "vendor")?,
             family: get_uint(cfg, T, "family")?,
             model: get_uint(cfg, T, "model")?,
@@ -1105,6 +1199,22 @@ pub struct EpycV3X86_64CpuProps {
     pub hv_version_id_major: u32,
     /// `hv-version-id-minor` (u32): Hyper-V minor version reported to the guest
     pub hv_version_id_minor: u32,
+    /// `x-amd-topoext-features-only` (bool): Report AMD topology-extension leaves only with the topoext feature
+    pub x_amd_topoext_features_only: bool,
+    /// `x-l1-cache-per-thread` (bool): CPUID leaf 4 reports L1 caches as per thread instead of per core
+    pub x_l1_cache_per_thread: bool,
+    /// `guest-phys-bits` (u32 | auto): Guest physical address bits reported in CPUID 0x80000008 EAX[23:16] (auto: resolved when the vCPU is realised; 0: not reported)
+    pub guest_phys_bits: AutoOr<u32>,
+    /// `legacy-multi-node` (bool): Report the pre-9.1 node count in CPUID 0x8000001E ECX
+    pub legacy_multi_node: bool,
+    /// `x-consistent-cache` (bool): CPUID leaves 2 and 4 describe the same caches
+    pub x_consistent_cache: bool,
+    /// `x-vendor-cpuid-only-v2` (bool): Also hide the other vendor's leaves 0x80000005/6 and cache bits
+    pub x_vendor_cpuid_only_v2: bool,
+    /// `x-arch-cap-always-on` (bool): Keep the arch-capabilities CPUID bit on even when no IA32_ARCH_CAPABILITIES bit is set
+    pub x_arch_cap_always_on: bool,
+    /// `x-pdcm-on-even-without-pmu` (bool): Keep PDCM (CPUID.1:ECX[15]) on when the vPMU is off
+    pub x_pdcm_on_even_without_pmu: bool,
     /// `vendor` (string): CPUID vendor (leaf 0 and 0x80000000)
     pub vendor: String,
     /// `family` (u32 0..=270): CPUID family
@@ -1366,6 +1476,18 @@ impl EpycV3X86_64CpuProps {
             hv_version_id_build: get_uint(cfg, T, "hv-version-id-build")?,
             hv_version_id_major: get_uint(cfg, T, "hv-version-id-major")?,
             hv_version_id_minor: get_uint(cfg, T, "hv-version-id-minor")?,
+            x_amd_topoext_features_only: get_bool(
+                cfg,
+                T,
+                "x-amd-topoext-features-only",
+            )?,
+            x_l1_cache_per_thread: get_bool(cfg, T, "x-l1-cache-per-thread")?,
+            guest_phys_bits: get_auto_uint(cfg, T, "guest-phys-bits")?,
+            legacy_multi_node: get_bool(cfg, T, "legacy-multi-node")?,
+            x_consistent_cache: get_bool(cfg, T, "x-consistent-cache")?,
+            x_vendor_cpuid_only_v2: get_bool(cfg, T, "x-vendor-cpuid-only-v2")?,
+            x_arch_cap_always_on: get_bool(cfg, T, "x-arch-cap-always-on")?,
+            x_pdcm_on_even_without_pmu: get_bool(cfg, T, "x-pdcm-on-even-without-pmu")?,
             vendor: get_string(cfg, T, "vendor")?,
             family: get_uint(cfg, T, "family")?,
             model: get_uint(cfg, T, "model")?,
@@ -1506,6 +1628,22 @@ pub struct EpycV4X86_64CpuProps {
     pub hv_version_id_major: u32,
     /// `hv-version-id-minor` (u32): Hyper-V minor version reported to the guest
     pub hv_version_id_minor: u32,
+    /// `x-amd-topoext-features-only` (bool): Report AMD topology-extension leaves only with the topoext feature
+    pub x_amd_topoext_features_only: bool,
+    /// `x-l1-cache-per-thread` (bool): CPUID leaf 4 reports L1 caches as per thread instead of per core
+    pub x_l1_cache_per_thread: bool,
+    /// `guest-phys-bits` (u32 | auto): Guest physical address bits reported in CPUID 0x80000008 EAX[23:16] (auto: resolved when the vCPU is realised; 0: not reported)
+    pub guest_phys_bits: AutoOr<u32>,
+    /// `legacy-multi-node` (bool): Report the pre-9.1 node count in CPUID 0x8000001E ECX
+    pub legacy_multi_node: bool,
+    /// `x-consistent-cache` (bool): CPUID leaves 2 and 4 describe the same caches
+    pub x_consistent_cache: bool,
+    /// `x-vendor-cpuid-only-v2` (bool): Also hide the other vendor's leaves 0x80000005/6 and cache bits
+    pub x_vendor_cpuid_only_v2: bool,
+    /// `x-arch-cap-always-on` (bool): Keep the arch-capabilities CPUID bit on even when no IA32_ARCH_CAPABILITIES bit is set
+    pub x_arch_cap_always_on: bool,
+    /// `x-pdcm-on-even-without-pmu` (bool): Keep PDCM (CPUID.1:ECX[15]) on when the vPMU is off
+    pub x_pdcm_on_even_without_pmu: bool,
     /// `vendor` (string): CPUID vendor (leaf 0 and 0x80000000)
     pub vendor: String,
     /// `family` (u32 0..=270): CPUID family
@@ -1767,6 +1905,18 @@ impl EpycV4X86_64CpuProps {
             hv_version_id_build: get_uint(cfg, T, "hv-version-id-build")?,
             hv_version_id_major: get_uint(cfg, T, "hv-version-id-major")?,
             hv_version_id_minor: get_uint(cfg, T, "hv-version-id-minor")?,
+            x_amd_topoext_features_only: get_bool(
+                cfg,
+                T,
+                "x-amd-topoext-features-only",
+            )?,
+            x_l1_cache_per_thread: get_bool(cfg, T, "x-l1-cache-per-thread")?,
+            guest_phys_bits: get_auto_uint(cfg, T, "guest-phys-bits")?,
+            legacy_multi_node: get_bool(cfg, T, "legacy-multi-node")?,
+            x_consistent_cache: get_bool(cfg, T, "x-consistent-cache")?,
+            x_vendor_cpuid_only_v2: get_bool(cfg, T, "x-vendor-cpuid-only-v2")?,
+            x_arch_cap_always_on: get_bool(cfg, T, "x-arch-cap-always-on")?,
+            x_pdcm_on_even_without_pmu: get_bool(cfg, T, "x-pdcm-on-even-without-pmu")?,
             vendor: get_string(cfg, T, "vendor")?,
             family: get_uint(cfg, T, "family")?,
             model: get_uint(cfg, T, "model")?,
@@ -1907,6 +2057,22 @@ pub struct Qemu64X86_64CpuProps {
     pub hv_version_id_major: u32,
     /// `hv-version-id-minor` (u32): Hyper-V minor version reported to the guest
     pub hv_version_id_minor: u32,
+    /// `x-amd-topoext-features-only` (bool): Report AMD topology-extension leaves only with the topoext feature
+    pub x_amd_topoext_features_only: bool,
+    /// `x-l1-cache-per-thread` (bool): CPUID leaf 4 reports L1 caches as per thread instead of per core
+    pub x_l1_cache_per_thread: bool,
+    /// `guest-phys-bits` (u32 | auto): Guest physical address bits reported in CPUID 0x80000008 EAX[23:16] (auto: resolved when the vCPU is realised; 0: not reported)
+    pub guest_phys_bits: AutoOr<u32>,
+    /// `legacy-multi-node` (bool): Report the pre-9.1 node count in CPUID 0x8000001E ECX
+    pub legacy_multi_node: bool,
+    /// `x-consistent-cache` (bool): CPUID leaves 2 and 4 describe the same caches
+    pub x_consistent_cache: bool,
+    /// `x-vendor-cpuid-only-v2` (bool): Also hide the other vendor's leaves 0x80000005/6 and cache bits
+    pub x_vendor_cpuid_only_v2: bool,
+    /// `x-arch-cap-always-on` (bool): Keep the arch-capabilities CPUID bit on even when no IA32_ARCH_CAPABILITIES bit is set
+    pub x_arch_cap_always_on: bool,
+    /// `x-pdcm-on-even-without-pmu` (bool): Keep PDCM (CPUID.1:ECX[15]) on when the vPMU is off
+    pub x_pdcm_on_even_without_pmu: bool,
     /// `family` (u32 0..=270): CPUID family
     pub family: u32,
     /// `model` (u32 0..=255): CPUID model
@@ -2160,6 +2326,18 @@ impl Qemu64X86_64CpuProps {
             hv_version_id_build: get_uint(cfg, T, "hv-version-id-build")?,
             hv_version_id_major: get_uint(cfg, T, "hv-version-id-major")?,
             hv_version_id_minor: get_uint(cfg, T, "hv-version-id-minor")?,
+            x_amd_topoext_features_only: get_bool(
+                cfg,
+                T,
+                "x-amd-topoext-features-only",
+            )?,
+            x_l1_cache_per_thread: get_bool(cfg, T, "x-l1-cache-per-thread")?,
+            guest_phys_bits: get_auto_uint(cfg, T, "guest-phys-bits")?,
+            legacy_multi_node: get_bool(cfg, T, "legacy-multi-node")?,
+            x_consistent_cache: get_bool(cfg, T, "x-consistent-cache")?,
+            x_vendor_cpuid_only_v2: get_bool(cfg, T, "x-vendor-cpuid-only-v2")?,
+            x_arch_cap_always_on: get_bool(cfg, T, "x-arch-cap-always-on")?,
+            x_pdcm_on_even_without_pmu: get_bool(cfg, T, "x-pdcm-on-even-without-pmu")?,
             family: get_uint(cfg, T, "family")?,
             model: get_uint(cfg, T, "model")?,
             stepping: get_uint(cfg, T, "stepping")?,
@@ -2368,6 +2546,35 @@ impl VirtioBlkDeviceProps {
         })
     }
 }
+/// Typed properties of `virtio-pci`: Common behaviour of virtio functions on PCI (the reference's virtio-pci proxy)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtioPciProps {
+    /// `x-pcie-err-unc-mask` (bool): Initialise and allow writes to the AER PCI_ERR_UNCOR_MASK register
+    pub x_pcie_err_unc_mask: bool,
+    /// `x-pcie-ari-nextfn-1` (bool): ARI capability next-function number is 1 (pre-8.1 bug)
+    pub x_pcie_ari_nextfn_1: bool,
+    /// `x-pcie-ext-tag` (bool): Advertise extended tag support in PCIe device capabilities
+    pub x_pcie_ext_tag: bool,
+    /// `acpi-index` (u32): ACPI index for the guest's NIC naming (0: none)
+    pub acpi_index: u32,
+    /// `x-pcie-pm-no-soft-reset` (bool): Set No_Soft_Reset in the PCI power-management capability of a PCIe virtio function
+    pub x_pcie_pm_no_soft_reset: bool,
+}
+impl VirtioPciProps {
+    /// The device type these properties belong to.
+    pub const TYPE_NAME: &'static str = "virtio-pci";
+    /// Reads every property from an effective configuration.
+    pub fn from_config(cfg: &EffectiveConfig) -> Result<Self, PropsError> {
+        const T: &str = VirtioPciProps::TYPE_NAME;
+        Ok(Self {
+            x_pcie_err_unc_mask: get_bool(cfg, T, "x-pcie-err-unc-mask")?,
+            x_pcie_ari_nextfn_1: get_bool(cfg, T, "x-pcie-ari-nextfn-1")?,
+            x_pcie_ext_tag: get_bool(cfg, T, "x-pcie-ext-tag")?,
+            acpi_index: get_uint(cfg, T, "acpi-index")?,
+            x_pcie_pm_no_soft_reset: get_bool(cfg, T, "x-pcie-pm-no-soft-reset")?,
+        })
+    }
+}
 /// Typed properties of `virtio-rng-pci`: virtio entropy source on PCI
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtioRngPciProps {
@@ -2379,6 +2586,8 @@ pub struct VirtioRngPciProps {
     pub x_pcie_ext_tag: bool,
     /// `acpi-index` (u32): ACPI index for the guest's NIC naming (0: none)
     pub acpi_index: u32,
+    /// `x-pcie-pm-no-soft-reset` (bool): Set No_Soft_Reset in the PCI power-management capability of a PCIe virtio function
+    pub x_pcie_pm_no_soft_reset: bool,
     /// `vectors` (u32 0..=2048): MSI-X vectors (0: INTx only)
     pub vectors: u32,
 }
@@ -2393,6 +2602,7 @@ impl VirtioRngPciProps {
             x_pcie_ari_nextfn_1: get_bool(cfg, T, "x-pcie-ari-nextfn-1")?,
             x_pcie_ext_tag: get_bool(cfg, T, "x-pcie-ext-tag")?,
             acpi_index: get_uint(cfg, T, "acpi-index")?,
+            x_pcie_pm_no_soft_reset: get_bool(cfg, T, "x-pcie-pm-no-soft-reset")?,
             vectors: get_uint(cfg, T, "vectors")?,
         })
     }

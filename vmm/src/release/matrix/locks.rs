@@ -17,4 +17,10 @@ pub static LOCKS: &[(&str, &str)] = &[
     ("8.1", include_str!("../../../../compat/releases/8.1.lock.toml")),
     ("8.2", include_str!("../../../../compat/releases/8.2.lock.toml")),
     ("8.2.1", include_str!("../../../../compat/releases/8.2.1.lock.toml")),
+    ("9.0", include_str!("../../../../compat/releases/9.0.lock.toml")),
+    ("9.1", include_str!("../../../../compat/releases/9.1.lock.toml")),
+    ("9.2", include_str!("../../../../compat/releases/9.2.lock.toml")),
+    ("10.0", include_str!("../../../../compat/releases/10.0.lock.toml")),
+    ("10.1", include_str!("../../../../compat/releases/10.1.lock.toml")),
+    ("10.2", include_str!("../../../../compat/releases/10.2.lock.toml")),
 ];
