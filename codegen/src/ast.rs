@@ -27,6 +27,19 @@ pub struct FileAst {
     pub deprecation: Vec<Spanned<DeprecationAst>>,
     #[serde(default)]
     pub feature: Vec<Spanned<FeatureAst>>,
+    /// `[lifecycle]`: the rule that deprecates and removes machine types
+    /// by age (at most one in the tree).
+    pub lifecycle: Option<Spanned<LifecycleRuleAst>>,
+}
+
+/// `[lifecycle]`: machine types more than `deprecated_after_years` old (from
+/// the date of the release that introduced them to the date of the newest
+/// release) are deprecated, more than `removed_after_years` removed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LifecycleRuleAst {
+    pub deprecated_after_years: u16,
+    pub removed_after_years: u16,
 }
 
 /// `[[feature]]`: one x86 CPU feature and where the guest finds it.
@@ -228,8 +241,8 @@ pub struct EntryAst {
 #[serde(deny_unknown_fields)]
 pub struct ReleaseAst {
     pub version: SStr,
-    #[serde(default)]
-    pub date: String,
+    /// A TOML date (`date = 2024-04-23`).
+    pub date: Option<Spanned<toml::value::Datetime>>,
     #[serde(default)]
     pub erratum: Vec<Spanned<ErratumAst>>,
 }

@@ -18,7 +18,37 @@ pub struct Model {
     pub deprecations: Vec<DeprecationM>,
     /// CPU features in file order.
     pub features: Vec<FeatureM>,
+    /// The `[lifecycle]` rule, if the tree has one.
+    pub lifecycle_rule: Option<LifecycleRuleM>,
 }
+
+/// The age rule of machine types (`[lifecycle]` in `compat/releases.toml`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LifecycleRuleM {
+    pub deprecated_after_years: u16,
+    pub removed_after_years: u16,
+}
+
+impl LifecycleRuleM {
+    /// The reference's warning text for a machine type the rule deprecated.
+    pub fn deprecated_reason(&self) -> String {
+        format!(
+            "machines more than {} years old are subject to deletion after {} years",
+            self.deprecated_after_years, self.removed_after_years
+        )
+    }
+
+    /// The reason for a machine type the rule removed.
+    pub fn removed_reason(&self) -> String {
+        format!(
+            "machines more than {} years old are removed",
+            self.removed_after_years
+        )
+    }
+}
+
+/// A calendar date `(year, month, day)`; tuples compare chronologically.
+pub type DateM = (u16, u8, u8);
 
 /// A CPU feature.
 #[derive(Debug, Clone)]
@@ -58,8 +88,19 @@ pub struct MachineM {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LifecycleM {
     Supported,
-    Deprecated(String),
-    Removed(String),
+    Deprecated { since: String, reason: String },
+    Removed { since: String, reason: String },
+}
+
+impl LifecycleM {
+    /// Supported < deprecated < removed.
+    pub fn rank(&self) -> u8 {
+        match self {
+            LifecycleM::Supported => 0,
+            LifecycleM::Deprecated { .. } => 1,
+            LifecycleM::Removed { .. } => 2,
+        }
+    }
 }
 
 /// Machine-level knobs, family defaults applied.
@@ -184,7 +225,7 @@ pub struct EntryM {
 #[derive(Debug, Clone)]
 pub struct ReleaseM {
     pub version: String,
-    pub date: String,
+    pub date: Option<DateM>,
     pub errata: Vec<ErratumM>,
 }
 

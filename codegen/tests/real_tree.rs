@@ -95,6 +95,26 @@ fn oldest_delta_has_the_last_word() {
         prov(&r, "pc-6.1", "qemu64-x86_64-cpu", "hv-version-id-build"),
         "pc_compat_6_1 (via x86_64-cpu)"
     );
+    // x-pcie-ext-tag: off up to pc-9.1 (hw_compat_9_1), on from 9.2.
+    for (m, v) in [("pc-5.1", "off"), ("pc-8.2", "off"), ("pc-9.1", "off"), ("pc-9.2", "on")] {
+        assert_eq!(val(&r, m, "pcie-root-port", "x-pcie-ext-tag"), v, "{m}");
+    }
+    assert_eq!(
+        prov(&r, "pc-9.0", "pcie-root-port", "x-pcie-ext-tag"),
+        "hw_compat_9_1 (via pci-device)"
+    );
+    // 9.0 detects zero pages in multifd; hw_compat_8_2 keeps pc-8.2 legacy.
+    assert_eq!(val(&r, "pc-8.2", "migration", "zero-page-detection"), "legacy");
+    assert_eq!(val(&r, "pc-9.0", "migration", "zero-page-detection"), "multifd");
+    // Properties of 10.1 reach pc-10.0 through pc_compat_10_0.
+    assert_eq!(
+        val(&r, "pc-10.0", "qemu64-x86_64-cpu", "x-arch-cap-always-on"),
+        "on"
+    );
+    assert_eq!(
+        val(&r, "pc-10.1", "qemu64-x86_64-cpu", "x-arch-cap-always-on"),
+        "off"
+    );
 }
 
 #[test]
@@ -102,11 +122,11 @@ fn newest_machine_has_no_delta_and_alias() {
     let r = real();
     let pc = &r.model.families[0];
     let newest = pc.machines.last().expect("machines");
-    assert_eq!(newest.name, "pc-8.2");
+    assert_eq!(newest.name, "pc-10.2");
     assert_eq!(newest.alias.as_deref(), Some("pc"));
     for t in &r.model.types {
         for p in &t.props {
-            assert_eq!(prov(&r, "pc-8.2", &t.name, &p.name), "default");
+            assert_eq!(prov(&r, "pc-10.2", &t.name, &p.name), "default");
         }
     }
 }

@@ -1,6 +1,6 @@
 //! Deprecation lifecycle at run time: the warning or refusal for a machine
 //! type (deprecated: still runs and accepts incoming migrations, with a
-//! warning; removed: refused, naming the replacement) and the warning for a
+//! warning; removed: refused, naming the oldest supported machine type) and the warning for a
 //! deprecated feature such as the `inc`/`blk` migrate options.
 
 use crate::table::{Catalog, Deprecation, Lifecycle, MachineType};
@@ -24,32 +24,45 @@ pub enum Notice {
 }
 
 impl Catalog {
-    /// The newest machine type of `m`'s family (the replacement to name).
-    fn replacement(&self, m: &MachineType) -> &str {
-        self.family(m.family)
-            .and_then(|f| f.machines.last())
+    /// The oldest supported (neither deprecated nor removed) machine type of
+    /// `m`'s family: the one to name when `m` is refused.
+    pub fn oldest_supported(&self, m: &MachineType) -> &str {
+        let family = self.family(m.family);
+        family
+            .and_then(|f| {
+                f.machines
+                    .iter()
+                    .find(|n| n.lifecycle == Lifecycle::Supported)
+                    .or(f.machines.last())
+            })
             .map_or(m.name, |n| n.name)
     }
 
     /// The notice for using machine type `m`, if its lifecycle calls for one.
+    /// A deprecated machine type warns in the reference's words and still
+    /// runs and accepts incoming guests; a removed one is refused for both
+    /// (the reference has no such machine type at all any more).
     pub fn machine_notice(&self, m: &MachineType, how: MachineUse) -> Option<Notice> {
-        let new = self.replacement(m);
-        match (m.lifecycle, how) {
-            (Lifecycle::Supported, _) => None,
-            (Lifecycle::Deprecated { since }, MachineUse::Run) => Some(Notice::Warning(format!(
-                "machine type {} is deprecated since {since} and will be removed; start new VMs with {new}",
+        match m.lifecycle {
+            Lifecycle::Supported => None,
+            Lifecycle::Deprecated { reason, .. } => Some(Notice::Warning(format!(
+                "Machine type '{}' is deprecated: {reason}",
                 m.name
             ))),
-            (Lifecycle::Deprecated { since }, MachineUse::Incoming) => {
-                Some(Notice::Warning(format!(
-                    "machine type {} is deprecated since {since}; accepting the incoming guest, but power it off and start it again with {new} before it is removed",
+            Lifecycle::Removed { since, reason } => {
+                let oldest = self.oldest_supported(m);
+                let incoming = match how {
+                    MachineUse::Run => String::new(),
+                    MachineUse::Incoming => format!(
+                        "; a guest of {} can only move to a release that still has it",
+                        m.name
+                    ),
+                };
+                Some(Notice::Refusal(format!(
+                    "machine type '{}' was removed in {since} ({reason}); the oldest supported machine type is {oldest} (vmm machines lists them){incoming}",
                     m.name
                 )))
             }
-            (Lifecycle::Removed { since }, _) => Some(Notice::Refusal(format!(
-                "machine type {} was removed in {since}; use {new} (a guest of {} can only move to a release that still has it)",
-                m.name, m.name
-            ))),
         }
     }
 
@@ -93,18 +106,25 @@ mod tests {
         let Some(Notice::Warning(w)) = CATALOG.machine_notice(deprecated, MachineUse::Run) else {
             panic!("deprecated machine: a warning")
         };
-        assert!(
-            w.contains("pc-9.1 is deprecated since 9.2") && w.contains("pc-9.2"),
-            "{w}"
+        assert_eq!(
+            w,
+            "Machine type 'pc-9.1' is deprecated: machines more than 3 years old are subject to deletion after 6 years"
         );
-        assert!(matches!(
+        assert_eq!(
             CATALOG.machine_notice(deprecated, MachineUse::Incoming),
-            Some(Notice::Warning(_))
-        ));
-        let Some(Notice::Refusal(r)) = CATALOG.machine_notice(removed, MachineUse::Incoming) else {
+            Some(Notice::Warning(w))
+        );
+        let Some(Notice::Refusal(r)) = CATALOG.machine_notice(removed, MachineUse::Run) else {
             panic!("removed machine: a refusal")
         };
-        assert!(r.contains("removed in 9.2; use pc-9.2"), "{r}");
+        assert_eq!(
+            r,
+            "machine type 'pc-9.0' was removed in 9.2 (machines more than 6 years old are removed); the oldest supported machine type is pc-9.2 (vmm machines lists them)"
+        );
+        let Some(Notice::Refusal(r)) = CATALOG.machine_notice(removed, MachineUse::Incoming) else {
+            panic!("removed machine: a refusal for incoming guests too")
+        };
+        assert!(r.ends_with("a guest of pc-9.0 can only move to a release that still has it"), "{r}");
     }
 
     #[test]

@@ -27,8 +27,22 @@ const fn machine(name: &'static str, minor: u16, lifecycle: Lifecycle) -> Machin
 /// `pc-9.0` removed in 9.2, `pc-9.1` deprecated since 9.2, `pc-9.2`
 /// supported (alias `pc`).
 pub static LIFECYCLE_MACHINES: [MachineType; 3] = [
-    machine("pc-9.0", 0, Lifecycle::Removed { since: "9.2" }),
-    machine("pc-9.1", 1, Lifecycle::Deprecated { since: "9.2" }),
+    machine(
+        "pc-9.0",
+        0,
+        Lifecycle::Removed {
+            since: "9.2",
+            reason: "machines more than 6 years old are removed",
+        },
+    ),
+    machine(
+        "pc-9.1",
+        1,
+        Lifecycle::Deprecated {
+            since: "9.2",
+            reason: "machines more than 3 years old are subject to deletion after 6 years",
+        },
+    ),
     machine("pc-9.2", 2, Lifecycle::Supported),
 ];
 

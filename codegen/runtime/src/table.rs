@@ -314,34 +314,43 @@ pub struct Knobs {
     pub devices: &'static [&'static str],
 }
 
-/// Where a machine type stands.
+/// Where a machine type stands (computed by the compiler from the release
+/// dates and the `[lifecycle]` rule of `compat/releases.toml`, or declared).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum Lifecycle {
     /// Usable for new VMs and migration.
     Supported,
-    /// Accepts incoming migration only.
+    /// Still runs and accepts incoming migrations, with a warning.
     Deprecated {
         /// Release that deprecated it.
         since: &'static str,
+        /// Why, in the reference's words ("machines more than 3 years old
+        /// are subject to deletion after 6 years").
+        reason: &'static str,
     },
     /// Gone: neither new VMs nor incoming migration.
     Removed {
         /// Release that removed it.
         since: &'static str,
+        /// Why ("machines more than 6 years old are removed").
+        reason: &'static str,
     },
 }
 
 impl Lifecycle {
-    /// Whether a new VM may be started on the machine type.
-    pub fn can_start(&self) -> bool {
-        matches!(self, Lifecycle::Supported)
+    /// Whether the machine type still runs (new VMs and incoming
+    /// migrations): supported and deprecated ones do.
+    pub fn runs(&self) -> bool {
+        !matches!(self, Lifecycle::Removed { .. })
     }
 
-    /// Whether an incoming migration may land on the machine type
-    /// (deprecated machine types still accept them).
-    pub fn accepts_incoming(&self) -> bool {
-        !matches!(self, Lifecycle::Removed { .. })
+    /// The release that deprecated or removed it.
+    pub fn since(&self) -> Option<&'static str> {
+        match self {
+            Lifecycle::Supported => None,
+            Lifecycle::Deprecated { since, .. } | Lifecycle::Removed { since, .. } => Some(since),
+        }
     }
 
     /// `supported`, `deprecated`, `removed`.

@@ -20,8 +20,12 @@ pub fn catalog(r: &Resolved) -> TokenStream {
             let alias = opt_str(mm.alias.as_deref());
             let lc = match &mm.lifecycle {
                 LifecycleM::Supported => quote!(Lifecycle::Supported),
-                LifecycleM::Deprecated(s) => quote!(Lifecycle::Deprecated { since: #s }),
-                LifecycleM::Removed(s) => quote!(Lifecycle::Removed { since: #s }),
+                LifecycleM::Deprecated { since, reason } => {
+                    quote!(Lifecycle::Deprecated { since: #since, reason: #reason })
+                }
+                LifecycleM::Removed { since, reason } => {
+                    quote!(Lifecycle::Removed { since: #since, reason: #reason })
+                }
             };
             let k = &mm.knobs;
             let (mc, dc, mem) = (num(k.max_cpus), num(k.default_cpus), num(k.memory_mib));
@@ -67,7 +71,11 @@ pub fn catalog(r: &Resolved) -> TokenStream {
         quote!(Delta { name: #name, series: #series, version: #v, entries: &[#(#entries),*] })
     });
     let releases = m.releases.iter().map(|rel| {
-        let (v, date) = (&rel.version, &rel.date);
+        let v = &rel.version;
+        let date = rel
+            .date
+            .map(|(y, m, d)| format!("{y:04}-{m:02}-{d:02}"))
+            .unwrap_or_default();
         let errata = rel.errata.iter().map(|e| {
             let (id, sum, t, p, fixed) =
                 (&e.id, &e.summary, &e.type_name, &e.property, &e.fixed_in);

@@ -231,8 +231,14 @@ fn lifecycle(
     };
     match state {
         "supported" => LifecycleM::Supported,
-        "deprecated" => LifecycleM::Deprecated(since()),
-        "removed" => LifecycleM::Removed(since()),
+        "deprecated" => LifecycleM::Deprecated {
+            since: since(),
+            reason: "declared deprecated in compat/machines.toml".into(),
+        },
+        "removed" => LifecycleM::Removed {
+            since: since(),
+            reason: "declared removed in compat/machines.toml".into(),
+        },
         other => {
             if let Some(l) = &m.lifecycle {
                 diags.push(

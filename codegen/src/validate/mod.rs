@@ -3,6 +3,7 @@
 
 mod deltas;
 mod features;
+mod lifecycle;
 mod machines;
 mod types;
 mod vmstate;
@@ -18,7 +19,11 @@ pub fn validate(files: &[FileAst], diags: &mut Vec<Diag>) -> Model {
     let features = features::features(files, diags);
     let types = types::device_types(files, &features, diags);
     let release_names: Names = releases.iter().map(|r| r.version.clone()).collect();
-    let families = machines::families(files, &types, &release_names, diags);
+    let mut families = machines::families(files, &types, &release_names, diags);
+    let lifecycle_rule = lifecycle::rule(files, diags);
+    if let Some(rule) = &lifecycle_rule {
+        lifecycle::apply(rule, &releases, &mut families, diags);
+    }
     let deltas = deltas::deltas(files, &types, &families, &release_names, diags);
     let releases = deltas::errata(files, releases, &types, &release_names, diags);
     let deprecations = deltas::deprecations(files, &release_names, diags);
@@ -29,6 +34,7 @@ pub fn validate(files: &[FileAst], diags: &mut Vec<Diag>) -> Model {
         releases,
         deprecations,
         features,
+        lifecycle_rule: lifecycle_rule.map(|(r, _)| r),
     }
 }
 

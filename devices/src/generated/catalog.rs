@@ -23,7 +23,10 @@ pub static CATALOG: Catalog = Catalog {
                     family: "pc",
                     version: MachineVersion::new(5, 1),
                     alias: None,
-                    lifecycle: Lifecycle::Supported,
+                    lifecycle: Lifecycle::Deprecated {
+                        since: "8.1",
+                        reason: "machines more than 3 years old are subject to deletion after 6 years",
+                    },
                     introduced_in: "5.1",
                     knobs: Knobs {
                         max_cpus: 288,
@@ -43,7 +46,10 @@ pub static CATALOG: Catalog = Catalog {
                     family: "pc",
                     version: MachineVersion::new(5, 2),
                     alias: None,
-                    lifecycle: Lifecycle::Supported,
+                    lifecycle: Lifecycle::Deprecated {
+                        since: "8.2",
+                        reason: "machines more than 3 years old are subject to deletion after 6 years",
+                    },
                     introduced_in: "5.2",
                     knobs: Knobs {
                         max_cpus: 288,
@@ -63,7 +69,10 @@ pub static CATALOG: Catalog = Catalog {
                     family: "pc",
                     version: MachineVersion::new(6, 0),
                     alias: None,
-                    lifecycle: Lifecycle::Supported,
+                    lifecycle: Lifecycle::Deprecated {
+                        since: "9.1",
+                        reason: "machines more than 3 years old are subject to deletion after 6 years",
+                    },
                     introduced_in: "6.0",
                     knobs: Knobs {
                         max_cpus: 288,
@@ -83,7 +92,10 @@ pub static CATALOG: Catalog = Catalog {
                     family: "pc",
                     version: MachineVersion::new(6, 1),
                     alias: None,
-                    lifecycle: Lifecycle::Supported,
+                    lifecycle: Lifecycle::Deprecated {
+                        since: "9.1",
+                        reason: "machines more than 3 years old are subject to deletion after 6 years",
+                    },
                     introduced_in: "6.1",
                     knobs: Knobs {
                         max_cpus: 288,
@@ -103,7 +115,10 @@ pub static CATALOG: Catalog = Catalog {
                     family: "pc",
                     version: MachineVersion::new(6, 2),
                     alias: None,
-                    lifecycle: Lifecycle::Supported,
+                    lifecycle: Lifecycle::Deprecated {
+                        since: "10.0",
+                        reason: "machines more than 3 years old are subject to deletion after 6 years",
+                    },
                     introduced_in: "6.2",
                     knobs: Knobs {
                         max_cpus: 288,
@@ -123,7 +138,10 @@ pub static CATALOG: Catalog = Catalog {
                     family: "pc",
                     version: MachineVersion::new(7, 0),
                     alias: None,
-                    lifecycle: Lifecycle::Supported,
+                    lifecycle: Lifecycle::Deprecated {
+                        since: "10.0",
+                        reason: "machines more than 3 years old are subject to deletion after 6 years",
+                    },
                     introduced_in: "7.0",
                     knobs: Knobs {
                         max_cpus: 288,
@@ -143,7 +161,10 @@ pub static CATALOG: Catalog = Catalog {
                     family: "pc",
                     version: MachineVersion::new(7, 1),
                     alias: None,
-                    lifecycle: Lifecycle::Supported,
+                    lifecycle: Lifecycle::Deprecated {
+                        since: "10.2",
+                        reason: "machines more than 3 years old are subject to deletion after 6 years",
+                    },
                     introduced_in: "7.1",
                     knobs: Knobs {
                         max_cpus: 288,
@@ -163,7 +184,10 @@ pub static CATALOG: Catalog = Catalog {
                     family: "pc",
                     version: MachineVersion::new(7, 2),
                     alias: None,
-                    lifecycle: Lifecycle::Supported,
+                    lifecycle: Lifecycle::Deprecated {
+                        since: "10.2",
+                        reason: "machines more than 3 years old are subject to deletion after 6 years",
+                    },
                     introduced_in: "7.2",
                     knobs: Knobs {
                         max_cpus: 288,
@@ -1977,7 +2001,7 @@ pub static CATALOG: Catalog = Catalog {
     releases: &[
         Release {
             version: "5.1",
-            date: "",
+            date: "2020-08-11",
             errata: &[
                 Erratum {
                     id: "pcie-ext-tag",
@@ -1992,37 +2016,37 @@ pub static CATALOG: Catalog = Catalog {
         },
         Release {
             version: "5.2",
-            date: "",
+            date: "2020-12-08",
             errata: &[],
         },
         Release {
             version: "6.0",
-            date: "",
+            date: "2021-04-29",
             errata: &[],
         },
         Release {
             version: "6.1",
-            date: "",
+            date: "2021-08-24",
             errata: &[],
         },
         Release {
             version: "6.2",
-            date: "",
+            date: "2021-12-14",
             errata: &[],
         },
         Release {
             version: "7.0",
-            date: "",
+            date: "2022-04-19",
             errata: &[],
         },
         Release {
             version: "7.1",
-            date: "",
+            date: "2022-08-30",
             errata: &[],
         },
         Release {
             version: "7.2",
-            date: "",
+            date: "2022-12-14",
             errata: &[
                 Erratum {
                     id: "virtio-rng-vectors",
@@ -2037,12 +2061,12 @@ pub static CATALOG: Catalog = Catalog {
         },
         Release {
             version: "7.2.1",
-            date: "",
+            date: "2023-03-28",
             errata: &[],
         },
         Release {
             version: "8.0",
-            date: "",
+            date: "2023-04-19",
             errata: &[
                 Erratum {
                     id: "aer-uncor-mask",
@@ -2057,52 +2081,52 @@ pub static CATALOG: Catalog = Catalog {
         },
         Release {
             version: "8.0.1",
-            date: "",
+            date: "2023-05-24",
             errata: &[],
         },
         Release {
             version: "8.1",
-            date: "",
+            date: "2023-08-22",
             errata: &[],
         },
         Release {
             version: "8.2",
-            date: "",
+            date: "2023-12-19",
             errata: &[],
         },
         Release {
             version: "8.2.1",
-            date: "",
+            date: "2024-01-29",
             errata: &[],
         },
         Release {
             version: "9.0",
-            date: "",
+            date: "2024-04-23",
             errata: &[],
         },
         Release {
             version: "9.1",
-            date: "",
+            date: "2024-09-03",
             errata: &[],
         },
         Release {
             version: "9.2",
-            date: "",
+            date: "2024-12-10",
             errata: &[],
         },
         Release {
             version: "10.0",
-            date: "",
+            date: "2025-04-22",
             errata: &[],
         },
         Release {
             version: "10.1",
-            date: "",
+            date: "2025-08-26",
             errata: &[],
         },
         Release {
             version: "10.2",
-            date: "",
+            date: "2025-12-23",
             errata: &[],
         },
     ],

@@ -21,6 +21,7 @@ struct MachineJson<'a> {
     version: String,
     lifecycle: &'a str,
     lifecycle_since: Option<&'a str>,
+    lifecycle_reason: Option<&'a str>,
     introduced_in: &'a str,
     max_cpus: u32,
     default_cpus: u32,
@@ -41,9 +42,12 @@ pub fn run(catalog: &Catalog, a: &MachinesArgs, out: &mut String) -> Result<(), 
                 family: m.family,
                 version: m.version.to_string(),
                 lifecycle: m.lifecycle.label(),
-                lifecycle_since: match m.lifecycle {
+                lifecycle_since: m.lifecycle.since(),
+                lifecycle_reason: match m.lifecycle {
                     Lifecycle::Supported => None,
-                    Lifecycle::Deprecated { since } | Lifecycle::Removed { since } => Some(since),
+                    Lifecycle::Deprecated { reason, .. } | Lifecycle::Removed { reason, .. } => {
+                        Some(reason)
+                    }
                 },
                 introduced_in: m.introduced_in,
                 max_cpus: m.knobs.max_cpus,
@@ -65,10 +69,12 @@ pub fn run(catalog: &Catalog, a: &MachinesArgs, out: &mut String) -> Result<(), 
         let doc = catalog.family(m.family).map(|f| f.doc).unwrap_or("");
         let state = match m.lifecycle {
             Lifecycle::Supported => "supported".to_string(),
-            Lifecycle::Deprecated { since } => {
-                format!("deprecated since {since}: incoming migration only")
+            Lifecycle::Deprecated { since, reason } => {
+                format!("deprecated since {since}: {reason}")
             }
-            Lifecycle::Removed { since } => format!("removed in {since}"),
+            Lifecycle::Removed { since, reason } => {
+                format!("removed in {since}: {reason}; refused")
+            }
         };
         let _ = writeln!(
             out,
