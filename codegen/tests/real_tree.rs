@@ -96,7 +96,12 @@ fn oldest_delta_has_the_last_word() {
         "pc_compat_6_1 (via x86_64-cpu)"
     );
     // x-pcie-ext-tag: off up to pc-9.1 (hw_compat_9_1), on from 9.2.
-    for (m, v) in [("pc-5.1", "off"), ("pc-8.2", "off"), ("pc-9.1", "off"), ("pc-9.2", "on")] {
+    for (m, v) in [
+        ("pc-5.1", "off"),
+        ("pc-8.2", "off"),
+        ("pc-9.1", "off"),
+        ("pc-9.2", "on"),
+    ] {
         assert_eq!(val(&r, m, "pcie-root-port", "x-pcie-ext-tag"), v, "{m}");
     }
     assert_eq!(
@@ -104,8 +109,14 @@ fn oldest_delta_has_the_last_word() {
         "hw_compat_9_1 (via pci-device)"
     );
     // 9.0 detects zero pages in multifd; hw_compat_8_2 keeps pc-8.2 legacy.
-    assert_eq!(val(&r, "pc-8.2", "migration", "zero-page-detection"), "legacy");
-    assert_eq!(val(&r, "pc-9.0", "migration", "zero-page-detection"), "multifd");
+    assert_eq!(
+        val(&r, "pc-8.2", "migration", "zero-page-detection"),
+        "legacy"
+    );
+    assert_eq!(
+        val(&r, "pc-9.0", "migration", "zero-page-detection"),
+        "multifd"
+    );
     // Properties of 10.1 reach pc-10.0 through pc_compat_10_0.
     assert_eq!(
         val(&r, "pc-10.0", "qemu64-x86_64-cpu", "x-arch-cap-always-on"),
@@ -156,10 +167,20 @@ fn second_family_shares_hw_compat() {
     assert_eq!(val(&r, "q35-0.9", "device", "shared"), "off");
     let q35 = &r.model.families[1];
     use codegen::model::LifecycleM;
-    assert_eq!(q35.machines[0].lifecycle, LifecycleM::Removed("2.0".into()));
+    assert_eq!(q35.machines[0].lifecycle.rank(), 2);
+    assert_eq!(
+        q35.machines[0].lifecycle,
+        LifecycleM::Removed {
+            since: "2.0".into(),
+            reason: "declared removed in compat/machines.toml".into()
+        }
+    );
     assert_eq!(
         q35.machines[2].lifecycle,
-        LifecycleM::Deprecated("2.0".into())
+        LifecycleM::Deprecated {
+            since: "2.0".into(),
+            reason: "declared deprecated in compat/machines.toml".into()
+        }
     );
     assert_eq!(
         q35.machines.last().and_then(|m| m.alias.as_deref()),

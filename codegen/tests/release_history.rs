@@ -309,39 +309,6 @@ fn a_frozen_release_is_reconstructed_with_its_errata() {
 }
 
 #[test]
-fn deprecated_md_lists_machine_lifecycles_and_features() {
-    let t = temp_copy("deprecated");
-    edit(
-        &t,
-        "machines.toml",
-        "version = \"5.1\"\n",
-        "version = \"5.1\"\nlifecycle = \"removed\"\nsince = \"8.2\"\n",
-    );
-    edit(
-        &t,
-        "machines.toml",
-        "version = \"5.2\"\n",
-        "version = \"5.2\"\nlifecycle = \"deprecated\"\nsince = \"8.2\"\n",
-    );
-    let c = codegen::compile_dir(&t.0)
-        .expect("io")
-        .unwrap_or_else(|f| panic!("{}", f.render()));
-    let md = codegen::release::deprecated::markdown(&c.resolved.model);
-    assert!(
-        md.contains("| `pc-5.1` | removed | 8.2 | `pc-8.2` |"),
-        "{md}"
-    );
-    assert!(
-        md.contains("| `pc-5.2` | deprecated | 8.2 | `pc-8.2` |"),
-        "{md}"
-    );
-    assert!(
-        md.contains("| the `inc` option of the migrate command | `migrate-inc` | 8.2 |"),
-        "{md}"
-    );
-}
-
-#[test]
 fn a_deleted_lock_is_refused() {
     let t = temp_copy("missing");
     std::fs::remove_file(t.0.join("releases/7.2.lock.toml")).expect("rm");

@@ -124,7 +124,10 @@ mod tests {
         let Some(Notice::Refusal(r)) = CATALOG.machine_notice(removed, MachineUse::Incoming) else {
             panic!("removed machine: a refusal for incoming guests too")
         };
-        assert!(r.ends_with("a guest of pc-9.0 can only move to a release that still has it"), "{r}");
+        assert!(
+            r.ends_with("a guest of pc-9.0 can only move to a release that still has it"),
+            "{r}"
+        );
     }
 
     #[test]

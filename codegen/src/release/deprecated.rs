@@ -49,7 +49,9 @@ pub fn markdown(model: &Model) -> String {
                 LifecycleM::Removed { since, reason } => ("removed", since, reason, oldest),
             };
             if !any {
-                o.push_str("| machine type | state | since | why | use instead |\n|---|---|---|---|---|\n");
+                o.push_str(
+                    "| machine type | state | since | why | use instead |\n|---|---|---|---|---|\n",
+                );
                 any = true;
             }
             let _ = writeln!(

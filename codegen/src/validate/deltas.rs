@@ -34,7 +34,10 @@ pub fn releases(files: &[FileAst], diags: &mut Vec<Diag>) -> Vec<ReleaseM> {
             } else {
                 out.push(ReleaseM {
                     version: v.clone(),
-                    date: r.date.as_ref().and_then(|d| super::lifecycle::date(file, d, diags)),
+                    date: r
+                        .date
+                        .as_ref()
+                        .and_then(|d| super::lifecycle::date(file, d, diags)),
                     errata: Vec::new(),
                 });
             }

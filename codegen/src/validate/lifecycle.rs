@@ -163,8 +163,14 @@ mod tests {
     fn more_than_n_years_is_to_the_day() {
         let born = (2022, 12, 14);
         assert_eq!(plus_years(born, 3), (2025, 12, 14));
-        assert!((2025, 12, 23) > plus_years(born, 3), "9 days over: deprecated");
-        assert!((2025, 12, 14) <= plus_years(born, 3), "exactly 3 years: not yet");
+        assert!(
+            (2025, 12, 23) > plus_years(born, 3),
+            "9 days over: deprecated"
+        );
+        assert!(
+            (2025, 12, 14) <= plus_years(born, 3),
+            "exactly 3 years: not yet"
+        );
         assert!((2025, 4, 23) > plus_years((2022, 4, 19), 3));
         assert!((2025, 4, 23) <= plus_years((2022, 8, 30), 3));
     }

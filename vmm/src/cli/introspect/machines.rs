@@ -34,29 +34,28 @@ pub fn run(catalog: &Catalog, a: &MachinesArgs, out: &mut String) -> Result<(), 
     let mut list: Vec<_> = catalog.machines().collect();
     list.sort_by(|x, y| x.family.cmp(y.family).then(y.version.cmp(&x.version)));
     if a.json {
-        let rows: Vec<MachineJson> = list
-            .iter()
-            .map(|m| MachineJson {
-                name: m.name,
-                alias: m.alias,
-                family: m.family,
-                version: m.version.to_string(),
-                lifecycle: m.lifecycle.label(),
-                lifecycle_since: m.lifecycle.since(),
-                lifecycle_reason: match m.lifecycle {
-                    Lifecycle::Supported => None,
-                    Lifecycle::Deprecated { reason, .. } | Lifecycle::Removed { reason, .. } => {
-                        Some(reason)
-                    }
-                },
-                introduced_in: m.introduced_in,
-                max_cpus: m.knobs.max_cpus,
-                default_cpus: m.knobs.default_cpus,
-                memory_mib: m.knobs.memory_mib,
-                devices: m.knobs.devices,
-                deltas: catalog.applied_deltas(m).iter().map(|d| d.name).collect(),
-            })
-            .collect();
+        let rows: Vec<MachineJson> =
+            list.iter()
+                .map(|m| MachineJson {
+                    name: m.name,
+                    alias: m.alias,
+                    family: m.family,
+                    version: m.version.to_string(),
+                    lifecycle: m.lifecycle.label(),
+                    lifecycle_since: m.lifecycle.since(),
+                    lifecycle_reason: match m.lifecycle {
+                        Lifecycle::Supported => None,
+                        Lifecycle::Deprecated { reason, .. }
+                        | Lifecycle::Removed { reason, .. } => Some(reason),
+                    },
+                    introduced_in: m.introduced_in,
+                    max_cpus: m.knobs.max_cpus,
+                    default_cpus: m.knobs.default_cpus,
+                    memory_mib: m.knobs.memory_mib,
+                    devices: m.knobs.devices,
+                    deltas: catalog.applied_deltas(m).iter().map(|d| d.name).collect(),
+                })
+                .collect();
         out.push_str(&serde_json::to_string_pretty(&rows)?);
         out.push('\n');
         return Ok(());
