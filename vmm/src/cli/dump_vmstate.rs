@@ -205,7 +205,7 @@ mod tests {
     #[test]
     fn dumps_this_build_in_the_reference_format() {
         let v = build(&args("pc", None), &CATALOG).expect("dump");
-        check_structure(&v, "pc-8.2");
+        check_structure(&v, "pc-10.2");
         let root_port = &v["pcie-root-port"]["Description"];
         assert_eq!(
             root_port["Subsections"][0]["name"],

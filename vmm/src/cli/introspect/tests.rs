@@ -13,8 +13,8 @@ fn val(m: &str, t: &str, p: &str, o: &[Override]) -> (Value, Provenance) {
 
 #[test]
 fn alias_names_newest() {
-    assert_eq!(machine("pc").map(|m| m.name), Some("pc-8.2"));
-    assert_eq!(CATALOG.effective("pc", &[]).expect("pc").machine, "pc-8.2");
+    assert_eq!(machine("pc").map(|m| m.name), Some("pc-10.2"));
+    assert_eq!(CATALOG.effective("pc", &[]).expect("pc").machine, "pc-10.2");
 }
 
 #[test]
