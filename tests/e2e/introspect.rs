@@ -46,19 +46,44 @@ fn value_source(args: &[&str], ty: &str, p: &str) -> (String, String) {
 #[test]
 fn machines_lists_every_version_and_alias() {
     let out = ok(&["machines"]);
-    assert!(out.contains("pc           alias of pc-8.2"), "{out}");
+    assert!(out.contains("pc           alias of pc-10.2"), "{out}");
     for v in [
-        "5.1", "5.2", "6.0", "6.1", "6.2", "7.0", "7.1", "7.2", "8.0", "8.1", "8.2",
+        "5.1", "5.2", "6.0", "6.1", "6.2", "7.0", "7.1", "7.2", "8.0", "8.1", "8.2", "9.0", "9.1",
+        "9.2", "10.0", "10.1", "10.2",
     ] {
         assert!(out.contains(&format!("pc-{v} ")), "pc-{v} missing");
     }
+    // The lifecycle at 10.2: older than 3 years deprecated, with the reason.
+    assert!(
+        out.lines().any(|l| l.starts_with("pc-7.2 ")
+            && l.contains("deprecated since 10.2: machines more than 3 years old are subject to deletion after 6 years")),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("pc-8.0 ") && l.ends_with("(introduced in 8.0, supported)")),
+        "{out}"
+    );
     let j = json(&["machines", "--json"]);
     let rows = j.as_array().expect("array");
-    assert_eq!(rows.len(), 11);
-    let newest = rows.iter().find(|r| r["name"] == "pc-8.2").expect("pc-8.2");
+    assert_eq!(rows.len(), 17);
+    let newest = rows
+        .iter()
+        .find(|r| r["name"] == "pc-10.2")
+        .expect("pc-10.2");
     assert_eq!(newest["alias"], "pc");
     assert_eq!(newest["lifecycle"], "supported");
-    assert_eq!(newest["introduced_in"], "8.2");
+    assert_eq!(newest["introduced_in"], "10.2");
+    assert_eq!(newest["max_cpus"], 4096);
+    let pc51 = rows.iter().find(|r| r["name"] == "pc-5.1").expect("pc-5.1");
+    assert_eq!(
+        (
+            &pc51["lifecycle"],
+            &pc51["lifecycle_since"],
+            &pc51["max_cpus"]
+        ),
+        (&"deprecated".into(), &"8.1".into(), &288.into())
+    );
     let old = rows.iter().find(|r| r["name"] == "pc-7.1").expect("pc-7.1");
     assert_eq!(
         old["deltas"][old["deltas"].as_array().expect("deltas").len() - 1],
@@ -127,7 +152,7 @@ fn props_precedence_global_then_device() {
 fn props_alias_resolves_to_versioned_name() {
     assert_eq!(
         json(&["props", "-M", "pc", "isa-serial", "--json"])["machine"],
-        "pc-8.2"
+        "pc-10.2"
     );
 }
 
@@ -150,7 +175,7 @@ fn compat_diff_explains() {
         d.iter()
             .any(|x| x["type"] == "pcie-root-port" && x["property"] == "x-pcie-err-unc-mask")
     );
-    let none = json(&["compat", "diff", "pc", "pc-8.2", "--json"]);
+    let none = json(&["compat", "diff", "pc", "pc-10.2", "--json"]);
     assert_eq!(none["differences"].as_array().map(Vec::len), Some(0));
 }
 

@@ -282,9 +282,10 @@ fn as_release_presents_the_locks_register_values() {
     );
 }
 
-/// Deprecation at run time: every machine type compat/ has is supported
-/// today, so `vmm run` prints no deprecation warning; the deprecated
-/// `migrate` options of the reference print their replacement and refuse.
+/// Deprecation at run time: at 10.2 a machine type more than 3 years old
+/// (`pc-5.1`) warns in the reference's words and still runs; a supported one
+/// (`pc-8.0`) prints nothing; the deprecated `migrate` options of the
+/// reference print their replacement and refuse.
 #[test]
 fn deprecation_lifecycle_at_run_time() {
     require_kvm!();
@@ -293,6 +294,29 @@ fn deprecation_lifecycle_at_run_time() {
             "run",
             "-M",
             "pc-5.1",
+            "-m",
+            MEM,
+            "--append",
+            "workload=report",
+        ],
+        EXIT,
+    );
+    f.assert_success();
+    assert!(
+        f.stderr.contains("vmm: warning: Machine type 'pc-5.1' is deprecated: machines more than 3 years old are subject to deletion after 6 years"),
+        "{}",
+        f.transcript()
+    );
+    assert!(
+        f.stdout().contains("report:"),
+        "the guest ran: {}",
+        f.transcript()
+    );
+    let f = common::run(
+        [
+            "run",
+            "-M",
+            "pc-8.0",
             "-m",
             MEM,
             "--append",

@@ -127,23 +127,23 @@ mod tests {
         copy_dir(&repo.join("compat"), &root.0.join("compat")).expect("copy compat/");
         let e = freeze(&root.0, "8.2").unwrap_err();
         assert!(e.contains("never rewritten"), "{e}");
-        let e = freeze(&root.0, "9.0").unwrap_err();
+        let e = freeze(&root.0, "11.0").unwrap_err();
         assert!(e.contains("not in compat/releases.toml"), "{e}");
         let rel = root.0.join("compat/releases.toml");
         let mut text = std::fs::read_to_string(&rel).expect("read");
-        text.push_str("\n[[release]]\nversion = \"9.0\"\n");
+        text.push_str("\n[[release]]\nversion = \"11.0\"\ndate = 2026-04-22\n");
         std::fs::write(&rel, text).expect("write");
-        freeze(&root.0, "9.0").expect("freeze 9.0");
+        freeze(&root.0, "11.0").expect("freeze 11.0");
         let lock =
-            std::fs::read_to_string(root.0.join("compat/releases/9.0.lock.toml")).expect("lock");
-        // No pc-9.0 yet: release 9.0 knows up to pc-8.2.
-        assert!(lock.contains("name = \"pc-8.2\"") && !lock.contains("pc-9.0"));
+            std::fs::read_to_string(root.0.join("compat/releases/11.0.lock.toml")).expect("lock");
+        // No pc-11.0 yet: release 11.0 knows up to pc-10.2.
+        assert!(lock.contains("name = \"pc-10.2\"") && !lock.contains("pc-11.0"));
         let list = std::fs::read_to_string(root.0.join(LOCKS_RS)).expect("locks.rs");
         assert!(
             list.contains(
-                "(\"9.0\", include_str!(\"../../../../compat/releases/9.0.lock.toml\")),"
+                "(\"11.0\", include_str!(\"../../../../compat/releases/11.0.lock.toml\")),"
             )
         );
-        assert!(freeze(&root.0, "9.0").is_err());
+        assert!(freeze(&root.0, "11.0").is_err());
     }
 }

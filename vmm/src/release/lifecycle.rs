@@ -47,8 +47,8 @@ pub fn notice(
 /// [`notice`], printing a warning on stderr (`vmm: warning: ...`).
 pub fn admit(catalog: &Catalog, machine: &str, how: MachineUse) -> Result<(), LifecycleError> {
     if let Some(w) = notice(catalog, machine, how)? {
+        // One line, the reference's form (the log would repeat it on stderr).
         eprintln!("vmm: warning: {w}");
-        tracing::warn!("{w}");
     }
     Ok(())
 }
