@@ -5573,7 +5573,7 @@ pub static DEVICE_TYPES: [DeviceType; 16] = [
                     "x-pcie-pm-no-soft-reset",
                     "virtio-pci",
                     PropType::Bool,
-                    Value::Bool(true),
+                    Value::Bool(false),
                     "Set No_Soft_Reset in the PCI power-management capability of a PCIe virtio function",
                 )
                 .inert(
@@ -5623,7 +5623,7 @@ pub static DEVICE_TYPES: [DeviceType; 16] = [
                     "x-pcie-pm-no-soft-reset",
                     "virtio-pci",
                     PropType::Bool,
-                    Value::Bool(true),
+                    Value::Bool(false),
                     "Set No_Soft_Reset in the PCI power-management capability of a PCIe virtio function",
                 )
                 .inert(
