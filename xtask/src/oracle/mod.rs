@@ -56,6 +56,10 @@ pub struct Difference {
     pub theirs: String,
 }
 
+/// The pseudo type of machine-level knobs in a [`Difference`] (`max_cpus`
+/// against the reference's `query-machines` `cpu-max`).
+pub const MACHINE: &str = "machine";
+
 /// Resolved values: type → property → value.
 type Values = BTreeMap<String, BTreeMap<String, String>>;
 
@@ -93,8 +97,8 @@ fn ours(vmm: &Path, machine: &str) -> Result<Values, String> {
     Ok(m)
 }
 
-/// A machine type's name and `(major, minor)` version.
-type MachineVersion = (String, (u32, u32));
+/// A machine type's name, `(major, minor)` version and `max_cpus`.
+type MachineVersion = (String, (u32, u32), u64);
 
 /// Our machine types, oldest first.
 fn machines(vmm: &Path) -> Result<Vec<MachineVersion>, String> {
@@ -111,10 +115,11 @@ fn machines(vmm: &Path) -> Result<Vec<MachineVersion>, String> {
         .filter_map(|m| {
             let name = m["name"].as_str()?.to_string();
             let (a, b) = m["version"].as_str()?.split_once('.')?;
-            Some((name, (a.parse().ok()?, b.parse().ok()?)))
+            let max_cpus = m["max_cpus"].as_u64()?;
+            Some((name, (a.parse().ok()?, b.parse().ok()?), max_cpus))
         })
         .collect();
-    out.sort_by_key(|(_, v)| *v);
+    out.sort_by_key(|(_, v, _)| *v);
     Ok(out)
 }
 
@@ -151,6 +156,7 @@ fn compare(
         wanted.push((ty, path, props));
     }
     let got = r.read(&theirs_machine, &wanted)?;
+    wanted.push((MACHINE, "", vec!["max_cpus".to_string()]));
     let mut diffs = Vec::new();
     let mut compared = 0;
     for (ty, _, props) in &wanted {
@@ -188,13 +194,18 @@ pub fn run(args: &Args) -> Result<(), String> {
         let r = reference::Reference::probe(q)?;
         let mut compared = 0;
         let mut rows = Vec::new();
-        for (machine, v) in &ours_machines {
+        for (machine, v, max_cpus) in &ours_machines {
             let (machine, v) = (machine.clone(), *v);
             if v > r.version() {
                 continue;
             }
             if !cache.contains_key(&machine) {
-                cache.insert(machine.clone(), ours(&vmm, &machine)?);
+                let mut values = ours(&vmm, &machine)?;
+                values.insert(
+                    MACHINE.to_string(),
+                    BTreeMap::from([("max_cpus".to_string(), max_cpus.to_string())]),
+                );
+                cache.insert(machine.clone(), values);
             }
             let (d, n) = compare(&r, &cache[&machine], &machine, v)?;
             compared += n;

@@ -85,7 +85,7 @@ impl Reference {
             .command(machine, &qmp)
             .spawn()
             .map_err(|e| format!("{}: {e}", self.bin.path.display()))?;
-        let r = self.session(&qmp, wanted);
+        let r = self.session(&qmp, machine, wanted);
         let _ = child.kill();
         let out = child.wait_with_output().map_err(|e| e.to_string())?;
         let _ = std::fs::remove_file(&qmp);
@@ -101,6 +101,7 @@ impl Reference {
     fn session(
         &self,
         qmp: &Path,
+        machine: &str,
         wanted: &[(&str, &str, Vec<String>)],
     ) -> Result<BTreeMap<(String, String), String>, String> {
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -134,6 +135,18 @@ impl Reference {
                 got.insert((ty.to_string(), p.clone()), v);
             }
         }
+        // Machine knobs: `cpu-max` of `query-machines` (our `max_cpus`).
+        let all = c
+            .execute("query-machines", json!({}))
+            .map_err(|e| e.to_string())?;
+        let cpu_max = all
+            .as_array()
+            .and_then(|a| a.iter().find(|m| m["name"] == machine))
+            .map_or_else(|| "(absent)".to_string(), |m| m["cpu-max"].to_string());
+        got.insert(
+            (super::MACHINE.to_string(), "max_cpus".to_string()),
+            cpu_max,
+        );
         let _ = c.execute("quit", json!({}));
         Ok(got)
     }
