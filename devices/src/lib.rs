@@ -11,6 +11,7 @@
 //! migration sees pages the VMM wrote (KVM's dirty log only sees the vCPUs').
 
 pub mod bus;
+pub mod disk;
 pub mod generated;
 pub mod pci;
 pub mod persist;

@@ -417,11 +417,7 @@ pub(crate) mod tests {
             std::process::id()
         ));
         std::fs::write(&path, vec![0u8; 4096]).unwrap();
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .unwrap();
+        let file = crate::disk::Disk::open(&path, false).unwrap();
         let cfg = BlockConfig {
             num_queues: 2,
             queue_size: 64,

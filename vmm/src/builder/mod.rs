@@ -9,12 +9,12 @@ pub mod config;
 mod instances;
 pub mod layout;
 
-use std::fs::OpenOptions;
 use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
 use devices::bus::{Bus, BusError, lock};
+use devices::disk::Disk;
 use devices::pci::{ECAM_BUS0_SIZE, Ecam};
 use devices::serial::{Serial, SerialError};
 use devices::virtio::block::{Block, BlockError};
@@ -97,16 +97,13 @@ pub struct Machine {
     cmdline: String,
 }
 
-/// Opens a disk image (must exist; read-write unless `read_only`).
-fn open_disk(path: &PathBuf, read_only: bool) -> Result<std::fs::File, BuildError> {
-    OpenOptions::new()
-        .read(true)
-        .write(!read_only)
-        .open(path)
-        .map_err(|source| BuildError::Disk {
-            path: path.clone(),
-            source,
-        })
+/// Opens a disk image (must exist; read-write unless `read_only`): the one
+/// [`Disk`] of the path, shared with an NBD export or a mirror job of it.
+fn open_disk(path: &PathBuf, read_only: bool) -> Result<Arc<Disk>, BuildError> {
+    Disk::open(path, read_only).map_err(|source| BuildError::Disk {
+        path: path.clone(),
+        source,
+    })
 }
 
 fn eventfd() -> Result<EventFd, BuildError> {

@@ -1,11 +1,12 @@
-use std::fs::File;
 use std::io;
+use std::sync::Arc;
 
 use virtio_queue::{Queue, QueueT};
 
 use super::request::{self, Ctx};
 use super::{BlockConfig, BlockState, SECTOR_SIZE};
 use crate::GuestMemoryMmap;
+use crate::disk::Disk;
 use crate::virtio::{
     VIRTIO_F_RING_RESET, VIRTIO_F_VERSION_1, VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC,
     VirtioDevice, VirtioDeviceState,
@@ -52,7 +53,7 @@ fn on_off(b: bool) -> &'static str {
 /// A virtio-blk device on a raw image.
 pub struct Block {
     config: BlockConfig,
-    disk: File,
+    disk: Arc<Disk>,
     capacity_sectors: u64,
     acked_features: u64,
     writeback: u8,
@@ -60,11 +61,11 @@ pub struct Block {
 
 impl Block {
     /// Creates the device; `disk` is opened read-write unless `config.read_only`.
-    pub fn new(config: BlockConfig, disk: File) -> Result<Self, BlockError> {
+    pub fn new(config: BlockConfig, disk: Arc<Disk>) -> Result<Self, BlockError> {
         if config.num_queues == 0 {
             return Err(BlockError::NoQueues);
         }
-        let len = disk.metadata().map_err(BlockError::Stat)?.len();
+        let len = disk.len().map_err(BlockError::Stat)?;
         Ok(Self {
             capacity_sectors: len / SECTOR_SIZE,
             // Without CONFIG_WCE the cache mode is write-back (flushes are honoured).
@@ -314,11 +315,7 @@ mod tests {
             ));
             let mut f = std::fs::File::create(&disk).unwrap();
             f.write_all(&vec![0xaa; 8 * 512]).unwrap();
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&disk)
-                .unwrap();
+            let file = Disk::open(&disk, false).unwrap();
             let mut blk = Block::new(cfg(), file).unwrap();
             blk.ack_features(blk.avail_features());
             let mut queue = Queue::new(16).unwrap();
@@ -506,7 +503,7 @@ mod tests {
         c.queue_reset = false;
         c.num_queues = 4;
         c.discard = false;
-        let file = std::fs::File::open(&r.disk).unwrap();
+        let file = Disk::open(&r.disk, true).unwrap();
         let b = Block::new(c, file).unwrap();
         let f = b.avail_features();
         assert_eq!(f & bit(VIRTIO_F_RING_RESET), 0);

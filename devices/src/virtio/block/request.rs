@@ -1,14 +1,13 @@
 //! One virtio-blk request: header, data, status byte.
 
-use std::fs::File;
 use std::io::{Read, Write};
-use std::os::unix::fs::FileExt;
 
 use virtio_queue::{DescriptorChain, Reader, Writer};
 use vm_memory::{Address, Bytes};
 
 use super::SECTOR_SIZE;
 use crate::GuestMemoryMmap;
+use crate::disk::Disk;
 
 pub(super) const T_IN: u32 = 0;
 pub(super) const T_OUT: u32 = 1;
@@ -25,7 +24,7 @@ const MAX_TRANSFER: usize = 64 << 20;
 
 /// What a request may do, decided by the device's config and negotiated features.
 pub(super) struct Ctx<'a> {
-    pub disk: &'a File,
+    pub disk: &'a Disk,
     pub capacity_sectors: u64,
     pub read_only: bool,
     pub discard: bool,
@@ -142,7 +141,7 @@ fn execute<B: vm_memory::bitmap::BitmapSlice>(
             let off = check_range(ctx, sector, len)?;
             let mut buf = vec![0u8; len];
             ctx.disk
-                .read_exact_at(&mut buf, off)
+                .read_at(&mut buf, off)
                 .map_err(|e| Fail::IoErr(format!("read at {off:#x}: {e}")))?;
             writer
                 .write_all(&buf)
@@ -159,7 +158,7 @@ fn execute<B: vm_memory::bitmap::BitmapSlice>(
                 .read_exact(&mut buf)
                 .map_err(|e| Fail::IoErr(format!("guest memory: {e}")))?;
             ctx.disk
-                .write_all_at(&buf, off)
+                .write_at(&buf, off)
                 .map_err(|e| Fail::IoErr(format!("write at {off:#x}: {e}")))?;
             if !ctx.writeback {
                 ctx.disk
@@ -170,7 +169,7 @@ fn execute<B: vm_memory::bitmap::BitmapSlice>(
         }
         T_FLUSH => ctx
             .disk
-            .sync_all()
+            .flush()
             .map_err(|e| Fail::IoErr(format!("flush: {e}"))),
         T_GET_ID => {
             let mut id = [0u8; ID_BYTES];
@@ -181,9 +180,9 @@ fn execute<B: vm_memory::bitmap::BitmapSlice>(
                 .write_all(&id[..n])
                 .map_err(|e| Fail::IoErr(format!("guest memory: {e}")))
         }
-        T_DISCARD if ctx.discard => zero_segments(ctx, reader, ctx.max_discard_sectors),
+        T_DISCARD if ctx.discard => zero_segments(ctx, reader, ctx.max_discard_sectors, true),
         T_WRITE_ZEROES if ctx.write_zeroes => {
-            zero_segments(ctx, reader, ctx.max_write_zeroes_sectors)
+            zero_segments(ctx, reader, ctx.max_write_zeroes_sectors, false)
         }
         other => Err(Fail::Unsupp(format!("request type {other}"))),
     }
@@ -209,11 +208,13 @@ fn check_range(ctx: &Ctx<'_>, sector: u64, len: usize) -> Result<u64, Fail> {
 }
 
 /// Discard and write-zeroes: 16-byte segments (sector, num_sectors, flags).
-/// Both are implemented by writing zeroes (discarded contents are unspecified).
+/// Both zero the range (discarded contents are unspecified); a discard, or a
+/// write-zeroes with the unmap flag, deallocates it where the file system can.
 fn zero_segments<B: vm_memory::bitmap::BitmapSlice>(
     ctx: &Ctx<'_>,
     reader: &mut Reader<'_, B>,
     max_sectors: u32,
+    discard: bool,
 ) -> Result<(), Fail> {
     if ctx.read_only {
         return Err(Fail::IoErr(
@@ -240,7 +241,7 @@ fn zero_segments<B: vm_memory::bitmap::BitmapSlice>(
                 "{num} sectors exceed the maximum {max_sectors}"
             )));
         }
-        let mut off = check_range(ctx, sector, 0)?;
+        let off = check_range(ctx, sector, 0)?;
         if sector
             .checked_add(u64::from(num))
             .is_none_or(|e| e > ctx.capacity_sectors)
@@ -249,16 +250,10 @@ fn zero_segments<B: vm_memory::bitmap::BitmapSlice>(
                 "segment {sector}+{num} beyond capacity"
             )));
         }
-        let mut left = u64::from(num) * SECTOR_SIZE;
-        let zeroes = vec![0u8; 1 << 16];
-        while left > 0 {
-            let n = left.min(zeroes.len() as u64) as usize;
-            ctx.disk
-                .write_all_at(&zeroes[..n], off)
-                .map_err(|e| Fail::IoErr(format!("zeroing at {off:#x}: {e}")))?;
-            off += n as u64;
-            left -= n as u64;
-        }
+        let unmap = u32::from_le_bytes([seg[12], seg[13], seg[14], seg[15]]) & 1 != 0;
+        ctx.disk
+            .write_zeroes(off, u64::from(num) * SECTOR_SIZE, discard || unmap)
+            .map_err(|e| Fail::IoErr(format!("zeroing at {off:#x}: {e}")))?;
     }
     Ok(())
 }

@@ -45,11 +45,7 @@ impl Rig {
             read_only: false,
             serial: Some("persist".into()),
         };
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&self.disk)
-            .unwrap();
+        let file = crate::disk::Disk::open(&self.disk, false).unwrap();
         let evt = EventFd::new(libc::EFD_NONBLOCK).unwrap();
         MmioTransport::new(
             Box::new(Block::new(cfg, file).unwrap()),
