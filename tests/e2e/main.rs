@@ -13,4 +13,5 @@ mod migration_failures;
 mod qmp;
 mod runtime;
 mod sticky;
+mod storage;
 mod tls;

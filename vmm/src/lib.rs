@@ -8,6 +8,7 @@
 //! 3. [`release`]: what a release presents (the persona, the release matrix,
 //!    machine-type lifecycle), over the compat tables and `builder::config`;
 //! 4. [`migrate`]: the migration core's traits over a running machine;
+//!    [`storage`]: the drives' NBD server and mirror jobs (storage migration);
 //! 5. [`control`]: the control socket and its handler over a running VM;
 //! 6. [`cli`]: the subcommands of the `vmm` binary.
 
@@ -18,4 +19,5 @@ pub mod control;
 pub mod cpu;
 pub mod migrate;
 pub mod release;
+pub mod storage;
 pub mod vstate;

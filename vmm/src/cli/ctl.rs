@@ -111,6 +111,17 @@ pub struct MigrateArgs {
     /// URI's host).
     #[arg(long, value_name = "NAME", requires = "tls_creds")]
     pub tls_hostname: Option<String>,
+    /// Move the disks too (docs/storage.md): export the destination's
+    /// drives over NBD, mirror every drive there until READY, then migrate.
+    #[arg(long, requires = "dest_control")]
+    pub with_storage: bool,
+    /// The destination's QMP socket (on this host), for --with-storage; the
+    /// destination runs `--incoming defer` with its own images.
+    #[arg(long, value_name = "PATH")]
+    pub dest_control: Option<PathBuf>,
+    /// The destination's NBD port for a tcp: URI (default: the URI's port + 1).
+    #[arg(long, value_name = "PORT", requires = "with_storage")]
+    pub nbd_port: Option<u16>,
     /// Deprecated in the reference (8.2), never implemented here: prints the
     /// replacement (`compat/deprecations.toml`) and refuses.
     #[arg(long, hide = true)]
@@ -342,11 +353,27 @@ pub fn migrate(args: &MigrateArgs) -> Result<(), ControlError> {
             let _ = std::io::stderr().flush();
         }
     };
+    let storage = match (&args.dest_control, args.with_storage) {
+        (Some(dst), true) => {
+            let (mut d, jobs) =
+                super::storage::mirror_all(&mut c, dst, &args.uri, args.nbd_port, json)?;
+            // A deferred destination listens now (a listening one already does).
+            let listening = d.execute("query-migrate", json!({}))?["status"] == "setup";
+            if !listening {
+                d.execute("migrate-incoming", json!({ "uri": args.uri }))?;
+            }
+            Some((d, jobs))
+        }
+        _ => None,
+    };
     let r = session::migrate(&mut c, &req, &mut on_progress);
     if tty && !json {
         eprintln!();
     }
     let sum = r?;
+    if let Some((mut d, jobs)) = storage {
+        super::storage::finish(&mut c, &mut d, &jobs)?;
+    }
     if json {
         println!("{}", json!({ "summary": sum }));
     } else {

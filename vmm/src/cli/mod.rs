@@ -8,6 +8,7 @@ pub mod introspect;
 pub mod logger;
 pub mod run;
 pub mod session;
+pub mod storage;
 pub mod tls;
 
 use std::process::ExitCode;

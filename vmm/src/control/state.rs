@@ -24,11 +24,22 @@ pub struct State {
     pub(super) active: AtomicUsize,
     /// QMP's migration settings and last outcome.
     pub(super) qmp: Mutex<QmpMigration>,
+    /// Drives, the NBD server, mirror jobs.
+    pub(super) storage: Arc<crate::storage::Storage>,
 }
 
 impl State {
     /// The control plane over `handler`, sending events to `events`.
     pub fn new(handler: Arc<dyn ControlHandler>, events: Arc<Events>) -> Arc<Self> {
+        Self::with_storage(handler, events, Arc::new(crate::storage::Storage::none()))
+    }
+
+    /// [`new`](Self::new) with the VMM's drives for the block commands.
+    pub fn with_storage(
+        handler: Arc<dyn ControlHandler>,
+        events: Arc<Events>,
+        storage: Arc<crate::storage::Storage>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             handler,
             events,
@@ -36,6 +47,7 @@ impl State {
             quitting: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             qmp: Mutex::default(),
+            storage,
         })
     }
 

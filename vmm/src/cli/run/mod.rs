@@ -24,6 +24,7 @@ use crate::control::server::ControlServer;
 use crate::control::state::State;
 use crate::migrate::IncomingSettings;
 use crate::release::persona::Persona;
+use crate::storage::{DriveInfo, Storage};
 use crate::vstate::vcpu::VmEvent;
 
 mod error;
@@ -144,6 +145,30 @@ fn parse_serial(s: &str) -> Result<SerialOutput, RunError> {
             _ => Err(RunError::Serial(s.to_string())),
         },
     }
+}
+
+/// The drives by the names the block commands use: a `--drive id=`, else
+/// the id of the disk on it.
+fn drive_infos(req: &RunRequest) -> Vec<DriveInfo> {
+    req.drives
+        .iter()
+        .enumerate()
+        .map(|(i, drive)| {
+            // The disk on it; a destination's shorthand drives get theirs
+            // from the stream, in order (`virtio-blk{N}`).
+            let device = req
+                .disks
+                .iter()
+                .find(|d| d.drive == i)
+                .map_or_else(|| format!("virtio-blk{i}"), |d| d.id.clone());
+            DriveInfo {
+                node: drive.id.clone().unwrap_or_else(|| device.clone()),
+                device,
+                path: drive.file.clone(),
+                read_only: drive.read_only,
+            }
+        })
+        .collect()
 }
 
 /// Turns CLI arguments into a request (no KVM involved).
@@ -329,7 +354,14 @@ pub fn run(args: &RunArgs) -> Result<(), RunError> {
         persona.clone(),
         events.clone(),
     ));
-    let control = State::new(Arc::new(MachineHandler(shared.clone())), events);
+    let storage = {
+        let shared = shared.clone();
+        Arc::new(Storage::new(
+            drive_infos(&req),
+            Arc::new(move |name: &str, data| shared.emit(name, data)),
+        ))
+    };
+    let control = State::with_storage(Arc::new(MachineHandler(shared.clone())), events, storage);
     let mut sockets = args.control.iter().cloned().collect::<Vec<_>>();
     if let Some(arg) = &args.qmp {
         sockets.push(crate::control::qmp::parse_arg(arg).map_err(RunError::Qmp)?);

@@ -17,7 +17,11 @@ pub fn execute(st: &State, name: &str, args: &Args) -> Reply {
     }
     match name {
         "query-commands" => Ok(Value::Array(
-            COMMANDS.iter().map(|c| json!({ "name": c })).collect(),
+            COMMANDS
+                .iter()
+                .chain(super::block::COMMANDS)
+                .map(|c| json!({ "name": c }))
+                .collect(),
         )),
         "query-version" => {
             let (major, minor, micro) = VERSION;

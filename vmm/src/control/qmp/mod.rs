@@ -7,6 +7,7 @@
 //! `CommandNotFound`.
 
 mod basic;
+mod block;
 mod migrate;
 mod qom;
 mod query;
@@ -188,6 +189,7 @@ fn execute(st: &Arc<State>, name: &str, args: &Args) -> Reply {
         "query-cpu-definitions" => query::cpu_definitions(args),
         "query-cpu-model-expansion" => query::cpu_model_expansion(args),
         n if n.starts_with("x-vmm-") => vmm::execute(st, n, args),
+        n if block::COMMANDS.contains(&n) => block::execute(st, n, args),
         n => basic::execute(st, n, args),
     }
 }
