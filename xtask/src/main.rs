@@ -27,6 +27,7 @@ mod bench_boot;
 mod bench_codegen;
 mod bench_cpu;
 mod bench_migrate;
+mod bench_storage;
 mod bench_vmm;
 mod oracle;
 mod procfs;
@@ -124,6 +125,9 @@ enum Command {
     BenchBoot(bench_boot::Args),
     /// Measure live migration, vmm against the reference VMM (docs/bench-migrate.md).
     BenchMigrate(bench_migrate::Args),
+    /// Measure storage + memory migration (NBD export + mirror), vmm against
+    /// the reference VMM (docs/storage.md).
+    BenchStorage(bench_storage::Args),
     /// Time `vmm cpu baseline` over 1,000 host files (target: under 0.1 s).
     BenchCpuBaseline(bench_cpu::Args),
     /// Compare our resolved property values with the reference's (`qom-get`
@@ -139,6 +143,7 @@ fn main() -> ExitCode {
         Command::BenchCodegen => bench_codegen::run(),
         Command::BenchBoot(args) => bench_boot::run(&args),
         Command::BenchMigrate(args) => bench_migrate::run(&args),
+        Command::BenchStorage(args) => bench_storage::run(&args),
         Command::BenchCpuBaseline(args) => bench_cpu::run(&args),
         Command::Oracle(args) => oracle::run(&args),
     };
