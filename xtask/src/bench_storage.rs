@@ -83,7 +83,15 @@ fn image(path: &Path, mib: u64, fill: bool) -> Result<(), String> {
     Ok(())
 }
 
-fn side(kind: Kind, bin: &Path, kernel: &Path, args: &Args, img: &Path, qmp: &Path, dst: bool) -> Command {
+fn side(
+    kind: Kind,
+    bin: &Path,
+    kernel: &Path,
+    args: &Args,
+    img: &Path,
+    qmp: &Path,
+    dst: bool,
+) -> Command {
     let sock = format!("unix:{},server=on,wait=off", qmp.display());
     match kind {
         Kind::Vmm => {
@@ -104,13 +112,22 @@ fn side(kind: Kind, bin: &Path, kernel: &Path, args: &Args, img: &Path, qmp: &Pa
                 "-global".to_string(),
                 "virtio-mmio.force-legacy=false".into(),
                 "-blockdev".into(),
-                format!("driver=raw,node-name=d0,file.driver=file,file.filename={}", img.display()),
+                format!(
+                    "driver=raw,node-name=d0,file.driver=file,file.filename={}",
+                    img.display()
+                ),
                 "-device".into(),
                 "virtio-blk-device,drive=d0".into(),
                 "-qmp".into(),
                 sock,
             ];
-            let mut c = reference_qemu(bin, kernel, args.mib, &format!("disk disk.count=0 {QEMU_VIRTIO}"), &extra);
+            let mut c = reference_qemu(
+                bin,
+                kernel,
+                args.mib,
+                &format!("disk disk.count=0 {QEMU_VIRTIO}"),
+                &extra,
+            );
             if dst {
                 c.args(["-incoming", "defer"]);
             }
@@ -144,7 +161,12 @@ fn one(kind: Kind, bin: &Path, kernel: &Path, args: &Args) -> Result<Sample, Str
     let (si, di) = (scratch("src.img"), scratch("dst.img"));
     image(&si, args.disk_mib, true)?;
     image(&di, args.disk_mib, false)?;
-    let (sq, dq, nbd, mig) = (scratch("src.qmp"), scratch("dst.qmp"), scratch("nbd.sock"), scratch("mig.sock"));
+    let (sq, dq, nbd, mig) = (
+        scratch("src.qmp"),
+        scratch("dst.qmp"),
+        scratch("nbd.sock"),
+        scratch("mig.sock"),
+    );
     for p in [&sq, &dq, &nbd, &mig] {
         let _ = std::fs::remove_file(p);
     }
@@ -153,8 +175,16 @@ fn one(kind: Kind, bin: &Path, kernel: &Path, args: &Args) -> Result<Sample, Str
     let dst = Proc::spawn(side(kind, bin, kernel, args, &di, &dq, true))?;
     let mut s = connect(&sq)?;
     let mut d = connect(&dq)?;
-    exec(&mut d, "nbd-server-start", json!({"addr": {"type": "unix", "data": {"path": nbd.display().to_string()}}}))?;
-    exec(&mut d, "block-export-add", json!({"type": "nbd", "id": "e0", "node-name": "d0", "writable": true}))?;
+    exec(
+        &mut d,
+        "nbd-server-start",
+        json!({"addr": {"type": "unix", "data": {"path": nbd.display().to_string()}}}),
+    )?;
+    exec(
+        &mut d,
+        "block-export-add",
+        json!({"type": "nbd", "id": "e0", "node-name": "d0", "writable": true}),
+    )?;
     exec(
         &mut s,
         "blockdev-add",
@@ -162,18 +192,32 @@ fn one(kind: Kind, bin: &Path, kernel: &Path, args: &Args) -> Result<Sample, Str
                "server": {"type": "unix", "path": nbd.display().to_string()}}),
     )?;
     let t0 = Instant::now();
-    exec(&mut s, "blockdev-mirror", json!({"job-id": "m0", "device": "d0", "target": "t0", "sync": "full"}))?;
+    exec(
+        &mut s,
+        "blockdev-mirror",
+        json!({"job-id": "m0", "device": "d0", "target": "t0", "sync": "full"}),
+    )?;
     let ready = event(&mut s, "BLOCK_JOB_READY", Duration::from_secs(600))?;
     let ready_ms = t0.elapsed().as_secs_f64() * 1e3;
     let disk_bytes = ready["data"]["len"].as_u64().unwrap_or(0);
-    exec(&mut d, "migrate-incoming", json!({"uri": format!("unix:{}", mig.display())}))?;
-    exec(&mut s, "migrate", json!({"uri": format!("unix:{}", mig.display())}))?;
+    exec(
+        &mut d,
+        "migrate-incoming",
+        json!({"uri": format!("unix:{}", mig.display())}),
+    )?;
+    exec(
+        &mut s,
+        "migrate",
+        json!({"uri": format!("unix:{}", mig.display())}),
+    )?;
     let info = loop {
         let i = exec(&mut s, "query-migrate", json!({}))?;
         match i["status"].as_str() {
             Some("completed") => break i,
             Some("failed") | Some("cancelled") => return Err(format!("migration {i}")),
-            _ => s.pause(Duration::from_millis(20)).map_err(|e| e.to_string())?,
+            _ => s
+                .pause(Duration::from_millis(20))
+                .map_err(|e| e.to_string())?,
         }
     };
     exec(&mut s, "block-job-cancel", json!({"device": "m0"}))?;
@@ -225,7 +269,10 @@ fn measure(kind: Kind, bin: &Path, kernel: &Path, args: &Args) -> Result<Sample,
 pub fn run(args: &Args) -> Result<(), String> {
     let vmm = args.bins.binary()?;
     let guest = args.bins.guest(&vmm, "storage")?;
-    let mut rows = vec![("vmm".to_string(), measure(Kind::Vmm, &vmm, guest.path(), args))];
+    let mut rows = vec![(
+        "vmm".to_string(),
+        measure(Kind::Vmm, &vmm, guest.path(), args),
+    )];
     if let Some(q) = &args.qemu {
         let r = Reference::probe(q)?;
         rows.push((r.label(), measure(Kind::Qemu, q, guest.path(), args)));
@@ -234,7 +281,9 @@ pub fn run(args: &Args) -> Result<(), String> {
         "storage + memory migration: {} MiB image full of data, {} MiB guest writing its disk (workload=disk), {} run(s), medians",
         args.disk_mib, args.mib, args.runs
     );
-    println!("| VMM | to READY ms | total ms | downtime ms | disk MiB | RAM MiB | disk MiB/s to READY |");
+    println!(
+        "| VMM | to READY ms | total ms | downtime ms | disk MiB | RAM MiB | disk MiB/s to READY |"
+    );
     println!("|---|---|---|---|---|---|---|");
     for (name, r) in &rows {
         match r {

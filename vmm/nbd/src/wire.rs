@@ -337,15 +337,18 @@ pub fn read_exact_or_eof(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<bool> {
     Ok(true)
 }
 
-/// Reads exactly `len` bytes into a new buffer whose allocation grows with
-/// what actually arrives (a peer announcing a length it never sends cannot
-/// make us allocate it). The caller bounds `len`.
+/// Reads exactly `len` bytes into a new buffer whose allocation grows
+/// with what actually arrives (at most doubling what was received, never
+/// beyond `len`): a peer announcing a length it never sends cannot make
+/// us allocate it. The caller bounds `len`.
 pub fn read_payload(r: &mut dyn Read, len: usize) -> io::Result<Vec<u8>> {
-    let mut v = Vec::with_capacity(len.min(64 << 10));
-    let want = u64::try_from(len).unwrap_or(u64::MAX);
-    r.take(want).read_to_end(&mut v)?;
-    if v.len() != len {
-        return Err(io::ErrorKind::UnexpectedEof.into());
+    let mut v = Vec::new();
+    while v.len() < len {
+        let start = v.len();
+        let step = (len - start).min(start.max(64 << 10));
+        v.reserve_exact(step);
+        v.resize(start + step, 0);
+        r.read_exact(&mut v[start..])?;
     }
     Ok(v)
 }

@@ -99,9 +99,9 @@ pub struct Machine {
 
 /// Opens a disk image (must exist; read-write unless `read_only`): the one
 /// [`Disk`] of the path, shared with an NBD export or a mirror job of it.
-fn open_disk(path: &PathBuf, read_only: bool) -> Result<Arc<Disk>, BuildError> {
+fn open_disk(path: &std::path::Path, read_only: bool) -> Result<Arc<Disk>, BuildError> {
     Disk::open(path, read_only).map_err(|source| BuildError::Disk {
-        path: path.clone(),
+        path: path.to_path_buf(),
         source,
     })
 }

@@ -180,11 +180,6 @@ impl Mirror {
         Ok(m)
     }
 
-    /// Bytes of the disk.
-    pub fn len(&self) -> u64 {
-        self.len
-    }
-
     /// Progress: bytes known to be in step with the target.
     pub fn offset(&self) -> u64 {
         self.offset.load(Ordering::SeqCst)

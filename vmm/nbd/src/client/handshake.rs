@@ -12,7 +12,10 @@ use crate::{Stream, Upgrade};
 /// to be flooding us.
 const MAX_REPLIES: usize = 64;
 /// Greeting word of an oldstyle server.
-const OLDSTYLE_MAGIC: u64 = 0x0042_0281_8612_53;
+const OLDSTYLE_MAGIC: u64 = 0x0000_4202_8186_1253;
+
+/// Minimum, preferred and maximum block sizes.
+pub(super) type BlockSizes = (u32, u32, u32);
 
 /// What the option phase learnt.
 pub(super) struct Negotiated {
@@ -22,7 +25,7 @@ pub(super) struct Negotiated {
     pub(super) structured: bool,
     pub(super) meta_id: Option<u32>,
     /// Minimum, preferred, maximum block sizes (defaults when not sent).
-    pub(super) block: (u32, u32, u32),
+    pub(super) block: BlockSizes,
 }
 
 fn protocol<T>(msg: impl Into<String>) -> Result<T, ClientError> {
@@ -61,10 +64,7 @@ fn read_reply(s: &mut dyn Stream, opt: u32) -> Result<(u32, Vec<u8>), ClientErro
 
 fn refused(opt: u32, ty: u32, data: &[u8]) -> ClientError {
     if ty & REP_FLAG_ERROR == 0 {
-        return ClientError::Protocol(format!(
-            "unexpected reply {ty:#x} to {}",
-            option_name(opt)
-        ));
+        return ClientError::Protocol(format!("unexpected reply {ty:#x} to {}", option_name(opt)));
     }
     ClientError::Refused {
         option: opt,
@@ -94,7 +94,9 @@ pub(super) fn handshake(
     tls: Option<&dyn Upgrade>,
 ) -> Result<Negotiated, ClientError> {
     if export.len() > MAX_NAME {
-        return Err(ClientError::InvalidArgument("export name longer than 4096 bytes"));
+        return Err(ClientError::InvalidArgument(
+            "export name longer than 4096 bytes",
+        ));
     }
     let magic = read_u64(&mut *s)?;
     if magic != NBD_MAGIC {
@@ -120,7 +122,10 @@ pub(super) fn handshake(
 
     let structured = match simple_option(&mut *s, OPT_STRUCTURED_REPLY) {
         Ok(()) => true,
-        Err(ClientError::Refused { reply: REP_ERR_UNSUP, .. }) => false,
+        Err(ClientError::Refused {
+            reply: REP_ERR_UNSUP,
+            ..
+        }) => false,
         Err(e) => return Err(e),
     };
     let meta_id = if structured {
@@ -129,7 +134,10 @@ pub(super) fn handshake(
         None
     };
     match go(&mut *s, export) {
-        Err(ClientError::Refused { reply: REP_ERR_UNSUP, .. }) => {
+        Err(ClientError::Refused {
+            reply: REP_ERR_UNSUP,
+            ..
+        }) => {
             let (size, flags) = export_name(&mut *s, export, no_zeroes)?;
             Ok(Negotiated {
                 s,
@@ -182,7 +190,7 @@ fn set_meta_context(s: &mut dyn Stream, export: &str) -> Result<Option<u32>, Cli
 }
 
 /// GO: size, transmission flags and block sizes.
-fn go(s: &mut dyn Stream, export: &str) -> Result<(u64, u16, (u32, u32, u32)), ClientError> {
+fn go(s: &mut dyn Stream, export: &str) -> Result<(u64, u16, BlockSizes), ClientError> {
     let opt = OPT_GO;
     let mut d = Vec::new();
     put_name(&mut d, export);
@@ -225,7 +233,11 @@ fn go(s: &mut dyn Stream, export: &str) -> Result<(u64, u16, (u32, u32, u32)), C
 }
 
 /// The EXPORT_NAME fallback for servers without GO.
-fn export_name(s: &mut dyn Stream, export: &str, no_zeroes: bool) -> Result<(u64, u16), ClientError> {
+fn export_name(
+    s: &mut dyn Stream,
+    export: &str,
+    no_zeroes: bool,
+) -> Result<(u64, u16), ClientError> {
     send_option(s, OPT_EXPORT_NAME, export.as_bytes())?;
     let closed = |e: std::io::Error| {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {

@@ -112,7 +112,11 @@ impl Client {
         tls: Option<&dyn Upgrade>,
     ) -> Result<Client, ClientError> {
         let n = handshake::handshake(stream, export, tls)?;
-        let flags = if n.flags & TF_HAS_FLAGS != 0 { n.flags } else { 0 };
+        let flags = if n.flags & TF_HAS_FLAGS != 0 {
+            n.flags
+        } else {
+            0
+        };
         let (min, _, max) = n.block;
         // Our own bound too; keep splits aligned to the minimum block size.
         let max = max.min(MAX_PAYLOAD);
@@ -197,15 +201,18 @@ impl Client {
         data: &[u8],
         expect: Expect<'_>,
     ) -> Result<(), ClientError> {
-        let r = self.send(ty, flags, offset, len, data).map_err(ClientError::from).and_then(|cookie| {
-            let p = Pending {
-                cookie,
-                offset,
-                structured: self.structured,
-                expect,
-            };
-            reply::read_reply(&mut *self.s, p)
-        });
+        let r = self
+            .send(ty, flags, offset, len, data)
+            .map_err(ClientError::from)
+            .and_then(|cookie| {
+                let p = Pending {
+                    cookie,
+                    offset,
+                    structured: self.structured,
+                    expect,
+                };
+                reply::read_reply(&mut *self.s, p)
+            });
         if let Err(e) = &r
             && !matches!(e, ClientError::Server { .. })
         {
@@ -254,7 +261,12 @@ impl Client {
 
     /// Zeroes `len` bytes; `no_hole` forbids the server to punch a hole.
     /// Falls back to writing zeroes when the server lacks WRITE_ZEROES.
-    pub fn write_zeroes(&mut self, offset: u64, len: u64, no_hole: bool) -> Result<(), ClientError> {
+    pub fn write_zeroes(
+        &mut self,
+        offset: u64,
+        len: u64,
+        no_hole: bool,
+    ) -> Result<(), ClientError> {
         self.check(offset, len)?;
         if self.flags & TF_SEND_WRITE_ZEROES == 0 {
             let zeroes = vec![0; ZERO_CHUNK.min(self.max_request) as usize];

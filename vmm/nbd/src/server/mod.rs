@@ -2,6 +2,35 @@
 //! transmission) to its end. The caller accepts connections, runs each
 //! on its own thread and logs what [`serve`] returns; all state here is
 //! per connection.
+//!
+//! Where the protocol leaves a choice, this server:
+//!
+//! - accepts clients without `NBD_FLAG_C_FIXED_NEWSTYLE` (and answers
+//!   them like fixed-newstyle ones); unknown client flags close;
+//! - refuses a name over 4096 bytes or not UTF-8 with `ERR_INVALID`
+//!   (closes for EXPORT_NAME, which has no error reply);
+//! - always sends `NBD_INFO_BLOCK_SIZE` (1, 4096, 32 MiB), and
+//!   `NBD_INFO_NAME` / `NBD_INFO_DESCRIPTION` only when asked;
+//! - knows one metadata context, `base:allocation` (id 1): LIST with no
+//!   query or the namespace query `base:` lists it, SET needs its full
+//!   name; every SET replaces the selection, which only counts if GO /
+//!   EXPORT_NAME then picks the same export;
+//! - advertises `HAS_FLAGS | SEND_FLUSH | CAN_MULTI_CONN` (no
+//!   per-connection caches), plus `SEND_FUA | SEND_TRIM |
+//!   SEND_WRITE_ZEROES` when writable, else `READ_ONLY`;
+//! - under structured replies answers every request with chunks (NONE or
+//!   ERROR for data-less commands); READ sends OFFSET_HOLE for zero runs
+//!   of at least 4 KiB (at most 9 chunks), a single OFFSET_DATA with DF;
+//! - answers zero-length READ, WRITE and BLOCK_STATUS with `EINVAL`, and
+//!   zero-length TRIM / WRITE_ZEROES / CACHE with success (no-op);
+//! - answers FAST_ZERO with `ENOTSUP` (it cannot promise fast zeroing),
+//!   unknown command flag bits with `EINVAL`, and ignores known flags that
+//!   do not apply to the command;
+//! - checks in this order: WRITE payload consumed, flags, read-only
+//!   (`EPERM`), length, range (`EINVAL` on overflow, `ENOSPC` past the end
+//!   for WRITE / WRITE_ZEROES, `EINVAL` past the end otherwise);
+//! - replies `EINVAL` to a WRITE over 32 MiB, then closes (its payload
+//!   cannot be skipped safely); a READ over 32 MiB only gets `EINVAL`.
 
 mod negotiate;
 mod transmit;

@@ -135,7 +135,12 @@ fn reply(conn: &mut Conn, opt: u32, ty: u32, data: &[u8]) -> io::Result<()> {
 
 /// Sends an error reply with a message.
 fn error(conn: &mut Conn, opt: u32, ty: u32, msg: &str) -> io::Result<()> {
-    tracing::debug!(option = option_name(opt), reply = reply_name(ty), msg, "nbd option refused");
+    tracing::debug!(
+        option = option_name(opt),
+        reply = reply_name(ty),
+        msg,
+        "nbd option refused"
+    );
     reply(conn, opt, ty, truncate_str(msg, 1024).as_bytes())
 }
 
@@ -260,7 +265,12 @@ impl State<'_> {
 
     fn list(&mut self, conn: &mut Conn, data: &[u8]) -> Step {
         if !data.is_empty() {
-            error(conn, OPT_LIST, REP_ERR_INVALID, "NBD_OPT_LIST takes no data")?;
+            error(
+                conn,
+                OPT_LIST,
+                REP_ERR_INVALID,
+                "NBD_OPT_LIST takes no data",
+            )?;
             return Ok(None);
         }
         for n in self.exports.names() {
@@ -279,9 +289,19 @@ impl State<'_> {
             return Ok(None);
         };
         if !data.is_empty() {
-            error(conn, OPT_STARTTLS, REP_ERR_INVALID, "STARTTLS takes no data")?;
+            error(
+                conn,
+                OPT_STARTTLS,
+                REP_ERR_INVALID,
+                "STARTTLS takes no data",
+            )?;
         } else if self.tls_done {
-            error(conn, OPT_STARTTLS, REP_ERR_INVALID, "TLS already negotiated")?;
+            error(
+                conn,
+                OPT_STARTTLS,
+                REP_ERR_INVALID,
+                "TLS already negotiated",
+            )?;
         } else {
             reply(conn, OPT_STARTTLS, REP_ACK, &[])?;
             let plain: Box<dyn Stream> = std::mem::replace(&mut conn.s, Box::new(io::empty()));
@@ -301,7 +321,12 @@ impl State<'_> {
             }
         };
         let Some(entry) = self.exports.lookup(name) else {
-            error(conn, opt, REP_ERR_UNKNOWN, &format!("unknown export {name:?}"))?;
+            error(
+                conn,
+                opt,
+                REP_ERR_UNKNOWN,
+                &format!("unknown export {name:?}"),
+            )?;
             return Ok(None);
         };
         let mut r = Vec::with_capacity(12);
@@ -354,7 +379,12 @@ impl State<'_> {
             }
         };
         if self.exports.lookup(name).is_none() {
-            error(conn, opt, REP_ERR_UNKNOWN, &format!("unknown export {name:?}"))?;
+            error(
+                conn,
+                opt,
+                REP_ERR_UNKNOWN,
+                &format!("unknown export {name:?}"),
+            )?;
             return Ok(None);
         }
         // LIST: no query lists everything, "base:" is the whole namespace.
@@ -362,7 +392,10 @@ impl State<'_> {
         let matched = if set {
             queries.contains(&BASE_ALLOCATION)
         } else {
-            queries.is_empty() || queries.iter().any(|q| *q == "base:" || *q == BASE_ALLOCATION)
+            queries.is_empty()
+                || queries
+                    .iter()
+                    .any(|q| *q == "base:" || *q == BASE_ALLOCATION)
         };
         if matched {
             let mut r = Vec::with_capacity(4 + BASE_ALLOCATION.len());

@@ -154,7 +154,8 @@ fn trim(sess: &Session, req: &Request) -> Result<(), Fail> {
     writable(sess)?;
     check_range(exp, req.offset, u64::from(req.len), EINVAL)?;
     if req.len > 0 {
-        exp.trim(req.offset, u64::from(req.len)).map_err(|e| io_fail(&e))?;
+        exp.trim(req.offset, u64::from(req.len))
+            .map_err(|e| io_fail(&e))?;
     }
     fua(exp, req)
 }
@@ -188,7 +189,11 @@ fn chunk_header(flags: u16, ty: u16, cookie: u64, len: usize) -> Vec<u8> {
 /// An error chunk (with an offset for ERROR_OFFSET), flagged DONE.
 fn error_chunk(conn: &mut Conn, cookie: u64, f: &Fail, at: Option<u64>) -> io::Result<()> {
     let msg = truncate_str(&f.1, 1024).as_bytes();
-    let ty = if at.is_some() { CHUNK_ERROR_OFFSET } else { CHUNK_ERROR };
+    let ty = if at.is_some() {
+        CHUNK_ERROR_OFFSET
+    } else {
+        CHUNK_ERROR
+    };
     let len = 6 + msg.len() + if at.is_some() { 8 } else { 0 };
     let mut c = chunk_header(REPLY_FLAG_DONE, ty, cookie, len);
     c.put_u32(f.0);
@@ -239,12 +244,15 @@ fn plan_read(exp: &dyn Export, offset: u64, len: u64) -> Vec<Piece> {
     let runs = exp.block_status(offset, len).unwrap_or_default();
     let mut pieces: Vec<Piece> = Vec::new();
     let mut at = offset;
-    let push = |pieces: &mut Vec<Piece>, hole: bool, at: u64, n: u64| {
-        match (pieces.last_mut(), hole) {
+    let push =
+        |pieces: &mut Vec<Piece>, hole: bool, at: u64, n: u64| match (pieces.last_mut(), hole) {
             (Some(Piece::Data(_, l)), false) | (Some(Piece::Hole(_, l)), true) => *l += n,
-            _ => pieces.push(if hole { Piece::Hole(at, n) } else { Piece::Data(at, n) }),
-        }
-    };
+            _ => pieces.push(if hole {
+                Piece::Hole(at, n)
+            } else {
+                Piece::Data(at, n)
+            }),
+        };
     for (n, flags) in runs {
         if at >= end || n == 0 || pieces.len() >= MAX_READ_CHUNKS {
             break;
@@ -323,7 +331,10 @@ fn block_status(conn: &mut Conn, sess: &Session, req: &Request) -> Result<(), Se
     let exp = &*sess.entry.export;
     let (offset, len) = (req.offset, u64::from(req.len));
     let runs = if !sess.structured || !sess.meta {
-        fail(EINVAL, "block status needs structured replies and base:allocation")
+        fail(
+            EINVAL,
+            "block status needs structured replies and base:allocation",
+        )
     } else if len == 0 {
         fail(EINVAL, "zero-length block status")
     } else {
@@ -337,7 +348,11 @@ fn block_status(conn: &mut Conn, sess: &Session, req: &Request) -> Result<(), Se
     // Trust but bound the export: positive lengths, total within the request.
     let mut descs: Vec<(u32, u32)> = Vec::new();
     let mut left = len;
-    let max = if req.flags & CMD_FLAG_REQ_ONE != 0 { 1 } else { MAX_DESCRIPTORS };
+    let max = if req.flags & CMD_FLAG_REQ_ONE != 0 {
+        1
+    } else {
+        MAX_DESCRIPTORS
+    };
     for (n, flags) in runs {
         if n == 0 || left == 0 || descs.len() >= max {
             break;
@@ -349,7 +364,12 @@ fn block_status(conn: &mut Conn, sess: &Session, req: &Request) -> Result<(), Se
     if descs.is_empty() {
         descs.push((req.len, 0));
     }
-    let mut c = chunk_header(REPLY_FLAG_DONE, CHUNK_BLOCK_STATUS, req.cookie, 4 + 8 * descs.len());
+    let mut c = chunk_header(
+        REPLY_FLAG_DONE,
+        CHUNK_BLOCK_STATUS,
+        req.cookie,
+        4 + 8 * descs.len(),
+    );
     c.put_u32(BASE_ALLOCATION_ID);
     for (n, flags) in descs {
         c.put_u32(n);

@@ -75,6 +75,7 @@ fn fake(old: bool, script: Script) -> (Client, JoinHandle<()>) {
         }
         let cookie = u64::from_be_bytes(req[8..16].try_into().unwrap());
         let _ = b.write_all(&script(cookie));
+        let _ = b.shutdown(std::net::Shutdown::Write);
         // Hold the connection until the client is done.
         let _ = b.read_to_end(&mut Vec::new());
     });
@@ -103,7 +104,10 @@ fn read_error(script: Script) -> ClientError {
     let e = c.read(0, &mut [0; 8]).unwrap_err();
     // A broken connection stays broken.
     if !matches!(e, ClientError::Server { .. }) {
-        assert!(matches!(c.read(0, &mut [0; 1]), Err(ClientError::Protocol(_))));
+        assert!(matches!(
+            c.read(0, &mut [0; 1]),
+            Err(ClientError::Protocol(_))
+        ));
     }
     drop(c);
     h.join().unwrap();
@@ -119,7 +123,9 @@ fn assert_protocol(e: ClientError, what: &str) {
 
 #[test]
 fn wrong_cookie() {
-    let e = read_error(Box::new(|k| chunk(1, CHUNK_OFFSET_DATA, k + 1, &data(0, &[0; 8]))));
+    let e = read_error(Box::new(|k| {
+        chunk(1, CHUNK_OFFSET_DATA, k + 1, &data(0, &[0; 8]))
+    }));
     assert_protocol(e, "cookie");
 }
 
@@ -130,9 +136,18 @@ fn bad_reply_magic() {
 
 #[test]
 fn data_outside_the_request() {
-    let e = read_error(Box::new(|k| chunk(1, CHUNK_OFFSET_DATA, k, &data(100, &[0; 4]))));
+    let e = read_error(Box::new(|k| {
+        chunk(1, CHUNK_OFFSET_DATA, k, &data(100, &[0; 4]))
+    }));
     assert_protocol(e, "outside");
-    let e = read_error(Box::new(|k| chunk(1, CHUNK_OFFSET_HOLE, k, &[0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 5])));
+    let e = read_error(Box::new(|k| {
+        chunk(
+            1,
+            CHUNK_OFFSET_HOLE,
+            k,
+            &[0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 5],
+        )
+    }));
     assert_protocol(e, "outside");
 }
 
@@ -148,7 +163,9 @@ fn oversized_chunk_is_not_allocated() {
 
 #[test]
 fn incomplete_and_overlapping_reads() {
-    let e = read_error(Box::new(|k| chunk(1, CHUNK_OFFSET_DATA, k, &data(0, &[1; 4]))));
+    let e = read_error(Box::new(|k| {
+        chunk(1, CHUNK_OFFSET_DATA, k, &data(0, &[1; 4]))
+    }));
     assert_protocol(e, "cover");
     let e = read_error(Box::new(|k| {
         let mut v = chunk(0, CHUNK_OFFSET_DATA, k, &data(0, &[1; 6]));
@@ -160,12 +177,20 @@ fn incomplete_and_overlapping_reads() {
 
 #[test]
 fn success_in_pieces_and_holes() {
-    let (mut c, h) = fake(false, Box::new(|k| {
-        let mut v = chunk(0, CHUNK_OFFSET_DATA, k, &data(6, &[6, 7]));
-        v.extend(chunk(0, CHUNK_OFFSET_HOLE, k, &[0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 4]));
-        v.extend(chunk(1, CHUNK_OFFSET_DATA, k, &data(0, &[9, 9])));
-        v
-    }));
+    let (mut c, h) = fake(
+        false,
+        Box::new(|k| {
+            let mut v = chunk(0, CHUNK_OFFSET_DATA, k, &data(6, &[6, 7]));
+            v.extend(chunk(
+                0,
+                CHUNK_OFFSET_HOLE,
+                k,
+                &[0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 4],
+            ));
+            v.extend(chunk(1, CHUNK_OFFSET_DATA, k, &data(0, &[9, 9])));
+            v
+        }),
+    );
     let mut b = [0xff; 8];
     c.read(0, &mut b).unwrap();
     assert_eq!(b, [9, 9, 0, 0, 0, 0, 6, 7]);
@@ -185,7 +210,9 @@ fn error_chunks_become_server_errors() {
         v
     }));
     match &e {
-        ClientError::Server { errno, message } => assert_eq!((*errno, message.as_str()), (EIO, "boom")),
+        ClientError::Server { errno, message } => {
+            assert_eq!((*errno, message.as_str()), (EIO, "boom"))
+        }
         e => panic!("{e}"),
     }
     assert_eq!(e.to_string(), "server error EIO (5): boom");
@@ -193,7 +220,9 @@ fn error_chunks_become_server_errors() {
 
 #[test]
 fn missing_done_and_simple_success_to_structured_read() {
-    let e = read_error(Box::new(|k| chunk(0, CHUNK_OFFSET_DATA, k, &data(0, &[0; 8]))));
+    let e = read_error(Box::new(|k| {
+        chunk(0, CHUNK_OFFSET_DATA, k, &data(0, &[0; 8]))
+    }));
     assert!(matches!(e, ClientError::Io(_)), "{e}");
     let e = read_error(Box::new(|k| {
         let mut v = Vec::new();
@@ -217,20 +246,29 @@ fn block_status_validation() {
         p
     };
     let p = status(3, &[(10, 0)]);
-    let (mut c, h) = fake(false, Box::new(move |k| chunk(1, CHUNK_BLOCK_STATUS, k, &p)));
+    let (mut c, h) = fake(
+        false,
+        Box::new(move |k| chunk(1, CHUNK_BLOCK_STATUS, k, &p)),
+    );
     assert_protocol(c.block_status(0, 10).unwrap_err(), "context");
     drop(c);
     h.join().unwrap();
 
     // The last extent may run past the request: clamped.
     let p = status(9, &[(4, 3), (100, 0)]);
-    let (mut c, h) = fake(false, Box::new(move |k| chunk(1, CHUNK_BLOCK_STATUS, k, &p)));
+    let (mut c, h) = fake(
+        false,
+        Box::new(move |k| chunk(1, CHUNK_BLOCK_STATUS, k, &p)),
+    );
     assert_eq!(c.block_status(0, 10).unwrap(), vec![(4, 3), (6, 0)]);
     drop(c);
     h.join().unwrap();
 
     let p = status(9, &[(10, 0), (5, 0)]);
-    let (mut c, h) = fake(false, Box::new(move |k| chunk(1, CHUNK_BLOCK_STATUS, k, &p)));
+    let (mut c, h) = fake(
+        false,
+        Box::new(move |k| chunk(1, CHUNK_BLOCK_STATUS, k, &p)),
+    );
     assert_protocol(c.block_status(0, 10).unwrap_err(), "beyond");
     drop(c);
     h.join().unwrap();
@@ -238,13 +276,16 @@ fn block_status_validation() {
 
 #[test]
 fn export_name_fallback_when_go_is_unsupported() {
-    let (mut c, h) = fake(true, Box::new(|k| {
-        let mut v = Vec::new();
-        v.put_u32(SIMPLE_REPLY_MAGIC);
-        v.put_u32(0);
-        v.put_u64(k);
-        v
-    }));
+    let (mut c, h) = fake(
+        true,
+        Box::new(|k| {
+            let mut v = Vec::new();
+            v.put_u32(SIMPLE_REPLY_MAGIC);
+            v.put_u32(0);
+            v.put_u64(k);
+            v
+        }),
+    );
     assert_eq!(c.size(), 4096);
     assert_eq!(c.block_size(), (1, 4096, 32 << 20));
     // Without SEND_WRITE_ZEROES the client writes zeroes itself.

@@ -47,7 +47,11 @@ fn run(input: Vec<u8>) {
     };
     // Option data ≤ 64 KiB; READ buffers ≤ the export; WRITE buffers grow
     // only with bytes received.
-    assert!(stats.max_buffer <= SIZE.max(MAX_OPTION_DATA as usize), "{}", stats.max_buffer);
+    assert!(
+        stats.max_buffer <= SIZE.max(MAX_OPTION_DATA as usize),
+        "{}",
+        stats.max_buffer
+    );
     assert!(stats.options <= MAX_OPTIONS);
 }
 
@@ -64,13 +68,20 @@ fn offsets() -> impl Strategy<Value = u64> {
 }
 
 fn lengths() -> impl Strategy<Value = u32> {
-    prop_oneof![0..5000u32, Just(u32::MAX), Just(MAX_PAYLOAD), Just(MAX_PAYLOAD + 1), any::<u32>()]
+    prop_oneof![
+        0..5000u32,
+        Just(u32::MAX),
+        Just(MAX_PAYLOAD),
+        Just(MAX_PAYLOAD + 1),
+        any::<u32>()
+    ]
 }
 
 fn item() -> impl Strategy<Value = Item> {
     prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..64).prop_map(Item::Raw),
-        (0..13u32, proptest::collection::vec(any::<u8>(), 0..64)).prop_map(|(o, d)| Item::Opt(o, d)),
+        (0..13u32, proptest::collection::vec(any::<u8>(), 0..64))
+            .prop_map(|(o, d)| Item::Opt(o, d)),
         (
             prop_oneof![Just(0u16), 0..32u16, any::<u16>()],
             0..9u16,
@@ -112,7 +123,10 @@ fn negotiated(structured: bool) -> Vec<u8> {
     let mut opts = Vec::new();
     if structured {
         opts.push(Item::Opt(OPT_STRUCTURED_REPLY, vec![]));
-        opts.push(Item::Opt(OPT_SET_META_CONTEXT, Raw::meta_data("disk", &[BASE_ALLOCATION])));
+        opts.push(Item::Opt(
+            OPT_SET_META_CONTEXT,
+            Raw::meta_data("disk", &[BASE_ALLOCATION]),
+        ));
     }
     opts.push(Item::Opt(OPT_GO, Raw::info_data("disk", &[])));
     encode(&opts, &mut v);

@@ -61,10 +61,7 @@ impl Upgrade for Passthrough {
 pub type Served = JoinHandle<Result<Summary, ServeError>>;
 
 /// Serves one connection on a thread; returns the client end.
-pub fn spawn(
-    exports: Arc<dyn Exports>,
-    tls: Option<Arc<dyn Upgrade>>,
-) -> (UnixStream, Served) {
+pub fn spawn(exports: Arc<dyn Exports>, tls: Option<Arc<dyn Upgrade>>) -> (UnixStream, Served) {
     let (a, b) = UnixStream::pair().unwrap();
     a.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let h = std::thread::spawn(move || serve(Box::new(b), &*exports, tls.as_deref()));
@@ -172,7 +169,10 @@ impl Raw {
         if structured {
             self.opt(OPT_STRUCTURED_REPLY, &[]);
             assert_eq!(self.reply().1, REP_ACK);
-            self.opt(OPT_SET_META_CONTEXT, &Self::meta_data("disk", &[BASE_ALLOCATION]));
+            self.opt(
+                OPT_SET_META_CONTEXT,
+                &Self::meta_data("disk", &[BASE_ALLOCATION]),
+            );
             assert_eq!(self.reply().1, REP_META_CONTEXT);
             assert_eq!(self.reply().1, REP_ACK);
         }
@@ -206,7 +206,12 @@ impl Raw {
         self.0.read_exact(&mut h).unwrap();
         let mut c = Cursor::new(&h);
         assert_eq!(c.u32(), Some(STRUCTURED_REPLY_MAGIC));
-        let (f, t, k, l) = (c.u16().unwrap(), c.u16().unwrap(), c.u64().unwrap(), c.u32().unwrap());
+        let (f, t, k, l) = (
+            c.u16().unwrap(),
+            c.u16().unwrap(),
+            c.u64().unwrap(),
+            c.u32().unwrap(),
+        );
         let mut d = vec![0; l as usize];
         self.0.read_exact(&mut d).unwrap();
         (f, t, k, d)

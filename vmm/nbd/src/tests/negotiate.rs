@@ -37,13 +37,23 @@ fn list_exports() {
 fn info_then_go() {
     let (mut r, h) = Raw::new();
     r.hello(C_FIXED_NEWSTYLE | C_NO_ZEROES);
-    r.opt(OPT_INFO, &Raw::info_data("disk", &[INFO_NAME, INFO_DESCRIPTION]));
+    r.opt(
+        OPT_INFO,
+        &Raw::info_data("disk", &[INFO_NAME, INFO_DESCRIPTION]),
+    );
     let (_, ty, d) = r.reply();
     assert_eq!(ty, REP_INFO);
     let mut want = Vec::new();
     want.put_u16(INFO_EXPORT);
     want.put_u64(DISK as u64);
-    want.put_u16(TF_HAS_FLAGS | TF_SEND_FLUSH | TF_CAN_MULTI_CONN | TF_SEND_FUA | TF_SEND_TRIM | TF_SEND_WRITE_ZEROES);
+    want.put_u16(
+        TF_HAS_FLAGS
+            | TF_SEND_FLUSH
+            | TF_CAN_MULTI_CONN
+            | TF_SEND_FUA
+            | TF_SEND_TRIM
+            | TF_SEND_WRITE_ZEROES,
+    );
     assert_eq!(d, want);
     let (_, _, d) = r.reply();
     assert_eq!(d, [&[0, 1][..], b"disk"].concat());
@@ -60,7 +70,10 @@ fn info_then_go() {
     assert_eq!(r.go("disk"), [REP_INFO, REP_INFO, REP_ACK]);
     assert_eq!(r.good_read(0, 2), [1, 2]);
     drop(r);
-    assert_eq!(h.join().unwrap().unwrap().stats.export.as_deref(), Some("disk"));
+    assert_eq!(
+        h.join().unwrap().unwrap().stats.export.as_deref(),
+        Some("disk")
+    );
 }
 
 #[test]
@@ -69,7 +82,11 @@ fn unknown_export_names_it() {
     let (s, h) = spawn(ex, None);
     let e = Client::connect(Box::new(s), "nope", None).unwrap_err();
     match &e {
-        ClientError::Refused { option, reply, message } => {
+        ClientError::Refused {
+            option,
+            reply,
+            message,
+        } => {
             assert_eq!((*option, *reply), (OPT_GO, REP_ERR_UNKNOWN));
             assert!(message.contains("nope"), "{message}");
         }
@@ -99,7 +116,13 @@ fn tls_required() {
     let (s, h) = spawn(ex.clone(), Some(up.clone() as Arc<dyn Upgrade>));
     let e = Client::connect(Box::new(s), "disk", None).unwrap_err();
     assert!(
-        matches!(e, ClientError::Refused { reply: REP_ERR_TLS_REQD, .. }),
+        matches!(
+            e,
+            ClientError::Refused {
+                reply: REP_ERR_TLS_REQD,
+                ..
+            }
+        ),
         "{e}"
     );
     assert_eq!(h.join().unwrap().unwrap().end, End::Closed);
@@ -169,9 +192,16 @@ fn meta_contexts() {
     r.opt(OPT_STRUCTURED_REPLY, &[]);
     assert_eq!(r.reply().1, REP_ACK);
     let ctx = [&1u32.to_be_bytes()[..], BASE_ALLOCATION.as_bytes()].concat();
-    for q in [&[][..], &["base:"], &["base:allocation", "qemu:dirty-bitmap:x"]] {
+    for q in [
+        &[][..],
+        &["base:"],
+        &["base:allocation", "qemu:dirty-bitmap:x"],
+    ] {
         r.opt(OPT_LIST_META_CONTEXT, &Raw::meta_data("disk", q));
-        assert_eq!(r.reply(), (OPT_LIST_META_CONTEXT, REP_META_CONTEXT, ctx.clone()));
+        assert_eq!(
+            r.reply(),
+            (OPT_LIST_META_CONTEXT, REP_META_CONTEXT, ctx.clone())
+        );
         assert_eq!(r.reply().1, REP_ACK);
     }
     r.opt(OPT_LIST_META_CONTEXT, &Raw::meta_data("disk", &["other:"]));
@@ -183,7 +213,10 @@ fn meta_contexts() {
     r.opt(OPT_SET_META_CONTEXT, &bad);
     assert_eq!(r.reply().1, REP_ERR_INVALID);
     // Selected for another export: not active on "disk".
-    r.opt(OPT_SET_META_CONTEXT, &Raw::meta_data("ro", &[BASE_ALLOCATION]));
+    r.opt(
+        OPT_SET_META_CONTEXT,
+        &Raw::meta_data("ro", &[BASE_ALLOCATION]),
+    );
     assert_eq!(r.reply().1, REP_META_CONTEXT);
     assert_eq!(r.reply().1, REP_ACK);
     assert_eq!(r.go("disk").last(), Some(&REP_ACK));
@@ -197,7 +230,11 @@ fn meta_contexts() {
 fn export_name_with_and_without_zeroes() {
     for no_zeroes in [true, false] {
         let (mut r, h) = Raw::new();
-        r.hello(if no_zeroes { C_FIXED_NEWSTYLE | C_NO_ZEROES } else { C_FIXED_NEWSTYLE });
+        r.hello(if no_zeroes {
+            C_FIXED_NEWSTYLE | C_NO_ZEROES
+        } else {
+            C_FIXED_NEWSTYLE
+        });
         r.opt(OPT_EXPORT_NAME, b"disk");
         let mut head = [0; 10];
         std::io::Read::read_exact(&mut r.0, &mut head).unwrap();
@@ -234,4 +271,3 @@ fn unknown_options_are_unsupported() {
     drop(r);
     h.join().unwrap().unwrap();
 }
-

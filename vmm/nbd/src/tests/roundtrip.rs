@@ -49,10 +49,7 @@ fn block_status_reports_holes() {
     let (mut c, h, _) = client("disk");
     let runs = c.block_status(0, 128 << 10).unwrap();
     let hz = STATE_HOLE | STATE_ZERO;
-    assert_eq!(
-        runs,
-        vec![(4096, 0), (61440, hz), (4096, 0), (61440, hz)]
-    );
+    assert_eq!(runs, vec![(4096, 0), (61440, hz), (4096, 0), (61440, hz)]);
     // From an unaligned offset, at most the asked length.
     let runs = c.block_status(4000, 200).unwrap();
     assert_eq!(runs, vec![(96, 0), (104, hz)]);
@@ -96,12 +93,20 @@ fn structured_read_sends_hole_chunks() {
     let (d, o) = (CHUNK_OFFSET_DATA, CHUNK_OFFSET_HOLE);
     assert_eq!(
         kinds,
-        vec![(d, 0, 4096), (o, 4096, 61440), (d, 65536, 4096), (o, 69632, 61440)]
+        vec![
+            (d, 0, 4096),
+            (o, 4096, 61440),
+            (d, 65536, 4096),
+            (o, 69632, 61440)
+        ]
     );
     // DF: one data chunk.
     r.req(CMD_FLAG_DF, CMD_READ, 8, 0, 128 << 10);
     let (f, t, _, data) = r.chunk();
-    assert_eq!((f, t, data.len()), (REPLY_FLAG_DONE, CHUNK_OFFSET_DATA, 8 + (128 << 10)));
+    assert_eq!(
+        (f, t, data.len()),
+        (REPLY_FLAG_DONE, CHUNK_OFFSET_DATA, 8 + (128 << 10))
+    );
     drop(r);
     assert_eq!(h.join().unwrap().unwrap().end, End::Closed);
 }
@@ -140,7 +145,10 @@ fn read_only_export_refuses_writes() {
     assert!(matches!(e, ClientError::Server { errno: EPERM, .. }), "{e}");
     assert!(e.to_string().contains("EPERM"), "{e}");
     let e = c.write_zeroes(0, 10, false).unwrap_err();
-    assert!(matches!(e, ClientError::Server { .. } | ClientError::Unsupported(_)), "{e}");
+    assert!(
+        matches!(e, ClientError::Server { .. } | ClientError::Unsupported(_)),
+        "{e}"
+    );
     let mut b = [0; 4];
     c.read(8188, &mut b).unwrap();
     assert_eq!(b, [7; 4]);
@@ -153,7 +161,10 @@ fn client_checks_ranges_locally() {
     let (mut c, h, _) = client("disk");
     let e = c.read(DISK as u64 - 1, &mut [0; 2]).unwrap_err();
     assert!(matches!(e, ClientError::OutOfRange { .. }), "{e}");
-    assert!(matches!(c.block_status(0, 0), Err(ClientError::InvalidArgument(_))));
+    assert!(matches!(
+        c.block_status(0, 0),
+        Err(ClientError::InvalidArgument(_))
+    ));
     // Still usable.
     c.read(0, &mut [0; 2]).unwrap();
     c.disconnect().unwrap();
@@ -175,4 +186,33 @@ fn simple_replies_without_structured() {
     r.assert_closed();
     let s = h.join().unwrap().unwrap();
     assert_eq!((s.end, s.stats.requests), (End::Disconnect, 5));
+}
+
+#[test]
+fn concurrent_connections_share_the_export() {
+    let (ex, disk) = exports();
+    let handles: Vec<_> = (0..4u8)
+        .map(|i| {
+            let ex = ex.clone();
+            std::thread::spawn(move || {
+                let (s, h) = spawn(ex, None);
+                let mut c = crate::Client::connect(Box::new(s), "disk", None).unwrap();
+                let at = 300_000 + u64::from(i) * 10_000;
+                c.write(at, &[i + 1; 10_000], false).unwrap();
+                let mut back = vec![0; 10_000];
+                c.read(at, &mut back).unwrap();
+                assert!(back.iter().all(|&b| b == i + 1));
+                c.disconnect().unwrap();
+                h.join().unwrap().unwrap()
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap().end, End::Disconnect);
+    }
+    let d = disk.contents();
+    for i in 0..4usize {
+        let at = 300_000 + i * 10_000;
+        assert!(d[at..at + 10_000].iter().all(|&b| b as usize == i + 1));
+    }
 }
