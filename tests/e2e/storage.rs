@@ -636,3 +636,118 @@ fn vmm_migrate_with_storage_does_the_whole_sequence() {
     dst.quit(ctx);
     assert_pattern(&b, after, "destination image");
 }
+
+#[test]
+fn tls_exports_admit_qemu_img_with_the_certificates_and_a_tls_mirror_runs() {
+    crate::require_kvm!();
+    let ctx = "NBD over TLS";
+    let creds = crate::tls::creds(&[]);
+    let (img, want) = sparse_image();
+    let vm = Running::start(
+        &[
+            "-m",
+            "64M",
+            "--drive",
+            &img.drive(),
+            "--append",
+            "workload=idle",
+        ],
+        ctx,
+    );
+    let sock = TempPath::new("nbd-tls", "sock");
+    let mut q = vm.qmp();
+    ok(
+        &mut q,
+        "nbd-server-start",
+        json!({"addr": {"type": "unix", "path": sock.arg()}, "tls-creds": creds.arg()}),
+        ctx,
+    );
+    ok(
+        &mut q,
+        "block-export-add",
+        json!({"type": "nbd", "id": "e0", "node-name": "virtio-blk0", "writable": true}),
+        ctx,
+    );
+    // qemu-img with the rehearsal CA and client certificate reads it whole.
+    let object = format!("tls-creds-x509,id=tls0,endpoint=client,dir={}", creds.arg());
+    let opts = format!(
+        "driver=nbd,path={},export=virtio-blk0,tls-creds=tls0,tls-hostname=localhost",
+        sock.arg()
+    );
+    let out = TempPath::new("nbd-tls-copy", "img");
+    tool(
+        "qemu-img",
+        &[
+            "convert",
+            "--object",
+            &object,
+            "--image-opts",
+            &opts,
+            "-O",
+            "raw",
+            &out.arg(),
+        ],
+    );
+    assert!(
+        std::fs::read(out.path()).expect("copy") == want,
+        "qemu-img over TLS: not byte-identical"
+    );
+    // Without TLS the server refuses before any export is named.
+    let plain = Command::new("qemu-img")
+        .args(["info", &nbd_uri(&sock, "virtio-blk0")])
+        .output()
+        .expect("qemu-img");
+    assert!(!plain.status.success(), "a plain client was admitted");
+    let err = String::from_utf8_lossy(&plain.stderr).to_lowercase();
+    assert!(
+        err.contains("tls"),
+        "the refusal says TLS is required: {err}"
+    );
+    // A source mirrors into the export over TLS.
+    let a = TempPath::sized("tls-src", 64 * MIB);
+    {
+        use std::os::unix::fs::FileExt;
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(a.path())
+            .expect("open");
+        f.write_all_at(&[0x5a; 1 << 20], 8 * MIB).expect("data");
+    }
+    let src = Running::start(
+        &[
+            "-m",
+            "64M",
+            "--drive",
+            &a.drive(),
+            "--append",
+            "workload=idle",
+        ],
+        ctx,
+    );
+    let mut s = src.qmp();
+    ok(
+        &mut s,
+        "blockdev-add",
+        json!({"driver": "nbd", "node-name": "t0", "export": "virtio-blk0",
+               "server": {"type": "unix", "path": sock.arg()},
+               "tls-creds": creds.arg(), "tls-hostname": "localhost"}),
+        ctx,
+    );
+    ok(
+        &mut s,
+        "blockdev-mirror",
+        json!({"job-id": "m0", "device": "virtio-blk0", "target": "t0", "sync": "full"}),
+        ctx,
+    );
+    event(&mut s, "BLOCK_JOB_READY", BOOT, ctx);
+    ok(&mut s, "block-job-complete", json!({"device": "m0"}), ctx);
+    let done = event(&mut s, "BLOCK_JOB_COMPLETED", BOOT, ctx);
+    assert!(done["data"].get("error").is_none(), "{done}");
+    assert!(
+        std::fs::read(a.path()).expect("a") == std::fs::read(img.path()).expect("img"),
+        "the TLS mirror's target is the source"
+    );
+    drop((q, s));
+    src.quit(ctx);
+    vm.quit(ctx);
+}

@@ -10,7 +10,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 
 /// `vmm tls gen DIR [EXTRA]` into a fresh directory.
-fn creds(extra: &[&str]) -> TempPath {
+pub(crate) fn creds(extra: &[&str]) -> TempPath {
     let d = TempPath::new("tls", "d");
     let dir = d.arg();
     let mut args = vec!["tls", "gen", &dir];

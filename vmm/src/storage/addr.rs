@@ -9,6 +9,7 @@ use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use migration::secure::Sock;
 use serde_json::Value;
 
 /// Where an NBD server listens or a client connects.
@@ -141,13 +142,13 @@ impl Addr {
     }
 
     /// Connects, with `timeout` on the connect and on every read and write.
-    pub fn connect(&self, timeout: Duration) -> io::Result<Box<dyn nbd::Stream>> {
+    pub fn connect(&self, timeout: Duration) -> io::Result<Sock> {
         match self {
             Addr::Unix(p) => {
                 let s = UnixStream::connect(p)?;
                 s.set_read_timeout(Some(timeout))?;
                 s.set_write_timeout(Some(timeout))?;
-                Ok(Box::new(s))
+                Ok(Sock::Unix(s))
             }
             Addr::Inet { host, port } => {
                 use std::net::ToSocketAddrs;
@@ -158,13 +159,22 @@ impl Addr {
                             s.set_read_timeout(Some(timeout))?;
                             s.set_write_timeout(Some(timeout))?;
                             s.set_nodelay(true)?;
-                            return Ok(Box::new(s));
+                            return Ok(Sock::Tcp(s));
                         }
                         Err(e) => last = e,
                     }
                 }
                 Err(last)
             }
+        }
+    }
+
+    /// The name a server's certificate must have by default: the host, or
+    /// `localhost` for a unix socket.
+    pub fn host(&self) -> &str {
+        match self {
+            Addr::Unix(_) => "localhost",
+            Addr::Inet { host, .. } => host,
         }
     }
 }

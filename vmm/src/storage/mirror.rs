@@ -355,8 +355,11 @@ impl Mirror {
                 }
                 let n = (end - at).min(CHUNK);
                 if x.data {
-                    // Clear the granules first: a write after the read re-dirties them.
-                    for g in at / GRANULE..(at + n).div_ceil(GRANULE) {
+                    // Clear the granules first: a write after the read
+                    // re-dirties them. Only those wholly inside the chunk:
+                    // a granule it shares with a hole keeps its bit, or a
+                    // write into the hole part would be lost to the zeroes.
+                    for g in at.div_ceil(GRANULE)..(at + n) / GRANULE {
                         self.take(g);
                     }
                     self.copy(&self.disk, at, n)?;

@@ -7,6 +7,7 @@ pub mod addr;
 pub mod mirror;
 pub mod server;
 pub mod target;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -36,11 +37,11 @@ pub struct DriveInfo {
 }
 
 /// A `blockdev-add`ed NBD node (a mirror target).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct Node {
     addr: Addr,
     export: String,
-    tls: Option<PathBuf>,
+    tls: Option<Arc<migration::secure::TlsClient>>,
 }
 
 /// The drives, the NBD server, the target nodes and the jobs of one VMM.
@@ -110,7 +111,11 @@ impl Storage {
     }
 
     /// `nbd-server-start`.
-    pub fn nbd_start(&self, addr: Addr, tls: Option<Arc<dyn nbd::Upgrade>>) -> Result<(), String> {
+    pub fn nbd_start(
+        &self,
+        addr: Addr,
+        tls: Option<Arc<migration::secure::TlsServer>>,
+    ) -> Result<(), String> {
         let mut s = lock(&self.server);
         if s.is_some() {
             return Err("NBD server already running".into());
@@ -190,7 +195,7 @@ impl Storage {
         name: &str,
         addr: Addr,
         export: String,
-        tls: Option<PathBuf>,
+        tls: Option<Arc<migration::secure::TlsClient>>,
     ) -> Result<(), String> {
         if self.drive(name).is_ok() {
             return Err(format!("Duplicate nodes with node-name='{name}'"));
@@ -239,7 +244,7 @@ impl Storage {
                 (a, e, None)
             }
         };
-        let t = NbdTarget::connect(&addr, &export, tls.as_deref())?;
+        let t = NbdTarget::connect(&addr, &export, tls)?;
         let m = Mirror::start(
             job.to_string(),
             d.node.clone(),

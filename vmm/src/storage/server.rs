@@ -14,7 +14,10 @@ use std::time::Duration;
 use devices::bus::lock;
 use devices::disk::Disk;
 
+use migration::secure::{Sock, TlsServer};
+
 use super::addr::Addr;
+use super::tls::ServerUpgrade;
 
 /// Connections served at once; more are closed at once.
 pub const MAX_CONNECTIONS: usize = 16;
@@ -116,7 +119,7 @@ pub struct NbdServer {
 impl NbdServer {
     /// Listens on `addr` (a unix socket path must not exist yet); `tls`
     /// makes TLS mandatory for every client.
-    pub fn start(addr: Addr, tls: Option<Arc<dyn nbd::Upgrade>>) -> Result<NbdServer, String> {
+    pub fn start(addr: Addr, tls: Option<Arc<TlsServer>>) -> Result<NbdServer, String> {
         let stop = Arc::new(AtomicBool::new(false));
         let table = Arc::new(Table::default());
         let conns: Arc<Mutex<Vec<(u64, Conn)>>> = Arc::default();
@@ -233,7 +236,7 @@ fn accept_loop(
     table: Arc<Table>,
     conns: Arc<Mutex<Vec<(u64, Conn)>>>,
     active: Arc<AtomicUsize>,
-    tls: Option<Arc<dyn nbd::Upgrade>>,
+    tls: Option<Arc<TlsServer>>,
 ) {
     let mut next = 0u64;
     while !stop.load(Ordering::SeqCst) {
@@ -254,32 +257,42 @@ fn accept_loop(
             c.shutdown();
             continue;
         }
-        let (stream, copy): (Box<dyn nbd::Stream>, Conn) = match c {
+        let (sock, copy) = match c {
             Conn::Unix(s) => match (s.try_clone(), s.set_nonblocking(false)) {
-                (Ok(k), Ok(())) => {
-                    let _ = s.set_read_timeout(Some(IDLE));
-                    (Box::new(s), Conn::Unix(k))
-                }
+                (Ok(k), Ok(())) => (Sock::Unix(s), Conn::Unix(k)),
                 _ => continue,
             },
             Conn::Tcp(s) => match (s.try_clone(), s.set_nonblocking(false)) {
                 (Ok(k), Ok(())) => {
-                    let _ = s.set_read_timeout(Some(IDLE));
                     let _ = s.set_nodelay(true);
-                    (Box::new(s), Conn::Tcp(k))
+                    (Sock::Tcp(s), Conn::Tcp(k))
                 }
                 _ => continue,
             },
         };
+        let _ = sock.set_read_timeout(Some(IDLE));
+        // With credentials, STARTTLS starts the session on another handle.
+        let upgrade = match &tls {
+            Some(t) => match sock.try_clone() {
+                Ok(s) => Some(ServerUpgrade {
+                    sock: s,
+                    tls: t.clone(),
+                }),
+                Err(_) => continue,
+            },
+            None => None,
+        };
+        let stream: Box<dyn nbd::Stream> = Box::new(sock);
         next += 1;
         let id = next;
         lock(&conns).push((id, copy));
         active.fetch_add(1, Ordering::SeqCst);
-        let (t, c, a, tls) = (table.clone(), conns.clone(), active.clone(), tls.clone());
+        let (t, c, a) = (table.clone(), conns.clone(), active.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("nbd-{id}"))
             .spawn(move || {
-                match nbd::serve(stream, t.as_ref(), tls.as_deref()) {
+                let up = upgrade.as_ref().map(|u| u as &dyn nbd::Upgrade);
+                match nbd::serve(stream, t.as_ref(), up) {
                     Ok(s) => tracing::info!("nbd: connection {id} ended: {s:?}"),
                     Err(e) => tracing::warn!("nbd: connection {id}: {e}"),
                 }

@@ -1,10 +1,13 @@
 //! A mirror's target: an NBD export, through the `nbd` client.
 
-use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
+
+use migration::secure::TlsClient;
 
 use super::addr::Addr;
 use super::mirror::Target;
+use super::tls::ClientUpgrade;
 
 /// Every connect, read and write to a target gives up after this long: a
 /// target that goes away fails the job instead of stalling the guest.
@@ -19,20 +22,29 @@ pub struct NbdTarget {
 impl NbdTarget {
     /// Connects and negotiates (`NBD_OPT_GO`, structured replies,
     /// `base:allocation`); a read-only export is refused.
-    pub fn connect(addr: &Addr, export: &str, tls: Option<&Path>) -> Result<NbdTarget, String> {
+    pub fn connect(
+        addr: &Addr,
+        export: &str,
+        tls: Option<Arc<TlsClient>>,
+    ) -> Result<NbdTarget, String> {
         let what = format!("NBD export '{export}' at {addr}");
-        if let Some(dir) = tls {
-            return Err(format!(
-                "TLS to NBD targets is not supported yet (tls-creds {}): docs/storage.md",
-                dir.display()
-            ));
-        }
-        let upgrade: Option<&dyn nbd::Upgrade> = None;
-        let stream = addr
+        let sock = addr
             .connect(TIMEOUT)
             .map_err(|e| format!("Failed to connect to {what}: {e}"))?;
-        let client =
-            nbd::Client::connect(stream, export, upgrade).map_err(|e| format!("{what}: {e}"))?;
+        let plain = sock
+            .try_clone()
+            .map_err(|e| format!("Failed to connect to {what}: {e}"))?;
+        let upgrade = tls.map(|tls| ClientUpgrade {
+            sock,
+            tls,
+            host: addr.host().to_string(),
+        });
+        let client = nbd::Client::connect(
+            Box::new(plain),
+            export,
+            upgrade.as_ref().map(|u| u as &dyn nbd::Upgrade),
+        )
+        .map_err(|e| format!("{what}: {e}"))?;
         if client.read_only() {
             return Err(format!("{what} is read-only"));
         }

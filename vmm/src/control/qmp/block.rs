@@ -8,6 +8,7 @@
 use super::Reply;
 use crate::control::state::State;
 use crate::storage::addr::Addr;
+use crate::storage::tls;
 use qmp::{Args, QmpError};
 use serde_json::{Value, json};
 
@@ -49,6 +50,25 @@ fn mirror_args(args: &Args, own: &[&str]) -> Result<(), QmpError> {
     args.only(&known)
 }
 
+/// `tls-authz`: one subject or a list of them (clients allowed in).
+fn authz(args: &Args) -> Result<Vec<String>, QmpError> {
+    match args.get("tls-authz") {
+        None => Ok(Vec::new()),
+        Some(Value::String(s)) => Ok(vec![s.clone()]),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| {
+                v.as_str().map(str::to_string).ok_or_else(|| {
+                    QmpError::generic("Invalid parameter type for 'tls-authz', expected: string")
+                })
+            })
+            .collect(),
+        Some(_) => Err(QmpError::generic(
+            "Invalid parameter type for 'tls-authz', expected: string",
+        )),
+    }
+}
+
 /// One of the commands above.
 pub fn execute(st: &State, name: &str, args: &Args) -> Reply {
     let s = &st.storage;
@@ -69,12 +89,11 @@ pub fn execute(st: &State, name: &str, args: &Args) -> Reply {
                 .get("addr")
                 .ok_or_else(|| QmpError::generic("Parameter 'addr' is missing"))?;
             let addr = Addr::from_qmp(addr).map_err(generic)?;
-            if args.opt_str("tls-creds")?.is_some() {
-                return Err(QmpError::generic(
-                    "TLS for the NBD server is not supported yet (docs/storage.md)",
-                ));
-            }
-            done(s.nbd_start(addr, None))
+            let tls = match args.opt_str("tls-creds")? {
+                Some(c) => Some(tls::server(c, authz(args)?).map_err(generic)?),
+                None => None,
+            };
+            done(s.nbd_start(addr, tls))
         }
         "nbd-server-stop" => {
             args.only(&[])?;
@@ -229,7 +248,13 @@ fn blockdev_add(st: &State, args: &Args) -> Reply {
         .ok_or_else(|| QmpError::generic("Parameter 'server' is missing"))?;
     let addr = Addr::from_qmp(server).map_err(generic)?;
     let export = args.opt_str("export")?.unwrap_or("").to_string();
-    let tls = args.opt_str("tls-creds")?.map(std::path::PathBuf::from);
+    let tls = match args.opt_str("tls-creds")? {
+        Some(c) => {
+            let host = args.opt_str("tls-hostname")?.map(str::to_string);
+            Some(tls::client(c, host).map_err(generic)?)
+        }
+        None => None,
+    };
     done(st.storage.node_add(name, addr, export, tls))
 }
 
