@@ -237,7 +237,7 @@ mod tests {
 
     /// The layers of the `vmm` crate, lowest first (`docs/architecture.md`).
     const VMM_LAYERS: &[&str] = &[
-        "vstate", "cpu", "boot", "builder", "release", "migrate", "control", "cli",
+        "vstate", "cpu", "boot", "builder", "release", "migrate", "storage", "control", "cli",
     ];
 
     fn root() -> PathBuf {
