@@ -52,6 +52,10 @@ enum Kind {
 #[derive(Clone, Debug, Default)]
 struct Sample {
     ready_ms: f64,
+    /// `migrate` until `completed`.
+    migrate_ms: f64,
+    /// `block-job-cancel` until `BLOCK_JOB_COMPLETED` (the final flush).
+    end_ms: f64,
     total_ms: f64,
     downtime_ms: f64,
     disk_bytes: u64,
@@ -205,6 +209,7 @@ fn one(kind: Kind, bin: &Path, kernel: &Path, args: &Args) -> Result<Sample, Str
         "migrate-incoming",
         json!({"uri": format!("unix:{}", mig.display())}),
     )?;
+    let tm = Instant::now();
     exec(
         &mut s,
         "migrate",
@@ -220,11 +225,14 @@ fn one(kind: Kind, bin: &Path, kernel: &Path, args: &Args) -> Result<Sample, Str
                 .map_err(|e| e.to_string())?,
         }
     };
+    let migrate_ms = tm.elapsed().as_secs_f64() * 1e3;
+    let te = Instant::now();
     exec(&mut s, "block-job-cancel", json!({"device": "m0"}))?;
     let done = event(&mut s, "BLOCK_JOB_COMPLETED", Duration::from_secs(60))?;
     if let Some(e) = done["data"].get("error") {
         return Err(format!("mirror ended with {e}"));
     }
+    let end_ms = te.elapsed().as_secs_f64() * 1e3;
     let total_ms = t0.elapsed().as_secs_f64() * 1e3;
     let _ = exec(&mut d, "nbd-server-stop", json!({}));
     let _ = d.execute("quit", json!({}));
@@ -234,6 +242,8 @@ fn one(kind: Kind, bin: &Path, kernel: &Path, args: &Args) -> Result<Sample, Str
     }
     Ok(Sample {
         ready_ms,
+        migrate_ms,
+        end_ms,
         total_ms,
         // vmm's own summary holds fractional ms; QEMU's `downtime` is whole ms.
         downtime_ms: info["x-vmm-summary"]["downtime_ms"]
@@ -258,6 +268,8 @@ fn measure(kind: Kind, bin: &Path, kernel: &Path, args: &Args) -> Result<Sample,
     let pick = |f: fn(&Sample) -> f64| median(all.iter().map(f).collect());
     Ok(Sample {
         ready_ms: pick(|s| s.ready_ms),
+        migrate_ms: pick(|s| s.migrate_ms),
+        end_ms: pick(|s| s.end_ms),
         total_ms: pick(|s| s.total_ms),
         downtime_ms: pick(|s| s.downtime_ms),
         disk_bytes: all[0].disk_bytes,
@@ -282,21 +294,23 @@ pub fn run(args: &Args) -> Result<(), String> {
         args.disk_mib, args.mib, args.runs
     );
     println!(
-        "| VMM | to READY ms | total ms | downtime ms | disk MiB | RAM MiB | disk MiB/s to READY |"
+        "| VMM | to READY ms | migrate ms | end of job ms | total ms | downtime ms | disk MiB | RAM MiB | disk MiB/s to READY |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (name, r) in &rows {
         match r {
             Ok(s) => println!(
-                "| {name} | {:.0} | {:.0} | {:.1} | {} | {:.1} | {:.0} |",
+                "| {name} | {:.0} | {:.0} | {:.0} | {:.0} | {:.1} | {} | {:.1} | {:.0} |",
                 s.ready_ms,
+                s.migrate_ms,
+                s.end_ms,
                 s.total_ms,
                 s.downtime_ms,
                 s.disk_bytes >> 20,
                 s.ram_bytes as f64 / 1048576.0,
                 (s.disk_bytes >> 20) as f64 / (s.ready_ms / 1e3)
             ),
-            Err(e) => println!("| {name} | failed: {e} | | | | | |"),
+            Err(e) => println!("| {name} | failed: {e} | | | | | | | |"),
         }
     }
     if let [(_, Ok(a)), (label, Ok(b))] = rows.as_slice() {
