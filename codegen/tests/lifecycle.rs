@@ -3,20 +3,10 @@
 
 mod common;
 
-use common::{TempTree, copy_dir};
+use common::{TempTree, edit};
 
 fn temp_copy(tag: &str) -> TempTree {
-    let t = TempTree::new(&format!("compat-lifecycle-{tag}"));
-    copy_dir(&common::repo().join("compat"), &t.0);
-    t
-}
-
-/// Replaces `from` (which must occur) by `to` in `file` of the tree.
-fn edit(t: &TempTree, file: &str, from: &str, to: &str) {
-    let path = t.0.join(file);
-    let s = std::fs::read_to_string(&path).expect("read");
-    assert!(s.contains(from), "{file} lacks {from:?}");
-    std::fs::write(&path, s.replacen(from, to, 1)).expect("write");
+    common::compat_copy(&format!("compat-lifecycle-{tag}"))
 }
 
 fn deprecated_md(t: &TempTree) -> String {

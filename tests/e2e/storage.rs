@@ -158,6 +158,63 @@ fn seq_of(l: &str) -> Option<u64> {
         .and_then(|p| p.num("seq"))
 }
 
+/// `vmm run` of a guest writing `img` forever (`workload=disk
+/// disk.count=0`), once it reported its first sector.
+fn disk_writer(img: &TempPath, ctx: &str) -> Running {
+    let mut r = Running::start(
+        &[
+            "-m",
+            "64M",
+            "--drive",
+            &img.drive(),
+            "--append",
+            "workload=disk disk.count=0",
+        ],
+        ctx,
+    );
+    r.vmm
+        .wait_line(BOOT, |l| seq_of(l).is_some())
+        .unwrap_or_else(|| panic!("{ctx}: no disk: seq= on the source\n{}", r.vmm.transcript()));
+    r
+}
+
+/// The source's last `disk: seq=` once it exited after handing over.
+fn last_seq_after_exit(src: Running) -> u64 {
+    let before = src
+        .vmm
+        .seen()
+        .iter()
+        .filter_map(|l| seq_of(l))
+        .max()
+        .unwrap_or(0);
+    let fin = src.vmm.finish(EXIT);
+    fin.lines
+        .iter()
+        .filter_map(|l| seq_of(l))
+        .max()
+        .unwrap_or(before)
+}
+
+/// Waits until the destination's guest wrote 64 sectors past `before`
+/// without an error: the sector it reached.
+fn writes_on(dst: &mut Running, before: u64, ctx: &str) -> u64 {
+    let l = dst
+        .vmm
+        .wait_line(BOOT, |l| seq_of(l).is_some_and(|n| n > before + 64))
+        .unwrap_or_else(|| {
+            panic!(
+                "{ctx}: no disk: seq= above {before} on the destination\n{}",
+                dst.vmm.transcript()
+            )
+        });
+    assert!(
+        !dst.vmm.seen().iter().any(|l| l.contains("error")),
+        "{:?}",
+        dst.vmm.seen()
+    );
+    seq_of(&l).unwrap_or(0)
+}
+
 /// Every sector `0..n` of `img` holds the `disk` workload's pattern for its
 /// own position (seq = sector: no wrap-around in these tests).
 fn assert_pattern(img: &TempPath, n: u64, ctx: &str) {
@@ -179,25 +236,7 @@ fn storage_and_memory_migrate_while_the_guest_writes_its_disk() {
     let a = TempPath::sized("mirror-src", 64 * MIB);
     let b = TempPath::sized("mirror-dst", 64 * MIB);
     let capacity = 64 * MIB / SECTOR as u64;
-    let mut src = Running::start(
-        &[
-            "-m",
-            "64M",
-            "--drive",
-            &a.drive(),
-            "--append",
-            "workload=disk disk.count=0",
-        ],
-        ctx,
-    );
-    src.vmm
-        .wait_line(BOOT, |l| seq_of(l).is_some())
-        .unwrap_or_else(|| {
-            panic!(
-                "{ctx}: no disk: seq= on the source\n{}",
-                src.vmm.transcript()
-            )
-        });
+    let mut src = disk_writer(&a, ctx);
     let mut dst = Running::deferred(&["--drive", &b.drive()], ctx);
     let nbd = TempPath::new("nbd-dst", "sock");
     let mut d = dst.qmp();
@@ -248,37 +287,10 @@ fn storage_and_memory_migrate_while_the_guest_writes_its_disk() {
     let done = event(&mut s, "BLOCK_JOB_COMPLETED", BOOT, ctx);
     assert!(done["data"].get("error").is_none(), "{done}");
     ok(&mut d, "nbd-server-stop", json!({}), ctx);
-    let before = src
-        .vmm
-        .seen()
-        .iter()
-        .filter_map(|l| seq_of(l))
-        .max()
-        .unwrap_or(0);
     drop(s);
-    let fin = src.vmm.finish(EXIT);
-    let before = fin
-        .lines
-        .iter()
-        .filter_map(|l| seq_of(l))
-        .max()
-        .unwrap_or(before);
+    let before = last_seq_after_exit(src);
     // The destination's guest writes on, to its own image.
-    let l = dst
-        .vmm
-        .wait_line(BOOT, |l| seq_of(l).is_some_and(|n| n > before + 64))
-        .unwrap_or_else(|| {
-            panic!(
-                "{ctx}: no disk: seq= above {before} on the destination\n{}",
-                dst.vmm.transcript()
-            )
-        });
-    let after = seq_of(&l).unwrap_or(0);
-    assert!(
-        !dst.vmm.seen().iter().any(|l| l.contains("error")),
-        "{:?}",
-        dst.vmm.seen()
-    );
+    let after = writes_on(&mut dst, before, ctx);
     drop(d);
     dst.ctl_ok(&["stop"], ctx);
     dst.quit(ctx);
@@ -344,20 +356,7 @@ fn a_target_that_dies_mid_copy_fails_the_job_and_a_retry_succeeds() {
         }
     }
     let b = TempPath::sized("die-dst", 64 * MIB);
-    let mut src = Running::start(
-        &[
-            "-m",
-            "64M",
-            "--drive",
-            &a.drive(),
-            "--append",
-            "workload=disk disk.count=0",
-        ],
-        ctx,
-    );
-    src.vmm
-        .wait_line(BOOT, |l| seq_of(l).is_some())
-        .unwrap_or_else(|| panic!("{ctx}: no disk: seq=\n{}", src.vmm.transcript()));
+    let mut src = disk_writer(&a, ctx);
     let dst = Running::deferred(&["--drive", &b.drive()], ctx);
     let nbd = TempPath::new("nbd-die", "sock");
     let mut d = dst.qmp();
@@ -575,20 +574,7 @@ fn vmm_migrate_with_storage_does_the_whole_sequence() {
     let ctx = "migrate --with-storage";
     let a = TempPath::sized("ws-src", 32 * MIB);
     let b = TempPath::sized("ws-dst", 32 * MIB);
-    let mut src = Running::start(
-        &[
-            "-m",
-            "64M",
-            "--drive",
-            &a.drive(),
-            "--append",
-            "workload=disk disk.count=0",
-        ],
-        ctx,
-    );
-    src.vmm
-        .wait_line(BOOT, |l| seq_of(l).is_some())
-        .unwrap_or_else(|| panic!("{ctx}: no disk: seq=\n{}", src.vmm.transcript()));
+    let mut src = disk_writer(&a, ctx);
     let mut dst = Running::deferred(&["--drive", &b.drive()], ctx);
     let mig = TempPath::new("ws-mig", "sock");
     let nbd_sock = std::path::PathBuf::from(format!("{}.nbd", mig.arg()));
@@ -608,30 +594,8 @@ fn vmm_migrate_with_storage_does_the_whole_sequence() {
         err.contains("disk storage-virtio-blk0: in step, ended"),
         "{err}"
     );
-    let before = src
-        .vmm
-        .seen()
-        .iter()
-        .filter_map(|l| seq_of(l))
-        .max()
-        .unwrap_or(0);
-    let fin = src.vmm.finish(EXIT);
-    let before = fin
-        .lines
-        .iter()
-        .filter_map(|l| seq_of(l))
-        .max()
-        .unwrap_or(before);
-    let l = dst
-        .vmm
-        .wait_line(BOOT, |l| seq_of(l).is_some_and(|n| n > before + 64))
-        .unwrap_or_else(|| {
-            panic!(
-                "{ctx}: the destination does not write on\n{}",
-                dst.vmm.transcript()
-            )
-        });
-    let after = seq_of(&l).unwrap_or(0);
+    let before = last_seq_after_exit(src);
+    let after = writes_on(&mut dst, before, ctx);
     dst.ctl_ok(&["stop"], ctx);
     dst.quit(ctx);
     assert_pattern(&b, after, "destination image");

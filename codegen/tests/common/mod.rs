@@ -44,3 +44,21 @@ pub use codegen::scratch::ScratchTree as TempTree;
 pub fn copy_dir(from: &Path, to: &Path) {
     codegen::scratch::copy_dir(from, to).expect("copy the tree");
 }
+
+/// A copy of the real `compat/` tree in a fresh scratch directory (`tag`
+/// names it), removed on drop.
+#[allow(dead_code)] // not every test binary edits a copy
+pub fn compat_copy(tag: &str) -> TempTree {
+    let t = TempTree::new(tag);
+    copy_dir(&repo().join("compat"), &t.0);
+    t
+}
+
+/// Replaces `from` (which must occur) by `to` in `file` of the tree.
+#[allow(dead_code)]
+pub fn edit(t: &TempTree, file: &str, from: &str, to: &str) {
+    let path = t.0.join(file);
+    let s = std::fs::read_to_string(&path).expect("read");
+    assert!(s.contains(from), "{file} lacks {from:?}");
+    std::fs::write(&path, s.replacen(from, to, 1)).expect("write");
+}
