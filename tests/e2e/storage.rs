@@ -236,7 +236,7 @@ fn storage_and_memory_migrate_while_the_guest_writes_its_disk() {
     let a = TempPath::sized("mirror-src", 64 * MIB);
     let b = TempPath::sized("mirror-dst", 64 * MIB);
     let capacity = 64 * MIB / SECTOR as u64;
-    let mut src = disk_writer(&a, ctx);
+    let src = disk_writer(&a, ctx);
     let mut dst = Running::deferred(&["--drive", &b.drive()], ctx);
     let nbd = TempPath::new("nbd-dst", "sock");
     let mut d = dst.qmp();
@@ -574,7 +574,7 @@ fn vmm_migrate_with_storage_does_the_whole_sequence() {
     let ctx = "migrate --with-storage";
     let a = TempPath::sized("ws-src", 32 * MIB);
     let b = TempPath::sized("ws-dst", 32 * MIB);
-    let mut src = disk_writer(&a, ctx);
+    let src = disk_writer(&a, ctx);
     let mut dst = Running::deferred(&["--drive", &b.drive()], ctx);
     let mig = TempPath::new("ws-mig", "sock");
     let nbd_sock = std::path::PathBuf::from(format!("{}.nbd", mig.arg()));
