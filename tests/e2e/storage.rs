@@ -399,6 +399,28 @@ fn a_target_that_dies_mid_copy_fails_the_job_and_a_retry_succeeds() {
                 src.vmm.transcript()
             )
         });
+    // A target of another size is refused at once, naming both sizes.
+    let small = TempPath::sized("die-small", 32 * MIB);
+    let other = Running::deferred(&["--drive", &small.drive()], ctx);
+    let nbd_small = TempPath::new("nbd-small", "sock");
+    let mut o = other.qmp();
+    export(&mut o, &nbd_small, "virtio-blk0", true, ctx);
+    let e = s
+        .execute(
+            "drive-mirror",
+            json!({"device": "virtio-blk0", "job-id": "m9", "sync": "full", "mode": "existing",
+                   "target": nbd_uri(&nbd_small, "virtio-blk0")}),
+        )
+        .expect_err("a smaller target");
+    let e = e.to_string();
+    assert!(
+        e.contains("different sizes")
+            && e.contains(&(64 * MIB).to_string())
+            && e.contains(&(32 * MIB).to_string()),
+        "{e}"
+    );
+    drop(o);
+    other.quit(ctx);
     // A retry straight to the export succeeds and ends in step.
     ok(
         &mut s,
