@@ -620,6 +620,10 @@ fn vmm_migrate_with_storage_does_the_whole_sequence() {
     let after = writes_on(&mut dst, before, ctx);
     dst.ctl_ok(&["stop"], ctx);
     dst.quit(ctx);
+    assert!(
+        after < 64 * MIB / SECTOR as u64,
+        "the test assumes no wrap-around"
+    );
     assert_pattern(&b, after, "destination image");
 }
 
@@ -736,4 +740,50 @@ fn tls_exports_admit_qemu_img_with_the_certificates_and_a_tls_mirror_runs() {
     drop((q, s));
     src.quit(ctx);
     vm.quit(ctx);
+}
+
+/// A port of 127.0.0.1 nobody listens on now.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+#[test]
+fn vmm_migrate_with_storage_over_tcp_with_its_own_nbd_port() {
+    crate::require_kvm!();
+    let ctx = "migrate --with-storage over tcp";
+    let a = TempPath::sized("wst-src", 64 * MIB);
+    let b = TempPath::sized("wst-dst", 64 * MIB);
+    let src = disk_writer(&a, ctx);
+    let mut dst = Running::deferred(&["--drive", &b.drive()], ctx);
+    let (port, nbd) = (free_port(), free_port());
+    let f = crate::common::migrate(
+        src.sock.path(),
+        &format!("tcp:127.0.0.1:{port}"),
+        &[
+            "--with-storage",
+            "--dest-control",
+            &dst.sock.arg(),
+            "--nbd-port",
+            &nbd.to_string(),
+        ],
+    );
+    f.assert_success();
+    assert!(
+        f.stderr
+            .contains("disk storage-virtio-blk0: 64 / 64 MiB (ready)"),
+        "{}",
+        f.stderr
+    );
+    let before = last_seq_after_exit(src);
+    let after = writes_on(&mut dst, before, ctx);
+    dst.ctl_ok(&["stop"], ctx);
+    dst.quit(ctx);
+    assert!(
+        after < 64 * MIB / SECTOR as u64,
+        "the test assumes no wrap-around"
+    );
+    assert_pattern(&b, after, "destination image");
 }
