@@ -236,3 +236,36 @@ fn hostile_qmp_input_gets_the_references_errors_and_the_guest_counts_on() {
     drop(q);
     vm.quit("vmm");
 }
+
+#[test]
+fn the_qemu_qmp_library_drives_a_storage_migration() {
+    require_kvm!();
+    if !python_with_qemu_qmp() {
+        return;
+    }
+    let ctx = "storage over qemu.qmp";
+    let a = TempPath::sized("qmp-st-src", 64 << 20);
+    let b = TempPath::sized("qmp-st-dst", 64 << 20);
+    let src = crate::storage::disk_writer(&a, ctx);
+    let mut dst = Running::deferred(&["--drive", &b.drive()], ctx);
+    let (nbd, mig) = (
+        TempPath::new("qmp-st-nbd", "sock"),
+        TempPath::new("qmp-st-mig", "sock"),
+    );
+    let out = python(
+        "storage.py",
+        &[&src.sock.arg(), &dst.sock.arg(), &nbd.arg(), &mig.arg()],
+        "storage: ok",
+    );
+    assert!(out.contains("BLOCK_JOB_READY 67108864"), "{out}");
+    assert!(out.contains("-> completed"), "{out}");
+    let before = crate::storage::last_seq_after_exit(src);
+    let after = crate::storage::writes_on(&mut dst, before, ctx);
+    dst.ctl_ok(&["stop"], ctx);
+    dst.quit(ctx);
+    assert!(
+        after < (64 << 20) / vmm_guest::SECTOR as u64,
+        "no wrap-around"
+    );
+    crate::storage::assert_pattern(&b, after, "destination image");
+}

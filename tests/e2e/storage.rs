@@ -160,7 +160,7 @@ fn seq_of(l: &str) -> Option<u64> {
 
 /// `vmm run` of a guest writing `img` forever (`workload=disk
 /// disk.count=0`), once it reported its first sector.
-fn disk_writer(img: &TempPath, ctx: &str) -> Running {
+pub(crate) fn disk_writer(img: &TempPath, ctx: &str) -> Running {
     let mut r = Running::start(
         &[
             "-m",
@@ -179,7 +179,7 @@ fn disk_writer(img: &TempPath, ctx: &str) -> Running {
 }
 
 /// The source's last `disk: seq=` once it exited after handing over.
-fn last_seq_after_exit(src: Running) -> u64 {
+pub(crate) fn last_seq_after_exit(src: Running) -> u64 {
     let before = src
         .vmm
         .seen()
@@ -197,7 +197,7 @@ fn last_seq_after_exit(src: Running) -> u64 {
 
 /// Waits until the destination's guest wrote 64 sectors past `before`
 /// without an error: the sector it reached.
-fn writes_on(dst: &mut Running, before: u64, ctx: &str) -> u64 {
+pub(crate) fn writes_on(dst: &mut Running, before: u64, ctx: &str) -> u64 {
     let l = dst
         .vmm
         .wait_line(BOOT, |l| seq_of(l).is_some_and(|n| n > before + 64))
@@ -217,7 +217,7 @@ fn writes_on(dst: &mut Running, before: u64, ctx: &str) -> u64 {
 
 /// Every sector `0..n` of `img` holds the `disk` workload's pattern for its
 /// own position (seq = sector: no wrap-around in these tests).
-fn assert_pattern(img: &TempPath, n: u64, ctx: &str) {
+pub(crate) fn assert_pattern(img: &TempPath, n: u64, ctx: &str) {
     let data = std::fs::read(img.path()).expect("read image");
     for s in 0..n {
         let off = s as usize * SECTOR;
